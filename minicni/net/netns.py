@@ -1,0 +1,95 @@
+"""Network namespaces: enter one for the current thread, create and remove named ones.
+
+`enter` uses setns(2) directly instead of pyroute2's `IPRoute(netns=...)`, which forks a helper
+process per socket (10 ms instead of 0.1 ms). A netlink socket opened inside `enter` stays bound to
+that namespace after the thread has left it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = "/run/netns"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def current_netns_path() -> str:
+    """Path naming the namespace of the calling thread (valid while the thread lives)."""
+    return f"/proc/self/task/{_gettid()}/ns/net"
+
+
+def _gettid() -> int:
+    gettid = getattr(os, "gettid", None)
+    return gettid() if gettid else int(_libc.syscall(186))
+
+
+@contextmanager
+def enter(path: str) -> Iterator[None]:
+    """Run the body with the calling thread inside the namespace at `path`, then come back.
+
+    Raises FileNotFoundError if `path` does not exist and OSError(EINVAL) if it is not a network
+    namespace.
+    """
+    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        home = os.open(current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target)
+            try:
+                yield
+            finally:
+                _setns(home)
+        finally:
+            os.close(home)
+    finally:
+        os.close(target)
+
+
+def same_netns(path_a: str, path_b: str) -> bool:
+    """True if both paths name the same network namespace (compared by device and inode)."""
+    a, b = os.stat(path_a), os.stat(path_b)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def path_of(name: str) -> str:
+    return name if "/" in name else os.path.join(NETNS_RUN_DIR, name)
+
+
+def create(name: str) -> str:
+    """Create a named namespace under /run/netns (as `ip netns add` does); returns its path.
+
+    Raises FileExistsError if the name is taken. Runs unshare in pyroute2's child process so the
+    caller's own namespace is untouched.
+    """
+    from pyroute2 import netns as pyroute2_netns
+
+    path = path_of(name)
+    if os.path.exists(path):
+        raise FileExistsError(errno.EEXIST, "network namespace exists", path)
+    pyroute2_netns.create(name)
+    return path
+
+
+def remove(name: str) -> bool:
+    """Remove a named namespace; False if it was already gone. Links inside it go with it."""
+    path = path_of(name)
+    if not os.path.exists(path):
+        return False
+    _libc.umount2(path.encode(), 2)  # MNT_DETACH
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
