@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from minicni.fileutil import write_atomic
 from minicni.netconf import AddressRange
 
 LAST_RESERVED = "last_reserved_ip.0"
@@ -104,7 +105,7 @@ class AddressStore:
             reservation = Reservation(address, container_id, ifname, netns, self.boot_id)
             if self._create_exclusive(reservation):
                 self._link_owner(reservation)
-                _write_atomic(self._path(LAST_RESERVED), str(address))
+                write_atomic(self._path(LAST_RESERVED), str(address).encode(), durable=False)
                 return reservation
         raise RangeFullError(
             f"no free address in {address_range.first}-{address_range.last} "
@@ -138,7 +139,7 @@ class AddressStore:
         released = self.release_where(
             lambda r: r.boot_id != self.boot_id and not (r.netns and os.path.exists(r.netns))
         )
-        _write_atomic(self._path(BOOT_ID_FILE), self.boot_id)
+        write_atomic(self._path(BOOT_ID_FILE), self.boot_id.encode(), durable=False)
         return released
 
     # -- files -------------------------------------------------------------------------------
@@ -222,13 +223,6 @@ def _read_text(path: str) -> str:
             return f.read().strip()
     except OSError:
         return ""
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _unlink_quietly(path: str) -> None:
