@@ -189,14 +189,8 @@ def delete(request: Request) -> None:
     host_name = links.host_veth_name(request.container_id, request.ifname)
     with step(f"deleting {host_name}"), open_netlink() as host:
         removed = links.delete_link(host, host_name)
-    if not removed and request.netns and os.path.exists(request.netns):
-        with (
-            step(f"deleting {request.ifname} in the container"),
-            open_netlink(request.netns) as pod,
-        ):
-            link = links.find_link(pod, request.ifname)
-            if link is not None and link.kind == "veth":
-                links.delete_link(pod, request.ifname)
+    if not removed and request.netns:
+        _delete_pod_end(request)
     with step("releasing the address"):
         released = _release(conf, request)
     log.info(
@@ -205,6 +199,20 @@ def delete(request: Request) -> None:
         request.ifname,
         released.address if released else "nothing",
     )
+
+
+def _delete_pod_end(request: Request) -> None:
+    """Remove a pod-side veth whose host end is already gone (a half-finished DEL)."""
+    try:
+        pod = open_netlink(request.netns)
+    except OSError as exc:
+        # Gone, or an empty file left where a runtime had mounted it: its links went with it.
+        log.info("DEL %s: netns %s is gone (%s)", request.container_id, request.netns, exc)
+        return
+    with step(f"deleting {request.ifname} in the container"), pod:
+        link = links.find_link(pod, request.ifname)
+        if link is not None and link.kind == "veth":
+            links.delete_link(pod, request.ifname)
 
 
 # -- CHECK ----------------------------------------------------------------------------------------
