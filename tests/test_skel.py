@@ -241,9 +241,7 @@ def test_bad_container_id_is_code_4(command: str, container_id: str) -> None:
     assert not fake.calls
 
 
-@pytest.mark.parametrize(
-    "container_id", ["a", "0123456789abcdef" * 4, "pod_1.2-3", "A.b_c-D"]
-)
+@pytest.mark.parametrize("container_id", ["a", "0123456789abcdef" * 4, "pod_1.2-3", "A.b_c-D"])
 def test_good_container_ids_pass(container_id: str) -> None:
     code, _, fake = run(full_env("ADD", CNI_CONTAINERID=container_id), config())
     assert code == 0
