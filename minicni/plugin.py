@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -296,16 +296,7 @@ def status(request: Request) -> None:
 # -- GC -------------------------------------------------------------------------------------------
 def gc(request: Request) -> None:
     conf = parse_netconf(request.config)
-    attachments = request.config.get(
-        "cni.dev/valid-attachments", request.config.get("cni.dev/attachments")
-    )
-    if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
-        raise CniError(
-            errors.INVALID_NETWORK_CONFIG,
-            "invalid network config: GC needs cni.dev/valid-attachments",
-            "a list of {containerID, ifname}",
-        )
-    valid = {(str(a.get("containerID")), str(a.get("ifname"))) for a in attachments}
+    valid = _valid_attachments(request.config)
     with step("releasing stale reservations"), _store(conf).locked() as store:
         stale = store.release_where(lambda r: (r.container_id, r.ifname) not in valid)
     if stale:
@@ -321,3 +312,25 @@ def gc(request: Request) -> None:
             reservation.container_id,
             reservation.ifname,
         )
+
+
+def _valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(containerID, ifname) pairs the runtime still uses, from the key libcni injects."""
+    key = "cni.dev/valid-attachments"
+    if key not in config and "cni.dev/attachments" in config:
+        key = "cni.dev/attachments"  # the name the 1.1.0 spec text used at first
+    if key not in config:
+        raise CniError(
+            errors.INVALID_NETWORK_CONFIG,
+            "invalid network config: GC needs cni.dev/valid-attachments",
+            "a list of {containerID, ifname}",
+        )
+    # libcni marshals an empty Go slice as null: no attachment is valid any more.
+    attachments = [] if config[key] is None else config[key]
+    if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
+        raise CniError(
+            errors.INVALID_NETWORK_CONFIG,
+            f"invalid network config: {key}",
+            "a list of {containerID, ifname}",
+        )
+    return {(str(a.get("containerID")), str(a.get("ifname"))) for a in attachments}
