@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,6 @@ from pyroute2 import IPRoute
 from minicni.net import netns
 
 ROOT_REASON = "needs root: creates network namespaces, veths and bridges"
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason=ROOT_REASON)
 
 _serial = itertools.count()
 
@@ -293,8 +292,3 @@ def _assert_nothing_leaked_to_root(fake: FakeNode) -> None:
     with IPRoute() as ipr:
         leaked = ours & {m.get("ifname") for m in ipr.get_links()}
     assert not leaked, f"links leaked into the root namespace: {leaked}"
-
-
-@pytest.fixture
-def pod_factory(node: FakeNode) -> Callable[[], str]:
-    return node.pod
