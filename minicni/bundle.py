@@ -41,6 +41,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from minicni.fileutil import write_atomic
+
 log = logging.getLogger(__name__)
 
 # Bumped whenever the layout or the launcher changes, so an old bundle is rebuilt.
@@ -157,7 +159,7 @@ def install_bundle(
     cni_bin_dir.mkdir(parents=True, exist_ok=True)
     if not _is_current(version_dir, stamp):
         _build_version(source, runtime_dir, version_dir, stamp)
-    write_atomically(launcher, script.encode(), mode=0o755)
+    write_atomic(str(launcher), script.encode(), 0o755)
     _prune_versions(runtime_dir, keep={version_name})
     log.info("installed plugin %s running the bundle %s", launcher, version_dir)
     return True
@@ -190,24 +192,6 @@ home='{home}'
 exec "$home/lib/{loader_name}" --library-path "$home/lib" \\
     "$home/bin/python3" -I -S -B -m {PLUGIN_MODULE} "$@"
 """
-
-
-def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
-    """Write `path` through a temporary file in the same directory and rename it into place.
-
-    A runtime exec'ing the old file keeps it (no "text file busy"), and nobody sees half a file.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 # --- building a version -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 
 from minicni import bundle
 from minicni.bundle import RuntimeSource, install_bundle
+from minicni.hostinstall import install_plugin
 
 pytestmark = [
     pytest.mark.root,
@@ -100,7 +101,7 @@ def fresh_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshRoot]:
     _install_shell(root)
     _mirror_host_path(root)
     fresh = FreshRoot(root, root / "opt" / "cni" / "bin", root / "opt" / "minicni")
-    assert install_bundle(fresh.cni_bin_dir, fresh.runtime_dir) is True
+    assert install_plugin(fresh.cni_bin_dir, mode="bundle", runtime_dir=fresh.runtime_dir) is True
     yield fresh
 
 
@@ -162,7 +163,10 @@ def test_bundled_runtime_imports_what_the_plugin_needs(fresh_root: FreshRoot) ->
 def test_second_install_changes_nothing(fresh_root: FreshRoot) -> None:
     before = fresh_root.plugin.stat()
     versions = fresh_root.versions()
-    assert install_bundle(fresh_root.cni_bin_dir, fresh_root.runtime_dir) is False
+    again = install_plugin(
+        fresh_root.cni_bin_dir, mode="bundle", runtime_dir=fresh_root.runtime_dir
+    )
+    assert again is False
     after = fresh_root.plugin.stat()
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
     assert fresh_root.versions() == versions
@@ -204,3 +208,54 @@ def _launcher_home(launcher: Path) -> Path:
         if line.startswith("home='"):
             return Path(line.removeprefix("home='").removesuffix("'"))
     raise AssertionError(f"no home= line in {launcher}")
+
+
+def test_bundled_plugin_adds_and_deletes_a_pod(fresh_root: FreshRoot, tmp_path: Path) -> None:
+    """ADD and DEL through the installed launcher, run as a runtime runs it from the node's
+    network namespace: the bundled runtime loads pyroute2, ctypes (setns) and the address store."""
+    suffix = f"{os.getpid() % 100000}"
+    node_ns, pod_ns = f"mcbn{suffix}", f"mcbp{suffix}"
+    config = {
+        "cniVersion": "1.1.0",
+        "name": "bundle-test",
+        "type": "minicni",
+        "subnet": "10.250.7.0/24",
+        "dataDir": str(tmp_path / "ipam"),
+    }
+    env = {
+        "CNI_CONTAINERID": "bundle-test-1",
+        "CNI_NETNS": f"/run/netns/{pod_ns}",
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(fresh_root.cni_bin_dir),
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+
+    def plugin(command: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["ip", "netns", "exec", node_ns, str(fresh_root.plugin)],
+            input=json.dumps(config).encode(),
+            env={**env, "CNI_COMMAND": command},
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+
+    subprocess.run(["ip", "netns", "add", node_ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "add", pod_ns], check=True)
+        added = plugin("ADD")
+        assert added.returncode == 0, (added.stdout, added.stderr)
+        result = json.loads(added.stdout)
+        assert result["ips"][0]["address"].startswith("10.250.7.")
+        seen = subprocess.run(
+            ["ip", "-n", pod_ns, "-o", "-4", "addr", "show", "dev", "eth0"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert result["ips"][0]["address"] in seen.stdout
+        deleted = plugin("DEL")
+        assert deleted.returncode == 0, (deleted.stdout, deleted.stderr)
+    finally:
+        for name in (pod_ns, node_ns):
+            subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
