@@ -222,14 +222,14 @@ class KindSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> KindSettings:
         """MINICNI_E2E_CLUSTER, MINICNI_E2E_IMAGE, MINICNI_E2E_BUILD=0 (use an image already
-        built), MINICNI_E2E_KEEP=1 (keep and reuse the cluster), KIND_NODE_IMAGE,
+        built), MINICNI_E2E_KEEP=1 (keep and reuse the cluster), MINICNI_E2E_NODE_IMAGE,
         MINICNI_E2E_TIMEOUT (seconds per wait)."""
         return cls(
             cluster_name=environ.get("MINICNI_E2E_CLUSTER", cls.cluster_name),
             image=environ.get("MINICNI_E2E_IMAGE", cls.image),
             build_image=_env_flag(environ, "MINICNI_E2E_BUILD", True),
             keep_cluster=_env_flag(environ, "MINICNI_E2E_KEEP", False),
-            node_image=environ.get("KIND_NODE_IMAGE") or None,
+            node_image=environ.get("MINICNI_E2E_NODE_IMAGE") or None,
             timeout_s=int(environ.get("MINICNI_E2E_TIMEOUT", cls.timeout_s)),
         )
 
@@ -338,6 +338,12 @@ class KindLab:
     def inventory(self) -> Inventory:
         pods = self.kubectl_json("get", "pods", "-n", PROBE_NAMESPACE, "-l", PROBE_SELECTOR)
         return inventory_from(pods, self.settings.cluster_name, name=self.settings.cluster_name)
+
+    def pod_exec(self, handle: str, argv: Sequence[str], container: str = "probe") -> str:
+        """Run a command in a pod ("<namespace>/<pod>"), e.g. `ip route` in a hostNetwork probe
+        pod to look at its node's routes."""
+        namespace, _, pod = handle.partition("/")
+        return self.kubectl("exec", "-n", namespace, pod, "-c", container, "--", *argv)
 
     def node_exec(self, node: str, argv: Sequence[str], stdin: str | None = None) -> str:
         """Run a command on a kind node (a Docker container named after the node)."""

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
@@ -44,7 +44,7 @@ def agent_daemonset() -> dict[str, Any]:
 
 def agent_container() -> dict[str, Any]:
     (container,) = agent_daemonset()["spec"]["template"]["spec"]["containers"]
-    return container
+    return dict(container)
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)

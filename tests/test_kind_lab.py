@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -37,8 +37,8 @@ def _stand_in_for_lab_executors() -> None:
         name: str = ""
 
         @classmethod
-        def build(cls, endpoints: object, name: str = "") -> Inventory:
-            return cls(tuple(endpoints), name)  # type: ignore[call-overload]
+        def build(cls, endpoints: Iterable[Endpoint], name: str = "") -> Inventory:
+            return cls(tuple(endpoints), name)
 
     module = types.ModuleType("lab.executors")
     module.__dict__.update(POD="pod", NODE="node", Endpoint=Endpoint, Inventory=Inventory)
@@ -47,6 +47,7 @@ def _stand_in_for_lab_executors() -> None:
 
 _stand_in_for_lab_executors()
 
+from lab.executors import Endpoint  # noqa: E402
 from lab.kind import (  # noqa: E402
     AGENT_MANIFEST,
     PROBE_MANIFEST,
@@ -60,7 +61,7 @@ from lab.kind import (  # noqa: E402
     short_node_name,
     with_image,
 )
-from lab.kubectl import Endpoint, KubectlExecutor, split_handle  # noqa: E402
+from lab.kubectl import KubectlExecutor, split_handle  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -220,7 +221,7 @@ def test_settings_from_the_environment() -> None:
             "MINICNI_E2E_IMAGE": "minicni:pr-7",
             "MINICNI_E2E_BUILD": "0",
             "MINICNI_E2E_KEEP": "yes",
-            "KIND_NODE_IMAGE": "kindest/node:v1.32.2",
+            "MINICNI_E2E_NODE_IMAGE": "kindest/node:v1.32.2",
         }
     )
     assert (settings.cluster_name, settings.image) == ("c1", "minicni:pr-7")
@@ -229,3 +230,24 @@ def test_settings_from_the_environment() -> None:
     defaults = KindSettings.from_env({})
     assert defaults.build_image and not defaults.keep_cluster and defaults.node_image is None
     assert not defaults.image.endswith(":latest")
+
+
+def test_e2e_run_without_docker_or_kind_stops_at_once_naming_them() -> None:
+    """What `tox -e e2e` does on a machine like this one: no test runs, no traceback, exit 2."""
+    from lab.kind import check_prerequisites
+
+    if not check_prerequisites():
+        pytest.skip("Docker, kind and kubectl are all here: the e2e suite would really run")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "e2e", "-p", "no:cacheprovider"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "the kind e2e suite cannot run: missing" in output
+    assert "how to get it" in output
+    assert "Traceback" not in output
+    assert " passed" not in output and " failed" not in output
