@@ -257,6 +257,10 @@ class KindLab:
         if self._cluster is not None and not self.settings.keep_cluster:
             self._cluster.delete()
 
+    def delete(self) -> None:
+        """Delete the cluster whether or not this process created it (`make kind-down`)."""
+        _run_visible(["kind", "delete", "cluster", f"--name={self.settings.cluster_name}"])
+
     def build_image(self) -> None:
         _run_visible(
             ["docker", "build", "-f", str(DOCKERFILE), "-t", self.settings.image, str(REPO_ROOT)]
@@ -380,8 +384,40 @@ class KindLab:
         return "\n".join(sections)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m lab.kind up|down`: a kind cluster running minicni, kept until `down`."""
+    import argparse
+    import dataclasses
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m lab.kind", description=main.__doc__)
+    parser.add_argument("action", choices=("up", "down"))
+    args = parser.parse_args(argv)
+    settings = dataclasses.replace(KindSettings.from_env(), keep_cluster=True)
+    lab = KindLab(settings)
+    try:
+        if args.action == "down":
+            lab.delete()
+            return 0
+        lab.up()
+    except PrerequisiteError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except (RuntimeError, TimeoutError) as error:
+        print(f"kind cluster {settings.cluster_name}: {error}", file=sys.stderr)
+        return 1
+    print(f"cluster {settings.cluster_name} is up with minicni ({settings.image}).")
+    print(f"  export KUBECONFIG={lab.kubeconfig}")
+    print("  kubectl get pods -A -o wide")
+    return 0
+
+
 def _run_visible(argv: Sequence[str]) -> None:
     """Run a long build step with its output shown (pytest -s) and a clear error if it fails."""
     done = subprocess.run(list(argv), check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed with exit code {done.returncode}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
