@@ -62,3 +62,21 @@ def test_launcher_is_valid_sh_and_runs_the_plugin_through_the_bundled_loader() -
 def test_launcher_refuses_a_runtime_dir_it_cannot_quote(bad: str) -> None:
     with pytest.raises(BundleError):
         render_launcher(Path(bad), "ld.so")
+
+
+def test_a_failed_build_leaves_no_partial_version_and_no_launcher(tmp_path: Path) -> None:
+    from minicni.bundle import RuntimeSource, install_bundle
+
+    here = RuntimeSource.of_this_process()
+    broken = RuntimeSource(
+        executable=here.executable,
+        stdlib=tmp_path / "no-such-stdlib",
+        dynload=here.dynload,
+        packages=here.packages,
+        version=here.version,
+    )
+    runtime_dir, bin_dir = tmp_path / "opt-minicni", tmp_path / "cni-bin"
+    with pytest.raises(OSError):
+        install_bundle(bin_dir, runtime_dir, source=broken)
+    assert list(runtime_dir.iterdir()) == []
+    assert not (bin_dir / "minicni").exists()
