@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lab import report as reports
 from lab.executors import Inventory
 from lab.kind import (
@@ -23,6 +25,7 @@ from lab.kind import (
     AGENT_NAMESPACE,
     AGENT_SELECTOR,
     IPAM_DATA_DIR,
+    KIND_CONFIG,
     NETWORK_NAME,
     PROBE_NAMESPACE,
     KindLab,
@@ -72,6 +75,10 @@ def wrong_cells(result: MatrixReport) -> str:
     return "\n".join(
         f"{c.verdict} {c.case.label}: {c.detail}\n  {c.reproduce}" for c in result.wrong()
     )
+
+
+def pod_subnet() -> str:
+    return str(yaml.safe_load(KIND_CONFIG.read_text())["networking"]["podSubnet"])
 
 
 def node_facts(kind_lab: KindLab) -> dict[str, tuple[str, str]]:
@@ -148,15 +155,17 @@ def test_coredns_runs_on_the_pod_network(kind_lab: KindLab) -> None:
     coredns = kind_lab.kubectl_json("get", "deployment", "-n", "kube-system", "coredns")
     assert coredns["status"].get("availableReplicas", 0) == coredns["spec"]["replicas"]
     pods = kind_lab.kubectl_json("get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns")
-    cluster = ipaddress.ip_network("10.244.0.0/16")
+    cluster = ipaddress.ip_network(pod_subnet())
     for pod in pods["items"]:
         assert ipaddress.ip_address(pod["status"]["podIP"]) in cluster
 
 
-def test_each_node_runs_the_installed_plugin_without_a_python(kind_lab: KindLab) -> None:
-    """kind's node image has no Python: the plugin must answer from its bundled runtime, and the
-    conflist must carry the node's own podCIDR."""
+def test_each_node_runs_the_plugin_from_its_bundled_runtime(kind_lab: KindLab) -> None:
+    """kind's node image has no Python: the installed launcher runs the runtime the agent copied
+    to /opt/minicni and answers as a runtime calls it; the conflist carries the node's podCIDR."""
     for node, (_ip, pod_cidr) in node_facts(kind_lab).items():
+        launcher = kind_lab.node_exec(node, ["cat", "/opt/cni/bin/minicni"])
+        assert launcher.startswith("#!/bin/sh") and "home='/opt/minicni/" in launcher, node
         answer = kind_lab.node_exec(
             node,
             ["env", "CNI_COMMAND=VERSION", "/opt/cni/bin/minicni"],
@@ -273,7 +282,7 @@ def test_a_joining_node_is_routed_everywhere_and_a_leaving_one_forgotten(
     some_ip = ipaddress.IPv4Address(next(iter(facts.values()))[0])
     phantom_ip = str(ipaddress.IPv4Address((int(some_ip) & ~0xFF) | 250))
     assert phantom_ip not in {ip for ip, _ in facts.values()}
-    phantom_cidr = "10.244.250.0/24"
+    phantom_cidr = str(list(ipaddress.ip_network(pod_subnet()).subnets(new_prefix=24))[250])
     assert phantom_cidr not in {cidr for _, cidr in facts.values()}
     name = f"{kind_lab.settings.cluster_name}-phantom"
     node = {

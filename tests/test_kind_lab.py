@@ -252,3 +252,40 @@ def test_e2e_run_without_docker_or_kind_stops_at_once_naming_them() -> None:
     assert "how to get it" in output
     assert "Traceback" not in output
     assert not re.search(r"\d+ (passed|failed|error)", output), "tests ran"
+
+
+def test_deploy_applies_then_waits_step_by_step_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bring-up order a kind cluster with no CNI needs: agent first, then nodes Ready, then
+    CoreDNS (the first pods on the pod network), then the probe pods."""
+    from lab.kind import KindLab
+
+    calls: list[tuple[str, ...]] = []
+    applied: list[list[str]] = []
+
+    def kubectl(self: KindLab, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        calls.append(args)
+        if stdin is not None:
+            import yaml
+
+            applied.append([doc["kind"] for doc in yaml.safe_load_all(stdin)])
+        if args[:2] == ("get", "nodes"):
+            return '{"items": [{}, {}, {}]}'
+        return ""
+
+    monkeypatch.setattr(KindLab, "kubectl", kubectl)
+    KindLab(KindSettings(image="minicni:t", timeout_s=5)).deploy()
+    steps = [" ".join(c[:4]) for c in calls]
+    assert steps == [
+        "apply -f -",
+        "get nodes -o json",
+        "rollout status --namespace kube-system",
+        "wait --for=condition=Ready nodes --all",
+        "rollout status --namespace kube-system",
+        "apply -f -",
+        "rollout status --namespace minicni-e2e",
+        "rollout status --namespace minicni-e2e",
+        "rollout status --namespace minicni-e2e",
+    ]
+    assert calls[2][4] == "daemonset/minicni" and calls[4][4] == "deployment/coredns"
+    assert applied[0] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"]
+    assert applied[1] == ["Namespace", "DaemonSet", "DaemonSet", "DaemonSet"]
