@@ -1,0 +1,426 @@
+"""A real CNI consumer runs minicni: podman (CNI backend) and containerd's `ctr run --cni`.
+
+Each test gives the runtime a private "node": a network namespace made for the test, in which
+podman (or ctr) runs, so the bridge, the host veths and the `ip_forward` the plugin enables land
+there and never on the real host; the node has no uplink, so container traffic cannot leave it.
+Runtime state (storage, run dirs, CNI config and plugin dirs, the address store, the plugin log)
+lives in a temporary directory removed afterwards. The container image is a busybox-static rootfs
+built offline: there is no registry.
+
+What a user would check: the container gets an address of the network's subnet, has a default
+route via the gateway and reaches it (ICMP and a TCP connection to a listener on the gateway
+address, whose peer address is the container's); removing the container releases the reservation
+and removes the host veth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from minicni.hostinstall import install_plugin
+from minicni.net import links, netns
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.runtime,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runs a container runtime"),
+]
+
+# podman 4.x and containerd 1.6 vendor libcni 1.1, which knows config versions up to 1.0.0.
+CONFIG_VERSION = "1.0.0"
+BUSYBOX = Path("/bin/busybox")
+BUSYBOX_APPLETS = ("sh", "ip", "ping", "nc", "sleep", "cat")
+# Directories a runtime creates on the host by itself whatever it is told (libcni's result cache,
+# runc's default root, containerd's shim sockets). Removed after the test if the test created them
+# and left them empty, so the host ends as it was found.
+RUNTIME_HOST_DIRS = (
+    "/var/lib/cni",
+    "/var/lib/cni/results",
+    "/run/runc",
+    "/run/crun",
+    "/run/containerd",
+    "/run/containerd/s",
+    "/run/containerd/runc",
+)
+IP_FREEBIND = 15  # linux/in.h: bind to an address that is not (yet) on an interface
+COMMAND_TIMEOUT = 60
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _is_static_elf(path: Path) -> bool:
+    """True for a 64-bit ELF with no PT_INTERP: it runs in a rootfs that has no libc."""
+    with path.open("rb") as f:
+        header = f.read(64)
+        if header[:5] != b"\x7fELF\x02":
+            return False
+        (phoff,) = struct.unpack_from("<Q", header, 32)
+        phentsize, phnum = struct.unpack_from("<HH", header, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    pt_interp = 3
+    types = (struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum))
+    return pt_interp not in types
+
+
+def _run(argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False, **kwargs
+    )
+
+
+def _mounts_under(directory: str) -> list[str]:
+    """Mount points below `directory`, deepest first (so they can be unmounted in order)."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point == directory or point.startswith(directory.rstrip("/") + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def _remove_tree(directory: str) -> None:
+    """Remove a runtime's state dir: unmount what it left mounted in it first (never follow a
+    mount into the host's files)."""
+    for point in _mounts_under(directory):
+        _run(["umount", "-l", point])
+    if not _mounts_under(directory):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _link(node: str, name: str) -> dict[str, object] | None:
+    """A link in the node namespace as `ip -j` shows it, or None."""
+    proc = _run(["ip", "-n", node, "-j", "-d", "link", "show", "dev", name])
+    return json.loads(proc.stdout)[0] if proc.returncode == 0 else None  # type: ignore[no-any-return]
+
+
+def _reservations(store: Path) -> dict[str, str]:
+    """address -> containerID of every reservation file in the store."""
+    if not store.is_dir():
+        return {}
+    found = {}
+    for entry in store.iterdir():
+        with contextlib.suppress(ValueError):
+            ipaddress.IPv4Address(entry.name)
+            found[entry.name] = json.loads(entry.read_text())["containerID"]
+    return found
+
+
+class GatewayListener:
+    """A TCP listener on the gateway address inside the node namespace; records who connected and
+    what they sent. IP_FREEBIND lets it bind before the first ADD puts the address on the bridge."""
+
+    def __init__(self, node_path: str, address: str) -> None:
+        with netns.enter(node_path):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        self.sock.bind((address, 0))
+        self.sock.listen(4)
+        self.sock.settimeout(COMMAND_TIMEOUT)
+        self.port: int = self.sock.getsockname()[1]
+        self.peers: list[tuple[str, bytes]] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, (peer, _) = self.sock.accept()
+                with conn:
+                    conn.settimeout(10)
+                    data = b""
+                    with contextlib.suppress(OSError):
+                        while not data.endswith(b"\n") and (chunk := conn.recv(4096)):
+                            data += chunk
+                    # Recorded before closing: the client exits once we close.
+                    self.peers.append((peer, data))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._thread.join(5)
+
+
+@dataclass
+class RtNode:
+    """The test's node: its network namespace and the minicni network installed for a runtime."""
+
+    name: str
+    path: str
+    state: Path  # temporary directory holding everything the runtime and the plugin write
+    cni_conf_dir: Path
+    cni_bin_dir: Path
+    network: str
+    bridge: str
+    subnet: ipaddress.IPv4Network
+    data_dir: Path
+
+    @property
+    def gateway(self) -> str:
+        return str(self.subnet.network_address + 1)
+
+    @property
+    def store(self) -> Path:
+        return self.data_dir / self.network
+
+    def log_tail(self) -> str:
+        log = self.state / "minicni.log"
+        return log.read_text()[-3000:] if log.exists() else "(no plugin log)"
+
+
+# -- fixtures (prefixed rt_ so they never clash with netns_tests/conftest.py) ---------------------
+@pytest.fixture(scope="module")
+def rt_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A rootfs holding only a static busybox and the applets the tests use."""
+    if not BUSYBOX.exists() or not _is_static_elf(BUSYBOX):
+        pytest.skip(f"{BUSYBOX} is missing or not static: apt-get install busybox-static")
+    root = tmp_path_factory.mktemp("rt-rootfs")
+    (root / "bin").mkdir()
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    for applet in BUSYBOX_APPLETS:
+        (root / "bin" / applet).symlink_to("busybox")
+    for directory in ("proc", "sys", "dev", "etc", "tmp", "run"):
+        (root / directory).mkdir()
+    return root
+
+
+@pytest.fixture
+def rt_host_dirs() -> Iterator[None]:
+    """Remove, afterwards, the runtime's own host directories this test created (if empty)."""
+    existed = {d for d in RUNTIME_HOST_DIRS if os.path.lexists(d)}
+    yield
+    for directory in sorted(set(RUNTIME_HOST_DIRS) - existed, key=len, reverse=True):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+@pytest.fixture
+def rt_node(request: pytest.FixtureRequest, rt_host_dirs: None) -> Iterator[RtNode]:
+    """A private node namespace and a minicni network (conflist + installed plugin) for it."""
+    third_octet = getattr(request, "param", 77)
+    suffix = uuid.uuid4().hex[:6]
+    name = f"rtn-{suffix}"
+    state = Path(tempfile.mkdtemp(prefix=f"minicni-rt-{suffix}-"))
+    path = netns.create(name)
+    try:
+        _run(["ip", "-n", name, "link", "set", "lo", "up"]).check_returncode()
+        node = RtNode(
+            name=name,
+            path=path,
+            state=state,
+            cni_conf_dir=state / "net.d",
+            cni_bin_dir=state / "bin",
+            network=f"rtnet{suffix}",
+            bridge=f"rtbr{suffix}",
+            subnet=ipaddress.IPv4Network(f"10.88.{third_octet}.0/24"),
+            data_dir=state / "ipam",
+        )
+        node.cni_conf_dir.mkdir()
+        install_plugin(node.cni_bin_dir, mode="launcher")
+        conflist = {
+            "cniVersion": CONFIG_VERSION,
+            "name": node.network,
+            "plugins": [
+                {
+                    "type": "minicni",
+                    "bridge": node.bridge,
+                    "subnet": str(node.subnet),
+                    "mtu": 1400,
+                    "dataDir": str(node.data_dir),
+                    "logFile": str(state / "minicni.log"),
+                }
+            ],
+        }
+        (node.cni_conf_dir / f"10-{node.network}.conflist").write_text(json.dumps(conflist))
+        yield node
+    finally:
+        netns.remove(name)  # the bridge and any host veth go with it
+        _remove_tree(str(state))
+
+
+# -- podman --------------------------------------------------------------------------------------
+def _podman_skip_reason() -> str | None:
+    if shutil.which("podman") is None:
+        return "podman is not installed (apt-get install podman)"
+    if shutil.which("nsenter") is None:
+        return "nsenter is not installed (apt-get install util-linux)"
+    version = _run(["podman", "--version"]).stdout
+    match = re.search(r"(\d+)\.\d+", version)
+    if match is None or int(match.group(1)) != 4:
+        return f"needs podman 4.x, the last with a CNI backend (found {version.strip()!r})"
+    return None
+
+
+class Podman:
+    """podman with every piece of state in the node's temp dir, run inside the node namespace."""
+
+    def __init__(self, node: RtNode) -> None:
+        self.node = node
+        base = node.state / "podman"
+        self.dirs = {k: base / k for k in ("root", "runroot", "tmp", "runtime", "volumes")}
+        for directory in self.dirs.values():
+            directory.mkdir(parents=True)
+        # runc rather than crun: crun refuses cgroup v1 hosts with a hybrid layout.
+        runtime = shutil.which("runc") or shutil.which("crun") or "runc"
+        conf = base / "containers.conf"
+        conf.write_text(
+            f"""[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[network]
+network_backend = "cni"
+network_config_dir = "{node.cni_conf_dir}"
+cni_plugin_dirs = ["{node.cni_bin_dir}"]
+default_network = "{node.network}"
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{self.dirs["tmp"]}/events.log"
+tmp_dir = "{self.dirs["tmp"]}"
+volume_path = "{self.dirs["volumes"]}"
+"""
+        )
+        storage = base / "storage.conf"
+        storage.write_text(
+            f'[storage]\ndriver = "vfs"\ngraphroot = "{self.dirs["root"]}"\n'
+            f'runroot = "{self.dirs["runroot"]}"\n'
+        )
+        self.env = dict(
+            os.environ,
+            CONTAINERS_CONF=str(conf),
+            CONTAINERS_STORAGE_CONF=str(storage),
+            TMPDIR=str(self.dirs["tmp"]),
+        )
+        self.argv = [
+            "nsenter",
+            f"--net={node.path}",
+            "podman",
+            "--root", str(self.dirs["root"]),
+            "--runroot", str(self.dirs["runroot"]),
+            "--tmpdir", str(self.dirs["tmp"]),
+            "--storage-driver", "vfs",
+            "--cgroup-manager", "cgroupfs",
+            "--events-backend", "file",
+            "--runtime", runtime,
+            "--runtime-flag", f"root={self.dirs['runtime']}",
+        ]  # fmt: skip
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return _run([*self.argv, *args], env=self.env)
+
+    def ok(self, *args: str) -> str:
+        proc = self(*args)
+        assert proc.returncode == 0, (
+            f"podman {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}\n"
+            f"plugin log:\n{self.node.log_tail()}"
+        )
+        return proc.stdout
+
+    def remove_everything(self) -> None:
+        self("rm", "--all", "--force", "--time", "0")
+
+
+@pytest.fixture
+def rt_podman(rt_node: RtNode) -> Iterator[Podman]:
+    reason = _podman_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    podman = Podman(rt_node)
+    try:
+        yield podman
+    finally:
+        podman.remove_everything()
+
+
+@dataclass(frozen=True)
+class Started:
+    id: str
+    address: str
+    gateway: str
+    sandbox: str
+
+
+def _start(podman: Podman, name: str, rootfs: Path) -> Started:
+    podman.ok(
+        "run", "--detach", "--name", name, "--network", podman.node.network,
+        "--rootfs", str(rootfs), "/bin/sleep", "600",
+    )  # fmt: skip
+    info = json.loads(podman.ok("inspect", "--type", "container", name))[0]
+    network = info["NetworkSettings"]["Networks"][podman.node.network]
+    return Started(
+        id=info["Id"],
+        address=network["IPAddress"],
+        gateway=network["Gateway"],
+        sandbox=info["NetworkSettings"]["SandboxKey"],
+    )
+
+
+def test_podman_container_gets_an_address_reaches_the_gateway_and_releases_it(
+    rt_podman: Podman, rt_node: RtNode, rt_rootfs: Path
+) -> None:
+    podman, node = rt_podman, rt_node
+    assert node.network in podman.ok("network", "ls", "--format", "{{.Name}}").split()
+
+    first = _start(podman, "rt-a", rt_rootfs)
+    second = _start(podman, "rt-b", rt_rootfs)
+
+    # Addresses from the subnet, distinct, gateway the subnet's first address, reserved by ID.
+    for started in (first, second):
+        assert ipaddress.IPv4Address(started.address) in node.subnet
+        assert started.gateway == node.gateway
+    assert first.address != second.address
+    assert _reservations(node.store) == {first.address: first.id, second.address: second.id}
+
+    # What the container itself sees: its address on eth0 and the default route via the gateway.
+    addresses = podman.ok("exec", "rt-a", "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+    assert f"inet {first.address}/{node.subnet.prefixlen}" in addresses
+    routes = podman.ok("exec", "rt-a", "ip", "-4", "route", "show")
+    assert f"default via {node.gateway} dev eth0" in routes
+
+    # The host veth sits on the test's bridge in the node namespace.
+    host_veth = links.host_veth_name(first.id, "eth0")
+    veth, bridge = _link(node.name, host_veth), _link(node.name, node.bridge)
+    assert veth is not None and bridge is not None
+    assert veth.get("master") == node.bridge
+
+    # Traffic: ICMP to the gateway, a TCP connection to a listener on it, a neighbour container.
+    podman.ok("exec", "rt-a", "ping", "-c", "2", "-W", "3", node.gateway)
+    listener = GatewayListener(node.path, node.gateway)
+    try:
+        token = f"hello-from-{first.id[:12]}"
+        podman.ok(
+            "exec", "rt-a", "sh", "-c",
+            f"echo {token} | nc -w 3 {node.gateway} {listener.port}",
+        )  # fmt: skip
+    finally:
+        listener.close()
+    assert (first.address, f"{token}\n".encode()) in listener.peers
+    podman.ok("exec", "rt-a", "ping", "-c", "1", "-W", "3", second.address)
+
+    # Removing the container: reservation released, host veth and container netns gone.
+    podman.ok("rm", "--force", "--time", "0", "rt-a")
+    assert _reservations(node.store) == {second.address: second.id}
+    assert not any(p.name.startswith(f"owner-{first.id}") for p in node.store.iterdir())
+    assert _link(node.name, host_veth) is None
+    assert not os.path.exists(first.sandbox)
+
+    podman.ok("rm", "--force", "--time", "0", "rt-b")
+    assert _reservations(node.store) == {}
+    assert _link(node.name, links.host_veth_name(second.id, "eth0")) is None
