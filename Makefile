@@ -23,3 +23,7 @@ netns: setup
 
 test: lint ## lint, unit tests and root tests (all of them; run as root)
 	$(BIN)/pytest tests netns_tests $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local (run as root)
+	$(BIN)/python scripts/bench_plugin.py
