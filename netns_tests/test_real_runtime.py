@@ -105,6 +105,26 @@ def _remove_tree(directory: str) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _cgroup_roots() -> list[Path]:
+    """The cgroup hierarchies' mount points: /sys/fs/cgroup itself (v2) or one per controller."""
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():
+        return [base]
+    return [p for p in base.iterdir() if p.is_dir() and (p / "cgroup.procs").exists()]
+
+
+def _remove_cgroups(parent: str) -> None:
+    """Remove the (empty) cgroups a runtime made under `parent` in every hierarchy: runc leaves
+    them behind with the cgroupfs driver. rmdir refuses a cgroup that still has processes."""
+    for root in _cgroup_roots():
+        top = root / parent.strip("/")
+        if not top.is_dir():
+            continue
+        for directory, _, _ in os.walk(top, topdown=False):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+
+
 def _link(node: str, name: str) -> dict[str, object] | None:
     """A link in the node namespace as `ip -j` shows it, or None."""
     proc = _run(["ip", "-n", node, "-j", "-d", "link", "show", "dev", name])
@@ -302,6 +322,8 @@ volume_path = "{self.dirs["volumes"]}"
             f'[storage]\ndriver = "vfs"\ngraphroot = "{self.dirs["root"]}"\n'
             f'runroot = "{self.dirs["runroot"]}"\n'
         )
+        # A cgroup parent of our own, removed afterwards (cgroupfs leaves empty cgroups behind).
+        self.cgroup_parent = f"/{node.state.name}"
         self.env = dict(
             os.environ,
             CONTAINERS_CONF=str(conf),
@@ -335,6 +357,7 @@ volume_path = "{self.dirs["volumes"]}"
 
     def remove_everything(self) -> None:
         self("rm", "--all", "--force", "--time", "0")
+        _remove_cgroups(self.cgroup_parent)
 
 
 @pytest.fixture
@@ -360,6 +383,7 @@ class Started:
 def _start(podman: Podman, name: str, rootfs: Path) -> Started:
     podman.ok(
         "run", "--detach", "--name", name, "--network", podman.node.network,
+        "--cgroup-parent", podman.cgroup_parent,
         "--rootfs", str(rootfs), "/bin/sleep", "600",
     )  # fmt: skip
     info = json.loads(podman.ok("inspect", "--type", "container", name))[0]
