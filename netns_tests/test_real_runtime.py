@@ -24,8 +24,10 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -58,6 +60,7 @@ RUNTIME_HOST_DIRS = (
     "/run/containerd",
     "/run/containerd/s",
     "/run/containerd/runc",
+    "/run/containerd/fifo",
 )
 IP_FREEBIND = 15  # linux/in.h: bind to an address that is not (yet) on an interface
 COMMAND_TIMEOUT = 60
@@ -448,3 +451,176 @@ def test_podman_container_gets_an_address_reaches_the_gateway_and_releases_it(
     podman.ok("rm", "--force", "--time", "0", "rt-b")
     assert _reservations(node.store) == {}
     assert _link(node.name, links.host_veth_name(second.id, "eth0")) is None
+
+
+# -- containerd (ctr run --cni) -------------------------------------------------------------------
+# `ctr run --cni` reads /etc/cni/net.d and /opt/cni/bin with no flag to change them, so ctr runs
+# in a private mount namespace where the test's dirs are mounted over those paths (the host's
+# stay untouched), and in the node namespace. Run as `python -c CTR_LAUNCHER conf bin node argv`.
+CTR_LAUNCHER = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def check(rc, what):
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+CLONE_NEWNS, CLONE_NEWNET, MS_BIND, MS_REC, MS_PRIVATE = 0x20000, 0x40000000, 4096, 16384, 1 << 18
+conf, bindir, node, *argv = sys.argv[1:]
+check(libc.unshare(CLONE_NEWNS), "unshare")
+check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "making / private")
+if not os.path.isdir("/opt/cni/bin"):
+    check(libc.mount(b"tmpfs", b"/opt", b"tmpfs", 0, b"mode=755"), "tmpfs on /opt")
+    os.makedirs("/opt/cni/bin")
+check(libc.mount(bindir.encode(), b"/opt/cni/bin", None, MS_BIND, None), "bind /opt/cni/bin")
+check(libc.mount(conf.encode(), b"/etc/cni/net.d", None, MS_BIND, None), "bind /etc/cni/net.d")
+fd = os.open(node, os.O_RDONLY)
+check(libc.setns(fd, CLONE_NEWNET), "setns")
+os.close(fd)
+os.execvp(argv[0], argv)
+"""
+
+
+def _containerd_skip_reason() -> str | None:
+    for tool, package in (("containerd", "containerd"), ("ctr", "containerd"), ("runc", "runc")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install {package})"
+    if shutil.which("containerd-shim-runc-v2") is None:
+        return "containerd-shim-runc-v2 is not installed (apt-get install containerd)"
+    if not os.path.isdir("/etc/cni/net.d"):
+        return "/etc/cni/net.d is missing: ctr run --cni has no other config dir to mount over"
+    if sys.executable.startswith("/opt/"):
+        return "the test's Python lives in /opt, which the ctr mount namespace replaces"
+    return None
+
+
+class Containerd:
+    """A containerd daemon of the test's own (socket, root, state in the temp dir), and ctr."""
+
+    def __init__(self, node: RtNode) -> None:
+        self.node = node
+        self.base = node.state / "containerd"
+        self.base.mkdir()
+        self.address = str(self.base / "containerd.sock")
+        self.namespace = node.state.name  # also the cgroup parent ctr gives its containers
+        config = self.base / "config.toml"
+        config.write_text(
+            f"""version = 2
+root = "{self.base}/root"
+state = "{self.base}/state"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs",
+]
+[grpc]
+  address = "{self.address}"
+[ttrpc]
+  address = "{self.address}.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{self.base}/opt"
+"""
+        )
+        self.log = (self.base / "containerd.log").open("wb")
+        self.daemon = subprocess.Popen(
+            ["nsenter", f"--net={node.path}", "containerd", "--config", str(config)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ctr(self, *args: str, mount_cni: bool = False) -> subprocess.CompletedProcess[str]:
+        argv = ["ctr", "--address", self.address, "--namespace", self.namespace, *args]
+        if mount_cni:
+            argv = [
+                sys.executable, "-I", "-c", CTR_LAUNCHER,
+                str(self.node.cni_conf_dir), str(self.node.cni_bin_dir), self.node.path, *argv,
+            ]  # fmt: skip
+        return _run(argv)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.daemon.poll() is not None:
+                break
+            if self.ctr("version").returncode == 0:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"containerd did not start:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return (self.base / "containerd.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        """Kill and delete every task and container of our namespace, then the daemon."""
+        if self.daemon.poll() is None:
+            for line in self.ctr("containers", "list", "--quiet").stdout.split():
+                self.ctr("tasks", "kill", "--signal", "SIGKILL", line)
+                self.ctr("tasks", "delete", "--force", line)
+                self.ctr("containers", "delete", line)
+            self.daemon.terminate()
+            try:
+                self.daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait(10)
+        self.log.close()
+        _remove_cgroups(self.namespace)
+        with contextlib.suppress(OSError):  # the shim's runc root for our namespace
+            os.rmdir(f"/run/containerd/runc/{self.namespace}")
+
+
+@pytest.fixture
+def rt_containerd(rt_node: RtNode) -> Iterator[Containerd]:
+    reason = _containerd_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    containerd = Containerd(rt_node)
+    try:
+        containerd.wait_ready()
+        yield containerd
+    finally:
+        containerd.stop()
+
+
+def test_ctr_run_cni_container_reaches_the_gateway_and_del_releases_the_address(
+    rt_containerd: Containerd, rt_node: RtNode, rt_rootfs: Path
+) -> None:
+    containerd, node = rt_containerd, rt_node
+    listener = GatewayListener(node.path, node.gateway)
+    token = f"hello-from-ctr-{uuid.uuid4().hex[:6]}"
+    script = (
+        "ip -4 -o addr show dev eth0 && ip -4 route && "
+        f"ping -c 2 -W 3 {node.gateway} && echo {token} | nc -w 3 {node.gateway} {listener.port}"
+    )
+    try:
+        # Foreground run: ctr calls ADD before starting the task and DEL (with no netns, the
+        # task being gone) once it exits; --rm then deletes the container.
+        proc = containerd.ctr(
+            "run", "--rm", "--cni", "--fifo-dir", str(containerd.base / "fifo"),
+            "--rootfs", str(rt_rootfs), "rt-ctr", "/bin/sh", "-c", script,
+            mount_cni=True,
+        )  # fmt: skip
+    finally:
+        listener.close()
+    assert proc.returncode == 0, (
+        f"ctr run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n"
+        f"plugin log:\n{node.log_tail()}\ncontainerd log:\n{containerd.log_tail()}"
+    )
+    match = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/(\d+)", proc.stdout)
+    assert match is not None, proc.stdout
+    address = match.group(1)
+    assert ipaddress.IPv4Address(address) in node.subnet
+    assert int(match.group(2)) == node.subnet.prefixlen
+    assert f"default via {node.gateway} dev eth0" in proc.stdout
+    assert (address, f"{token}\n".encode()) in listener.peers
+
+    # ctr's DEL (CNI_NETNS empty) released the reservation and removed the host veth.
+    container_id = f"{containerd.namespace}-rt-ctr"  # ctr passes <namespace>-<id>
+    log = node.log_tail()
+    assert f"ADD {container_id}/eth0: {address}" in log
+    assert f"DEL {container_id}/eth0: released {address}" in log
+    assert _reservations(node.store) == {}
+    assert _link(node.name, links.host_veth_name(container_id, "eth0")) is None
+    assert _link(node.name, node.bridge) is not None
