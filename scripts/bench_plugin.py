@@ -47,6 +47,7 @@ class Subject:
     config: dict[str, Any]
     node: str  # node namespace name
     cni_path: str
+    extra_env: Mapping[str, str] = field(default_factory=dict)
     add_ms: list[float] = field(default_factory=list)
     del_ms: list[float] = field(default_factory=list)
     concurrent_ms: float = 0.0
@@ -69,6 +70,7 @@ class Subject:
             "CNI_NETNS": netns.path_of(netns_name) if netns_name else "",
             "CNI_IFNAME": IFNAME,
             "CNI_PATH": self.cni_path,
+            **self.extra_env,
         }
 
 
@@ -220,6 +222,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50, help="ADDs and DELs per plugin")
     parser.add_argument("--concurrent", type=int, default=20, help="simultaneous ADDs")
     parser.add_argument("--minicni", type=Path, default=None, help="the installed executable")
+    parser.add_argument(
+        "--plugin-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for both plugins, as a runtime passing its own on (repeatable)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces); run `sudo make bench`", file=sys.stderr)
@@ -232,6 +241,7 @@ def main() -> int:
         )
         return 2
     executable = args.minicni or default_minicni()
+    extra_env = dict(item.split("=", 1) for item in args.plugin_env)
     tag = uuid.uuid4().hex[:4]
     work = Path(tempfile.mkdtemp(prefix="minicni-pluginbench-"))
     subjects = [
@@ -250,6 +260,7 @@ def main() -> int:
             },
             node=f"bnm{tag}",
             cni_path=str(executable.parent),
+            extra_env=extra_env,
         ),
         Subject(
             label="bridge+host-local",
@@ -272,6 +283,7 @@ def main() -> int:
             },
             node=f"bnr{tag}",
             cni_path=str(REFERENCE_DIR),
+            extra_env=extra_env,
         ),
     ]
     try:
@@ -279,6 +291,8 @@ def main() -> int:
             netns.create(subject.node)
         print(f"minicni executable: {executable}")
         print(f"reference: {REFERENCE_DIR}/bridge + host-local, cniVersion {CONFIG_VERSION}")
+        if extra_env:
+            print(f"plugin environment adds: {extra_env}")
         print(f"{args.runs} ADDs then {args.runs} DELs each, interleaved, fresh netns per pod")
         print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
         measure_add_del(subjects, args.runs, tag)
