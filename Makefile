@@ -45,3 +45,7 @@ kind-down: setup ## delete the kind cluster made by kind-up
 
 e2e: setup ## the kind e2e suite (creates and deletes its own cluster; results in results/e2e/)
 	$(KIND_ENV) $(BIN)/pytest e2e $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local (run as root)
+	$(BIN)/python scripts/bench_plugin.py
