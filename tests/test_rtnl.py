@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from typing import Any
 
 import pytest
 from pyroute2.netlink.exceptions import NetlinkError
@@ -14,6 +13,14 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from minicni.net import rtnl
+from tests.rtnl_fakes import (
+    NLM_F_MULTI,
+    ScriptedSocket,
+    done,
+    error_reply,
+    header,
+    link_reply,
+)
 
 # Captured with NETLINK_CAP_ACK and NETLINK_EXT_ACK set, as `Rtnl` sets them. seq 1: RTM_NEWLINK
 # of an unknown kind; seq 2: RTM_NEWADDR with prefixlen 33; seq 3: a successful RTM_NEWADDR;
@@ -32,32 +39,6 @@ DUMP_ADDRESS = bytes.fromhex(
     "6c6f0000080008008000000014000600ffffffffffffffffe87c0200e87c0200"
 )
 DUMP_DONE = bytes.fromhex("140000000300020004000000b12e000000000000")
-
-
-def header(length: int, msg_type: int, flags: int, seq: int) -> bytes:
-    return rtnl.HEADER.pack(length, msg_type, flags, seq, 0)
-
-
-def error_reply(seq: int, code: int) -> bytes:
-    """An error (or, with code 0, an ack) as the kernel sends it with NETLINK_CAP_ACK."""
-    echoed = header(16, rtnl.RTM_NEWLINK, 0, seq)
-    return header(36, rtnl.NLMSG_ERROR, rtnl.NLM_F_CAPPED, seq) + struct.pack("=i", -code) + echoed
-
-
-NLM_F_MULTI = 0x2
-
-
-def done(seq: int, code: int = 0) -> bytes:
-    return header(20, rtnl.NLMSG_DONE, NLM_F_MULTI, seq) + struct.pack("=i", -code)
-
-
-def link_reply(seq: int, index: int, name: str, flags: int = NLM_F_MULTI) -> bytes:
-    msg = ifinfmsg()
-    msg["index"] = index
-    msg["attrs"] = [("IFLA_IFNAME", name)]
-    data = bytearray(rtnl.encode_request(msg, rtnl.RTM_NEWLINK, 0, seq))
-    struct.pack_into("=H", data, 6, flags)  # NLM_F_MULTI and friends, as the kernel sets them
-    return bytes(data)
 
 
 # -- encoding -----------------------------------------------------------------------------------
@@ -153,7 +134,7 @@ def test_several_messages_in_one_datagram_then_done() -> None:
 
 def test_a_get_ends_at_its_ack() -> None:
     replies = rtnl.Replies(ifinfmsg, seq=5)
-    replies.feed(link_reply(5, 1, "lo", flags=0) + error_reply(5, 0))
+    replies.feed(link_reply(5, 1, "lo", nl_flags=0) + error_reply(5, 0))
     assert replies.done and [m["index"] for m in replies.messages] == [1]
 
 
@@ -177,7 +158,7 @@ def test_a_dump_that_failed_half_way_raises_its_code() -> None:
 
 def test_an_interrupted_dump_is_flagged() -> None:
     replies = rtnl.Replies(ifinfmsg, seq=1)
-    replies.feed(link_reply(1, 1, "lo", flags=NLM_F_MULTI | rtnl.NLM_F_DUMP_INTR) + done(1))
+    replies.feed(link_reply(1, 1, "lo", nl_flags=NLM_F_MULTI | rtnl.NLM_F_DUMP_INTR) + done(1))
     assert replies.done and replies.interrupted
 
 
@@ -188,29 +169,6 @@ def test_a_malformed_length_is_a_protocol_error() -> None:
 
 
 # -- the socket loop ----------------------------------------------------------------------------
-class ScriptedSocket:
-    """Answers each request with the next scripted list of datagrams, sequence numbers filled in."""
-
-    def __init__(self, *answers: list[Any]) -> None:
-        self.answers = list(answers)
-        self.sent: list[bytes] = []
-        self.pending: list[tuple[bytes, int]] = []
-        self.closed = False
-
-    def send(self, data: bytes, /) -> int:
-        self.sent.append(data)
-        seq = rtnl.HEADER.unpack_from(data)[3]
-        self.pending = [(part(seq), 0) if callable(part) else part for part in self.answers.pop(0)]
-        return len(data)
-
-    def recvmsg(self, bufsize: int, /) -> tuple[bytes, list[Any], int, Any]:
-        data, flags = self.pending.pop(0)
-        return data, [], flags, None
-
-    def close(self) -> None:
-        self.closed = True
-
-
 def test_request_returns_what_came_before_the_ack() -> None:
     sock = ScriptedSocket(
         [lambda seq: link_reply(seq, 1, "lo", 0), lambda seq: error_reply(seq, 0)]
