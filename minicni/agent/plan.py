@@ -1,0 +1,116 @@
+"""What the kernel of one node should hold, computed from the node set: pure functions only.
+
+host-gw: `podCIDR via <node IP>`, which needs the peer on a directly connected subnet.
+vxlan (as flannel does it): one VXLAN device whose address is our pod CIDR's network address
+(/32); per remote node an onlink route `podCIDR via <its VTEP address> dev <vxlan>`, a neighbour
+entry (VTEP address -> VTEP MAC) and an FDB entry (VTEP MAC -> node IP). The VTEP MAC is derived
+from the node IP, so every agent can compute its peers' MACs without publishing anything.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from minicni.agent.nodes import Node
+
+VXLAN_DEVICE = "minicni.1"
+VXLAN_VNI = 1
+VXLAN_PORT = 8472
+VXLAN_OVERHEAD = 50
+VTEP_MAC_PREFIX = (0x0E, 0x6D)
+"""Locally administered, unicast; the remaining four bytes are the node's IPv4 address."""
+
+
+class Backend(enum.StrEnum):
+    HOST_GW = "host-gw"
+    VXLAN = "vxlan"
+    AUTO = "auto"
+
+
+@dataclass(frozen=True, order=True)
+class Route:
+    """A route to a remote pod CIDR. `device` is set for VXLAN routes (onlink), else None."""
+
+    dst: IPv4Network
+    gateway: IPv4Address
+    device: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class VxlanPeer:
+    node_ip: IPv4Address
+    vtep_ip: IPv4Address
+    vtep_mac: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    routes: frozenset[Route]
+    vxlan_peers: frozenset[VxlanPeer]
+    needs_vxlan_device: bool
+
+    def routes_by_dst(self) -> dict[IPv4Network, Route]:
+        return {route.dst: route for route in self.routes}
+
+
+def vtep_mac(node_ip: IPv4Address) -> str:
+    raw = bytes(VTEP_MAC_PREFIX) + node_ip.packed
+    return ":".join(f"{byte:02x}" for byte in raw)
+
+
+def vtep_address(pod_cidr: IPv4Network) -> IPv4Address:
+    """The VTEP address of a node: the network address of its pod CIDR (never given to a pod)."""
+    return pod_cidr.network_address
+
+
+def on_local_subnet(address: IPv4Address, local_subnets: Iterable[IPv4Network]) -> bool:
+    return any(address in subnet for subnet in local_subnets)
+
+
+def uses_vxlan(peer: Node, backend: Backend, local_subnets: Iterable[IPv4Network]) -> bool:
+    if backend is Backend.VXLAN:
+        return True
+    if backend is Backend.HOST_GW:
+        return False
+    return not on_local_subnet(peer.internal_ip, local_subnets)
+
+
+def plan_node(
+    nodes: Mapping[str, Node],
+    self_name: str,
+    backend: Backend,
+    local_subnets: Iterable[IPv4Network] = (),
+) -> Plan:
+    """Desired routes and VXLAN peers on node `self_name` for the validated node set.
+
+    With host-gw, a peer that is not on a local subnet still gets its route; the kernel refuses
+    it if the gateway is unreachable, and the apply step reports that.
+    """
+    subnets = tuple(local_subnets)
+    own = nodes.get(self_name)
+    routes: set[Route] = set()
+    peers: set[VxlanPeer] = set()
+    for node in nodes.values():
+        if node.name == self_name:
+            continue
+        if own is not None and node.pod_cidr.overlaps(own.pod_cidr):
+            continue
+        if uses_vxlan(node, backend, subnets):
+            vtep_ip = vtep_address(node.pod_cidr)
+            peers.add(VxlanPeer(node.internal_ip, vtep_ip, vtep_mac(node.internal_ip)))
+            routes.add(Route(node.pod_cidr, vtep_ip, VXLAN_DEVICE))
+        else:
+            routes.add(Route(node.pod_cidr, node.internal_ip))
+    return Plan(
+        routes=frozenset(routes),
+        vxlan_peers=frozenset(peers),
+        needs_vxlan_device=backend is not Backend.HOST_GW,
+    )
+
+
+def pod_mtu(underlay_mtu: int, backend: Backend) -> int:
+    """Pod MTU: the underlay's, less the VXLAN header whenever VXLAN may carry pod traffic."""
+    return underlay_mtu - VXLAN_OVERHEAD if backend is not Backend.HOST_GW else underlay_mtu
