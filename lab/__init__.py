@@ -1,0 +1,1 @@
+"""The minicni test harness: namespace and kind clusters, probes, the connectivity matrix."""
