@@ -2,17 +2,20 @@
 
 The file is written to a hidden temporary name in the same directory and renamed into place, so a
 runtime never reads half a file; the temporary name ends in `.tmp`, an extension runtimes ignore.
+A runtime loads only the first config file of the directory, so one that sorts before ours is
+reported.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
+
+from minicni.fileutil import write_atomic
 
 CONFLIST_NAME = "10-minicni.conflist"
 NETWORK_NAME = "minicni"
@@ -45,30 +48,9 @@ def render(settings: ConflistSettings) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
-def write_atomically(path: Path, content: str, mode: int = 0o644) -> bool:
-    """Write `content` to `path` unless it already holds it; True if the file changed."""
-    try:
-        if path.read_text() == content:
-            return False
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return True
-
-
 def write_conflist(conf_dir: Path, settings: ConflistSettings) -> bool:
     path = conf_dir / CONFLIST_NAME
-    changed = write_atomically(path, render(settings))
+    changed = write_atomic(str(path), render(settings).encode())
     if changed:
         log.info("wrote %s (subnet %s, mtu %d)", path, settings.pod_cidr, settings.mtu)
         shadowing = configs_before(conf_dir, CONFLIST_NAME)

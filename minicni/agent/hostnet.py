@@ -51,7 +51,7 @@ def ifindex_of_address(addresses: Iterable[rtnl_dump.KernelAddress], ip: IPv4Add
 
 
 def link_mtu(ipr: Any, ifindex: int) -> int:
-    return int(ipr.link("get", index=ifindex)[0]["mtu"])
+    return int(ipr.link("get", index=ifindex)[0].get("mtu"))
 
 
 def default_route_ifindex(ipr: Any) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 PREFIX = "minicni_agent_"
@@ -50,7 +51,7 @@ class Metrics:
         with self._lock:
             self._values[(name, tuple(sorted(labels.items())))] = value
 
-    def replace_family(self, name: str, values: dict[str, float], label: str) -> None:
+    def replace_family(self, name: str, values: Mapping[str, float], label: str) -> None:
         """Set a labelled gauge to exactly `values` (labels missing now are dropped)."""
         with self._lock:
             for key in [k for k in self._values if k[0] == name]:

@@ -2,9 +2,11 @@
 
 host-gw: `podCIDR via <node IP>`, which needs the peer on a directly connected subnet.
 vxlan (as flannel does it): one VXLAN device whose address is our pod CIDR's network address
-(/32); per remote node an onlink route `podCIDR via <its VTEP address> dev <vxlan>`, a neighbour
-entry (VTEP address -> VTEP MAC) and an FDB entry (VTEP MAC -> node IP). The VTEP MAC is derived
-from the node IP, so every agent can compute its peers' MACs without publishing anything.
+(/32); per remote node an onlink route `podCIDR via <its VTEP address> dev <vxlan> src <our node
+IP>`, a neighbour entry (VTEP address -> VTEP MAC) and an FDB entry (VTEP MAC -> node IP). The
+VTEP MAC is derived from the node IP, so every agent can compute its peers' MACs without
+publishing anything. `src` makes node -> remote pod traffic carry the node's own address, as it
+does with host-gw.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 from minicni.agent.nodes import Node
 
-VXLAN_DEVICE = "minicni.1"
+VXLAN_DEVICE = "minicni-vxlan"
+"""No dot in the name: sysctl keys name devices with dots as path separators."""
 VXLAN_VNI = 1
 VXLAN_PORT = 8472
 VXLAN_OVERHEAD = 50
@@ -32,11 +35,12 @@ class Backend(enum.StrEnum):
 
 @dataclass(frozen=True, order=True)
 class Route:
-    """A route to a remote pod CIDR. `device` is set for VXLAN routes (onlink), else None."""
+    """A route to a remote pod CIDR. `device` and `src` are set for VXLAN routes (onlink)."""
 
     dst: IPv4Network
     gateway: IPv4Address
     device: str | None = None
+    src: IPv4Address | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -101,7 +105,8 @@ def plan_node(
         if uses_vxlan(node, backend, subnets):
             vtep_ip = vtep_address(node.pod_cidr)
             peers.add(VxlanPeer(node.internal_ip, vtep_ip, vtep_mac(node.internal_ip)))
-            routes.add(Route(node.pod_cidr, vtep_ip, VXLAN_DEVICE))
+            src = own.internal_ip if own is not None else None
+            routes.add(Route(node.pod_cidr, vtep_ip, VXLAN_DEVICE, src))
         else:
             routes.add(Route(node.pod_cidr, node.internal_ip))
     return Plan(

@@ -8,7 +8,6 @@ source failed: without a usable node set the last good one is used.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,9 +19,10 @@ from minicni.agent import conflist, hostnet, rtnl_dump, state
 from minicni.agent.firewall import IptablesFirewall
 from minicni.agent.metrics import Metrics
 from minicni.agent.nodes import Node, NodeEntry, NodeProblem, validate_entries
-from minicni.agent.plan import VXLAN_DEVICE, Backend, Plan, plan_node, pod_mtu
+from minicni.agent.plan import VXLAN_DEVICE, VXLAN_OVERHEAD, Backend, Plan, plan_node, pod_mtu
 from minicni.agent.routes import RouteApplier
-from minicni.agent.vxlan import VxlanApplier, VxlanDevice, diff_peers
+from minicni.agent.vxlan import PeerChanges, PeerResult, VxlanApplier, VxlanDevice, diff_peers
+from minicni.net.sysctl import ensure_sysctl
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ class Reconciler:
             self._apply(nodes, report)
         except StageError as error:
             self._fail(report, error.stage, str(error))
+        except Exception as error:  # a bug or an unforeseen kernel answer: keep the agent alive
+            log.exception("reconcile failed")
+            self._fail(report, "internal", f"{type(error).__name__}: {error}")
         report.seconds = round(time.perf_counter() - started, 6)
         self.metrics.inc("reconciles_total", result="ok" if report.ok else "error")
         self.metrics.observe("reconcile_duration_seconds", report.seconds)
@@ -189,8 +192,9 @@ class Reconciler:
         if mode == "none":
             return
         try:
-            hostinstall: Any = importlib.import_module("minicni.hostinstall")
-            report.plugin_installed = hostinstall.install_plugin(
+            from minicni.hostinstall import install_plugin
+
+            report.plugin_installed = install_plugin(
                 self.config.cni_bin_dir, mode=mode, runtime_dir=self.config.plugin_dir
             )
             self._plugin_ok = True
@@ -206,20 +210,63 @@ class Reconciler:
         underlay_mtu: int,
         report: Report,
     ) -> None:
+        """VXLAN device, then peers' FDB/neighbour entries, then routes (which need them), then
+        the stale entries (which routes no longer use)."""
         ipr = self._kernel()
+        self._ensure_forwarding(report)
         vxlan = VxlanApplier(ipr)
-        vxlan_index = vxlan.ifindex()
-        if self.config.backend is not Backend.HOST_GW:
-            if underlay is None:
-                self._fail(report, "vxlan", f"no interface holds {own.internal_ip}")
-            else:
-                device = VxlanDevice(
-                    own.internal_ip, underlay.ifindex, own.pod_cidr, underlay_mtu - 50
-                )
-                try:
-                    vxlan_index, _ = vxlan.ensure_device(device)
-                except Exception as error:  # netlink errors: report and go on with host-gw
-                    self._fail(report, "vxlan", f"cannot set up {device.name}: {error}")
+        vxlan_index = self._ensure_vxlan(vxlan, own, underlay, underlay_mtu, report)
+        plan = self._plan(nodes, own, vxlan_index)
+        peers = PeerChanges()
+        if vxlan_index is not None:
+            peers = diff_peers(plan.vxlan_peers, *vxlan.current_peers(vxlan_index))
+            self._count_peer_changes(report, vxlan.upsert_peers(vxlan_index, peers))
+        routes = RouteApplier(ipr).reconcile(plan.routes, vxlan_index, VXLAN_DEVICE)
+        self._report_failures(report, "routes", routes.failures)
+        if vxlan_index is not None:
+            self._count_peer_changes(report, vxlan.delete_stale(vxlan_index, peers))
+        report.vxlan_peers = len(plan.vxlan_peers)
+        report.routes = routes.total
+        report.routes_added = routes.added
+        report.routes_replaced = routes.replaced
+        report.routes_deleted = routes.deleted
+        self._record_route_metrics(plan, report)
+
+    def _ensure_forwarding(self, report: Report) -> None:
+        """Pod traffic is forwarded by the node; the plugin sets this too, on its first pod."""
+        try:
+            ensure_sysctl("net.ipv4.ip_forward", "1")
+        except OSError as error:
+            self._fail(report, "sysctl", f"net.ipv4.ip_forward: {error}")
+
+    def _ensure_vxlan(
+        self,
+        vxlan: VxlanApplier,
+        own: Node,
+        underlay: hostnet.Underlay | None,
+        underlay_mtu: int,
+        report: Report,
+    ) -> int | None:
+        """Our VXLAN device's index. With host-gw an existing device is only emptied of peers."""
+        if self.config.backend is Backend.HOST_GW:
+            return vxlan.ifindex()
+        if underlay is None:
+            self._fail(report, "vxlan", f"no interface holds {own.internal_ip}")
+            return vxlan.ifindex()
+        device = VxlanDevice(
+            own.internal_ip, underlay.ifindex, own.pod_cidr, underlay_mtu - VXLAN_OVERHEAD
+        )
+        try:
+            index, _ = vxlan.ensure_device(device)
+            # Pod -> remote node goes out on the underlay and its reply may come back through
+            # the tunnel: strict reverse-path filtering on the tunnel would drop it.
+            ensure_sysctl(f"net.ipv4.conf.{device.name}.rp_filter", "2")
+        except Exception as error:  # netlink or sysctl: report, route what host-gw can
+            self._fail(report, "vxlan", f"cannot set up {device.name}: {error}")
+            return vxlan.ifindex()
+        return index
+
+    def _plan(self, nodes: dict[str, Node], own: Node, vxlan_index: int | None) -> Plan:
         subnets = hostnet.connected_subnets(
             rtnl_dump.dump_addresses(),
             self.config.cluster_cidr,
@@ -227,42 +274,28 @@ class Reconciler:
         )
         plan = plan_node(nodes, own.name, self.config.backend, subnets)
         if vxlan_index is None and plan.vxlan_peers:
-            plan = Plan(frozenset(r for r in plan.routes if r.device is None), frozenset(), False)
-        peers = (
-            diff_peers(plan.vxlan_peers, *vxlan.current_peers(vxlan_index))
-            if (vxlan_index is not None)
-            else None
-        )
-        if peers is not None and vxlan_index is not None:
-            upserted = vxlan.upsert_peers(vxlan_index, peers)
-            report.vxlan_changes += upserted.changed
-            self._report_failures(report, "vxlan", upserted.failures)
-        routes = RouteApplier(ipr).reconcile(plan.routes, vxlan_index, VXLAN_DEVICE)
-        if peers is not None and vxlan_index is not None:
-            deleted = vxlan.delete_stale(vxlan_index, peers)
-            report.vxlan_changes += deleted.changed
-            self._report_failures(report, "vxlan", deleted.failures)
-        report.vxlan_peers = len(plan.vxlan_peers)
-        report.routes = routes.total
-        report.routes_added = routes.added
-        report.routes_replaced = routes.replaced
-        report.routes_deleted = routes.deleted
-        self._report_failures(report, "routes", routes.failures)
+            # No tunnel (its set-up failed and was reported): do not route into a missing device.
+            routes = frozenset(route for route in plan.routes if route.device is None)
+            plan = Plan(routes, frozenset(), plan.needs_vxlan_device)
+        return plan
+
+    def _count_peer_changes(self, report: Report, result: PeerResult) -> None:
+        report.vxlan_changes += result.changed
+        if result.changed:
+            self.metrics.inc("vxlan_peer_changes_total", result.changed)
+        self._report_failures(report, "vxlan", result.failures)
+
+    def _record_route_metrics(self, plan: Plan, report: Report) -> None:
         vxlan_routes = sum(1 for route in plan.routes if route.device is not None)
-        self.metrics.replace_family(
-            "routes",
-            {"host-gw": len(plan.routes) - vxlan_routes, "vxlan": vxlan_routes},
-            "backend",
-        )
+        by_backend = {"host-gw": len(plan.routes) - vxlan_routes, "vxlan": vxlan_routes}
+        self.metrics.replace_family("routes", by_backend, "backend")
         for op, count in (
-            ("add", routes.added),
-            ("replace", routes.replaced),
-            ("delete", routes.deleted),
+            ("add", report.routes_added),
+            ("replace", report.routes_replaced),
+            ("delete", report.routes_deleted),
         ):
             if count:
                 self.metrics.inc("route_changes_total", count, op=op)
-        if report.vxlan_changes:
-            self.metrics.inc("vxlan_peer_changes_total", report.vxlan_changes)
 
     def _report_failures(self, report: Report, stage: str, failures: list[Any]) -> None:
         for failure in failures:
@@ -273,7 +306,7 @@ class Reconciler:
             report.firewall_rewritten = IptablesFirewall().apply(
                 self.config.cluster_cidr, (node.internal_ip for node in nodes.values())
             )
-        except (OSError, RuntimeError, Exception) as error:
+        except Exception as error:  # missing iptables, a failed restore: reported, retried
             self._fail(report, "firewall", f"{type(error).__name__}: {error}")
             return
         if report.firewall_rewritten:

@@ -50,7 +50,9 @@ def as_planned(route: KernelRoute, vxlan_ifindex: int | None, vxlan_name: str) -
     if route.gateway is None or route.priority != 0:
         return None
     if vxlan_ifindex is not None and route.oif == vxlan_ifindex:
-        return Route(route.dst, route.gateway, vxlan_name) if route.onlink else None
+        if not route.onlink:
+            return None
+        return Route(route.dst, route.gateway, vxlan_name, route.prefsrc)
     return Route(route.dst, route.gateway)
 
 
@@ -130,6 +132,8 @@ class RouteApplier:
                 raise RuntimeError(f"route {route.dst} needs {route.device}, which is absent")
             fields["oif"] = vxlan_ifindex
             fields["flags"] = _RTNH_F_ONLINK
+        if route.src is not None:
+            fields["prefsrc"] = str(route.src)
         return fields
 
     def _change_message(self, route: Route, mode: str, vxlan_ifindex: int | None) -> Any:
@@ -174,7 +178,13 @@ class RouteApplier:
 
 
 _HEADER_FIELDS = ("dst_len", "table", "proto", "scope", "type", "flags")
-_ATTRS = {"dst": "RTA_DST", "gateway": "RTA_GATEWAY", "oif": "RTA_OIF", "priority": "RTA_PRIORITY"}
+_ATTRS = {
+    "dst": "RTA_DST",
+    "gateway": "RTA_GATEWAY",
+    "oif": "RTA_OIF",
+    "priority": "RTA_PRIORITY",
+    "prefsrc": "RTA_PREFSRC",
+}
 
 
 def _rtmsg(msg_type: int, flags: int, fields: dict[str, Any]) -> Any:

@@ -37,6 +37,7 @@ RTA_DST = 1
 RTA_OIF = 4
 RTA_GATEWAY = 5
 RTA_PRIORITY = 6
+RTA_PREFSRC = 7
 RTA_TABLE = 15
 RTNH_F_ONLINK = 4
 
@@ -61,6 +62,7 @@ class KernelRoute:
     oif: int
     onlink: bool
     priority: int
+    prefsrc: IPv4Address | None = None
 
 
 @dataclass(frozen=True)
@@ -140,12 +142,15 @@ def dump_routes(protocol: int, table: int = RT_TABLE_MAIN) -> list[KernelRoute]:
             continue
         dst = b"\0\0\0\0"
         gateway: IPv4Address | None = None
+        prefsrc: IPv4Address | None = None
         oif = priority = 0
         for attr, value in _attributes(payload, _RTMSG.size, len(payload)):
             if attr == RTA_DST:
                 dst = value
             elif attr == RTA_GATEWAY:
                 gateway = IPv4Address(value)
+            elif attr == RTA_PREFSRC:
+                prefsrc = IPv4Address(value)
             elif attr == RTA_OIF:
                 (oif,) = _U32.unpack(value)
             elif attr == RTA_PRIORITY:
@@ -161,6 +166,7 @@ def dump_routes(protocol: int, table: int = RT_TABLE_MAIN) -> list[KernelRoute]:
                 oif=oif,
                 onlink=bool(flags & RTNH_F_ONLINK),
                 priority=priority,
+                prefsrc=prefsrc,
             )
         )
     return routes

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from minicni.agent.conflist import write_atomically
 from minicni.agent.nodes import Node
+from minicni.fileutil import write_atomic
 
 STATE_FILE = "nodes.json"
 
@@ -24,7 +24,8 @@ def save_nodes(state_dir: Path, nodes: Mapping[str, Node]) -> bool:
             for n in sorted(nodes.values())
         ]
     }
-    return write_atomically(state_dir / STATE_FILE, json.dumps(document, indent=1) + "\n")
+    text = json.dumps(document, indent=1) + "\n"
+    return write_atomic(str(state_dir / STATE_FILE), text.encode(), 0o600)
 
 
 def load_nodes(state_dir: Path) -> dict[str, Node]:

@@ -1,9 +1,9 @@
 """The VXLAN device and its per-peer FDB and neighbour entries.
 
-One device (`minicni.1`, VNI 1, UDP 8472, learning off) bound to the underlay interface that holds
-the node's own address. Its MAC is derived from that address (see `plan.vtep_mac`) and its only
-address is our pod CIDR's network address as a /32. Everything on this device is ours: entries of
-peers that left are deleted.
+One device (`minicni-vxlan`, VNI 1, UDP 8472, learning off) bound to the underlay interface that
+holds the node's own address. Its MAC is derived from that address (see `plan.vtep_mac`) and its
+only address is our pod CIDR's network address as a /32. Everything on this device is ours:
+entries of peers that left are deleted.
 """
 
 from __future__ import annotations
