@@ -46,7 +46,8 @@ def entry_from_node(node: Any) -> NodeEntry:
     spec = node.spec
     cidrs: list[str] = []
     if spec is not None:
-        cidrs = list(spec.pod_cid_rs or [])
+        # `pod_cidrs` in the newer (pydantic) generated models, `pod_cid_rs` in older ones
+        cidrs = list(getattr(spec, "pod_cidrs", None) or getattr(spec, "pod_cid_rs", None) or [])
         if spec.pod_cidr and spec.pod_cidr not in cidrs:
             cidrs.insert(0, spec.pod_cidr)
     return NodeEntry(name=name, internal_ip=_ipv4_first(internal), pod_cidrs=tuple(cidrs))
