@@ -176,12 +176,16 @@ class AgentLab:
             *extra,
         ]  # fmt: skip
 
-    def run_once(self, node: LabNode, *extra: str) -> dict[str, Any]:
+    def once(self, node: LabNode, *extra: str) -> tuple[int, dict[str, Any], str]:
+        """Run `minicni-agent --once`: exit code, JSON report, log."""
         done = subprocess.run(
             self.agent_args(node, "--once", *extra), capture_output=True, text=True, timeout=60
         )
-        assert done.returncode == 0, f"agent on {node.name} failed:\n{done.stdout}{done.stderr}"
-        report: dict[str, Any] = json.loads(done.stdout)
+        return done.returncode, json.loads(done.stdout), done.stderr
+
+    def run_once(self, node: LabNode, *extra: str) -> dict[str, Any]:
+        code, report, log = self.once(node, *extra)
+        assert code == 0, f"agent on {node.name} failed: {report['errors']}\n{log}"
         return report
 
     def run_once_everywhere(self, *extra: str) -> list[dict[str, Any]]:
