@@ -12,6 +12,7 @@ does with host-gw.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -60,9 +61,9 @@ class Plan:
         return {route.dst: route for route in self.routes}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def vtep_mac(node_ip: IPv4Address) -> str:
-    raw = bytes(VTEP_MAC_PREFIX) + node_ip.packed
-    return ":".join(f"{byte:02x}" for byte in raw)
+    return (bytes(VTEP_MAC_PREFIX) + node_ip.packed).hex(":")
 
 
 def vtep_address(pod_cidr: IPv4Network) -> IPv4Address:
@@ -103,17 +104,29 @@ def plan_node(
         if own is not None and node.pod_cidr.overlaps(own.pod_cidr):
             continue
         if uses_vxlan(node, backend, subnets):
-            vtep_ip = vtep_address(node.pod_cidr)
-            peers.add(VxlanPeer(node.internal_ip, vtep_ip, vtep_mac(node.internal_ip)))
-            src = own.internal_ip if own is not None else None
-            routes.add(Route(node.pod_cidr, vtep_ip, VXLAN_DEVICE, src))
+            route, peer = _tunnel_to(node, own.internal_ip if own is not None else None)
+            routes.add(route)
+            peers.add(peer)
         else:
-            routes.add(Route(node.pod_cidr, node.internal_ip))
+            routes.add(_host_gw_to(node))
     return Plan(
         routes=frozenset(routes),
         vxlan_peers=frozenset(peers),
         needs_vxlan_device=backend is not Backend.HOST_GW,
     )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _tunnel_to(node: Node, src: IPv4Address | None) -> tuple[Route, VxlanPeer]:
+    """Cached, like `_host_gw_to`: a resync plans the same peers again."""
+    vtep_ip = vtep_address(node.pod_cidr)
+    peer = VxlanPeer(node.internal_ip, vtep_ip, vtep_mac(node.internal_ip))
+    return Route(node.pod_cidr, vtep_ip, VXLAN_DEVICE, src), peer
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _host_gw_to(node: Node) -> Route:
+    return Route(node.pod_cidr, node.internal_ip)
 
 
 def pod_mtu(underlay_mtu: int, backend: Backend) -> int:

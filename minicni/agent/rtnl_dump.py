@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import socket
 import struct
@@ -82,6 +83,17 @@ class KernelAddress:
     local: IPv4Address
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _network(packed: bytes, prefixlen: int) -> IPv4Network:
+    """Cached: constructing ipaddress objects costs more than decoding the whole message."""
+    return IPv4Network((packed, prefixlen))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _address(packed: bytes) -> IPv4Address:
+    return IPv4Address(packed)
+
+
 def _align(length: int) -> int:
     return (length + 3) & ~3
 
@@ -148,9 +160,9 @@ def dump_routes(protocol: int, table: int = RT_TABLE_MAIN) -> list[KernelRoute]:
             if attr == RTA_DST:
                 dst = value
             elif attr == RTA_GATEWAY:
-                gateway = IPv4Address(value)
+                gateway = _address(value)
             elif attr == RTA_PREFSRC:
-                prefsrc = IPv4Address(value)
+                prefsrc = _address(value)
             elif attr == RTA_OIF:
                 (oif,) = _U32.unpack(value)
             elif attr == RTA_PRIORITY:
@@ -161,7 +173,7 @@ def dump_routes(protocol: int, table: int = RT_TABLE_MAIN) -> list[KernelRoute]:
             continue
         routes.append(
             KernelRoute(
-                dst=IPv4Network((dst, dst_len)),
+                dst=_network(dst, dst_len),
                 gateway=gateway,
                 oif=oif,
                 onlink=bool(flags & RTNH_F_ONLINK),
@@ -192,9 +204,9 @@ def dump_neighbours(family: int, ifindex: int) -> list[KernelNeighbour]:
         lladdr: str | None = None
         for attr, value in _attributes(payload, _NDMSG.size, len(payload)):
             if attr == NDA_DST and len(value) == 4:
-                dst = IPv4Address(value)
+                dst = _address(value)
             elif attr == NDA_LLADDR:
-                lladdr = ":".join(f"{byte:02x}" for byte in value)
+                lladdr = value.hex(":")
         entries.append(KernelNeighbour(ndm_ifindex, dst, lladdr, state))
     return entries
 

@@ -71,7 +71,7 @@ def diff_peers(
 ) -> PeerChanges:
     """FDB: one permanent entry per peer MAC pointing at its node IP. Neighbours: one permanent
     entry per peer VTEP address with its MAC. Anything else on the device is stale."""
-    peers = sorted(peers)
+    peers = list(peers)
     wanted_fdb = {peer.vtep_mac: peer for peer in peers}
     wanted_neigh = {peer.vtep_ip: peer for peer in peers}
     fdb_ok: set[str] = set()
