@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from agent_lab import AgentLab, lab, peer_seen_by, wait_for
 
+from minicni.agent.plan import VXLAN_DEVICE
 from minicni.net import netns
 
 
@@ -195,3 +196,20 @@ def test_health_endpoints(cluster: AgentLab) -> None:
     assert 'minicni_agent_routes{backend="host-gw"} 2' in metrics
     assert 'minicni_agent_reconciles_total{result="ok"}' in metrics
     assert "minicni_agent_ready 1" in metrics
+
+
+def test_switching_backend_replaces_routes_and_clears_the_tunnel(cluster: AgentLab) -> None:
+    cluster.run_once_everywhere("--backend", "vxlan")
+    n1, n2, _ = cluster.nodes
+    assert cluster.routes(n1)["10.244.2.0/24"]["dev"] == VXLAN_DEVICE
+    a = cluster.add_pod(n1, "pa")
+    b = cluster.add_pod(n2, "pb")
+    assert peer_seen_by(b.ns, b.ip, a.ns) == a.ip  # VXLAN on one segment works too
+
+    report = cluster.run_once(n1)  # back to auto: every peer is on our subnet
+    assert report["routes_replaced"] == 2
+    assert cluster.routes(n1)["10.244.2.0/24"] == {"gateway": n2.ip, "dev": "eth0", "onlink": False}
+    fdb = cluster.in_ns(n1.ns, "bridge", "fdb", "show", "dev", VXLAN_DEVICE).stdout
+    assert n2.ip not in fdb  # peers' tunnel entries are gone with their tunnel routes
+    cluster.run_once(n2)
+    assert peer_seen_by(b.ns, b.ip, a.ns) == a.ip

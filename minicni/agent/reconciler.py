@@ -88,6 +88,7 @@ class Reconciler:
         self._reconciled = False
         self._plugin_ok = config.plugin_install == "none"
         self._next_install = 0.0
+        self._rp_filter_checked = False
 
     @property
     def ready(self) -> bool:
@@ -264,7 +265,25 @@ class Reconciler:
         except Exception as error:  # netlink or sysctl: report, route what host-gw can
             self._fail(report, "vxlan", f"cannot set up {device.name}: {error}")
             return vxlan.ifindex()
+        if not self._rp_filter_checked:
+            self._rp_filter_checked = True
+            self._warn_if_strict_rp_filter(underlay.ifindex)
         return index
+
+    def _warn_if_strict_rp_filter(self, underlay_ifindex: int) -> None:
+        """Pod -> remote node leaves on the underlay while the reply comes through the tunnel
+        (and node -> remote pod the other way round): strict filtering on the underlay drops
+        those replies. The underlay is the host's, so this is said, not changed."""
+        try:
+            name = hostnet.link_name(self._kernel(), underlay_ifindex)
+            if hostnet.rp_filter(name) == 1:
+                log.warning(
+                    "rp_filter is strict (1) on %s: traffic between pods and other nodes' "
+                    "addresses over VXLAN needs it loose (2) or off (0)",
+                    name,
+                )
+        except OSError:
+            pass  # no /proc/sys for it: nothing to warn about
 
     def _plan(self, nodes: dict[str, Node], own: Node, vxlan_index: int | None) -> Plan:
         subnets = hostnet.connected_subnets(
