@@ -19,7 +19,7 @@ from minicni.cni.skel import validate_interface_name
 DEFAULT_BRIDGE = "minicni0"
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOG_FILE = "/var/log/minicni.log"
-_NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_NETWORK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _BUILTIN_IPAM_TYPES = ("", "minicni", "host-local")
 
 
@@ -63,7 +63,7 @@ def invalid(key: str, value: object, why: str) -> CniError:
 
 def parse_netconf(raw: Mapping[str, Any]) -> NetConf:
     name = raw.get("name")
-    if not isinstance(name, str) or not _NETWORK_NAME.match(name):
+    if not isinstance(name, str) or not _NETWORK_NAME.fullmatch(name):
         raise invalid("name", name, "must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
     bridge = raw.get("bridge", DEFAULT_BRIDGE)
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -189,14 +189,8 @@ def delete(request: Request) -> None:
     host_name = links.host_veth_name(request.container_id, request.ifname)
     with step(f"deleting {host_name}"), open_netlink() as host:
         removed = links.delete_link(host, host_name)
-    if not removed and request.netns and os.path.exists(request.netns):
-        with (
-            step(f"deleting {request.ifname} in the container"),
-            open_netlink(request.netns) as pod,
-        ):
-            link = links.find_link(pod, request.ifname)
-            if link is not None and link.kind == "veth":
-                links.delete_link(pod, request.ifname)
+    if not removed and request.netns:
+        _delete_pod_end(request)
     with step("releasing the address"):
         released = _release(conf, request)
     log.info(
@@ -205,6 +199,20 @@ def delete(request: Request) -> None:
         request.ifname,
         released.address if released else "nothing",
     )
+
+
+def _delete_pod_end(request: Request) -> None:
+    """Remove a pod-side veth whose host end is already gone (a half-finished DEL)."""
+    try:
+        pod = open_netlink(request.netns)
+    except OSError as exc:
+        # Gone, or an empty file left where a runtime had mounted it: its links went with it.
+        log.info("DEL %s: netns %s is gone (%s)", request.container_id, request.netns, exc)
+        return
+    with step(f"deleting {request.ifname} in the container"), pod:
+        link = links.find_link(pod, request.ifname)
+        if link is not None and link.kind == "veth":
+            links.delete_link(pod, request.ifname)
 
 
 # -- CHECK ----------------------------------------------------------------------------------------
@@ -288,16 +296,7 @@ def status(request: Request) -> None:
 # -- GC -------------------------------------------------------------------------------------------
 def gc(request: Request) -> None:
     conf = parse_netconf(request.config)
-    attachments = request.config.get(
-        "cni.dev/valid-attachments", request.config.get("cni.dev/attachments")
-    )
-    if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
-        raise CniError(
-            errors.INVALID_NETWORK_CONFIG,
-            "invalid network config: GC needs cni.dev/valid-attachments",
-            "a list of {containerID, ifname}",
-        )
-    valid = {(str(a.get("containerID")), str(a.get("ifname"))) for a in attachments}
+    valid = _valid_attachments(request.config)
     with step("releasing stale reservations"), _store(conf).locked() as store:
         stale = store.release_where(lambda r: (r.container_id, r.ifname) not in valid)
     if stale:
@@ -313,3 +312,25 @@ def gc(request: Request) -> None:
             reservation.container_id,
             reservation.ifname,
         )
+
+
+def _valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(containerID, ifname) pairs the runtime still uses, from the key libcni injects."""
+    key = "cni.dev/valid-attachments"
+    if key not in config and "cni.dev/attachments" in config:
+        key = "cni.dev/attachments"  # the name the 1.1.0 spec text used at first
+    if key not in config:
+        raise CniError(
+            errors.INVALID_NETWORK_CONFIG,
+            "invalid network config: GC needs cni.dev/valid-attachments",
+            "a list of {containerID, ifname}",
+        )
+    # libcni marshals an empty Go slice as null: no attachment is valid any more.
+    attachments = [] if config[key] is None else config[key]
+    if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
+        raise CniError(
+            errors.INVALID_NETWORK_CONFIG,
+            f"invalid network config: {key}",
+            "a list of {containerID, ifname}",
+        )
+    return {(str(a.get("containerID")), str(a.get("ifname"))) for a in attachments}

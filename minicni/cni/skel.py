@@ -39,7 +39,7 @@ _REQUIRED_ENV = {
     "VERSION": (),
 }
 
-_CONTAINER_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _IFNAME_MAX_BYTES = 15
 
 
@@ -147,7 +147,7 @@ def validate_container_id(container_id: str) -> None:
     """The container ID becomes part of file names: only a safe charset gets through."""
     if not container_id:
         raise CniError(UNKNOWN_CONTAINER, "missing containerID")
-    if not _CONTAINER_ID.match(container_id):
+    if not _CONTAINER_ID.fullmatch(container_id):
         raise CniError(INVALID_ENVIRONMENT, "invalid characters in containerID", container_id)
 
 

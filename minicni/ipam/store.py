@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ BOOT_ID_FILE = "boot_id"
 LOCK_FILE = "lock"
 OWNER_PREFIX = "owner-"
 SYSTEM_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+_NAME_MAX = 255  # bytes in one file name (Linux NAME_MAX)
 
 
 class RangeFullError(Exception):
@@ -104,7 +106,11 @@ class AddressStore:
         for address in _round_robin(address_range, self._last_reserved(address_range)):
             reservation = Reservation(address, container_id, ifname, netns, self.boot_id)
             if self._create_exclusive(reservation):
-                self._link_owner(reservation)
+                try:
+                    self._link_owner(reservation)
+                except BaseException:
+                    _unlink_quietly(self._path(str(address)))  # no half-made reservation
+                    raise
                 write_atomic(self._path(LAST_RESERVED), str(address).encode(), durable=False)
                 return reservation
         raise RangeFullError(
@@ -206,7 +212,12 @@ def _round_robin(address_range: AddressRange, last: IPv4Address | None) -> Itera
 
 def _owner_name(container_id: str, ifname: str) -> str:
     # Both parts are validated (no "/"), and container IDs never contain "@".
-    return f"{OWNER_PREFIX}{container_id}@{ifname}"
+    name = f"{OWNER_PREFIX}{container_id}@{ifname}"
+    if len(name.encode()) <= _NAME_MAX:
+        return name
+    # The spec puts no limit on container IDs, the file system does. `find` compares the owner
+    # recorded in the address file, so even a digest collision could not hand over a reservation.
+    return f"{OWNER_PREFIX}sha256-{hashlib.sha256(name.encode()).hexdigest()}"
 
 
 def _is_address(name: str) -> bool:
