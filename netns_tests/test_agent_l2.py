@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_lab import AgentLab, lab, peer_seen_by, wait_for
 
 from minicni.agent.plan import VXLAN_DEVICE
 from minicni.net import netns
+from netns_tests.agent_lab import AgentLab, lab, peer_seen_by, wait_for
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_lab import AgentLab, lab, peer_seen_by
 
 from minicni.agent.plan import VXLAN_DEVICE
+from netns_tests.agent_lab import AgentLab, lab, peer_seen_by
 
 
 @pytest.fixture

@@ -55,7 +55,6 @@ class VxlanPeer:
 class Plan:
     routes: frozenset[Route]
     vxlan_peers: frozenset[VxlanPeer]
-    needs_vxlan_device: bool
 
     def routes_by_dst(self) -> dict[IPv4Network, Route]:
         return {route.dst: route for route in self.routes}
@@ -109,11 +108,7 @@ def plan_node(
             peers.add(peer)
         else:
             routes.add(_host_gw_to(node))
-    return Plan(
-        routes=frozenset(routes),
-        vxlan_peers=frozenset(peers),
-        needs_vxlan_device=backend is not Backend.HOST_GW,
-    )
+    return Plan(routes=frozenset(routes), vxlan_peers=frozenset(peers))
 
 
 @functools.lru_cache(maxsize=1 << 16)

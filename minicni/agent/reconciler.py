@@ -63,6 +63,7 @@ class Report:
     firewall_rewritten: bool = False
     mtu: int | None = None
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,6 +90,7 @@ class Reconciler:
         self._plugin_ok = config.plugin_install == "none"
         self._next_install = 0.0
         self._rp_filter_checked = False
+        self._warned: set[str] = set()
 
     @property
     def ready(self) -> bool:
@@ -124,6 +126,14 @@ class Reconciler:
         self.metrics.set("last_reconcile_timestamp_seconds", time.time())
         self.metrics.set("ready", 1.0 if self.ready else 0.0)
         return report
+
+    def _warn(self, report: Report, stage: str, message: str) -> None:
+        """Something worth saying that does not stop pod traffic (counted, logged once)."""
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s: %s", stage, message)
+        report.warnings.append(f"{stage}: {message}")
+        self.metrics.inc("errors_total", stage=stage)
 
     def _fail(self, report: Report, stage: str, message: str) -> None:
         report.ok = False
@@ -175,7 +185,9 @@ class Reconciler:
         self._apply_network(nodes, own, underlay, underlay_mtu, report)
         if config.firewall == "iptables":
             self._apply_firewall(nodes, report)
-        self._reconciled = self._reconciled or report.ok
+        # Ready after one complete pass: a peer whose route fails is reported and retried, but
+        # must not keep this node's pods (and, with Kubernetes, the whole node) off the network.
+        self._reconciled = True
 
     def _write_conflist(self, own: Node, mtu: int, report: Report) -> None:
         settings = conflist.ConflistSettings(own.pod_cidr, mtu, self.config.ipam_data_dir)
@@ -211,13 +223,17 @@ class Reconciler:
         underlay_mtu: int,
         report: Report,
     ) -> None:
-        """VXLAN device, then peers' FDB/neighbour entries, then routes (which need them), then
-        the stale entries (which routes no longer use)."""
+        """Plan, then the VXLAN device if a peer needs it, the peers' FDB/neighbour entries, the
+        routes (which need them) and last the stale entries (which routes no longer use)."""
         ipr = self._kernel()
         self._ensure_forwarding(report)
         vxlan = VxlanApplier(ipr)
-        vxlan_index = self._ensure_vxlan(vxlan, own, underlay, underlay_mtu, report)
+        vxlan_index = vxlan.ifindex()
         plan = self._plan(nodes, own, vxlan_index)
+        if plan.vxlan_peers:
+            vxlan_index = self._ensure_vxlan(vxlan, own, underlay, underlay_mtu, report)
+            if vxlan_index is None:  # no tunnel (reported): do not route into a missing device
+                plan = Plan(frozenset(r for r in plan.routes if r.device is None), frozenset())
         peers = PeerChanges()
         if vxlan_index is not None:
             peers = diff_peers(plan.vxlan_peers, *vxlan.current_peers(vxlan_index))
@@ -234,11 +250,12 @@ class Reconciler:
         self._record_route_metrics(plan, report)
 
     def _ensure_forwarding(self, report: Report) -> None:
-        """Pod traffic is forwarded by the node; the plugin sets this too, on its first pod."""
+        """Pod traffic is forwarded by the node (the plugin sets this too, on its first pod).
+        Read first: where /proc/sys is read-only (a container) and it is already on, fine."""
         try:
             ensure_sysctl("net.ipv4.ip_forward", "1")
         except OSError as error:
-            self._fail(report, "sysctl", f"net.ipv4.ip_forward: {error}")
+            self._fail(report, "sysctl", f"cannot enable net.ipv4.ip_forward: {error}")
 
     def _ensure_vxlan(
         self,
@@ -248,9 +265,7 @@ class Reconciler:
         underlay_mtu: int,
         report: Report,
     ) -> int | None:
-        """Our VXLAN device's index. With host-gw an existing device is only emptied of peers."""
-        if self.config.backend is Backend.HOST_GW:
-            return vxlan.ifindex()
+        """Our VXLAN device's index, created or corrected; None if it cannot be had."""
         if underlay is None:
             self._fail(report, "vxlan", f"no interface holds {own.internal_ip}")
             return vxlan.ifindex()
@@ -259,31 +274,36 @@ class Reconciler:
         )
         try:
             index, _ = vxlan.ensure_device(device)
+        except Exception as error:  # netlink refused: report, route what host-gw can
+            self._fail(report, "vxlan", f"cannot set up {device.name}: {error}")
+            return vxlan.ifindex()
+        try:
             # Pod -> remote node goes out on the underlay and its reply may come back through
             # the tunnel: strict reverse-path filtering on the tunnel would drop it.
             ensure_sysctl(f"net.ipv4.conf.{device.name}.rp_filter", "2")
-        except Exception as error:  # netlink or sysctl: report, route what host-gw can
-            self._fail(report, "vxlan", f"cannot set up {device.name}: {error}")
-            return vxlan.ifindex()
+        except OSError as error:
+            self._warn(report, "sysctl", f"cannot loosen rp_filter on {device.name}: {error}")
         if not self._rp_filter_checked:
             self._rp_filter_checked = True
-            self._warn_if_strict_rp_filter(underlay.ifindex)
+            self._warn_if_strict_rp_filter(underlay.ifindex, report)
         return index
 
-    def _warn_if_strict_rp_filter(self, underlay_ifindex: int) -> None:
+    def _warn_if_strict_rp_filter(self, underlay_ifindex: int, report: Report) -> None:
         """Pod -> remote node leaves on the underlay while the reply comes through the tunnel
         (and node -> remote pod the other way round): strict filtering on the underlay drops
         those replies. The underlay is the host's, so this is said, not changed."""
         try:
             name = hostnet.link_name(self._kernel(), underlay_ifindex)
-            if hostnet.rp_filter(name) == 1:
-                log.warning(
-                    "rp_filter is strict (1) on %s: traffic between pods and other nodes' "
-                    "addresses over VXLAN needs it loose (2) or off (0)",
-                    name,
-                )
+            strict = hostnet.rp_filter(name) == 1
         except OSError:
-            pass  # no /proc/sys for it: nothing to warn about
+            return  # no /proc/sys entry to read: nothing to say
+        if strict:
+            self._warn(
+                report,
+                "rp_filter",
+                f"rp_filter is strict (1) on {name}: traffic between pods and other nodes' "
+                "addresses over VXLAN needs it loose (2) or off (0)",
+            )
 
     def _plan(self, nodes: dict[str, Node], own: Node, vxlan_index: int | None) -> Plan:
         subnets = hostnet.connected_subnets(
@@ -291,12 +311,7 @@ class Reconciler:
             self.config.cluster_cidr,
             [vxlan_index] if vxlan_index is not None else [],
         )
-        plan = plan_node(nodes, own.name, self.config.backend, subnets)
-        if vxlan_index is None and plan.vxlan_peers:
-            # No tunnel (its set-up failed and was reported): do not route into a missing device.
-            routes = frozenset(route for route in plan.routes if route.device is None)
-            plan = Plan(routes, frozenset(), plan.needs_vxlan_device)
-        return plan
+        return plan_node(nodes, own.name, self.config.backend, subnets)
 
     def _count_peer_changes(self, report: Report, result: PeerResult) -> None:
         report.vxlan_changes += result.changed
