@@ -213,3 +213,21 @@ def test_switching_backend_replaces_routes_and_clears_the_tunnel(cluster: AgentL
     assert n2.ip not in fdb  # peers' tunnel entries are gone with their tunnel routes
     cluster.run_once(n2)
     assert peer_seen_by(b.ns, b.ip, a.ns) == a.ip
+
+
+def test_bundle_install_needs_no_host_python(cluster: AgentLab) -> None:
+    """The DaemonSet's mode: the plugin and its runtime under --plugin-dir, a launcher in the
+    CNI bin dir; a pod is then added through that launcher."""
+    n1, n2, _ = cluster.nodes
+    runtime = n1.home / "opt-minicni"
+    report = cluster.run_once(n1, "--plugin-install", "bundle", "--plugin-dir", str(runtime))
+    assert report["plugin_installed"]
+    launcher = (n1.bin_dir / "minicni").read_text()
+    assert str(runtime) in launcher
+    assert not cluster.run_once(n1, "--plugin-install", "bundle", "--plugin-dir", str(runtime))[
+        "plugin_installed"
+    ]
+    cluster.run_once(n2)
+    a = cluster.add_pod(n1, "pa")
+    b = cluster.add_pod(n2, "pb")
+    assert peer_seen_by(b.ns, b.ip, a.ns) == a.ip
