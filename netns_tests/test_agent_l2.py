@@ -231,3 +231,15 @@ def test_bundle_install_needs_no_host_python(cluster: AgentLab) -> None:
     a = cluster.add_pod(n1, "pa")
     b = cluster.add_pod(n2, "pb")
     assert peer_seen_by(b.ns, b.ip, a.ns) == a.ip
+
+
+def test_a_restart_on_a_broken_file_plans_from_the_saved_node_set(cluster: AgentLab) -> None:
+    cluster.run_once_everywhere()
+    n1 = cluster.nodes[0]
+    routes = cluster.routes(n1)
+    cluster.write_nodes('{"nodes": [')
+    code, report, _ = cluster.once(n1)
+    assert code == 1
+    assert report["errors"][0].startswith("source:")
+    assert (report["nodes"], report["routes_deleted"]) == (3, 0)
+    assert cluster.routes(n1) == routes

@@ -144,7 +144,8 @@ class Reconciler:
     def _node_set(self, entries: list[NodeEntry] | None, report: Report) -> dict[str, Node]:
         if entries is None:
             if not self._last_good:
-                raise StageError("source", "no usable node set yet")
+                raise StageError("source", "no usable node set from the source, none saved")
+            self._fail(report, "source", "no usable node set from the source: using the last good")
             return dict(self._last_good)
         checked = validate_entries(entries, self.config.cluster_cidr, self._last_good)
         self._record_problems(checked.problems, report)
@@ -179,9 +180,11 @@ class Reconciler:
         underlay = hostnet.find_underlay(ipr, own.internal_ip)
         underlay_mtu = underlay.mtu if underlay else hostnet.DEFAULT_MTU
         report.mtu = config.mtu or pod_mtu(underlay_mtu, config.backend)
-        self._write_conflist(own, report.mtu, report)
+        # The plugin first: a runtime that finds the conflist executes the plugin straight away.
         if time.monotonic() >= self._next_install:
             self._install_plugin(report)
+        if self._plugin_ok:
+            self._write_conflist(own, report.mtu, report)
         self._apply_network(nodes, own, underlay, underlay_mtu, report)
         if config.firewall == "iptables":
             self._apply_firewall(nodes, report)

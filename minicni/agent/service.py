@@ -27,13 +27,7 @@ def fetch_entries(source: NodeSource) -> list[NodeEntry] | None:
 
 
 def reconcile_once(source: NodeSource, reconciler: Reconciler) -> Report:
-    entries = fetch_entries(source)
-    report = reconciler.reconcile(entries)
-    if entries is None:
-        report.ok = False
-        report.errors.insert(0, "source: no usable node set from the source")
-        reconciler.metrics.inc("errors_total", stage="source")
-    return report
+    return reconciler.reconcile(fetch_entries(source))
 
 
 def run(
@@ -44,10 +38,7 @@ def run(
 ) -> None:
     reported_ready = False
     while not stop.is_set():
-        entries = fetch_entries(source)
-        if entries is None:
-            reconciler.metrics.inc("errors_total", stage="source")
-        report = reconciler.reconcile(entries)
+        report = reconciler.reconcile(fetch_entries(source))
         _log_report(report)
         if reconciler.ready and not reported_ready:
             try:
