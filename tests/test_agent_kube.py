@@ -96,7 +96,7 @@ class FakeApi:
 
 def test_source_lists_nodes_and_reports_ready() -> None:
     api = FakeApi([k8s_node("n1", [("InternalIP", "172.18.0.2")], "10.244.0.0/24")])
-    source = KubeNodeSource(None, resync_seconds=60, api=api)
+    source = KubeNodeSource(None, relist_seconds=60, api=api)
     try:
         assert source.wait(5, threading.Event()) is True
         assert source.fetch() == [NodeEntry("n1", "172.18.0.2", ("10.244.0.0/24",))]
@@ -111,7 +111,7 @@ def test_source_without_a_listing_raises() -> None:
         def list_node(self, **kwargs: Any) -> V1NodeList:
             raise ConnectionError("API down")
 
-    source = KubeNodeSource(None, resync_seconds=60, api=Down([]))
+    source = KubeNodeSource(None, relist_seconds=60, api=Down([]))
     try:
         with pytest.raises(SourceError):
             source.fetch()

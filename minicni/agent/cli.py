@@ -125,14 +125,14 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     )
 
 
-def make_source(args: argparse.Namespace, resync_seconds: float) -> NodeSource:
+def make_source(args: argparse.Namespace) -> NodeSource:
     if args.nodes_file:
         from minicni.agent.sources.static_file import StaticFileSource
 
         return StaticFileSource(Path(args.nodes_file))
     from minicni.agent.sources.kube import KubeNodeSource
 
-    return KubeNodeSource(args.kubeconfig, resync_seconds)
+    return KubeNodeSource(args.kubeconfig)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -152,7 +152,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ValueError as error:
         parser.error(str(error))
     metrics = Metrics()
-    source = make_source(args, resync_seconds)
+    try:
+        source = make_source(args)
+    except Exception as error:  # no kubeconfig, no in-cluster account: say so, exit non-zero
+        log.error("cannot set up the node source: %s: %s", type(error).__name__, error)
+        return 1
     reconciler = Reconciler(config, metrics)
     try:
         if args.once:

@@ -1,4 +1,4 @@
-"""Nodes from the Kubernetes API: list, then watch, with a full relist every resync period.
+"""Nodes from the Kubernetes API: list, then watch, with a full relist every few minutes.
 
 A background thread keeps a name -> NodeEntry map current and signals changes; the reconcile loop
 reads snapshots of it. Once the node's network is up, the node's `NetworkUnavailable` condition is
@@ -19,7 +19,10 @@ from minicni.agent.sources import SourceError
 
 log = logging.getLogger(__name__)
 
-WATCH_SECONDS = 300
+RELIST_SECONDS = 300.0
+"""Watch events keep the node map current; a relist this often repairs anything a watch missed.
+The agent's own resync (every --resync-seconds) re-checks the kernel against this map, so it
+need not cost the API server a full list each time."""
 RETRY_SECONDS = 5.0
 
 
@@ -88,9 +91,11 @@ def load_core_api(kubeconfig: str | None) -> Any:
 
 
 class KubeNodeSource:
-    def __init__(self, kubeconfig: str | None, resync_seconds: float, api: Any = None) -> None:
+    def __init__(
+        self, kubeconfig: str | None, relist_seconds: float = RELIST_SECONDS, api: Any = None
+    ) -> None:
         self._api = api if api is not None else load_core_api(kubeconfig)
-        self._resync_seconds = resync_seconds
+        self._relist_seconds = relist_seconds
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeEntry] = {}
         self._synced = False
@@ -151,16 +156,17 @@ class KubeNodeSource:
         return str(listing.metadata.resource_version)
 
     def _watch(self, version: str) -> None:
-        """Apply watch events until the resync period ends, then return for a relist."""
+        """Apply watch events until the relist period ends, then return for a relist."""
         from kubernetes import watch as kube_watch
 
         watch: Any = kube_watch  # untyped library
-        deadline = time.monotonic() + self._resync_seconds
+        deadline = time.monotonic() + self._relist_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
+            remaining = deadline - time.monotonic()
             stream = watch.Watch().stream(
                 self._api.list_node,
                 resource_version=version,
-                timeout_seconds=max(1, min(WATCH_SECONDS, int(self._resync_seconds))),
+                timeout_seconds=max(1, int(remaining)),
             )
             for event in stream:
                 if event["type"] == "ERROR":
