@@ -26,11 +26,22 @@ class NodeEntry:
 
 @dataclass(frozen=True, order=True)
 class Node:
-    """A node the agent can route to: its underlay address and its pod CIDR (IPv4)."""
+    """A node the agent can route to: its underlay address and its pod CIDR (IPv4).
+
+    The hash is computed once: planning looks nodes up in caches on every resync, and hashing
+    `ipaddress` objects runs in Python.
+    """
 
     name: str
     internal_ip: IPv4Address
     pod_cidr: IPv4Network
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.name, self.internal_ip, self.pod_cidr)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from minicni.agent import rtnl_dump
 from minicni.agent.netlink_batch import Failure, send_batched
-from minicni.agent.plan import Route
+from minicni.agent.plan import Route, RouteKey
 from minicni.agent.rtnl_dump import KernelRoute
 
 RTPROT_MINICNI = 109
@@ -45,15 +45,17 @@ class RouteResult:
     total: int = 0
 
 
-def as_planned(route: KernelRoute, vxlan_ifindex: int | None, vxlan_name: str) -> Route | None:
-    """The plan entry this kernel route corresponds to, or None if it can match none."""
+def planned_key(route: KernelRoute, vxlan_ifindex: int | None, vxlan_name: str) -> RouteKey | None:
+    """The `Route.key` this kernel route amounts to, or None if it matches no route we plan."""
     if route.gateway is None or route.priority != 0:
         return None
+    device = None
     if vxlan_ifindex is not None and route.oif == vxlan_ifindex:
         if not route.onlink:
             return None
-        return Route(route.dst, route.gateway, vxlan_name, route.prefsrc)
-    return Route(route.dst, route.gateway)
+        device = vxlan_name
+    src = int(route.prefsrc) if route.prefsrc is not None else None
+    return (*route.dst_key, int(route.gateway), device, src)
 
 
 def diff_routes(
@@ -62,17 +64,20 @@ def diff_routes(
     vxlan_ifindex: int | None,
     vxlan_name: str,
 ) -> RouteChanges:
-    wanted = {route.dst: route for route in desired}
-    present: dict[object, Route] = {}
+    wanted = {route.dst_key: route for route in desired}
+    present: dict[tuple[int, int], RouteKey] = {}
     delete: list[KernelRoute] = []
     for route in current:
-        planned = as_planned(route, vxlan_ifindex, vxlan_name)
-        if route.dst not in wanted or route.dst in present or planned is None:
+        dst = route.dst_key
+        planned = planned_key(route, vxlan_ifindex, vxlan_name)
+        if planned is None or dst not in wanted or dst in present:
             delete.append(route)
         else:
-            present[route.dst] = planned
+            present[dst] = planned
     add = [route for dst, route in wanted.items() if dst not in present]
-    replace = [route for dst, route in wanted.items() if dst in present and present[dst] != route]
+    replace = [
+        route for dst, route in wanted.items() if dst in present and present[dst] != route.key
+    ]
     return RouteChanges(tuple(sorted(add)), tuple(sorted(replace)), tuple(delete))
 
 

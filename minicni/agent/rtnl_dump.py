@@ -65,6 +65,11 @@ class KernelRoute:
     priority: int
     prefsrc: IPv4Address | None = None
 
+    @property
+    def dst_key(self) -> tuple[int, int]:
+        """(network address, prefix length) as integers: cheap to hash, see `plan.Route.key`."""
+        return _int_of(self.dst.network_address), self.dst.prefixlen
+
 
 @dataclass(frozen=True)
 class KernelNeighbour:
@@ -92,6 +97,11 @@ def _network(packed: bytes, prefixlen: int) -> IPv4Network:
 @functools.lru_cache(maxsize=1 << 16)
 def _address(packed: bytes) -> IPv4Address:
     return IPv4Address(packed)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _int_of(address: IPv4Address) -> int:
+    return int(address)
 
 
 def _align(length: int) -> int:
