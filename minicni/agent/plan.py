@@ -78,6 +78,14 @@ class VxlanPeer:
     node_ip: IPv4Address
     vtep_ip: IPv4Address
     vtep_mac: str
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(self.vtep_mac) ^ hash(self.vtep_ip))
+
+    def __hash__(self) -> int:
+        """Computed once, as for `Route` and `Node`."""
+        return self._hash
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,8 @@ def dump_neighbours(family: int, ifindex: int) -> list[KernelNeighbour]:
                 dst = _address(value)
             elif attr == NDA_LLADDR:
                 lladdr = value.hex(":")
+            if dst is not None and lladdr is not None:
+                break  # the rest (cache info, probes, VNI, port) is not needed
         entries.append(KernelNeighbour(ndm_ifindex, dst, lladdr, state))
     return entries
 
