@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import subprocess
+import sys
 
 import pytest
 from pyroute2.netlink.exceptions import NetlinkError
@@ -216,3 +218,16 @@ def test_a_truncated_datagram_is_refused() -> None:
     with pytest.raises(NetlinkError) as raised:
         rtnl.Rtnl(sock).dump(ifinfmsg(), rtnl.RTM_GETLINK)
     assert raised.value.code == errno.EMSGSIZE
+
+
+def test_the_plugin_loads_without_iproute_or_asyncio() -> None:
+    """What the plugin gains from this client: none of IPRoute's import chain on every ADD."""
+    code = (
+        "import sys\n"
+        "from minicni import main\n"
+        "main.load_plugin()\n"
+        "heavy = {'asyncio', 'ssl', 'pyroute2.iproute', 'pyroute2.iproute.linux'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", run.stdout + run.stderr
