@@ -96,6 +96,8 @@ def test_a_leftover_host_veth_of_a_killed_add_is_replaced() -> None:
     links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1500, bridge_index=4)
     assert sock.sent_types() == [rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK, rtnl.RTM_NEWLINK]
     assert sock.sent_message(1).get_attr("IFLA_IFNAME") == "vethabc"
+    first, again = sock.sent[0], sock.sent[2]
+    assert (first[:8], first[12:]) == (again[:8], again[12:])  # the same request, a new seq
 
 
 def test_a_taken_pod_name_is_not_mistaken_for_a_leftover() -> None:

@@ -207,7 +207,10 @@ def test_dump_reads_datagrams_until_done_and_numbers_each_request() -> None:
 def test_an_interrupted_dump_is_read_again() -> None:
     torn = [lambda seq: link_reply(seq, 1, "lo", NLM_F_MULTI | rtnl.NLM_F_DUMP_INTR) + done(seq)]
     whole = [lambda seq: link_reply(seq, 1, "lo") + link_reply(seq, 2, "b") + done(seq)]
-    assert len(rtnl.Rtnl(ScriptedSocket(torn, whole)).dump(ifinfmsg(), rtnl.RTM_GETLINK)) == 2
+    sock = ScriptedSocket(torn, whole)
+    assert len(rtnl.Rtnl(sock).dump(ifinfmsg(), rtnl.RTM_GETLINK)) == 2
+    first, again = sock.sent
+    assert (first[:8], first[12:]) == (again[:8], again[12:])  # the same request, a new seq
     with pytest.raises(NetlinkError) as raised:
         rtnl.Rtnl(ScriptedSocket(torn, torn, torn)).dump(ifinfmsg(), rtnl.RTM_GETLINK)
     assert raised.value.code == errno.EAGAIN

@@ -245,7 +245,6 @@ def create_veth_pair(
     except NetlinkError as exc:
         if exc.code != errno.EEXIST or not delete_link(rtnl, host_ifname):
             raise
-        request = veth_request(host_ifname, pod_ifname, pod_netns_fd, mtu, bridge_index)
         rtnl.request(request, RTM_NEWLINK, CREATE_NEW)
 
 

@@ -78,6 +78,7 @@ def open_route_socket() -> socket.socket:
 
 def encode_request(msg: Any, msg_type: int, flags: int, seq: int) -> bytes:
     """`msg` (a pyroute2 message with its fields and attrs set) as one netlink request."""
+    msg.reset()  # encode() appends to the message's buffer: a resent message would double
     msg["header"]["type"] = msg_type
     msg["header"]["flags"] = NLM_F_REQUEST | flags
     msg["header"]["sequence_number"] = seq
