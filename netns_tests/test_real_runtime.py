@@ -501,7 +501,8 @@ class Containerd:
         self.base = node.state / "containerd"
         self.base.mkdir()
         self.address = str(self.base / "containerd.sock")
-        self.namespace = node.state.name  # also the cgroup parent ctr gives its containers
+        # Hex and dashes only: containerd rejects a namespace with "_" (mkdtemp names may have one).
+        self.namespace = f"minicni-{node.name}"  # also the cgroup parent ctr gives its containers
         config = self.base / "config.toml"
         config.write_text(
             f"""version = 2

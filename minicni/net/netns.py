@@ -78,7 +78,12 @@ def create(name: str) -> str:
     path = path_of(name)
     if os.path.exists(path):
         raise FileExistsError(errno.EEXIST, "network namespace exists", path)
-    pyroute2_netns.create(name)
+    try:
+        pyroute2_netns.create(name)
+    except BaseException:
+        # The helper process may time out (a loaded host) after the bind mount was made.
+        remove(name)
+        raise
     return path
 
 
