@@ -294,3 +294,7 @@ def command_run(args: argparse.Namespace, progress: Progress) -> int:
             signal.signal(signal.SIGINT, previous)
         progress.step(progress.summary())
     return EXIT_OK if result.ok else EXIT_MATRIX_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

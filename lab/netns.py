@@ -168,7 +168,7 @@ class NetnsLab:
             "--health-addr",
             AGENT_HEALTH_ADDR,
             "--resync-seconds",
-            "5",
+            str(topology.agent_resync_seconds),
         ]
 
     def _await_agent(self, node: NodePlan) -> None:
@@ -241,7 +241,10 @@ class NetnsLab:
         self.state.phase = "tearing-down"
         if os.path.isdir(self.work_dir):
             self.save_state()
-        problems = self._delete_pods()
+        try:
+            problems = self._delete_pods()
+        except Exception as err:  # whatever went wrong, the namespaces must still go
+            problems = [f"deleting pods: {type(err).__name__}: {err}"]
         problems += teardown(self.state, self.state_root, self.agents)
         self.log("lab removed" if not problems else f"lab removed with {len(problems)} problems")
         return problems
@@ -252,7 +255,7 @@ class NetnsLab:
         def delete(pod: PodPlan) -> str | None:
             try:
                 self.runtime_for(self.lab.node(pod.node)).delete(pod_attachment(pod))
-            except (CniPluginError, OSError, subprocess.TimeoutExpired) as err:
+            except (CniPluginError, OSError, subprocess.TimeoutExpired, LabError) as err:
                 return f"DEL {pod.name}: {err}"
             return None
 

@@ -38,6 +38,9 @@ class Topology:
     underlay_cidr: str = "172.30.0.0/16"
     forward_drop: bool = False
     mtu: int = 1500
+    # long enough that a fault injected into a running lab stays visible for a matrix run; the
+    # agent still repairs it on the next resync, which is the point of a level-triggered agent
+    agent_resync_seconds: int = 30
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 99:
