@@ -1,0 +1,3 @@
+from minicni.main import main
+
+main()

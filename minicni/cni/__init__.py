@@ -1,0 +1,1 @@
+"""CNI protocol layer: environment, versions, results and errors. Knows no kernel."""

@@ -1,0 +1,183 @@
+"""The plugin contract in one function: `dispatch(env, stdin, load_plugin) -> (exit code, stdout)`.
+
+Validates the environment and the config's version the way the reference skeleton does, then
+hands a `Request` to the plugin. Every failure becomes one CNI error document; a `CniError` keeps
+its code, anything else is logged with its traceback and reported as code 999. Nothing here
+touches the kernel, so unit tests drive it with a dict and bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from minicni.cni import version as cniversion
+from minicni.cni.errors import (
+    DECODING_FAILURE,
+    INTERNAL,
+    INVALID_ENVIRONMENT,
+    UNKNOWN_CONTAINER,
+    CniError,
+)
+
+log = logging.getLogger("minicni")
+
+COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
+
+# Which variables each command needs (SPEC section 2). CNI_PATH is not required: minicni delegates
+# to no other plugin.
+_REQUIRED_ENV = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME"),
+    "STATUS": (),
+    "GC": (),
+    "VERSION": (),
+}
+
+_CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
+_IFNAME_MAX_BYTES = 15
+
+
+@dataclass(frozen=True)
+class Request:
+    command: str
+    container_id: str
+    netns: str
+    ifname: str
+    args: Mapping[str, str]
+    path: tuple[str, ...]
+    config: Mapping[str, Any]
+    version: str
+
+
+class Plugin(Protocol):
+    def add(self, request: Request) -> dict[str, Any]: ...
+
+    def delete(self, request: Request) -> None: ...
+
+    def check(self, request: Request) -> None: ...
+
+    def status(self, request: Request) -> None: ...
+
+    def gc(self, request: Request) -> None: ...
+
+
+def dispatch(
+    env: Mapping[str, str], stdin: bytes, load_plugin: Callable[[], Plugin]
+) -> tuple[int, bytes]:
+    """Run one CNI command. Returns the exit code and exactly what belongs on stdout."""
+    version = cniversion.CURRENT_VERSION
+    try:
+        command = _command(env)
+        if command == "VERSION":
+            # podman probes with nothing but {"cniVersion": ...}; VERSION needs no valid config.
+            return 0, _encode(cniversion.version_info())
+        config = decode_config(stdin)
+        version = cniversion.require_supported(config.get("cniVersion"))
+        cniversion.require_command_allowed(command, version)
+        request = _request(command, env, config, version)
+        plugin = load_plugin()
+        if command == "ADD":
+            return 0, _encode(cniversion.convert_result(plugin.add(request), version))
+        {
+            "DEL": plugin.delete,
+            "CHECK": plugin.check,
+            "STATUS": plugin.status,
+            "GC": plugin.gc,
+        }[command](request)
+        return 0, b""
+    except CniError as err:
+        log.error("%s failed: %s (code %d)", env.get("CNI_COMMAND", "?"), err, err.code)
+        return 1, _encode(err.to_json(version))
+    except Exception as exc:  # the one place where anything unexpected is caught
+        log.exception("internal error")
+        internal = CniError(INTERNAL, "internal error in minicni", f"{type(exc).__name__}: {exc}")
+        return 1, _encode(internal.to_json(version))
+
+
+def decode_config(stdin: bytes) -> dict[str, Any]:
+    try:
+        config = json.loads(stdin)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CniError(DECODING_FAILURE, "failed to decode network config", str(exc)) from None
+    if not isinstance(config, dict):
+        raise CniError(DECODING_FAILURE, "network config is not a JSON object")
+    return config
+
+
+def _command(env: Mapping[str, str]) -> str:
+    command = env.get("CNI_COMMAND", "")
+    if not command:
+        raise CniError(INVALID_ENVIRONMENT, "required env variables [CNI_COMMAND] missing")
+    if command not in COMMANDS:
+        raise CniError(INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {command}")
+    return command
+
+
+def _request(command: str, env: Mapping[str, str], config: dict[str, Any], version: str) -> Request:
+    missing = [name for name in _REQUIRED_ENV[command] if not env.get(name)]
+    if missing:
+        raise CniError(
+            INVALID_ENVIRONMENT, f"required env variables [{', '.join(missing)}] missing"
+        )
+    container_id = env.get("CNI_CONTAINERID", "")
+    if container_id or "CNI_CONTAINERID" in _REQUIRED_ENV[command]:
+        validate_container_id(container_id)
+    ifname = env.get("CNI_IFNAME", "")
+    if ifname or "CNI_IFNAME" in _REQUIRED_ENV[command]:
+        validate_interface_name(ifname)
+    return Request(
+        command=command,
+        container_id=container_id,
+        netns=env.get("CNI_NETNS", ""),
+        ifname=ifname,
+        args=parse_cni_args(env.get("CNI_ARGS", "")),
+        path=tuple(p for p in env.get("CNI_PATH", "").split(":") if p),
+        config=config,
+        version=version,
+    )
+
+
+def validate_container_id(container_id: str) -> None:
+    """The container ID becomes part of file names: only a safe charset gets through."""
+    if not container_id:
+        raise CniError(UNKNOWN_CONTAINER, "missing containerID")
+    if not _CONTAINER_ID.fullmatch(container_id):
+        raise CniError(INVALID_ENVIRONMENT, "invalid characters in containerID", container_id)
+
+
+def validate_interface_name(ifname: str) -> None:
+    if not ifname:
+        raise CniError(INVALID_ENVIRONMENT, "interface name is empty")
+    if len(ifname.encode()) > _IFNAME_MAX_BYTES:
+        raise CniError(
+            INVALID_ENVIRONMENT,
+            f"interface name is too long (max {_IFNAME_MAX_BYTES} bytes)",
+            ifname,
+        )
+    if ifname in (".", ".."):
+        raise CniError(INVALID_ENVIRONMENT, "interface name is . or ..", ifname)
+    if any(c in "/:" or c.isspace() for c in ifname):
+        raise CniError(
+            INVALID_ENVIRONMENT, "interface name contains / or : or whitespace characters", ifname
+        )
+
+
+def parse_cni_args(raw: str) -> dict[str, str]:
+    """`K=V;K=V` as Kubernetes passes it (IgnoreUnknown=1;K8S_POD_NAMESPACE=...)."""
+    args: dict[str, str] = {}
+    for pair in filter(None, raw.split(";")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CniError(INVALID_ENVIRONMENT, "CNI_ARGS: invalid pair", pair)
+        args[key] = value
+    return args
+
+
+def _encode(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, indent=1).encode() + b"\n"

@@ -1,0 +1,71 @@
+"""CNI versions: which exist, which commands each allows, and the result shape for each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minicni.cni.errors import INCOMPATIBLE_VERSION, CniError
+
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+CURRENT_VERSION = SUPPORTED_VERSIONS[-1]
+
+# The oldest config version at which each command exists (SPEC section 2).
+_COMMAND_SINCE = {
+    "ADD": "0.3.0",
+    "DEL": "0.3.0",
+    "CHECK": "0.4.0",
+    "STATUS": "1.1.0",
+    "GC": "1.1.0",
+}
+
+
+def parse(version: str) -> tuple[int, int, int]:
+    parts = version.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(version)
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def require_supported(version: object) -> str:
+    if not isinstance(version, str) or not version:
+        raise CniError(INCOMPATIBLE_VERSION, "network config has no cniVersion")
+    if version not in SUPPORTED_VERSIONS:
+        raise CniError(
+            INCOMPATIBLE_VERSION,
+            f"incompatible CNI version {version}",
+            f"supported versions: {', '.join(SUPPORTED_VERSIONS)}",
+        )
+    return version
+
+
+def require_command_allowed(command: str, version: str) -> None:
+    since = _COMMAND_SINCE[command]
+    if parse(version) < parse(since):
+        raise CniError(
+            INCOMPATIBLE_VERSION,
+            f"{command} is not defined for config version {version}",
+            f"{command} needs cniVersion {since} or newer",
+        )
+
+
+def convert_result(result: dict[str, Any], version: str) -> dict[str, Any]:
+    """Express a result built in the current (1.x) shape in the shape of `version`.
+
+    0.3.x and 0.4.0 add `version: "4"|"6"` to every IP config; 1.0.0 dropped it.
+    """
+    converted = dict(result, cniVersion=version)
+    if parse(version) < (1, 0, 0):
+        converted["ips"] = [
+            dict(ip, version="6" if ":" in ip["address"] else "4") for ip in result.get("ips", [])
+        ]
+    return converted
+
+
+def normalize_result(result: dict[str, Any]) -> dict[str, Any]:
+    """Read a prevResult of any supported version into the current shape."""
+    ips = [{k: v for k, v in ip.items() if k != "version"} for ip in result.get("ips", [])]
+    return dict(result, ips=ips)
+
+
+def version_info() -> dict[str, Any]:
+    return {"cniVersion": CURRENT_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}

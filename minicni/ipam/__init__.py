@@ -1,0 +1,1 @@
+"""Node-local address management: a persistent, locked store of reservations."""

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what minicni's lab and tests need on a Debian/Ubuntu machine, then the project's venv.
+# Idempotent: a second run installs nothing. Needs root for apt (run through `sudo make ...`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  python3 python3-venv python3-pip
+  iproute2 iptables nftables iputils-ping tcpdump conntrack util-linux
+  containernetworking-plugins   # reference bridge/host-local: side-by-side tests and benchmarks
+  podman containerd busybox-static  # real CNI consumers for the runtime tests, and an offline image
+)
+VENV=${VENV:-.venv}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]}; run as root (sudo make ...)" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.minicni-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e '.[test]'
+  touch "$stamp"
+fi
