@@ -172,6 +172,15 @@ class MatrixReport:
 ProgressCallback = Callable[[CellResult, int, int], None]
 
 
+def group_cases(cases: Sequence[Case]) -> list[tuple[Case, ...]]:
+    """Cells of one (source, destination) pair, probed together by one receiver and one sender
+    (one process each for every protocol: a third of the processes of one pair per protocol)."""
+    groups: dict[tuple[str, str], list[Case]] = {}
+    for case in cases:
+        groups.setdefault((case.src.name, case.dst.name), []).append(case)
+    return [tuple(group) for group in groups.values()]
+
+
 @dataclass
 class MatrixRunner:
     """Runs every case with a bounded pool of workers; each attempt is two fresh processes."""
@@ -182,65 +191,93 @@ class MatrixRunner:
     workers: int = 12
     launch_timeout: float = 10.0  # how long a receiver may take to start listening
     progress: ProgressCallback | None = None
+    engine: str = "socket"  # or "scapy": one protocol per process, sniffed off the wire
 
     def run(self, inventory: Inventory, cases: Sequence[Case]) -> MatrixReport:
         compile_probes()
         protocols = tuple(dict.fromkeys(case.proto for case in cases))
         report = MatrixReport(inventory, protocols)
         started = time.monotonic()
-        done = 0
+        groups = group_cases(cases) if self.engine == "socket" else [(c,) for c in cases]
+        results: dict[Case, CellResult] = {}
         with ThreadPoolExecutor(max_workers=max(self.workers, 1)) as pool:
-            for result in pool.map(self.run_case, cases):
-                report.cells.append(result)
-                done += 1
-                if self.progress:
-                    self.progress(result, done, len(cases))
+            for group_results in pool.map(self.run_group, groups):
+                for result in group_results:
+                    results[result.case] = result
+                    if self.progress:
+                        self.progress(result, len(results), len(cases))
+        report.cells = [results[case] for case in cases]
         report.duration_s = time.monotonic() - started
         return report
 
-    def run_case(self, case: Case) -> CellResult:
+    def run_group(self, group: Sequence[Case]) -> list[CellResult]:
+        """Probe the group until every cell is `.` or out of retries; only wrong cells retry."""
         started = time.monotonic()
-        attempts = 0
-        while True:
-            attempts += 1
-            token = f"{case.proto}-{case.port}-{secrets.token_hex(4)}"
-            observation = self.observe(case, token)
-            verdict, detail = judge(case, observation)
-            if verdict == OK or attempts > self.retries:
-                break
-        return CellResult(
-            case,
-            verdict,
-            detail,
-            attempts,
-            observation,
-            time.monotonic() - started,
-            reproduce=self.reproduce(case),
-        )
+        attempts = dict.fromkeys(group, 0)
+        done: list[CellResult] = []
+        pending = list(group)
+        while pending:
+            token = f"{group[0].port}-{secrets.token_hex(4)}"
+            observations = self.observe(pending, token)
+            still = []
+            for case in pending:
+                attempts[case] += 1
+                verdict, detail = judge(case, observations[case.proto])
+                if verdict == OK or attempts[case] > self.retries:
+                    elapsed = time.monotonic() - started
+                    done.append(
+                        CellResult(
+                            case,
+                            verdict,
+                            detail,
+                            attempts[case],
+                            observations[case.proto],
+                            elapsed,
+                            reproduce=self.reproduce(case),
+                        )
+                    )
+                else:
+                    still.append(case)
+            pending = still
+        return done
 
-    def argv(self, case: Case, token: str) -> tuple[list[str], list[str]]:
-        common = ["--proto", case.proto, "--port", str(case.port), "--token", token]
+    def argv(self, cases: Sequence[Case], token: str) -> tuple[list[str], list[str]]:
+        src, dst, port = cases[0].src, cases[0].dst, min(c.port for c in cases)
+        protos = ",".join(case.proto for case in cases)
+        common = ["--proto", protos, "--port", str(port), "--token", token]
+        if self.engine != "socket":
+            common += ["--engine", self.engine]
         recv_timeout = self.timeout + self.launch_timeout
         recv = ["recv", *common, "--timeout", f"{recv_timeout:g}"]
-        send = ["send", *common, "--dst", case.dst.ip, "--timeout", f"{self.timeout:g}"]
-        return self.executor.command(case.dst, recv), self.executor.command(case.src, send)
+        send = ["send", *common, "--dst", dst.ip, "--timeout", f"{self.timeout:g}"]
+        return self.executor.command(dst, recv), self.executor.command(src, send)
 
     def reproduce(self, case: Case) -> str:
         """A shell line a person can paste to run this cell again, by hand."""
         import shlex
 
-        recv, send = self.argv(case, "repro")
+        recv, send = self.argv([case], "repro")
         return f"{shlex.join(recv)} & sleep 1; {shlex.join(send)}; wait"
 
-    def observe(self, case: Case, token: str) -> Observation:
-        recv_argv, send_argv = self.argv(case, token)
+    def observe(self, cases: Sequence[Case], token: str) -> dict[str, Observation]:
+        """Run one receiver and one sender for the cases (one pair); an observation per proto."""
+        protos = [case.proto for case in cases]
+        recv_argv, send_argv = self.argv(cases, token)
         receiver = subprocess.Popen(
             recv_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         try:
             ready, early_stderr = _await_ready(receiver, self.launch_timeout)
             if not ready:
-                return Observation(error=f"receiver did not start: {_tail(early_stderr)}")
+                receiver_out = _finish(receiver, grace=0.5)[0]
+                reasons = _by_proto(receiver_out)
+                return {
+                    p: Observation(
+                        error=_first_error(reasons.get(p))
+                        or f"receiver did not start: {_tail(early_stderr)}"
+                    )
+                    for p in protos
+                }
             try:
                 sent = subprocess.run(
                     send_argv,
@@ -249,12 +286,22 @@ class MatrixRunner:
                     timeout=self.timeout + self.launch_timeout,
                 )
             except subprocess.TimeoutExpired:
-                return Observation(error="sender hung")
-            sender = _last_json(sent.stdout)
-            if sender is None:
-                return Observation(error=f"sender printed no result: {_tail(sent.stderr)}")
-            receiver_result = _collect_receiver(receiver, grace=0.5)
-            return Observation(sender=sender, receiver=receiver_result)
+                return {p: Observation(error="sender hung") for p in protos}
+            senders = _by_proto(sent.stdout)
+            receiver_out, stopped = _finish(receiver, grace=0.5)
+            receivers = _by_proto(receiver_out)
+            observations = {}
+            for proto in protos:
+                sender = senders.get(proto)
+                if sender is None:
+                    why = f"sender printed no result: {_tail(sent.stderr)}"
+                    observations[proto] = Observation(error=why)
+                    continue
+                seen = receivers.get(proto)
+                if seen is None and stopped:  # killed before it could say: it saw nothing
+                    seen = {"received": False, "observed_src": None}
+                observations[proto] = Observation(sender=sender, receiver=seen)
+            return observations
         finally:
             if receiver.poll() is None:
                 receiver.kill()
@@ -289,32 +336,41 @@ def _await_ready(process: subprocess.Popen[bytes], timeout: float) -> tuple[bool
     return True, seen
 
 
-def _collect_receiver(process: subprocess.Popen[bytes], grace: float) -> dict[str, Any]:
-    """The receiver's result; one that is still waiting after the sender gave up saw nothing."""
+def _finish(process: subprocess.Popen[bytes], grace: float) -> tuple[bytes, bool]:
+    """The receiver's stdout, and whether it had to be stopped. A receiver still waiting after
+    the sender is done has seen nothing more: SIGTERM makes it report that, SIGKILL follows."""
     try:
-        stdout, _stderr = process.communicate(timeout=grace)
+        return process.communicate(timeout=grace)[0], False
+    except subprocess.TimeoutExpired:
+        pass
+    process.terminate()
+    try:
+        return process.communicate(timeout=1.0)[0], True
     except subprocess.TimeoutExpired:
         process.kill()
-        process.communicate()
-        return {"received": False, "observed_src": None}
-    result = _last_json(stdout)
-    if result is None:
-        return {"error": f"receiver exited {process.returncode} without a result"}
-    return result
+        return process.communicate()[0], True
 
 
-def _last_json(output: bytes) -> dict[str, Any] | None:
+def _by_proto(output: bytes) -> dict[str, dict[str, Any]]:
+    """The probe's JSON lines, keyed by protocol (lines that are not JSON are ignored)."""
     import json
 
-    for line in reversed(output.decode(errors="replace").splitlines()):
+    results: dict[str, dict[str, Any]] = {}
+    for line in output.decode(errors="replace").splitlines():
         line = line.strip()
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                return None
-            return value if isinstance(value, dict) else None
-    return None
+        if not line.startswith("{"):
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("proto"), str):
+            results[value["proto"]] = value
+    return results
+
+
+def _first_error(result: dict[str, Any] | None) -> str | None:
+    return f"receiver: {result['error']}" if result and result.get("error") else None
 
 
 def _tail(stderr: bytes, limit: int = 300) -> str:

@@ -30,9 +30,15 @@ def test_fast_parser_agrees_with_argparse() -> None:
     argv = ["send", "--proto", "udp", "--dst", "10.0.0.2", "--port", "31001", "--token", "t"]
     fast = probes.parse_fast(argv)
     assert fast is not None
-    assert vars(fast) == vars(probes.parser().parse_args(argv))
-    recv = probes.parse_fast(["recv", "--proto", "tcp", "--timeout", "3"])
-    assert recv is not None and (recv.timeout, recv.bind, recv.dst) == (3.0, "0.0.0.0", None)
+    assert vars(fast) == vars(probes._parse_slow(argv))
+    recv = probes.parse_fast(["recv", "--proto", "tcp,icmp", "--timeout", "3"])
+    assert recv is not None
+    assert (recv.protos, recv.timeout, recv.bind, recv.dst) == (
+        ["tcp", "icmp"],
+        3.0,
+        "0.0.0.0",
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -40,6 +46,8 @@ def test_fast_parser_agrees_with_argparse() -> None:
     [
         ["send", "--proto", "udp"],  # no destination
         ["recv", "--proto", "sctp"],
+        ["recv", "--proto", "tcp,tcp"],
+        ["recv", "--proto", "tcp,udp", "--engine", "scapy"],
         ["recv", "--proto", "udp", "--dst", "10.0.0.1"],
         ["recv", "--proto", "udp", "--port", "x"],
         ["recv", "--proto"],
@@ -78,6 +86,57 @@ def test_probe_pair_over_loopback(proto: str) -> None:
         "received": True,
         "observed_src": "127.0.0.1",
     }
+
+
+def test_one_receiver_and_one_sender_probe_tcp_and_udp_together() -> None:
+    port = str(random.randint(40000, 60000))
+    common = ["--proto", "tcp,udp", "--port", port, "--token", "tok-2"]
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "lab.probes", "recv", *common, "--bind", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert receiver.stderr is not None and receiver.stderr.readline() == "ready\n"
+    sender = subprocess.run(
+        [sys.executable, "-m", "lab.probes", "send", *common, "--dst", "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    out, _ = receiver.communicate(timeout=10)
+    sent = {r["proto"]: r for r in map(json.loads, sender.stdout.splitlines())}
+    seen = {r["proto"]: r for r in map(json.loads, out.splitlines())}
+    assert sorted(sent) == sorted(seen) == ["tcp", "udp"]
+    assert all(r["reply"] for r in sent.values())
+    assert all(r["observed_src"] == "127.0.0.1" for r in seen.values())
+
+
+def test_a_stopped_receiver_reports_what_it_did_not_see() -> None:
+    receiver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lab.probes",
+            "recv",
+            "--proto",
+            "tcp,udp",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(random.randint(40000, 60000)),
+            "--timeout",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert receiver.stderr is not None and receiver.stderr.readline() == "ready\n"
+    receiver.terminate()
+    out, _ = receiver.communicate(timeout=10)
+    assert receiver.returncode == probes.EXIT_NO_CONNECTIVITY
+    assert [json.loads(line)["received"] for line in out.splitlines()] == [False, False]
 
 
 def test_sender_without_receiver_reports_no_reply_within_its_timeout() -> None:
