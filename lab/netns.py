@@ -241,10 +241,19 @@ class NetnsLab:
         self.state.phase = "tearing-down"
         if os.path.isdir(self.work_dir):
             self.save_state()
-        try:
-            problems = self._delete_pods()
-        except Exception as err:  # whatever went wrong, the namespaces must still go
-            problems = [f"deleting pods: {type(err).__name__}: {err}"]
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=1) as background:
+            # agents take a second or two to exit; the plugin needs none of them for DEL
+            stopping = background.submit(stop_agents, self.state, self.agents)
+            try:
+                problems = self._delete_pods()
+            except Exception as err:  # whatever went wrong, the namespaces must still go
+                problems = [f"deleting pods: {type(err).__name__}: {err}"]
+            if self.state.pods:
+                seconds = time.monotonic() - started
+                self.log(f"{len(self.state.pods)} pods deleted (CNI DEL) in {seconds:.1f} s")
+            problems += stopping.result()
+            self.log(f"agents stopped after {time.monotonic() - started:.1f} s")
         problems += teardown(self.state, self.state_root, self.agents)
         self.log("lab removed" if not problems else f"lab removed with {len(problems)} problems")
         return problems
@@ -273,15 +282,11 @@ def teardown(
     Works from the state file alone (a lab left by a killed run) and also finds namespaces by the
     lab's name prefix, in case the run died between creating one and recording it.
     """
-    problems: list[str] = []
-    for node, pid in state.agents.items():
-        process = (agents or {}).get(node)
-        if not _stop(pid, process, marker=state.work_dir):
-            problems.append(f"agent {node} (pid {pid}) did not stop")
+    problems = stop_agents(state, agents or {})
     names = list(dict.fromkeys([*reversed(state.netns), *lab_namespaces(state.lab_id)]))
+    for pid in processes_in([netns.path_of(name) for name in names]):
+        _kill(pid)  # probes of an interrupted matrix, an agent that ignored SIGTERM
     for name in names:
-        for pid in processes_in(netns.path_of(name)):
-            _kill(pid)
         netns.remove(name)
     shutil.rmtree(state.work_dir, ignore_errors=True)
     state.forget(state_root)
@@ -295,11 +300,14 @@ def lab_namespaces(lab_id: str) -> list[str]:
         return []
 
 
-def processes_in(netns_path: str) -> list[int]:
-    """Pids of processes whose network namespace is the one at `netns_path`."""
-    try:
-        target = os.stat(netns_path)
-    except FileNotFoundError:
+def processes_in(netns_paths: list[str]) -> list[int]:
+    """Pids of processes whose network namespace is one of those at `netns_paths`."""
+    targets = set()
+    for path in netns_paths:
+        with contextlib.suppress(FileNotFoundError):
+            info = os.stat(path)
+            targets.add((info.st_dev, info.st_ino))
+    if not targets:
         return []
     pids = []
     for entry in os.listdir("/proc"):
@@ -308,27 +316,40 @@ def processes_in(netns_path: str) -> list[int]:
                 info = os.stat(f"/proc/{entry}/ns/net")
             except OSError:
                 continue
-            if (info.st_dev, info.st_ino) == (target.st_dev, target.st_ino):
+            if (info.st_dev, info.st_ino) in targets:
                 pids.append(int(entry))
     return pids
 
 
-def _stop(pid: int, process: subprocess.Popen[bytes] | None, marker: str) -> bool:
-    """SIGTERM, then SIGKILL after 3 s; a pid not running our agent (reused) is left alone."""
-    if process is None and marker not in _cmdline(pid):
-        return True
-    _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            return True
-        if process is None and not os.path.exists(f"/proc/{pid}"):
-            return True
-        time.sleep(0.05)
-    _kill(pid)
-    if process is not None:
-        process.wait(5)
-    return True
+def stop_agents(
+    state: LabState, agents: dict[str, subprocess.Popen[bytes]], grace: float = 3.0
+) -> list[str]:
+    """SIGTERM every agent at once, SIGKILL those still running after `grace` seconds.
+
+    A recorded pid that no longer runs our agent (the pid was reused) is left alone: without our
+    own Popen object, the agent's command line must name this lab's work directory.
+    """
+    running: dict[str, int] = {}
+    for node, pid in state.agents.items():
+        if node in agents or state.work_dir in _cmdline(pid):
+            _signal(pid, signal.SIGTERM)
+            running[node] = pid
+    deadline = time.monotonic() + grace
+    while running and time.monotonic() < deadline:
+        for node, pid in list(running.items()):
+            process = agents.get(node)
+            gone = process.poll() is not None if process else not os.path.exists(f"/proc/{pid}")
+            if gone:
+                del running[node]
+        time.sleep(0.02)
+    for node, pid in running.items():
+        _kill(pid)
+        if node in agents:
+            agents[node].wait(5)
+    # forget them: a pid signalled again later could belong to someone else by then
+    state.agents.clear()
+    agents.clear()
+    return [f"agent {node} (pid {pid}) ignored SIGTERM, killed" for node, pid in running.items()]
 
 
 def _kill(pid: int) -> None:

@@ -12,10 +12,9 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from lab_support import needs_root
-
 from lab.netns import lab_namespaces, processes_in
 from lab.state import LabState, known_labs
+from netns_tests.lab_support import needs_root
 
 pytestmark = needs_root
 
@@ -123,12 +122,26 @@ def test_down_cleans_up_after_a_run_killed_with_sigkill(tmp_path: Path) -> None:
     run.wait()
     names = lab_namespaces(lab_id)
     assert names, "the killed run left its namespaces, as expected"
+    inodes = {os.stat(f"/run/netns/{name}").st_ino for name in names}
+    assert processes_in([f"/run/netns/{name}" for name in names]), "its probes still run there"
     down = subprocess.run(
         lab_cli(state, "down", "--id", lab_id), capture_output=True, text=True, timeout=60
     )
     assert down.returncode == 0, down.stderr
     assert_gone(state, lab_id)
-    assert all(processes_in(f"/run/netns/{name}") == [] for name in names)
+    assert live_processes_in(inodes) == []
+
+
+def live_processes_in(netns_inodes: set[int]) -> list[int]:
+    """Processes (not zombies: those have no namespace left) still in one of the namespaces."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino in netns_inodes:
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
 
 
 def test_down_without_any_lab_says_so(tmp_path: Path) -> None:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab_support import assert_matrix, in_node, needs_root, run_matrix, running_lab
-
 from lab.executors import NODE, POD, Endpoint
 from lab.fabric import ipr_in, write_sysctls
 from lab.topology import Topology
+from netns_tests.lab_support import assert_matrix, in_node, needs_root, run_matrix, running_lab
 
 pytestmark = needs_root
 

@@ -9,12 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from lab_support import assert_matrix, needs_root, run_matrix, running_lab
 
 from lab.netns import lab_namespaces
 from lab.runtime import CniPluginError
 from lab.state import known_labs
 from lab.topology import Topology
+from netns_tests.lab_support import assert_matrix, needs_root, run_matrix, running_lab
 
 pytestmark = needs_root
 
