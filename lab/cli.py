@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from lab.executors import Inventory, NetnsExecutor
+from lab.executors import Executor, Inventory, NetnsExecutor
 from lab.matrix import PROTOCOLS, CellResult, MatrixReport, MatrixRunner, build_cases
 from lab.state import STATE_ROOT, LabState, known_labs
 from lab.topology import BACKENDS, PLUGINS, UNDERLAYS, Topology, TopologyError, load_topology
@@ -98,6 +98,12 @@ def add_matrix_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--retries", type=int, default=1, help="extra attempts for a wrong cell")
     group.add_argument("--workers", type=int, default=12, help="cells probed in parallel")
     group.add_argument("--timeout", type=float, default=1.5, help="seconds a probe waits")
+    group.add_argument(
+        "--engine",
+        choices=("socket", "scapy"),
+        default="socket",
+        help="scapy: sniff each probe off the wire (slow, ~0.5 s per process; a cross-check)",
+    )
     group.add_argument("--json", metavar="FILE", help="write the report as JSON")
     group.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML")
 
@@ -154,23 +160,31 @@ def command_up(args: argparse.Namespace, progress: Progress) -> tuple[str, Inven
 
 
 def command_matrix(
-    args: argparse.Namespace, progress: Progress, lab_id: str, inventory: Inventory
+    args: argparse.Namespace,
+    progress: Progress,
+    lab_id: str,
+    inventory: Inventory,
+    executor: Executor | None = None,
+    topology: dict[str, Any] | None = None,
 ) -> MatrixReport:
+    """Probe every cell, print the grids, write JSON/JUnit. A kind cluster passes its own
+    executor (kubectl exec) and topology description; the netns lab's come from its state."""
     from lab import report as reports
 
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     cases = build_cases(inventory, protocols)
     runner = MatrixRunner(
-        NetnsExecutor(),
+        executor or NetnsExecutor(),
         timeout=args.timeout,
         retries=args.retries,
         workers=args.workers,
         progress=progress.cell,
+        engine=args.engine,
     )
     with progress.phase("matrix"):
-        progress.step(f"{len(cases)} cells, {args.workers} in parallel")
+        progress.step(f"{len(cases)} cells, {args.workers} in parallel, {args.engine} probes")
         result = runner.run(inventory, cases)
-    state_topology = _topology_of(args.state_dir, lab_id)
+    state_topology = topology if topology is not None else _topology_of(args.state_dir, lab_id)
     extra = {"lab": lab_id, "topology": state_topology}
     if args.json:
         reports.write_json(result, args.json, extra)

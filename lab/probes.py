@@ -296,6 +296,11 @@ def send_udp(dst: str, port: int, token: bytes, deadline: float) -> tuple[bool, 
 
 
 def send_one(proto: str, args: SimpleNamespace) -> dict[str, Any]:
+    if args.engine == "scapy" and proto == "icmp":  # import before the clock starts
+        import importlib
+
+        for module in ("scapy.layers.inet", "scapy.sendrecv"):
+            importlib.import_module(module)
     token, deadline = args.token.encode(), time.monotonic() + args.timeout
     start = time.monotonic()
     local: str | None = source_address_towards(args.dst)
@@ -340,6 +345,7 @@ def scapy_receive(args: SimpleNamespace, emit: Emit) -> None:
     """Record the source address off the wire with an AF_PACKET sniffer; sockets still answer."""
     import threading
 
+    from scapy.interfaces import get_if_list
     from scapy.layers.inet import ICMP, IP, TCP, UDP
     from scapy.packet import Raw
     from scapy.sendrecv import AsyncSniffer
@@ -356,7 +362,9 @@ def scapy_receive(args: SimpleNamespace, emit: Emit) -> None:
         return layer in packet and int(packet[layer].dport) == args.port
 
     started = threading.Event()
-    sniffer = AsyncSniffer(lfilter=is_probe, count=1, store=True, started_callback=started.set)
+    sniffer = AsyncSniffer(  # every interface: a pod reaches its node's address over the bridge
+        iface=get_if_list(), lfilter=is_probe, count=1, store=True, started_callback=started.set
+    )
     sniffer.start()
     started.wait(max(deadline - time.monotonic(), 0))
     if proto == "icmp":

@@ -40,8 +40,11 @@ def run_matrix(
     protocols: tuple[str, ...] = ("icmp", "tcp", "udp"),
     retries: int = 1,
     timeout: float = 1.5,
+    engine: str = "socket",
 ) -> MatrixReport:
-    runner = MatrixRunner(NetnsExecutor(), timeout=timeout, retries=retries, workers=12)
+    runner = MatrixRunner(
+        NetnsExecutor(), timeout=timeout, retries=retries, workers=12, engine=engine
+    )
     return runner.run(inventory, build_cases(inventory, protocols))
 
 

@@ -95,3 +95,30 @@ def test_forward_policy_drop_without_accept_rules_cuts_forwarded_cells(tmp_path:
             return "." if local else "X"
 
         assert_matrix(run_matrix(inventory, retries=0, timeout=1.0), expected)
+
+
+def test_the_scapy_engine_sees_the_same_masquerade_off_the_wire(tmp_path: Path) -> None:
+    topology = Topology(nodes=2, pods_per_node=1, plugin="reference")
+    with running_lab(topology, str(tmp_path)) as (lab, inventory):
+        n1 = lab.lab.node("n1")
+        in_node(
+            lab.lab,
+            "n1",
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            n1.pod_cidr,
+            "!",
+            "-d",
+            n1.pod_cidr,
+            "-j",
+            "MASQUERADE",
+        )
+
+        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+            return "N" if is_pod_on(src, "n1") and dst.node != "n1" else "."
+
+        assert_matrix(run_matrix(inventory, retries=1, timeout=3.0, engine="scapy"), expected)
