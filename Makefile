@@ -41,3 +41,29 @@ lab-ci: setup
 
 clean-lab: ## remove every lab, also one left behind by a killed run
 	$(BIN)/minicni-lab down --all
+
+# --- image and kind (issue 5): need Docker, kind and kubectl ----------------------------------
+IMAGE_REPO ?= ghcr.io/minicni
+IMAGE_NAME ?= minicni
+TAG ?= dev
+IMAGE := $(IMAGE_REPO)/$(IMAGE_NAME):$(TAG)
+KIND_CLUSTER ?= minicni-e2e
+KIND_ENV := MINICNI_E2E_CLUSTER=$(KIND_CLUSTER) MINICNI_E2E_IMAGE=$(IMAGE)
+
+.PHONY: image kind-up kind-down e2e
+
+image: ## build the agent image from deployments/Dockerfile as $(IMAGE_REPO)/$(IMAGE_NAME):$(TAG)
+	docker build -f deployments/Dockerfile -t $(IMAGE) .
+
+kind-up: setup ## build the image, create a kind cluster with minicni, wait until it is ready (kept)
+	$(KIND_ENV) $(BIN)/python -m lab.kind up
+
+kind-down: setup ## delete the kind cluster made by kind-up
+	$(KIND_ENV) $(BIN)/python -m lab.kind down
+
+e2e: setup ## the kind e2e suite (creates and deletes its own cluster; results in results/e2e/)
+	$(KIND_ENV) $(BIN)/pytest e2e $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local (run as root)
+	$(BIN)/python scripts/bench_plugin.py

@@ -37,5 +37,7 @@ def install_plugin(
     if mode == "launcher":
         return write_atomic(str(cni_bin_dir / PLUGIN_NAME), launcher_script(sys.executable), 0o755)
     if mode == "bundle":
-        raise NotImplementedError("bundle mode is being written (issue 5); use launcher")
+        from minicni.bundle import install_bundle  # copies files; only the agent needs it
+
+        return install_bundle(cni_bin_dir, runtime_dir, plugin_name=PLUGIN_NAME)
     raise ValueError(f"unknown plugin install mode {mode!r}; expected one of {', '.join(MODES)}")

@@ -8,7 +8,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip
   iproute2 iptables nftables iputils-ping tcpdump conntrack util-linux
   containernetworking-plugins   # reference bridge/host-local: side-by-side tests and benchmarks
-  podman containerd busybox-static  # real CNI consumers for the runtime tests, and an offline image
+  podman runc containerd busybox-static  # real CNI consumers for the runtime tests, and an offline image
 )
 VENV=${VENV:-.venv}
 

@@ -1,0 +1,324 @@
+"""minicni on a three-node kind cluster (one control plane, two workers, no other CNI).
+
+The tests run in file order against one cluster: first that it came up (DaemonSet, nodes, plugin
+on the nodes), then the full connectivity matrix (the same runner and probes as the namespace
+lab, through `kubectl exec`), then the disruptive ones (a pod deleted, the agent restarted, a
+node joining and leaving).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab import report as reports
+from lab.executors import Inventory
+from lab.kind import (
+    AGENT_DAEMONSET,
+    AGENT_NAMESPACE,
+    AGENT_SELECTOR,
+    IPAM_DATA_DIR,
+    KIND_CONFIG,
+    NETWORK_NAME,
+    PROBE_NAMESPACE,
+    KindLab,
+    kind_node_count,
+)
+from lab.kubectl import KubectlExecutor
+from lab.matrix import (
+    NODE_POD_OTHER,
+    NODE_POD_SAME,
+    POD_POD_OTHER,
+    POD_POD_SAME,
+    MatrixReport,
+    MatrixRunner,
+    build_cases,
+)
+
+# kubectl exec costs ~0.5 s per probe process: wider timeouts than in network namespaces.
+SENDER_TIMEOUT_S = 3.0
+LAUNCH_TIMEOUT_S = 20.0
+ROUTE_DEADLINE_S = 60.0  # resync is 10 s; a watch event should be far quicker
+CONFLIST = "/etc/cni/net.d/10-minicni.conflist"
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def run_matrix(
+    kind_lab: KindLab, inventory: Inventory, name: str, results_dir: Path, **case_filter: Any
+) -> MatrixReport:
+    """Run (a part of) the matrix, save JSON + JUnit under results/e2e/, print the grids."""
+    cases = build_cases(inventory, **case_filter)
+    runner = MatrixRunner(
+        KubectlExecutor(kubeconfig=kind_lab.kubeconfig),
+        timeout=SENDER_TIMEOUT_S,
+        launch_timeout=LAUNCH_TIMEOUT_S,
+        retries=2,
+        workers=8,
+    )
+    result = runner.run(inventory, cases)
+    reports.write_json(result, str(results_dir / f"matrix-{name}.json"), {"cluster": "kind"})
+    reports.write_junit(result, str(results_dir / f"matrix-{name}.xml"))
+    print(reports.render(result))
+    return result
+
+
+def wrong_cells(result: MatrixReport) -> str:
+    return "\n".join(
+        f"{c.verdict} {c.case.label}: {c.detail}\n  {c.reproduce}" for c in result.wrong()
+    )
+
+
+def pod_subnet() -> str:
+    return str(yaml.safe_load(KIND_CONFIG.read_text())["networking"]["podSubnet"])
+
+
+def node_facts(kind_lab: KindLab) -> dict[str, tuple[str, str]]:
+    """node name -> (InternalIP, podCIDR) as the agent reads them from the API."""
+    facts = {}
+    for node in kind_lab.nodes():
+        addresses = {a["type"]: a["address"] for a in node["status"].get("addresses", [])}
+        facts[node["metadata"]["name"]] = (addresses["InternalIP"], node["spec"]["podCIDR"])
+    return facts
+
+
+def routes_to(kind_lab: KindLab, probe_host: str, cidr: str) -> str:
+    return kind_lab.pod_exec(probe_host, ["ip", "-4", "route", "show", "exact", cidr]).strip()
+
+
+def wait_until(what: str, check: Callable[[], bool], deadline_s: float = ROUTE_DEADLINE_S) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {deadline_s:.0f} s: {what}")
+        time.sleep(2)
+
+
+def subset(inventory: Inventory, nodes: Iterable[str]) -> Inventory:
+    keep = set(nodes)
+    return Inventory.build([e for e in inventory.endpoints if e.node in keep], name=inventory.name)
+
+
+def pod_manifest(name: str, node: str, image: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": PROBE_NAMESPACE, "labels": {"e2e": "ipam"}},
+        "spec": {
+            "nodeName": node,  # pinned: the reservation to look at is on this node
+            "tolerations": [{"operator": "Exists"}],
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["sleep", "infinity"],
+                }
+            ],
+        },
+    }
+
+
+# --- the cluster came up ------------------------------------------------------------------------
+
+
+def test_agent_daemonset_is_ready_on_every_node(kind_lab: KindLab) -> None:
+    expected = kind_node_count()
+    daemonset = kind_lab.kubectl_json("get", "daemonset", "-n", AGENT_NAMESPACE, AGENT_DAEMONSET)
+    status = daemonset["status"]
+    assert status["desiredNumberScheduled"] == expected
+    assert status["numberReady"] == expected
+    assert status.get("numberUnavailable", 0) == 0
+    pods = kind_lab.kubectl_json("get", "pods", "-n", AGENT_NAMESPACE, "-l", AGENT_SELECTOR)
+    on_nodes = sorted(pod["spec"]["nodeName"] for pod in pods["items"])
+    assert on_nodes == sorted(node_facts(kind_lab)), "one agent per node"
+
+
+def test_every_node_is_ready_and_reports_its_network_available(kind_lab: KindLab) -> None:
+    for node in kind_lab.nodes():
+        conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+        name = node["metadata"]["name"]
+        assert conditions["Ready"] == "True", name
+        assert conditions.get("NetworkUnavailable") == "False", f"{name}: {conditions}"
+
+
+def test_coredns_runs_on_the_pod_network(kind_lab: KindLab) -> None:
+    coredns = kind_lab.kubectl_json("get", "deployment", "-n", "kube-system", "coredns")
+    assert coredns["status"].get("availableReplicas", 0) == coredns["spec"]["replicas"]
+    pods = kind_lab.kubectl_json("get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns")
+    cluster = ipaddress.ip_network(pod_subnet())
+    for pod in pods["items"]:
+        assert ipaddress.ip_address(pod["status"]["podIP"]) in cluster
+
+
+def test_each_node_runs_the_plugin_from_its_bundled_runtime(kind_lab: KindLab) -> None:
+    """kind's node image has no Python: the installed launcher runs the runtime the agent copied
+    to /opt/minicni and answers as a runtime calls it; the conflist carries the node's podCIDR."""
+    for node, (_ip, pod_cidr) in node_facts(kind_lab).items():
+        launcher = kind_lab.node_exec(node, ["cat", "/opt/cni/bin/minicni"])
+        assert launcher.startswith("#!/bin/sh") and "home='/opt/minicni/" in launcher, node
+        answer = kind_lab.node_exec(
+            node,
+            ["env", "CNI_COMMAND=VERSION", "/opt/cni/bin/minicni"],
+            stdin='{"cniVersion": "1.1.0"}',
+        )
+        assert "1.1.0" in json.loads(answer)["supportedVersions"], node
+        conflist = json.loads(
+            kind_lab.node_exec(node, ["cat", "/etc/cni/net.d/10-minicni.conflist"])
+        )
+        assert conflist["cniVersion"] == "1.1.0"
+        (plugin,) = conflist["plugins"]
+        assert (plugin["type"], plugin["subnet"]) == ("minicni", pod_cidr), node
+
+
+def test_every_node_routes_to_every_other_nodes_pods(
+    kind_lab: KindLab, probe_host_pods: dict[str, str]
+) -> None:
+    facts = node_facts(kind_lab)
+    assert set(probe_host_pods) == set(facts)
+    for node, probe_host in probe_host_pods.items():
+        for other, (other_ip, other_cidr) in facts.items():
+            if other == node:
+                continue
+            route = routes_to(kind_lab, probe_host, other_cidr)
+            # kind's nodes share one L2 network, so `auto` picks host-gw: via the node's address
+            assert route, f"{node} has no route to {other}'s pods ({other_cidr})"
+            assert f"via {other_ip}" in route or "onlink" in route, f"{node}: {route}"
+
+
+# --- the matrix ---------------------------------------------------------------------------------
+
+
+def test_full_matrix_is_all_ok(kind_lab: KindLab, results_dir: Path) -> None:
+    inventory = kind_lab.inventory()
+    nodes = kind_node_count()
+    assert len(inventory.nodes) == nodes and len(inventory.pods) == 2 * nodes, inventory
+    result = run_matrix(kind_lab, inventory, "kind", results_dir)
+    kinds = {cell.case.kind for cell in result.cells}
+    assert {POD_POD_SAME, POD_POD_OTHER, NODE_POD_SAME, NODE_POD_OTHER} <= kinds
+    assert result.ok, f"cells not ok:\n{wrong_cells(result)}"
+
+
+# --- disruptions --------------------------------------------------------------------------------
+
+
+def test_a_deleted_pods_address_is_released_and_reused(kind_lab: KindLab) -> None:
+    """Delete a pod: its reservation disappears from the node's store; point the store's
+    round-robin cursor just before that address and the next pod on the node gets it again
+    (a leaked reservation would make it skip the address)."""
+    node = sorted(node_facts(kind_lab))[-1]
+    store = f"{IPAM_DATA_DIR}/{NETWORK_NAME}"
+    image = kind_lab.settings.image
+    names = ("ipam-reuse-1", "ipam-reuse-2")
+    try:
+        kind_lab.apply([pod_manifest(names[0], node, image)])
+        kind_lab.kubectl("wait", "-n", PROBE_NAMESPACE, "--for=condition=Ready", f"pod/{names[0]}",
+                         "--timeout=120s")  # fmt: skip
+        first = kind_lab.kubectl_json("get", "pod", "-n", PROBE_NAMESPACE, names[0])
+        address = first["status"]["podIP"]
+        assert address in kind_lab.node_exec(node, ["ls", store]).split()
+
+        kind_lab.kubectl("delete", "pod", "-n", PROBE_NAMESPACE, names[0], "--wait=true")
+        wait_until(
+            f"{address} released on {node}",
+            lambda: address not in kind_lab.node_exec(node, ["ls", store]).split(),
+        )
+
+        before = str(ipaddress.IPv4Address(address) - 1)
+        kind_lab.node_exec(node, ["tee", f"{store}/last_reserved_ip.0"], stdin=before)
+        kind_lab.apply([pod_manifest(names[1], node, image)])
+        kind_lab.kubectl("wait", "-n", PROBE_NAMESPACE, "--for=condition=Ready", f"pod/{names[1]}",
+                         "--timeout=120s")  # fmt: skip
+        second = kind_lab.kubectl_json("get", "pod", "-n", PROBE_NAMESPACE, names[1])
+        assert second["status"]["podIP"] == address
+    finally:
+        kind_lab.kubectl("delete", "pod", "-n", PROBE_NAMESPACE, *names, "--ignore-not-found",
+                         "--wait=false", check=False)  # fmt: skip
+
+
+def test_traffic_keeps_flowing_while_the_agent_restarts(
+    kind_lab: KindLab, results_dir: Path, probe_host_pods: dict[str, str]
+) -> None:
+    """Delete one node's agent pod: its routes and rules stay, so pod traffic to and from that
+    node keeps flowing while the DaemonSet replaces the agent, and after."""
+    facts = node_facts(kind_lab)
+    node, other = sorted(facts)[1], sorted(facts)[0]
+    cidr = facts[node][1]
+    inventory = subset(kind_lab.inventory(), [node, other])
+    kinds = (POD_POD_OTHER, NODE_POD_OTHER, POD_POD_SAME)
+    kind_lab.kubectl("delete", "pod", "-n", AGENT_NAMESPACE, "-l", AGENT_SELECTOR,
+                     f"--field-selector=spec.nodeName={node}", "--wait=false")  # fmt: skip
+    assert routes_to(kind_lab, probe_host_pods[other], cidr), "route gone with the agent"
+    during = run_matrix(
+        kind_lab, inventory, "agent-restart-during", results_dir,
+        protocols=("icmp", "tcp"), kinds=kinds,
+    )  # fmt: skip
+    kind_lab.rollout(AGENT_NAMESPACE, f"daemonset/{AGENT_DAEMONSET}")
+    after = run_matrix(
+        kind_lab, inventory, "agent-restart-after", results_dir,
+        protocols=("icmp", "tcp"), kinds=kinds,
+    )  # fmt: skip
+    assert during.ok, f"while the agent restarted:\n{wrong_cells(during)}"
+    assert after.ok, f"after the agent restarted:\n{wrong_cells(after)}"
+    assert routes_to(kind_lab, probe_host_pods[other], cidr)
+
+
+def test_a_joining_node_is_routed_everywhere_and_a_leaving_one_forgotten(
+    kind_lab: KindLab, probe_host_pods: dict[str, str]
+) -> None:
+    """A Node object appears (no kubelet behind it: only the API matters to the agents) with a
+    podCIDR and an address on the nodes' network; every agent routes to it, through the watch.
+    Deleted, its route goes away everywhere."""
+    facts = node_facts(kind_lab)
+    some_ip = ipaddress.IPv4Address(next(iter(facts.values()))[0])
+    phantom_ip = str(ipaddress.IPv4Address((int(some_ip) & ~0xFF) | 250))
+    assert phantom_ip not in {ip for ip, _ in facts.values()}
+    phantom_cidr = str(list(ipaddress.ip_network(pod_subnet()).subnets(new_prefix=24))[250])
+    assert phantom_cidr not in {cidr for _, cidr in facts.values()}
+    name = f"{kind_lab.settings.cluster_name}-phantom"
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"minicni.dev/e2e": "phantom"}},
+        "spec": {
+            "podCIDR": phantom_cidr,
+            "podCIDRs": [phantom_cidr],
+            "taints": [{"key": "minicni.dev/phantom", "effect": "NoSchedule"}],
+        },
+        "status": {"addresses": [{"type": "InternalIP", "address": phantom_ip}]},
+    }
+    status = {"status": {"addresses": [{"type": "InternalIP", "address": phantom_ip}]}}
+
+    def routed_via(handle: str, gateway: str) -> bool:
+        return f"via {gateway}" in routes_to(kind_lab, handle, phantom_cidr)
+
+    def unrouted(handle: str) -> bool:
+        return not routes_to(kind_lab, handle, phantom_cidr)
+
+    try:
+        kind_lab.apply([node])
+        kind_lab.kubectl("patch", "node", name, "--subresource=status", "--type=merge",
+                         "-p", json.dumps(status))  # fmt: skip
+        for real, probe_host in probe_host_pods.items():
+            wait_until(
+                f"{real} routes {phantom_cidr} via {phantom_ip}",
+                functools.partial(routed_via, probe_host, phantom_ip),
+            )
+    finally:
+        kind_lab.kubectl("delete", "node", name, "--ignore-not-found", check=False)
+    for real, probe_host in probe_host_pods.items():
+        wait_until(
+            f"{real} forgets {phantom_cidr}",
+            functools.partial(
+                lambda handle: not routes_to(kind_lab, handle, phantom_cidr), probe_host
+            ),
+        )

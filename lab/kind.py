@@ -1,0 +1,423 @@
+"""minicni on a real multi-node cluster: kind with no CNI, the minicni image, the DaemonSet.
+
+    lab = KindLab(KindSettings.from_env())
+    lab.up()        # check prerequisites, build + load the image, create the cluster, deploy, wait
+    lab.inventory() # the matrix's endpoints: probe pods and hostNetwork probe pods, per node
+    lab.down()
+
+The cluster is created by pytest-kind's `KindCluster` from deployments/kind/cluster.yaml, without
+`kind create --wait` (with no CNI the nodes only become Ready once minicni runs). Readiness is then
+awaited step by step: nodes registered, the minicni DaemonSet rolled out, nodes Ready, CoreDNS
+available (its pods are the first that need the pod network), probe pods running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from lab.executors import Inventory
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEPLOYMENTS = REPO_ROOT / "deployments"
+DOCKERFILE = DEPLOYMENTS / "Dockerfile"
+KIND_CONFIG = DEPLOYMENTS / "kind" / "cluster.yaml"
+AGENT_MANIFEST = DEPLOYMENTS / "manifests" / "minicni.yaml"
+PROBE_MANIFEST = DEPLOYMENTS / "manifests" / "probes.yaml"
+
+AGENT_NAMESPACE = "kube-system"
+AGENT_DAEMONSET = "minicni"
+AGENT_SELECTOR = "app.kubernetes.io/name=minicni,app.kubernetes.io/component=agent"
+PROBE_NAMESPACE = "minicni-e2e"
+PROBE_SELECTOR = "app.kubernetes.io/name=minicni-probe"
+PROBE_DAEMONSETS = ("probe-a", "probe-b", "probe-host")
+NETWORK_NAME = "minicni"  # the conflist's name: reservations live in <dataDir>/minicni/
+IPAM_DATA_DIR = "/var/lib/cni/networks"
+
+
+# --- prerequisites ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Missing:
+    """One thing the kind e2e needs and does not have, and how to get it."""
+
+    what: str
+    problem: str
+    how_to_get: str
+
+    def __str__(self) -> str:
+        return f"- {self.what}: {self.problem}\n    how to get it: {self.how_to_get}"
+
+
+class PrerequisiteError(RuntimeError):
+    def __init__(self, missing: Sequence[Missing]) -> None:
+        self.missing = tuple(missing)
+        super().__init__(format_missing(self.missing))
+
+
+def format_missing(missing: Sequence[Missing]) -> str:
+    names = ", ".join(m.what for m in missing)
+    lines = [f"the kind e2e suite cannot run: missing {names}", *map(str, missing)]
+    return "\n".join(lines)
+
+
+Which = Callable[[str], str | None]
+Probe = Callable[[Sequence[str]], tuple[bool, str]]
+
+
+def _probe(argv: Sequence[str]) -> tuple[bool, str]:
+    """Run a short check command; (succeeded, what it said)."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return False, str(error)
+    return done.returncode == 0, (done.stdout + done.stderr).strip()
+
+
+def check_prerequisites(which: Which = shutil.which, probe: Probe = _probe) -> list[Missing]:
+    """Everything missing for the kind e2e (Docker CLI and a reachable engine, kind, kubectl)."""
+    missing = []
+    docker = which("docker")
+    if docker is None:
+        missing.append(
+            Missing(
+                "docker",
+                "the docker command is not on PATH",
+                "install Docker Engine (https://docs.docker.com/engine/install/; "
+                "Debian/Ubuntu: sudo apt-get install docker.io)",
+            )
+        )
+    else:
+        ok, said = probe([docker, "info", "--format", "{{.ServerVersion}}"])
+        if not ok:
+            first = said.splitlines()[0] if said else "no answer"
+            missing.append(
+                Missing(
+                    "a running Docker engine",
+                    f"`docker info` failed: {first}",
+                    "start it (sudo systemctl start docker) and let this user use it "
+                    "(sudo usermod -aG docker $USER, then log in again); for a remote or "
+                    "rootless engine set DOCKER_HOST",
+                )
+            )
+    if which("kind") is None:
+        missing.append(
+            Missing(
+                "kind",
+                "the kind command is not on PATH",
+                "go install sigs.k8s.io/kind@v0.27.0, or a release binary from "
+                "https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
+            )
+        )
+    if which("kubectl") is None:
+        missing.append(
+            Missing(
+                "kubectl",
+                "the kubectl command is not on PATH",
+                "https://kubernetes.io/docs/tasks/tools/#kubectl (any version within one minor "
+                "of the cluster's)",
+            )
+        )
+    return missing
+
+
+# --- manifests ----------------------------------------------------------------------------------
+
+
+def load_documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def with_image(documents: Sequence[Mapping[str, Any]], image: str) -> list[dict[str, Any]]:
+    """The documents with every workload container running `image` (the one loaded into kind)."""
+    rendered: list[dict[str, Any]] = json.loads(json.dumps(list(documents)))  # deep copy
+    for doc in rendered:
+        pod_spec = doc.get("spec", {}).get("template", {}).get("spec")
+        if not pod_spec:
+            continue
+        for container in pod_spec.get("containers", []) + pod_spec.get("initContainers", []):
+            container["image"] = image
+            container["imagePullPolicy"] = "IfNotPresent"
+    return rendered
+
+
+def kind_node_count(config_path: Path = KIND_CONFIG) -> int:
+    config = yaml.safe_load(config_path.read_text())
+    return len(config.get("nodes") or [{"role": "control-plane"}])
+
+
+# --- inventory ----------------------------------------------------------------------------------
+
+
+def short_node_name(node: str, cluster_name: str) -> str:
+    """`minicni-e2e-worker2` -> `worker2`: grids stay narrow."""
+    prefix = f"{cluster_name}-"
+    return node[len(prefix) :] if node.startswith(prefix) else node
+
+
+def inventory_from(
+    pods: Mapping[str, Any], cluster_name: str = "", name: str = "kind"
+) -> Inventory:
+    """The matrix's endpoints from `kubectl get pods -o json` of the probe pods.
+
+    Per node, in node-name order: its pod-network probe pods (probe-a, probe-b), then the node
+    itself (its hostNetwork probe pod, whose pod IP is the node's address). Pods not running or
+    without an address (a node with no kubelet, a pod being replaced) are left out.
+    """
+    from lab.executors import NODE, POD, Endpoint, Inventory
+
+    by_node: dict[str, list[Endpoint]] = {}
+    for pod in pods.get("items", []):
+        meta, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status", {})
+        node, ip = spec.get("nodeName"), status.get("podIP")
+        if not node or not ip or status.get("phase") != "Running" or meta.get("deletionTimestamp"):
+            continue
+        labels = meta.get("labels", {})
+        role = labels.get("minicni.dev/probe-role")
+        short = short_node_name(node, cluster_name)
+        handle = f"{meta['namespace']}/{meta['name']}"
+        if role == NODE:
+            endpoint = Endpoint(name=short, kind=NODE, node=node, ip=ip, handle=handle)
+        elif role == POD:
+            slot = labels.get("minicni.dev/probe", "probe").removeprefix("probe-")
+            endpoint = Endpoint(name=f"{short}/{slot}", kind=POD, node=node, ip=ip, handle=handle)
+        else:
+            continue
+        by_node.setdefault(node, []).append(endpoint)
+    ordered = []
+    for node in sorted(by_node):
+        ordered += sorted(by_node[node], key=lambda e: (e.kind == NODE, e.name))
+    return Inventory.build(ordered, name=name)
+
+
+# --- the cluster --------------------------------------------------------------------------------
+
+
+def _env_flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    value = environ.get(name)
+    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class KindSettings:
+    cluster_name: str = "minicni-e2e"
+    image: str = "minicni:e2e"  # not `latest`: kind-loaded images are then used, never pulled
+    build_image: bool = True
+    keep_cluster: bool = False
+    node_image: str | None = None  # kindest/node:<version>; default: the one of the kind binary
+    timeout_s: int = 300
+    workdir: Path = field(default_factory=lambda: REPO_ROOT / ".pytest-kind")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> KindSettings:
+        """MINICNI_E2E_CLUSTER, MINICNI_E2E_IMAGE, MINICNI_E2E_BUILD=0 (use an image already
+        built), MINICNI_E2E_KEEP=1 (keep and reuse the cluster), MINICNI_E2E_NODE_IMAGE,
+        MINICNI_E2E_TIMEOUT (seconds per wait)."""
+        return cls(
+            cluster_name=environ.get("MINICNI_E2E_CLUSTER", cls.cluster_name),
+            image=environ.get("MINICNI_E2E_IMAGE", cls.image),
+            build_image=_env_flag(environ, "MINICNI_E2E_BUILD", True),
+            keep_cluster=_env_flag(environ, "MINICNI_E2E_KEEP", False),
+            node_image=environ.get("MINICNI_E2E_NODE_IMAGE") or None,
+            timeout_s=int(environ.get("MINICNI_E2E_TIMEOUT", cls.timeout_s)),
+        )
+
+
+class KindLab:
+    """A kind cluster running minicni and the probe pods."""
+
+    def __init__(self, settings: KindSettings) -> None:
+        self.settings = settings
+        self.kubeconfig = settings.workdir / settings.cluster_name / "kubeconfig"
+        self._cluster: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def up(self) -> None:
+        missing = check_prerequisites()
+        if missing:
+            raise PrerequisiteError(missing)
+        if self.settings.build_image:
+            self.build_image()
+        self.create_cluster()
+        self._cluster.load_docker_image(self.settings.image)
+        self.deploy()
+
+    def down(self) -> None:
+        if self._cluster is not None and not self.settings.keep_cluster:
+            self._cluster.delete()
+
+    def delete(self) -> None:
+        """Delete the cluster whether or not this process created it (`make kind-down`)."""
+        _run_visible(["kind", "delete", "cluster", f"--name={self.settings.cluster_name}"])
+
+    def build_image(self) -> None:
+        _run_visible(
+            ["docker", "build", "-f", str(DOCKERFILE), "-t", self.settings.image, str(REPO_ROOT)]
+        )
+
+    def create_cluster(self) -> None:
+        from pytest_kind import KindCluster
+
+        self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        kind, kubectl = shutil.which("kind"), shutil.which("kubectl")
+        assert kind is not None and kubectl is not None  # checked by up()
+        self._cluster = KindCluster(
+            self.settings.cluster_name,
+            kubeconfig=self.kubeconfig,
+            image=self.settings.node_image,
+            kind_path=Path(kind),
+            kubectl_path=Path(kubectl),
+        )
+        # `kind create cluster` without --wait; re-uses a cluster of that name if one exists.
+        self._cluster.create(config_file=KIND_CONFIG)
+
+    def deploy(self) -> None:
+        timeout = f"{self.settings.timeout_s}s"
+        image = self.settings.image
+        self.apply(with_image(load_documents(AGENT_MANIFEST), image))
+        self.wait_for_node_count(kind_node_count())
+        self.rollout(AGENT_NAMESPACE, f"daemonset/{AGENT_DAEMONSET}")
+        self.kubectl("wait", "--for=condition=Ready", "nodes", "--all", f"--timeout={timeout}")
+        self.rollout("kube-system", "deployment/coredns")
+        self.apply(with_image(load_documents(PROBE_MANIFEST), image))
+        for daemonset in PROBE_DAEMONSETS:
+            self.rollout(PROBE_NAMESPACE, f"daemonset/{daemonset}")
+
+    # -- kubectl -----------------------------------------------------------------------------
+    def kubectl_argv(self, *args: str) -> list[str]:
+        return ["kubectl", "--kubeconfig", str(self.kubeconfig), *args]
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        done = subprocess.run(
+            self.kubectl_argv(*args),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=self.settings.timeout_s + 60,
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(
+                f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}"
+            )
+        return done.stdout
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json"))
+
+    def apply(self, documents: Sequence[Mapping[str, Any]]) -> None:
+        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents, sort_keys=False))
+
+    def rollout(self, namespace: str, target: str) -> None:
+        self.kubectl(
+            "rollout", "status", "--namespace", namespace, target,
+            f"--timeout={self.settings.timeout_s}s",
+        )  # fmt: skip
+
+    def wait_for_node_count(self, count: int) -> None:
+        deadline = time.monotonic() + self.settings.timeout_s
+        while True:
+            nodes = self.kubectl_json("get", "nodes")["items"]
+            if len(nodes) >= count:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(nodes)} of {count} kind nodes registered")
+            time.sleep(2)
+
+    # -- looking at the cluster --------------------------------------------------------------
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self.kubectl_json("get", "nodes")["items"])
+
+    def inventory(self) -> Inventory:
+        pods = self.kubectl_json("get", "pods", "-n", PROBE_NAMESPACE, "-l", PROBE_SELECTOR)
+        return inventory_from(pods, self.settings.cluster_name, name=self.settings.cluster_name)
+
+    def pod_exec(self, handle: str, argv: Sequence[str], container: str = "probe") -> str:
+        """Run a command in a pod ("<namespace>/<pod>"), e.g. `ip route` in a hostNetwork probe
+        pod to look at its node's routes."""
+        namespace, _, pod = handle.partition("/")
+        return self.kubectl("exec", "-n", namespace, pod, "-c", container, "--", *argv)
+
+    def node_exec(self, node: str, argv: Sequence[str], stdin: str | None = None) -> str:
+        """Run a command on a kind node (a Docker container named after the node)."""
+        done = subprocess.run(
+            ["docker", "exec", "-i", node, *argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"on {node}: {' '.join(argv)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def diagnostics(self) -> str:
+        """What a person needs to see when the cluster did not come up right."""
+        sections = []
+        for title, args in (
+            ("nodes", ("get", "nodes", "-o", "wide")),
+            ("pods", ("get", "pods", "--all-namespaces", "-o", "wide")),
+            ("minicni DaemonSet", ("describe", "daemonset", "-n", AGENT_NAMESPACE, "minicni")),
+            (
+                "minicni agent logs",
+                ("logs", "-n", AGENT_NAMESPACE, "-l", AGENT_SELECTOR, "--tail=80", "--prefix"),
+            ),
+            ("events", ("get", "events", "--all-namespaces", "--sort-by=.lastTimestamp")),
+        ):
+            try:
+                text = self.kubectl(*args, check=False)
+            except (OSError, subprocess.TimeoutExpired) as error:
+                text = f"({error})"
+            sections.append(f"===== {title}\n{text}")
+        return "\n".join(sections)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m lab.kind up|down`: a kind cluster running minicni, kept until `down`."""
+    import argparse
+    import dataclasses
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m lab.kind", description=main.__doc__)
+    parser.add_argument("action", choices=("up", "down"))
+    args = parser.parse_args(argv)
+    settings = dataclasses.replace(KindSettings.from_env(), keep_cluster=True)
+    lab = KindLab(settings)
+    try:
+        if args.action == "down":
+            lab.delete()
+            return 0
+        lab.up()
+    except PrerequisiteError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except (RuntimeError, TimeoutError) as error:
+        print(f"kind cluster {settings.cluster_name}: {error}", file=sys.stderr)
+        return 1
+    print(f"cluster {settings.cluster_name} is up with minicni ({settings.image}).")
+    print(f"  export KUBECONFIG={lab.kubeconfig}")
+    print("  kubectl get pods -A -o wide")
+    return 0
+
+
+def _run_visible(argv: Sequence[str]) -> None:
+    """Run a long build step with its output shown (pytest -s) and a clear error if it fails."""
+    done = subprocess.run(list(argv), check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed with exit code {done.returncode}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

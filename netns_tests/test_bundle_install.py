@@ -1,0 +1,261 @@
+"""The "bundle" plugin install, tried on a fresh root: the installed executable must work as a
+runtime runs it on a node that has no Python and possibly another libc.
+
+Every run happens inside `chroot <root>`, where the only files are what the installer wrote plus a
+/bin/sh: the host's Python, its libc and its loader are out of reach. With busybox-static the
+chroot holds no libc at all besides the bundled one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from minicni import bundle
+from minicni.bundle import RuntimeSource, install_bundle
+from minicni.hostinstall import install_plugin
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root"),
+]
+
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+REPO = Path(__file__).resolve().parent.parent
+HAS_PLUGIN_ENTRY = (REPO / "minicni" / "__main__.py").exists()
+
+
+@dataclass(frozen=True)
+class FreshRoot:
+    root: Path
+    cni_bin_dir: Path
+    runtime_dir: Path
+
+    @property
+    def plugin(self) -> Path:
+        return self.cni_bin_dir / "minicni"
+
+    def versions(self) -> list[str]:
+        return sorted(p.name for p in self.runtime_dir.iterdir() if not p.name.startswith("."))
+
+    def run(
+        self, argv: list[str], *, env: dict[str, str], stdin: bytes = b""
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run `argv` (paths as the host sees them) inside the chroot, with exactly `env`."""
+        return subprocess.run(
+            [CHROOT, str(self.root), *argv],
+            input=stdin,
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+
+
+def _static_shell() -> Path | None:
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        return None
+    out = subprocess.run(["file", "-L", busybox], capture_output=True, text=True, check=False)
+    return Path(busybox) if "statically linked" in out.stdout or out.returncode != 0 else None
+
+
+def _install_shell(root: Path) -> None:
+    """Give the chroot a /bin/sh: busybox-static when present (no libc at all), else the host's
+    shell with only the libraries it links (still no Python)."""
+    (root / "bin").mkdir(parents=True, exist_ok=True)
+    static = _static_shell()
+    if static is not None:
+        shutil.copy2(static, root / "bin" / "sh")
+        return
+    shell = Path(os.path.realpath("/bin/sh"))
+    shutil.copy2(shell, root / "bin" / "sh")
+    loader = bundle._elf_interpreter(shell)
+    assert loader is not None
+    for path in [*bundle.shared_libraries(shell, loader).values(), Path(loader)]:
+        target = root / str(path).lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path.resolve(), target)
+
+
+def _mirror_host_path(root: Path) -> None:
+    """The launcher names the runtime by the absolute path it was installed at (on a node, the
+    agent's mount and the host's path are the same). Here that path is `<root>/opt/minicni`; a
+    symlink `<root>/<root> -> /` makes the same path resolve inside the chroot."""
+    inside = root / str(root).lstrip("/")
+    inside.parent.mkdir(parents=True, exist_ok=True)
+    inside.symlink_to("/")
+
+
+@pytest.fixture(scope="module")
+def fresh_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshRoot]:
+    root = tmp_path_factory.mktemp("node") / "root"
+    root.mkdir()
+    _install_shell(root)
+    _mirror_host_path(root)
+    fresh = FreshRoot(root, root / "opt" / "cni" / "bin", root / "opt" / "minicni")
+    assert install_plugin(fresh.cni_bin_dir, mode="bundle", runtime_dir=fresh.runtime_dir) is True
+    yield fresh
+
+
+def test_the_fresh_root_has_no_python_outside_the_bundle(fresh_root: FreshRoot) -> None:
+    strays = [
+        path
+        for path in fresh_root.root.rglob("python*")
+        if fresh_root.runtime_dir not in path.parents
+    ]
+    assert strays == []
+    assert fresh_root.plugin.stat().st_mode & 0o111
+
+
+@pytest.mark.skipif(not HAS_PLUGIN_ENTRY, reason="minicni/__main__.py (plugin core) not merged")
+def test_installed_plugin_answers_version_as_a_runtime_calls_it(fresh_root: FreshRoot) -> None:
+    proc = fresh_root.run(
+        [str(fresh_root.plugin)],
+        env={"CNI_COMMAND": "VERSION", "PATH": "/bin"},
+        stdin=b'{"cniVersion":"1.1.0"}',
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    answer = json.loads(proc.stdout)
+    assert answer["cniVersion"] == "1.1.0"
+    assert set(answer["supportedVersions"]) >= {"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+
+
+def test_bundled_runtime_imports_what_the_plugin_needs(fresh_root: FreshRoot) -> None:
+    """Import the plugin's dependencies with the bundled interpreter, the way the launcher starts
+    it (its loader, its libraries, isolated mode), and check every module came from the bundle."""
+    version_dir = fresh_root.runtime_dir / fresh_root.versions()[0]
+    loader = next((version_dir / "lib").glob("ld-*"))
+    code = (
+        "import json, sys, ctypes, fcntl, hashlib, ipaddress, sqlite3, pyroute2, minicni\n"
+        "from pyroute2 import IPRoute\n"
+        "ctypes.CDLL(None).getpid()\n"
+        "mods = {n: getattr(m, '__file__', None) for n, m in sys.modules.items()}\n"
+        "print(json.dumps({'path': sys.path, 'files': [f for f in mods.values() if f]}))\n"
+    )
+    proc = fresh_root.run(
+        [
+            str(loader),
+            "--library-path",
+            str(version_dir / "lib"),
+            str(version_dir / "bin/python3"),
+            "-I",
+            "-S",
+            "-B",
+            "-c",
+            code,
+        ],
+        env={"PATH": "/bin", "PYTHONPATH": "/nowhere", "PYTHONHOME": "/nowhere"},
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = json.loads(proc.stdout)
+    assert all(entry.startswith(str(version_dir)) for entry in report["path"]), report["path"]
+    assert report["files"] and all(f.startswith(str(version_dir)) for f in report["files"])
+
+
+def test_second_install_changes_nothing(fresh_root: FreshRoot) -> None:
+    before = fresh_root.plugin.stat()
+    versions = fresh_root.versions()
+    again = install_plugin(
+        fresh_root.cni_bin_dir, mode="bundle", runtime_dir=fresh_root.runtime_dir
+    )
+    assert again is False
+    after = fresh_root.plugin.stat()
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    assert fresh_root.versions() == versions
+
+
+def test_upgrade_swaps_the_launcher_and_keeps_one_previous_version(
+    fresh_root: FreshRoot, tmp_path: Path
+) -> None:
+    """A changed plugin package makes a new version; the launcher moves to it in one rename and
+    the version before stays for plugin processes still running from it."""
+    here = RuntimeSource.of_this_process()
+    package = tmp_path / "minicni"
+    shutil.copytree(here.packages[0], package, ignore=shutil.ignore_patterns("__pycache__"))
+    first = fresh_root.versions()
+    seen = [first]
+    for generation in (1, 2):
+        (package / "_generation.py").write_text(f"GENERATION = {generation}\n")
+        source = RuntimeSource(
+            executable=here.executable,
+            stdlib=here.stdlib,
+            dynload=here.dynload,
+            packages=(package, *here.packages[1:]),
+            version=here.version,
+        )
+        old_inode = fresh_root.plugin.stat().st_ino
+        assert install_bundle(fresh_root.cni_bin_dir, fresh_root.runtime_dir, source=source)
+        assert fresh_root.plugin.stat().st_ino != old_inode
+        seen.append(fresh_root.versions())
+        current = _launcher_home(fresh_root.plugin)
+        assert (current / "site" / "minicni" / "_generation.py").exists()
+    # after two upgrades: the newest and the one before it; the very first one is gone
+    assert len(seen[-1]) == 2
+    assert first[0] not in seen[-1]
+    assert not list(fresh_root.runtime_dir.glob(".v*")), "a staging directory was left behind"
+
+
+def _launcher_home(launcher: Path) -> Path:
+    for line in launcher.read_text().splitlines():
+        if line.startswith("home='"):
+            return Path(line.removeprefix("home='").removesuffix("'"))
+    raise AssertionError(f"no home= line in {launcher}")
+
+
+def test_bundled_plugin_adds_and_deletes_a_pod(fresh_root: FreshRoot, tmp_path: Path) -> None:
+    """ADD and DEL through the installed launcher, run as a runtime runs it from the node's
+    network namespace: the bundled runtime loads pyroute2, ctypes (setns) and the address store."""
+    suffix = f"{os.getpid() % 100000}"
+    node_ns, pod_ns = f"mcbn{suffix}", f"mcbp{suffix}"
+    config = {
+        "cniVersion": "1.1.0",
+        "name": "bundle-test",
+        "type": "minicni",
+        "subnet": "10.250.7.0/24",
+        "dataDir": str(tmp_path / "ipam"),
+    }
+    env = {
+        "CNI_CONTAINERID": "bundle-test-1",
+        "CNI_NETNS": f"/run/netns/{pod_ns}",
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(fresh_root.cni_bin_dir),
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+
+    def plugin(command: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["ip", "netns", "exec", node_ns, str(fresh_root.plugin)],
+            input=json.dumps(config).encode(),
+            env={**env, "CNI_COMMAND": command},
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+
+    subprocess.run(["ip", "netns", "add", node_ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "add", pod_ns], check=True)
+        added = plugin("ADD")
+        assert added.returncode == 0, (added.stdout, added.stderr)
+        result = json.loads(added.stdout)
+        assert result["ips"][0]["address"].startswith("10.250.7.")
+        seen = subprocess.run(
+            ["ip", "-n", pod_ns, "-o", "-4", "addr", "show", "dev", "eth0"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert result["ips"][0]["address"] in seen.stdout
+        deleted = plugin("DEL")
+        assert deleted.returncode == 0, (deleted.stdout, deleted.stderr)
+    finally:
+        for name in (pod_ns, node_ns):
+            subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
