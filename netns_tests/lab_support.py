@@ -41,9 +41,15 @@ def run_matrix(
     retries: int = 1,
     timeout: float = 1.5,
     engine: str = "socket",
+    workers: int = 12,
 ) -> MatrixReport:
     runner = MatrixRunner(
-        NetnsExecutor(), timeout=timeout, retries=retries, workers=12, engine=engine
+        NetnsExecutor(),
+        timeout=timeout,
+        retries=retries,
+        workers=workers,
+        engine=engine,
+        launch_timeout=30.0,  # generous: these tests share the machine with others
     )
     return runner.run(inventory, build_cases(inventory, protocols))
 
