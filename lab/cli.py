@@ -144,10 +144,10 @@ def parser() -> argparse.ArgumentParser:
 
 def command_up(args: argparse.Namespace, progress: Progress) -> tuple[str, Inventory]:
     from lab.netns import NetnsLab
-    from lab.topology import new_lab_id, plan
+    from lab.topology import plan
 
     topology = topology_from(args)
-    lab_id = args.lab_id or new_lab_id()
+    lab_id = args.lab_id or unused_lab_id(args.state_dir)
     lab = NetnsLab(plan(topology, lab_id), args.state_dir, log=progress.step)
     with progress.phase("up"):
         progress.step(
@@ -213,6 +213,17 @@ def command_down(args: argparse.Namespace, progress: Progress, lab_ids: Sequence
     for problem in problems:
         progress.step(f"warning: {problem}")
     return EXIT_OK
+
+
+def unused_lab_id(state_dir: str) -> str:
+    """A fresh random id that names no lab here yet (state file or namespaces)."""
+    from lab.netns import lab_namespaces
+    from lab.topology import new_lab_id
+
+    while True:
+        lab_id = new_lab_id()
+        if lab_id not in known_labs(state_dir) and not lab_namespaces(lab_id):
+            return lab_id
 
 
 def resolve_lab_id(args: argparse.Namespace) -> str:

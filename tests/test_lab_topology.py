@@ -96,3 +96,10 @@ def test_yaml_unknown_keys_are_named(tmp_path: Path) -> None:
 def test_topology_round_trips_through_a_mapping() -> None:
     topology = Topology(nodes=4, forward_drop=True)
     assert Topology.from_mapping(topology.to_mapping()) == topology
+
+
+def test_shipped_topology_files_load() -> None:
+    folder = Path(__file__).resolve().parent.parent / "lab" / "topologies"
+    loaded = {path.name: load_topology(str(path)) for path in folder.glob("*.yaml")}
+    assert loaded["default.yaml"] == Topology()
+    assert loaded["vxlan-routed.yaml"].underlay == "routed"
