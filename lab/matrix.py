@@ -200,12 +200,15 @@ class MatrixRunner:
         started = time.monotonic()
         groups = group_cases(cases) if self.engine == "socket" else [(c,) for c in cases]
         results: dict[Case, CellResult] = {}
-        with ThreadPoolExecutor(max_workers=max(self.workers, 1)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(self.workers, 1))
+        try:
             for group_results in pool.map(self.run_group, groups):
                 for result in group_results:
                     results[result.case] = result
                     if self.progress:
                         self.progress(result, len(results), len(cases))
+        finally:  # Ctrl-C: finish the probes in flight, start no more
+            pool.shutdown(wait=True, cancel_futures=True)
         report.cells = [results[case] for case in cases]
         report.duration_s = time.monotonic() - started
         return report

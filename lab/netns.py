@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -104,10 +104,18 @@ class NetnsLab:
 
     def _create_namespaces(self) -> None:
         for name in [self.lab.fabric_netns, *(n.netns for n in self.lab.nodes)]:
-            self.state.netns.append(name)  # recorded first: a crash in between still cleans it
-            self.save_state()
-            netns.create(name)
+            self._create_namespace(name)
         self.log(f"{len(self.lab.nodes)} node namespaces created")
+
+    def _create_namespace(self, name: str) -> None:
+        """Recorded first, so a crash in between still cleans it up; created with signals held
+        back, because pyroute2 forks a child to do it and an interrupted parent would abandon
+        that child, which then creates the namespace after the tear-down has looked.
+        Only from the main thread: forking while other threads run Python code can deadlock."""
+        self.state.netns.append(name)
+        self.save_state()
+        with signals_deferred():
+            netns.create(name)
 
     def node_dir(self, node: NodePlan, *parts: str) -> str:
         return os.path.join(self.work_dir, node.name, *parts)
@@ -207,8 +215,17 @@ class NetnsLab:
         )
 
     def _add_pods(self) -> Inventory:
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        for pod in self.lab.pods:  # namespaces first, in this thread (see _create_namespace)
+            with self._state_lock:
+                self.state.pods[pod.name] = {"node": pod.node, "netns": pod.netns, "ip": ""}
+            self._create_namespace(pod.netns)
+            fabric.bring_up_loopback(pod.netns)
+        pool = ThreadPoolExecutor(max_workers=4)
+        try:
             addresses = list(pool.map(self._add_pod, self.lab.pods))
+        finally:
+            # interrupted: let the ADDs in flight finish (DEL then finds them), start no more
+            pool.shutdown(wait=True, cancel_futures=True)
         self.log(f"{len(self.lab.pods)} pods added and checked (CNI ADD + CHECK)")
         endpoints = []
         for node in self.lab.nodes:
@@ -218,12 +235,6 @@ class NetnsLab:
         return Inventory.build(endpoints, name=self.lab.lab_id)
 
     def _add_pod(self, pod: PodPlan) -> str:
-        with self._state_lock:
-            self.state.netns.append(pod.netns)
-            self.state.pods[pod.name] = {"node": pod.node, "netns": pod.netns, "ip": ""}
-        self.save_state()
-        netns.create(pod.netns)
-        fabric.bring_up_loopback(pod.netns)
         runtime = self.runtime_for(self.lab.node(pod.node))
         attachment = pod_attachment(pod)
         result = runtime.add(attachment)
@@ -241,7 +252,7 @@ class NetnsLab:
         self.state.phase = "tearing-down"
         if os.path.isdir(self.work_dir):
             self.save_state()
-        started = time.monotonic()
+        started, agents = time.monotonic(), len(self.state.agents)
         with ThreadPoolExecutor(max_workers=1) as background:
             # agents take a second or two to exit; the plugin needs none of them for DEL
             stopping = background.submit(stop_agents, self.state, self.agents)
@@ -253,7 +264,8 @@ class NetnsLab:
                 seconds = time.monotonic() - started
                 self.log(f"{len(self.state.pods)} pods deleted (CNI DEL) in {seconds:.1f} s")
             problems += stopping.result()
-            self.log(f"agents stopped after {time.monotonic() - started:.1f} s")
+            if agents:
+                self.log(f"{agents} agents stopped after {time.monotonic() - started:.1f} s")
         problems += teardown(self.state, self.state_root, self.agents)
         self.log("lab removed" if not problems else f"lab removed with {len(problems)} problems")
         return problems
@@ -270,6 +282,25 @@ class NetnsLab:
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             return [p for p in pool.map(delete, pods) if p]
+
+
+@contextlib.contextmanager
+def signals_deferred(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back for the body, then deliver them as they would have been."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals only ever reach the main thread
+        return
+    received: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda n, _f: received.append(n)) for signum in signums
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            os.kill(os.getpid(), signum)
 
 
 def teardown(

@@ -12,6 +12,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from lab.netns import lab_namespaces, processes_in
 from lab.state import LabState, known_labs
 from netns_tests.lab_support import needs_root
@@ -94,7 +96,8 @@ def test_ctrl_c_during_the_matrix_tears_the_lab_down(tmp_path: Path) -> None:
     assert_gone(state, lab_id)
 
 
-def test_sigterm_during_up_removes_what_was_built(tmp_path: Path) -> None:
+@pytest.mark.parametrize("moment", ["first node namespace", "first pod namespace"])
+def test_sigterm_during_up_removes_what_was_built(tmp_path: Path, moment: str) -> None:
     state = tmp_path / "state"
     run = subprocess.Popen(
         lab_cli(state, "run", "--plugin", "reference", "--nodes", "3", "--pods-per-node", "8"),
@@ -103,8 +106,9 @@ def test_sigterm_during_up_removes_what_was_built(tmp_path: Path) -> None:
         text=True,
     )
     lab_id = wait_for_phase(state, "creating")
-    while not lab_namespaces(lab_id):
-        time.sleep(0.01)
+    suffix = "p0" if "pod" in moment else ""
+    while not [name for name in lab_namespaces(lab_id) if name.endswith(suffix)]:
+        time.sleep(0.005)
     run.send_signal(signal.SIGTERM)
     run.communicate(timeout=60)
     assert run.returncode == 130
