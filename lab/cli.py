@@ -24,7 +24,16 @@ from lab.state import STATE_ROOT, LabState, known_labs
 from lab.topology import BACKENDS, PLUGINS, UNDERLAYS, Topology, TopologyError, load_topology
 
 EXIT_OK, EXIT_MATRIX_FAILED, EXIT_ERROR = 0, 1, 2
-TOPOLOGY_FLAGS = ("nodes", "pods_per_node", "backend", "underlay", "plugin", "forward_drop", "mtu")
+TOPOLOGY_FLAGS = (
+    "nodes",
+    "pods_per_node",
+    "backend",
+    "underlay",
+    "plugin",
+    "forward_drop",
+    "rp_filter",
+    "mtu",
+)
 
 
 class Progress:
@@ -87,6 +96,9 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="set the FORWARD policy to DROP on every node, as Docker does",
+    )
+    group.add_argument(
+        "--rp-filter", type=int, choices=(0, 1, 2), help="nodes' rp_filter (default 1, as kind)"
     )
     group.add_argument("--mtu", type=int)
     group.add_argument("--id", dest="lab_id", help="lab id (default: random, e.g. ml3f2a)")
@@ -245,7 +257,7 @@ def _topology_of(state_dir: str, lab_id: str) -> dict[str, Any]:
 
 
 def _describe(topology: dict[str, Any]) -> str:
-    keys = ("nodes", "pods_per_node", "plugin", "backend", "underlay", "forward_drop")
+    keys = ("nodes", "pods_per_node", "plugin", "backend", "underlay", "forward_drop", "rp_filter")
     return ", ".join(f"{key}={topology[key]}" for key in keys if key in topology)
 
 

@@ -14,12 +14,15 @@ from typing import Any
 from lab.topology import LabPlan, NodePlan
 from minicni.net import netns
 
-NODE_SYSCTLS = {
-    "net/ipv4/ip_forward": "1",
-    # as kind nodes set them: asymmetric paths are dropped, which is what the matrix must catch
-    "net/ipv4/conf/all/rp_filter": "1",
-    "net/ipv4/conf/default/rp_filter": "1",
-}
+
+def node_sysctls(rp_filter: int) -> dict[str, str]:
+    """A node forwards; rp_filter=1 as kind nodes set it drops asymmetric paths, which is what
+    the matrix must catch (the effective value per interface is max(all, interface))."""
+    return {
+        "net/ipv4/ip_forward": "1",
+        "net/ipv4/conf/all/rp_filter": str(rp_filter),
+        "net/ipv4/conf/default/rp_filter": str(rp_filter),
+    }
 
 
 @contextmanager
@@ -95,7 +98,7 @@ def _configure_uplink(lab: LabPlan, node: NodePlan) -> None:
         ipr.link("set", index=uplink, state="up")
         # a default route, as real nodes have: the agent and plugin detect the MTU from it
         ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway)
-    write_sysctls(node.netns, NODE_SYSCTLS)
+    write_sysctls(node.netns, node_sysctls(lab.topology.rp_filter))
 
 
 def add_pod_cidr_routes(lab: LabPlan) -> None:

@@ -37,6 +37,7 @@ class Topology:
     node_cidr_prefix: int = 24
     underlay_cidr: str = "172.30.0.0/16"
     forward_drop: bool = False
+    rp_filter: int = 1  # kind's nodes run strict (1); 2 is loose, 0 off
     mtu: int = 1500
     # long enough that a fault injected into a running lab stays visible for a matrix run; the
     # agent still repairs it on the next resync, which is the point of a level-triggered agent
@@ -65,6 +66,8 @@ class Topology:
             raise TopologyError("node_cidr_prefix must be longer than the cluster prefix, <= 30")
         if 2 ** (self.node_cidr_prefix - cluster.prefixlen) <= self.nodes:
             raise TopologyError(f"cluster_cidr has too few /{self.node_cidr_prefix} for the nodes")
+        if self.rp_filter not in (0, 1, 2):
+            raise TopologyError(f"rp_filter must be 0, 1 or 2, got {self.rp_filter}")
         if not 1280 <= self.mtu <= 9000:
             raise TopologyError(f"mtu must be 1280..9000, got {self.mtu}")
 

@@ -61,6 +61,7 @@ def test_lab_ids_are_short_and_random() -> None:
         ({"cluster_cidr": "10.0.0.0/23", "nodes": 3}, "too few"),
         ({"cluster_cidr": "fd00::/64"}, "IPv4"),
         ({"mtu": 500}, "mtu"),
+        ({"rp_filter": 3}, "rp_filter"),
     ],
 )
 def test_unbuildable_topologies_are_refused_with_the_reason(
