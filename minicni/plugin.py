@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from minicni.cni import errors
@@ -22,6 +21,7 @@ from minicni.cni.skel import Request
 from minicni.cni.version import normalize_result
 from minicni.ipam.store import AddressStore, RangeFullError, Reservation
 from minicni.net import links, netns
+from minicni.net.rtnl import Rtnl
 from minicni.net.sysctl import ensure_sysctl
 from minicni.netconf import NetConf, parse_netconf
 
@@ -39,11 +39,11 @@ def step(what: str) -> Iterator[None]:
         raise CniError(errors.IO_FAILURE, f"{what} failed", str(exc)) from exc
 
 
-def open_netlink(netns_path: str | None = None) -> IPRoute:
+def open_netlink(netns_path: str | None = None) -> Rtnl:
     if netns_path is None:
-        return IPRoute()
+        return Rtnl()
     with netns.enter(netns_path):
-        return IPRoute()
+        return Rtnl()
 
 
 def require_netns(path: str) -> None:
@@ -78,14 +78,16 @@ def add(request: Request) -> dict[str, Any]:
         bridge = _ensure_bridge(host, conf)
         host_name = links.host_veth_name(request.container_id, request.ifname)
         with step("creating the veth pair"):
-            links.delete_link(host, host_name)  # a leftover of a killed ADD for this container
             mtu = conf.mtu or links.default_route_mtu(host)
-            with open(netns.current_netns_path()) as host_ns:
-                links.create_veth_pair(pod, request.ifname, host_name, host_ns.fileno(), mtu)
+            with open(request.netns, "rb") as pod_ns:
+                links.create_veth_pair(
+                    host, host_name, request.ifname, pod_ns.fileno(), mtu, bridge.index
+                )
         undo.callback(links.delete_link, host, host_name)
         with step("attaching the host veth to the bridge"):
             host_end = _must_find(host, host_name)
-            links.attach_to_bridge(host, host_end.index, bridge.index, conf.hairpin)
+            if conf.hairpin:
+                links.set_hairpin(host, host_end.index)
         with step("configuring the pod interface"):
             pod_end = _must_find(pod, request.ifname)
             links.configure_pod_interface(
@@ -126,7 +128,7 @@ def _release(conf: NetConf, request: Request) -> Reservation | None:
         return store.release(request.container_id, request.ifname)
 
 
-def _ensure_bridge(host: Any, conf: NetConf) -> links.Link:
+def _ensure_bridge(host: Rtnl, conf: NetConf) -> links.Link:
     with step(f"setting up bridge {conf.bridge}"):
         bridge = links.ensure_bridge(host, conf.bridge)
         if conf.is_default_gateway:
@@ -140,8 +142,8 @@ def _ensure_bridge(host: Any, conf: NetConf) -> links.Link:
     return bridge
 
 
-def _must_find(ipr: Any, name: str) -> links.Link:
-    link = links.find_link(ipr, name)
+def _must_find(rtnl: Rtnl, name: str) -> links.Link:
+    link = links.find_link(rtnl, name)
     if link is None:
         raise NetlinkError(19, f"{name} vanished")
     return link

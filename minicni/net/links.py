@@ -1,20 +1,51 @@
-"""Links, addresses and routes through netlink, each helper idempotent and race tolerant.
+"""Links, addresses and routes through rtnetlink, each helper idempotent and race tolerant.
 
-Every helper takes an open pyroute2 `IPRoute` bound to the namespace it works in. Failures are
-raised as `NetlinkError`; the plugin turns them into CNI errors naming the step.
+Every helper takes an open `Rtnl` bound to the namespace it works in and builds its requests with
+pyroute2's message classes. Failures are raised as `NetlinkError`; the plugin turns them into CNI
+errors naming the step.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from minicni.net.rtnl import (
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    RTM_SETLINK,
+    Rtnl,
+)
 
 AF_INET = 2
+AF_INET6 = 10
+AF_BRIDGE = 7
+IFF_UP = 0x1
 DEFAULT_MTU = 1500
+RT_TABLE_MAIN = 254
+RTPROT_STATIC = 4  # the protocol IPRoute gave the pod's default route; kept for continuity
+RTN_UNICAST = 1
+BRIDGE_MODE_HAIRPIN = 1
+RTEXT_FILTER_SKIP_STATS = 1 << 3  # replies without the counters: smaller, quicker to decode
+NLA_F_NESTED = 0x8000  # the bridge reads IFLA_PROTINFO as a nest only when flagged so
+CREATE_NEW = NLM_F_CREATE | NLM_F_EXCL
 
 
 @dataclass(frozen=True)
@@ -25,6 +56,7 @@ class Link:
     mtu: int
     kind: str | None
     master: int | None
+    up: bool = False
 
 
 def host_veth_name(container_id: str, ifname: str) -> str:
@@ -33,51 +65,106 @@ def host_veth_name(container_id: str, ifname: str) -> str:
     return f"veth{digest[:11]}"
 
 
+def link_request(
+    index: int = 0, name: str | None = None, up: bool = False, family: int = 0, **attrs: Any
+) -> Any:
+    """An ifinfmsg naming a link by index or name. `attrs` are IFLA_* attributes by their
+    lower-case name without prefix (mtu=1400, master=5)."""
+    msg = ifinfmsg()
+    msg["family"] = family
+    msg["index"] = index
+    if up:
+        msg["flags"] = msg["change"] = IFF_UP
+    pairs = [] if name is None else [("IFLA_IFNAME", name)]
+    pairs += [(f"IFLA_{key.upper()}", value) for key, value in attrs.items()]
+    msg["attrs"] = pairs
+    return msg
+
+
 def _link_from(message: Any) -> Link:
     return Link(
         index=message["index"],
-        name=message.get("ifname"),
-        mac=message.get("address"),
-        mtu=message.get("mtu"),
+        name=message.get_attr("IFLA_IFNAME"),
+        mac=message.get_attr("IFLA_ADDRESS"),
+        mtu=message.get_attr("IFLA_MTU"),
         kind=message.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND"),
-        master=message.get("master"),
+        master=message.get_attr("IFLA_MASTER"),
+        up=bool(message["flags"] & IFF_UP),
     )
 
 
-def find_link(ipr: Any, name: str) -> Link | None:
+def get_link(rtnl: Rtnl, name: str | None = None, index: int = 0) -> Link | None:
+    """The link called `name` (or numbered `index`), None if there is none."""
+    request = link_request(index, name, ext_mask=RTEXT_FILTER_SKIP_STATS)
     try:
-        return _link_from(ipr.link("get", ifname=name)[0])
+        return _link_from(rtnl.request(request, RTM_GETLINK)[0])
     except NetlinkError as exc:
         if exc.code == errno.ENODEV:
             return None
         raise
 
 
-def ensure_bridge(ipr: Any, name: str) -> Link:
-    """Create the bridge unless it exists; another invocation winning the race is fine."""
-    created = True
-    try:
-        ipr.link("add", ifname=name, kind="bridge")
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise
-        created = False
-    bridge = find_link(ipr, name)
-    if bridge is None:  # deleted between our add and get: let the runtime retry
-        raise NetlinkError(errno.EAGAIN, f"bridge {name} vanished while being set up")
+def find_link(rtnl: Rtnl, name: str) -> Link | None:
+    return get_link(rtnl, name)
+
+
+def random_mac() -> str:
+    """A random locally administered unicast MAC, as the kernel would pick one."""
+    octets = bytearray(os.urandom(6))
+    octets[0] = (octets[0] & 0xFE) | 0x02
+    return ":".join(f"{octet:02x}" for octet in octets)
+
+
+def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
+    """The bridge, up; created unless it exists, another invocation winning the race is fine."""
+    bridge = get_link(rtnl, name)
+    if bridge is None:
+        # A fixed MAC from the start: otherwise the bridge takes the lowest port MAC and changes
+        # it as pods come and go, which flushes every pod's neighbour entry for the gateway.
+        request = link_request(
+            name=name,
+            up=True,
+            address=random_mac(),
+            linkinfo={"attrs": [("IFLA_INFO_KIND", "bridge")]},
+        )
+        try:
+            rtnl.request(request, RTM_NEWLINK, CREATE_NEW)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+        bridge = get_link(rtnl, name)
+        if bridge is None:  # deleted between our add and get: let the runtime retry
+            raise NetlinkError(errno.EAGAIN, f"bridge {name} vanished while being set up")
     if bridge.kind != "bridge":
         raise NetlinkError(
             errno.EEXIST, f"{name} exists but is a {bridge.kind or 'non-bridge'} link"
         )
-    if created:
-        # Pin the MAC: otherwise the bridge takes the lowest port MAC and changes it as pods come
-        # and go, which flushes every pod's neighbour entry for the gateway.
-        ipr.link("set", index=bridge.index, address=bridge.mac)
-    ipr.link("set", index=bridge.index, state="up")
+    if not bridge.up:
+        rtnl.request(link_request(bridge.index, up=True), RTM_NEWLINK)
     return bridge
 
 
-def ensure_address(ipr: Any, index: int, address: str, prefixlen: int) -> list[str]:
+def address_request(index: int, address: str, prefixlen: int) -> Any:
+    msg = ifaddrmsg()
+    msg["family"] = AF_INET6 if ":" in address else AF_INET
+    msg["prefixlen"] = prefixlen
+    msg["index"] = index
+    # IFA_LOCAL is the address itself; IFA_ADDRESS the peer, the same on a broadcast link.
+    local = [("IFA_LOCAL", address)] if msg["family"] == AF_INET else []
+    msg["attrs"] = [*local, ("IFA_ADDRESS", address)]
+    return msg
+
+
+def _addresses(rtnl: Rtnl, index: int, family: int = 0) -> Iterable[tuple[str, int]]:
+    """(address, prefixlen) on link `index`; the kernel dumps them all, the filter is ours."""
+    request = ifaddrmsg()
+    request["family"] = family
+    for message in rtnl.dump(request, RTM_GETADDR):
+        if message["index"] == index:
+            yield message.get_attr("IFA_ADDRESS"), message["prefixlen"]
+
+
+def ensure_address(rtnl: Rtnl, index: int, address: str, prefixlen: int) -> list[str]:
     """Put `address/prefixlen` on the link; remove IPv4 addresses of other subnets from it.
 
     A node whose pod CIDR changed keeps the old gateway address on its bridge; rather than fail
@@ -86,51 +173,85 @@ def ensure_address(ipr: Any, index: int, address: str, prefixlen: int) -> list[s
     """
     wanted = f"{address}/{prefixlen}"
     removed = []
-    for existing in ipr.get_addr(family=AF_INET, index=index):
-        current = f"{existing.get('address')}/{existing['prefixlen']}"
-        if current != wanted:
-            ipr.addr(
-                "del", index=index, address=existing.get("address"), prefixlen=existing["prefixlen"]
-            )
-            removed.append(current)
-    try:
-        ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise
+    present = False
+    for existing, existing_len in list(_addresses(rtnl, index, AF_INET)):
+        current = f"{existing}/{existing_len}"
+        if current == wanted:
+            present = True
+            continue
+        try:
+            rtnl.request(address_request(index, existing, existing_len), RTM_DELADDR)
+        except NetlinkError as exc:
+            if exc.code != errno.EADDRNOTAVAIL:  # removed meanwhile by a concurrent ADD
+                raise
+        removed.append(current)
+    if not present:
+        try:
+            rtnl.request(address_request(index, address, prefixlen), RTM_NEWADDR, CREATE_NEW)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
     return removed
 
 
-def default_route_mtu(ipr: Any) -> int:
+def _routes(rtnl: Rtnl, family: int) -> Iterable[Any]:
+    """Routes of the main table (the kernel dumps every table; the filter is ours)."""
+    request = rtmsg()
+    request["family"] = family
+    for route in rtnl.dump(request, RTM_GETROUTE):
+        if (route.get_attr("RTA_TABLE") or route["table"]) == RT_TABLE_MAIN:
+            yield route
+
+
+def default_route_mtu(rtnl: Rtnl) -> int:
     """MTU of the interface that holds the IPv4 default route, else 1500."""
-    for route in ipr.get_default_routes(family=AF_INET):
-        oif = route.get("oif")
-        if oif:
-            return int(ipr.link("get", index=oif)[0].get("mtu"))
+    for route in _routes(rtnl, AF_INET):
+        oif = route.get_attr("RTA_OIF")
+        if route["dst_len"] == 0 and oif:
+            link = get_link(rtnl, index=oif)
+            if link is not None:
+                return int(link.mtu)
     return DEFAULT_MTU
 
 
-def create_veth_pair(
-    pod_ipr: Any, pod_ifname: str, host_ifname: str, host_netns_fd: int, mtu: int
-) -> None:
-    """Create the pair from inside the pod namespace, the peer landing directly on the host.
-
-    Creating it there means the pod end never exists under its final name (say, eth0) on the
-    host, where that name is usually taken.
-    """
-    pod_ipr.link(
-        "add",
-        ifname=pod_ifname,
-        kind="veth",
+def veth_request(
+    host_ifname: str, pod_ifname: str, pod_netns_fd: int, mtu: int, bridge_index: int
+) -> Any:
+    # The pod end stays down: the kernel cannot open a veth before its peer exists (ENOTCONN).
+    peer = link_request(name=pod_ifname, mtu=mtu, net_ns_fd=pod_netns_fd)
+    info = {"attrs": [("VETH_INFO_PEER", peer)]}
+    return link_request(
+        name=host_ifname,
+        up=True,
         mtu=mtu,
-        peer={"ifname": host_ifname, "net_ns_fd": host_netns_fd, "mtu": mtu},
+        master=bridge_index,
+        linkinfo={"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", info)]},
     )
 
 
-def delete_link(ipr: Any, name: str) -> bool:
+def create_veth_pair(
+    rtnl: Rtnl, host_ifname: str, pod_ifname: str, pod_netns_fd: int, mtu: int, bridge_index: int
+) -> None:
+    """Create the pair in one request from the host: its end up and on the bridge, the pod end
+    created directly in the pod namespace, so it never exists under its final name (say, eth0)
+    on the host, where that name is usually taken.
+
+    A host end left over by a killed ADD for the same container has the same name: it is
+    replaced. Raises EEXIST if the pod end's name is taken in the pod namespace.
+    """
+    request = veth_request(host_ifname, pod_ifname, pod_netns_fd, mtu, bridge_index)
+    try:
+        rtnl.request(request, RTM_NEWLINK, CREATE_NEW)
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST or not delete_link(rtnl, host_ifname):
+            raise
+        rtnl.request(request, RTM_NEWLINK, CREATE_NEW)
+
+
+def delete_link(rtnl: Rtnl, name: str) -> bool:
     """Delete a link by name; False if it was not there."""
     try:
-        ipr.link("del", ifname=name)
+        rtnl.request(link_request(name=name), RTM_DELLINK)
     except NetlinkError as exc:
         if exc.code in (errno.ENODEV, errno.ENOENT):
             return False
@@ -138,37 +259,50 @@ def delete_link(ipr: Any, name: str) -> bool:
     return True
 
 
-def attach_to_bridge(ipr: Any, index: int, bridge_index: int, hairpin: bool) -> None:
-    ipr.link("set", index=index, master=bridge_index, state="up")
-    if hairpin:
-        # Lets a pod reach itself through a Service VIP that DNATs back to it.
-        ipr.brport("set", index=index, mode=1)  # IFLA_BRPORT_MODE: hairpin
+def set_hairpin(rtnl: Rtnl, index: int) -> None:
+    """Let a pod reach itself through a Service VIP that DNATs back to it: the bridge sends a
+    frame back out of the port it came in on. The port must already be on the bridge."""
+    protinfo = (
+        "IFLA_PROTINFO",
+        {"attrs": [("IFLA_BRPORT_MODE", BRIDGE_MODE_HAIRPIN)]},
+        NLA_F_NESTED,
+    )
+    request = link_request(index, family=AF_BRIDGE)
+    request["attrs"].append(protinfo)
+    rtnl.request(request, RTM_SETLINK)
 
 
 def configure_pod_interface(
-    ipr: Any, index: int, address: str, prefixlen: int, gateway: str | None
+    rtnl: Rtnl, index: int, address: str, prefixlen: int, gateway: str | None
 ) -> None:
-    ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
-    ipr.link("set", index=index, state="up")
+    rtnl.request(address_request(index, address, prefixlen), RTM_NEWADDR, CREATE_NEW)
+    rtnl.request(link_request(index, up=True), RTM_NEWLINK)
     if gateway is not None:
+        route = rtmsg()
+        route["family"] = AF_INET
+        route["table"] = RT_TABLE_MAIN
+        route["proto"] = RTPROT_STATIC
+        route["type"] = RTN_UNICAST
+        route["attrs"] = [("RTA_GATEWAY", gateway), ("RTA_OIF", index)]
         try:
-            ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=index)
+            rtnl.request(route, RTM_NEWROUTE, CREATE_NEW)
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 raise NetlinkError(exc.code, "the container already has a default route") from exc
             raise
 
 
-def interface_addresses(ipr: Any, index: int) -> set[str]:
-    return {f"{a.get('address')}/{a['prefixlen']}" for a in ipr.get_addr(index=index)}
+def interface_addresses(rtnl: Rtnl, index: int) -> set[str]:
+    return {f"{address}/{prefixlen}" for address, prefixlen in _addresses(rtnl, index)}
 
 
-def has_route(ipr: Any, dst: str, gateway: str | None) -> bool:
+def has_route(rtnl: Rtnl, dst: str, gateway: str | None) -> bool:
     """True if the main table holds a route to `dst` (via `gateway` when given)."""
     network, _, length = dst.partition("/")
-    for route in ipr.get_routes(family=AF_INET if ":" not in dst else 10, table=254):
-        route_dst = route.get("dst") or ("0.0.0.0" if ":" not in dst else "::")
-        same_dst = route_dst == network and route["dst_len"] == int(length or 32)
-        if same_dst and (gateway is None or route.get("gateway") == gateway):
+    ipv6 = ":" in dst
+    for route in _routes(rtnl, AF_INET6 if ipv6 else AF_INET):
+        route_dst = route.get_attr("RTA_DST") or ("::" if ipv6 else "0.0.0.0")
+        same_dst = route_dst == network and route["dst_len"] == int(length or (128 if ipv6 else 32))
+        if same_dst and (gateway is None or route.get_attr("RTA_GATEWAY") == gateway):
             return True
     return False

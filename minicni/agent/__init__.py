@@ -1,0 +1,1 @@
+"""minicni-agent: the node agent (node source -> pure plan -> netlink, iptables, conflist)."""

@@ -1,0 +1,100 @@
+"""The agent's counters and gauges, rendered in the Prometheus text exposition format."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PREFIX = "minicni_agent_"
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class _Family:
+    name: str
+    kind: str
+    help: str
+
+
+FAMILIES = (
+    _Family("reconciles_total", "counter", "Reconciles run, by result (ok or error)."),
+    _Family("reconcile_duration_seconds", "summary", "Time spent in reconciles."),
+    _Family("last_reconcile_timestamp_seconds", "gauge", "Unix time of the last reconcile."),
+    _Family("routes", "gauge", "Routes to remote pod CIDRs in place, by backend."),
+    _Family("route_changes_total", "counter", "Routes added, replaced or deleted."),
+    _Family("vxlan_peer_changes_total", "counter", "VXLAN FDB and neighbour entries changed."),
+    _Family("nodes", "gauge", "Valid nodes in the current node set."),
+    _Family("bad_node_entries", "gauge", "Node entries skipped in the last node set, by reason."),
+    _Family("bad_node_entries_total", "counter", "Node entries skipped, by reason."),
+    _Family("errors_total", "counter", "Errors, by stage."),
+    _Family("firewall_rewrites_total", "counter", "Times our iptables chains were rewritten."),
+    _Family("conflist_writes_total", "counter", "Times the CNI conflist was (re)written."),
+    _Family("ready", "gauge", "1 once the conflist is written and the first reconcile is done."),
+)
+
+
+class Metrics:
+    """Thread-safe: the reconcile loop writes, the HTTP thread renders."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, Labels], float] = {}
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        with self._lock:
+            self._values[(name, tuple(sorted(labels.items())))] = value
+
+    def replace_family(self, name: str, values: Mapping[str, float], label: str) -> None:
+        """Set a labelled gauge to exactly `values` (labels missing now are dropped)."""
+        with self._lock:
+            for key in [k for k in self._values if k[0] == name]:
+                del self._values[key]
+            for label_value, value in values.items():
+                self._values[(name, ((label, label_value),))] = value
+
+    def observe(self, name: str, seconds: float) -> None:
+        self.inc(f"{name}_sum", seconds)
+        self.inc(f"{name}_count")
+
+    def get(self, name: str, **labels: str) -> float:
+        with self._lock:
+            return self._values.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def render(self) -> str:
+        with self._lock:
+            values = dict(self._values)
+        lines: list[str] = []
+        for family in FAMILIES:
+            samples = sorted(
+                (key, value)
+                for key, value in values.items()
+                if key[0] == family.name
+                or (family.kind == "summary" and key[0].startswith(f"{family.name}_"))
+            )
+            lines.append(f"# HELP {PREFIX}{family.name} {family.help}")
+            lines.append(f"# TYPE {PREFIX}{family.name} {family.kind}")
+            for (name, labels), value in samples:
+                lines.append(f"{PREFIX}{name}{_labels(labels)} {_number(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in labels)
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)

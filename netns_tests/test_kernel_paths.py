@@ -1,0 +1,79 @@
+"""Kernel states an ADD meets on a real node besides a clean one: the leftover of a killed ADD,
+a bridge someone set down, a pod end that already exists; and what the ADD leaves, read back
+with `ip`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from minicni.cni import errors
+from minicni.net.links import host_veth_name
+from netns_tests.conftest import FakeNode, in_netns, links_in, ping
+
+pytestmark = pytest.mark.root
+
+
+def ip_json(path: str, *argv: str) -> list[dict[str, Any]]:
+    shown = in_netns(path, "ip", "-j", "-d", *argv)
+    assert shown.returncode == 0, shown.stderr
+    result: list[dict[str, Any]] = json.loads(shown.stdout)
+    return result
+
+
+def test_a_leftover_host_veth_of_a_killed_add_is_replaced(node: FakeNode) -> None:
+    pod, cid = node.pod(), node.container_id()
+    leftover = host_veth_name(cid, "eth0")
+    made = in_netns(node.host, "ip", "link", "add", leftover, "type", "veth", "peer", "lost0")
+    assert made.returncode == 0, made.stderr
+
+    added = node.add(pod, cid)
+    assert added.code == 0, added
+    host_links = links_in(node.host)
+    assert "lost0" not in host_links  # the old pair is gone, its peer with it
+    assert host_links[leftover].master == node.bridge and host_links[leftover].up
+    assert ping(pod, "10.99.0.1")
+
+
+def test_a_bridge_set_down_is_brought_up_again(node: FakeNode) -> None:
+    assert node.add(node.pod(), node.container_id()).code == 0
+    in_netns(node.host, "ip", "link", "set", node.bridge, "down")
+    pod = node.pod()
+    assert node.add(pod, node.container_id()).code == 0
+    assert links_in(node.host)[node.bridge].up
+    assert ping(pod, "10.99.0.1")
+
+
+def test_an_existing_pod_interface_is_refused_before_anything_changes(node: FakeNode) -> None:
+    pod = node.pod()
+    in_netns(pod, "ip", "link", "add", "eth0", "type", "veth", "peer", "eth1")
+    added = node.add(pod, node.container_id())
+    assert added.code == 1 and added.json["code"] == errors.INTERFACE_EXISTS, added
+    assert node.reservations() == {}
+    assert not {name for name in links_in(node.host) if name.startswith("veth")}
+
+
+def test_what_an_add_leaves_in_the_kernel(node: FakeNode) -> None:
+    pod, cid = node.pod(), node.container_id()
+    config = node.config(mtu=1400)
+    assert node.add(pod, cid, config=config).code == 0
+    host_veth = host_veth_name(cid, "eth0")
+    [host_end] = ip_json(node.host, "link", "show", host_veth)
+    assert host_end["mtu"] == 1400 and host_end["master"] == node.bridge
+    assert host_end["operstate"] == "UP"
+    [bridge] = ip_json(node.host, "link", "show", node.bridge)
+    assert bridge["operstate"] in ("UP", "UNKNOWN") and "UP" in bridge["flags"]
+    [pod_end] = ip_json(pod, "addr", "show", "eth0")
+    assert pod_end["mtu"] == 1400 and pod_end["operstate"] == "UP"
+    addresses = [
+        (a["local"], a["prefixlen"]) for a in pod_end["addr_info"] if a["family"] == "inet"
+    ]
+    assert addresses == [("10.99.0.2", 24)]
+    [default] = ip_json(pod, "route", "show", "default")
+    assert (default["gateway"], default["dev"], default["protocol"]) == (
+        "10.99.0.1",
+        "eth0",
+        "static",
+    )

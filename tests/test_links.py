@@ -1,0 +1,177 @@
+"""The link helpers without a kernel: which requests they send (decoded back with pyroute2) and
+how they take the kernel's answers, scripted."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Callable
+
+import pytest
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+from minicni.net import links, rtnl
+from minicni.net.rtnl import Rtnl
+from tests.rtnl_fakes import ScriptedSocket, ack, done, fails, link_reply
+
+CREATE_NEW = rtnl.NLM_F_REQUEST | rtnl.NLM_F_ACK | rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
+
+
+def bridge_reply(up: bool = True, kind: str = "bridge") -> Callable[[int], bytes]:
+    info = {"attrs": [("IFLA_INFO_KIND", kind)]}
+    return lambda seq: link_reply(
+        seq, 4, "cni0", 0, flags=int(up), IFLA_ADDRESS="02:00:00:00:00:04", IFLA_LINKINFO=info
+    )
+
+
+def sent_flags(sock: ScriptedSocket, position: int) -> int:
+    return int(rtnl.HEADER.unpack_from(sock.sent[position])[2])
+
+
+def test_an_existing_bridge_that_is_up_costs_one_request() -> None:
+    sock = ScriptedSocket([bridge_reply(), ack])
+    bridge = links.ensure_bridge(Rtnl(sock), "cni0")
+    assert (bridge.index, bridge.mac, bridge.kind) == (4, "02:00:00:00:00:04", "bridge")
+    assert sock.sent_types() == [rtnl.RTM_GETLINK]
+
+
+def test_a_bridge_that_is_down_is_brought_up() -> None:
+    sock = ScriptedSocket([bridge_reply(up=False), ack], [ack])
+    links.ensure_bridge(Rtnl(sock), "cni0")
+    assert sock.sent_types() == [rtnl.RTM_GETLINK, rtnl.RTM_NEWLINK]
+    up = sock.sent_message(1)
+    assert (up["index"], up["flags"], up["change"]) == (4, 1, 1)
+
+
+def test_a_missing_bridge_is_created_up_with_a_pinned_mac() -> None:
+    sock = ScriptedSocket([fails(errno.ENODEV)], [ack], [bridge_reply(), ack])
+    links.ensure_bridge(Rtnl(sock), "cni0")
+    assert sock.sent_types() == [rtnl.RTM_GETLINK, rtnl.RTM_NEWLINK, rtnl.RTM_GETLINK]
+    assert sent_flags(sock, 1) == CREATE_NEW
+    created = sock.sent_message(1)
+    assert created.get_attr("IFLA_IFNAME") == "cni0"
+    assert created.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "bridge"
+    assert created["flags"] & 1 and created["change"] & 1
+    first_octet = int(created.get_attr("IFLA_ADDRESS").split(":")[0], 16)
+    assert first_octet & 0x03 == 0x02  # locally administered, unicast
+
+
+def test_a_bridge_created_meanwhile_by_another_add_is_fine() -> None:
+    sock = ScriptedSocket([fails(errno.ENODEV)], [fails(errno.EEXIST)], [bridge_reply(), ack])
+    assert links.ensure_bridge(Rtnl(sock), "cni0").index == 4
+
+
+def test_a_bridge_deleted_meanwhile_asks_for_a_retry() -> None:
+    sock = ScriptedSocket([fails(errno.ENODEV)], [ack], [fails(errno.ENODEV)])
+    with pytest.raises(NetlinkError) as raised:
+        links.ensure_bridge(Rtnl(sock), "cni0")
+    assert raised.value.code == errno.EAGAIN
+
+
+def test_a_link_of_another_kind_under_the_bridge_name_is_refused() -> None:
+    sock = ScriptedSocket([bridge_reply(kind="veth"), ack])
+    with pytest.raises(NetlinkError) as raised:
+        links.ensure_bridge(Rtnl(sock), "cni0")
+    assert raised.value.args == (errno.EEXIST, "cni0 exists but is a veth link")
+
+
+def test_the_veth_pair_is_made_in_one_request_on_the_bridge() -> None:
+    sock = ScriptedSocket([ack])
+    links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1400, bridge_index=4)
+    assert sent_flags(sock, 0) == CREATE_NEW
+    host = sock.sent_message(0)
+    assert host.get_attr("IFLA_IFNAME") == "vethabc"
+    assert (host.get_attr("IFLA_MASTER"), host.get_attr("IFLA_MTU"), host["flags"]) == (4, 1400, 1)
+    assert host.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "veth"
+    pod = host.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "VETH_INFO_PEER")
+    assert pod.get_attr("IFLA_IFNAME") == "eth0"
+    assert (pod.get_attr("IFLA_NET_NS_FD"), pod.get_attr("IFLA_MTU")) == (9, 1400)
+    assert pod["flags"] == 0  # the kernel cannot bring a veth up before its peer exists
+
+
+def test_a_leftover_host_veth_of_a_killed_add_is_replaced() -> None:
+    sock = ScriptedSocket([fails(errno.EEXIST)], [ack], [ack])
+    links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1500, bridge_index=4)
+    assert sock.sent_types() == [rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK, rtnl.RTM_NEWLINK]
+    assert sock.sent_message(1).get_attr("IFLA_IFNAME") == "vethabc"
+    first, again = sock.sent[0], sock.sent[2]
+    assert (first[:8], first[12:]) == (again[:8], again[12:])  # the same request, a new seq
+
+
+def test_a_taken_pod_name_is_not_mistaken_for_a_leftover() -> None:
+    sock = ScriptedSocket([fails(errno.EEXIST)], [fails(errno.ENODEV)])
+    with pytest.raises(NetlinkError) as raised:
+        links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1500, bridge_index=4)
+    assert raised.value.code == errno.EEXIST
+
+
+def test_hairpin_is_a_bridge_setlink_with_a_nested_protinfo() -> None:
+    sock = ScriptedSocket([ack])
+    links.set_hairpin(Rtnl(sock), 7)
+    assert sock.sent_types() == [rtnl.RTM_SETLINK]
+    sent = sock.sent_message(0)
+    assert (sent["family"], sent["index"]) == (links.AF_BRIDGE, 7)
+    assert sent.get_nested("IFLA_PROTINFO", "IFLA_BRPORT_MODE") == 1
+    # The bridge reads IFLA_PROTINFO as attributes only with NLA_F_NESTED set.
+    (nla_type,) = struct.unpack_from("=H", sock.sent[0], 16 + 16 + 2)
+    assert nla_type == links.NLA_F_NESTED | 12  # IFLA_PROTINFO
+
+
+def test_delete_link_tells_whether_there_was_one() -> None:
+    sock = ScriptedSocket([ack], [fails(errno.ENODEV)])
+    client = Rtnl(sock)
+    assert links.delete_link(client, "vethabc") is True
+    assert links.delete_link(client, "vethabc") is False
+
+
+def address_reply(seq: int, index: int, address: str, prefixlen: int) -> bytes:
+    msg = links.address_request(index, address, prefixlen)
+    data = bytearray(rtnl.encode_request(msg, rtnl.RTM_NEWADDR, 0, seq))
+    struct.pack_into("=H", data, 6, 0x2)
+    return bytes(data)
+
+
+def test_ensure_address_keeps_the_wanted_one_and_removes_other_subnets() -> None:
+    sock = ScriptedSocket(
+        [
+            lambda seq: (
+                address_reply(seq, 4, "10.1.0.1", 24)
+                + address_reply(seq, 4, "10.2.0.1", 24)
+                + address_reply(seq, 5, "10.3.0.1", 24)  # another link's: untouched
+                + done(seq)
+            )
+        ],
+        [ack],
+    )
+    assert links.ensure_address(Rtnl(sock), 4, "10.2.0.1", 24) == ["10.1.0.1/24"]
+    assert sock.sent_types() == [rtnl.RTM_GETADDR, rtnl.RTM_DELADDR]
+    removed = sock.sent_message(1, ifaddrmsg)
+    assert (removed["index"], removed.get_attr("IFA_LOCAL"), removed["prefixlen"]) == (
+        4,
+        "10.1.0.1",
+        24,
+    )
+
+
+def test_ensure_address_adds_a_missing_one() -> None:
+    sock = ScriptedSocket([done], [fails(errno.EEXIST)])  # a concurrent ADD was quicker
+    assert links.ensure_address(Rtnl(sock), 4, "10.2.0.1", 24) == []
+    added = sock.sent_message(1, ifaddrmsg)
+    assert sent_flags(sock, 1) == CREATE_NEW
+    assert (added.get_attr("IFA_LOCAL"), added.get_attr("IFA_ADDRESS")) == ("10.2.0.1", "10.2.0.1")
+
+
+def test_an_existing_default_route_in_the_pod_is_named() -> None:
+    sock = ScriptedSocket([ack], [ack], [fails(errno.EEXIST)])
+    with pytest.raises(NetlinkError) as raised:
+        links.configure_pod_interface(Rtnl(sock), 2, "10.1.0.5", 24, "10.1.0.1")
+    assert raised.value.args == (errno.EEXIST, "the container already has a default route")
+    assert sock.sent_types() == [rtnl.RTM_NEWADDR, rtnl.RTM_NEWLINK, rtnl.RTM_NEWROUTE]
+
+
+def test_a_missing_link_is_none() -> None:
+    sock = ScriptedSocket([fails(errno.ENODEV)])
+    assert links.find_link(Rtnl(sock), "eth0") is None
+    assert isinstance(sock.sent_message(0), ifinfmsg)
