@@ -319,7 +319,12 @@ def teardown(
         _kill(pid)  # probes of an interrupted matrix, an agent that ignored SIGTERM
     for name in names:
         netns.remove(name)
-    shutil.rmtree(state.work_dir, ignore_errors=True)
+    for _attempt in range(3):  # a file written while rmtree walks makes it give up: go again
+        shutil.rmtree(state.work_dir, ignore_errors=True)
+        if not os.path.exists(state.work_dir):
+            break
+    else:
+        problems.append(f"could not remove {state.work_dir}")
     state.forget(state_root)
     return problems
 
