@@ -118,19 +118,26 @@ def test_sigterm_during_up_removes_what_was_built(tmp_path: Path, moment: str) -
 def test_down_cleans_up_after_a_run_killed_with_sigkill(tmp_path: Path) -> None:
     state = tmp_path / "state"
     run = subprocess.Popen(
-        lab_cli(state, "run", *SMALL), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        lab_cli(state, "run", "--plugin", "reference"),  # 198 cells: seconds of probing
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     lab_id = wait_for_phase(state, "up")
-    time.sleep(0.5)  # probes are running in the namespaces now
-    run.kill()
-    run.wait()
-    names = lab_namespaces(lab_id)
-    assert names, "the killed run left its namespaces, as expected"
-    inodes = {os.stat(f"/run/netns/{name}").st_ino for name in names}
-    assert processes_in([f"/run/netns/{name}" for name in names]), "its probes still run there"
-    down = subprocess.run(
-        lab_cli(state, "down", "--id", lab_id), capture_output=True, text=True, timeout=60
-    )
+    try:
+        paths = [f"/run/netns/{name}" for name in lab_namespaces(lab_id)]
+        deadline = time.monotonic() + 30
+        while not processes_in(paths) and time.monotonic() < deadline:
+            time.sleep(0.005)  # until probes run in the namespaces
+        run.kill()
+        run.wait()
+        names = lab_namespaces(lab_id)
+        assert names, "the killed run left its namespaces, as expected"
+        inodes = {os.stat(f"/run/netns/{name}").st_ino for name in names}
+        assert processes_in([f"/run/netns/{name}" for name in names]), "and probes in them"
+    finally:
+        down = subprocess.run(
+            lab_cli(state, "down", "--id", lab_id), capture_output=True, text=True, timeout=60
+        )
     assert down.returncode == 0, down.stderr
     assert_gone(state, lab_id)
     assert live_processes_in(inodes) == []

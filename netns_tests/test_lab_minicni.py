@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 
 from lab.executors import POD, Endpoint
 from lab.fabric import ipr_in
+from lab.netns import lab_namespaces, processes_in
+from lab.state import known_labs
 from lab.topology import Topology
 from netns_tests.lab_support import assert_matrix, in_node, needs_root, run_matrix, running_lab
 
@@ -102,3 +105,35 @@ def test_a_route_deleted_behind_the_agents_back_shows_as_x(tmp_path: Path) -> No
             return "."
 
         assert_matrix(run_matrix(inventory, retries=0, timeout=1.0), expected)
+
+
+def test_down_stops_the_agents_of_a_lab_left_running(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    cli = [sys.executable, "-m", "lab.cli", "--state-dir", str(state)]
+    up = subprocess.run(
+        [*cli, "up", "--nodes", "2", "--pods-per-node", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert up.returncode == 0, up.stderr
+    (lab_id,) = known_labs(str(state))
+    try:
+        nodes = [f"/run/netns/{lab_id}-n1", f"/run/netns/{lab_id}-n2"]
+        agents = processes_in(nodes)
+        assert len(agents) == 2, "one agent per node keeps running after `up` returned"
+    finally:
+        down = subprocess.run(
+            [*cli, "down", "--id", lab_id], capture_output=True, text=True, timeout=120
+        )
+    assert down.returncode == 0, down.stderr
+    assert not [pid for pid in agents if _running(pid)]
+    assert lab_namespaces(lab_id) == [] and known_labs(str(state)) == []
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
+            return stream.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
