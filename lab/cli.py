@@ -16,12 +16,15 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.executors import Executor, Inventory, NetnsExecutor
 from lab.matrix import PROTOCOLS, CellResult, MatrixReport, MatrixRunner, build_cases
 from lab.state import STATE_ROOT, LabState, known_labs
 from lab.topology import BACKENDS, PLUGINS, UNDERLAYS, Topology, TopologyError, load_topology
+
+if TYPE_CHECKING:
+    from lab.netns import NetnsLab
 
 EXIT_OK, EXIT_MATRIX_FAILED, EXIT_ERROR = 0, 1, 2
 TOPOLOGY_FLAGS = (
@@ -154,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------ commands
 
 
-def command_up(args: argparse.Namespace, progress: Progress) -> tuple[str, Inventory]:
+def command_up(args: argparse.Namespace, progress: Progress) -> tuple[NetnsLab, Inventory]:
     from lab.netns import NetnsLab
     from lab.topology import plan
 
@@ -168,7 +171,7 @@ def command_up(args: argparse.Namespace, progress: Progress) -> tuple[str, Inven
             f"underlay {topology.underlay}"
         )
         inventory = lab.up()
-    return lab_id, inventory
+    return lab, inventory
 
 
 def command_matrix(
@@ -292,7 +295,8 @@ def dispatch(args: argparse.Namespace, progress: Progress) -> int:
             print(f"{lab_id}  {state.phase:<12} {_describe(state.topology)}")
         return EXIT_OK
     if args.command == "up":
-        lab_id, inventory = command_up(args, progress)
+        lab, inventory = command_up(args, progress)
+        lab_id = lab.lab.lab_id
         for endpoint in inventory.endpoints:
             print(
                 f"{endpoint.name:<8} {endpoint.kind:<5} {endpoint.ip:<15} netns {endpoint.handle}"
@@ -320,15 +324,15 @@ def dispatch(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def command_run(args: argparse.Namespace, progress: Progress) -> int:
-    lab_id, inventory = command_up(args, progress)
+    from lab.netns import signals_deferred
+
+    lab, inventory = command_up(args, progress)
     try:
-        result = command_matrix(args, progress, lab_id, inventory)
+        result = command_matrix(args, progress, lab.lab.lab_id, inventory)
     finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the tear-down finish
-        try:
-            command_down(args, progress, [lab_id])
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        with signals_deferred(), progress.phase("down"):  # Ctrl-C now: after the tear-down
+            for problem in lab.down():
+                progress.step(f"warning: {problem}")
         progress.step(progress.summary())
     return EXIT_OK if result.ok else EXIT_MATRIX_FAILED
 

@@ -374,7 +374,7 @@ def stop_agents(
     while running and time.monotonic() < deadline:
         for node, pid in list(running.items()):
             process = agents.get(node)
-            gone = process.poll() is not None if process else not os.path.exists(f"/proc/{pid}")
+            gone = process.poll() is not None if process else not _alive(pid)
             if gone:
                 del running[node]
         time.sleep(0.02)
@@ -386,6 +386,21 @@ def stop_agents(
     state.agents.clear()
     agents.clear()
     return [f"agent {node} (pid {pid}) ignored SIGTERM, killed" for node, pid in running.items()]
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie. Reaps the pid if it is our own child (an agent this process
+    started, seen through a state file rather than its Popen object)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: its parent reaps it
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stream:
+            return stream.read().rsplit(") ", 1)[1][:1] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 def _kill(pid: int) -> None:
