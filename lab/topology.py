@@ -1,0 +1,216 @@
+"""A cluster as data: nodes, pods per node, backend and underlay, plus every name derived from it.
+
+Building the cluster is `lab.netns`; this module only computes names and addresses, so it is pure
+and unit-tested. Every namespace name starts with the lab id, which is unique per run, so two labs
+never collide and `down` can find what a killed run left behind by prefix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+IFNAMSIZ = 15
+BACKENDS = ("host-gw", "vxlan", "auto")
+UNDERLAYS = ("l2", "routed")
+PLUGINS = ("minicni", "reference")
+LAB_ID_PREFIX = "ml"
+
+
+class TopologyError(ValueError):
+    """The topology is not buildable (bad value, too many nodes for the address plan...)."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What a user asks for. Everything else (names, addresses) is derived in `plan`."""
+
+    nodes: int = 3
+    pods_per_node: int = 2
+    backend: str = "host-gw"
+    underlay: str = "l2"
+    plugin: str = "minicni"
+    cluster_cidr: str = "10.244.0.0/16"
+    node_cidr_prefix: int = 24
+    underlay_cidr: str = "172.30.0.0/16"
+    forward_drop: bool = False
+    rp_filter: int = 1  # kind's nodes run strict (1); 2 is loose, 0 off
+    mtu: int = 1500
+    # long enough that a fault injected into a running lab stays visible for a matrix run; the
+    # agent still repairs it on the next resync, which is the point of a level-triggered agent
+    agent_resync_seconds: int = 30
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.nodes <= 99:
+            raise TopologyError(f"nodes must be 1..99, got {self.nodes}")
+        if not 0 <= self.pods_per_node <= 99:
+            raise TopologyError(f"pods_per_node must be 0..99, got {self.pods_per_node}")
+        if self.backend not in BACKENDS:
+            raise TopologyError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.underlay not in UNDERLAYS:
+            raise TopologyError(f"underlay must be one of {UNDERLAYS}, got {self.underlay!r}")
+        if self.plugin not in PLUGINS:
+            raise TopologyError(f"plugin must be one of {PLUGINS}, got {self.plugin!r}")
+        if self.backend == "host-gw" and self.underlay == "routed" and self.plugin == "minicni":
+            raise TopologyError("host-gw needs one L2 segment: use underlay l2 or backend vxlan")
+        cluster = _network(self.cluster_cidr, "cluster_cidr")
+        underlay = _network(self.underlay_cidr, "underlay_cidr")
+        if underlay.prefixlen > 16:
+            raise TopologyError("underlay_cidr must be a /16 or larger (one /24 per routed node)")
+        if cluster.overlaps(underlay):
+            raise TopologyError("cluster_cidr and underlay_cidr overlap")
+        if not cluster.prefixlen < self.node_cidr_prefix <= 30:
+            raise TopologyError("node_cidr_prefix must be longer than the cluster prefix, <= 30")
+        if 2 ** (self.node_cidr_prefix - cluster.prefixlen) <= self.nodes:
+            raise TopologyError(f"cluster_cidr has too few /{self.node_cidr_prefix} for the nodes")
+        if self.rp_filter not in (0, 1, 2):
+            raise TopologyError(f"rp_filter must be 0, 1 or 2, got {self.rp_filter}")
+        if not 1280 <= self.mtu <= 9000:
+            raise TopologyError(f"mtu must be 1280..9000, got {self.mtu}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Topology:
+        """Build from a parsed YAML/JSON mapping; unknown keys are an error, named."""
+        values = {str(key).replace("-", "_"): value for key, value in data.items()}
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TopologyError(f"unknown topology keys: {', '.join(unknown)}")
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise TopologyError(str(err)) from err
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def load_topology(path: str) -> Topology:
+    """Read a topology from a YAML (or JSON) file."""
+    import yaml
+
+    with open(path, encoding="utf-8") as stream:
+        data = yaml.safe_load(stream) or {}
+    if not isinstance(data, dict):
+        raise TopologyError(f"{path}: expected a mapping at the top level")
+    return Topology.from_mapping(data)
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str  # "n1": what the agent and the nodes file call it
+    netns: str  # "ml3f2a-n1"
+    ip: str  # underlay address
+    prefixlen: int  # underlay prefix length
+    gateway: str  # the switch's or router's address on this node's segment
+    pod_cidr: str
+    uplink: str  # the node's underlay interface inside its namespace
+    peer: str  # the other end, inside the switch or router namespace
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    name: str  # "n1/p0": display name
+    node: str  # "n1"
+    netns: str  # "ml3f2a-n1p0"
+    container_id: str
+    ifname: str = "eth0"
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    """Every name and address of one lab run, derived from (lab id, topology)."""
+
+    lab_id: str
+    topology: Topology
+    nodes: tuple[NodePlan, ...]
+    pods: tuple[PodPlan, ...]
+    fabric_netns: str  # the "switch" (l2) or "router" (routed) namespace
+    fabric_bridge: str = "br0"
+    network_name: str = field(default="minicni")
+
+    @property
+    def netns_prefix(self) -> str:
+        return f"{self.lab_id}-"
+
+    def all_netns(self) -> list[str]:
+        """Every namespace of the lab, in the order to remove them (pods, nodes, fabric)."""
+        return [p.netns for p in self.pods] + [n.netns for n in self.nodes] + [self.fabric_netns]
+
+    def node(self, name: str) -> NodePlan:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+
+def new_lab_id() -> str:
+    """A short id unique per run: 'ml' + 4 hex digits keeps every derived name <= 15 chars."""
+    return LAB_ID_PREFIX + secrets.token_hex(2)
+
+
+def plan(topology: Topology, lab_id: str) -> LabPlan:
+    if not lab_id.isalnum() or not 1 <= len(lab_id) <= 6:
+        raise TopologyError(f"lab id must be 1..6 letters/digits, got {lab_id!r}")
+    cluster = _network(topology.cluster_cidr, "cluster_cidr")
+    underlay = _network(topology.underlay_cidr, "underlay_cidr")
+    node_cidrs = cluster.subnets(new_prefix=topology.node_cidr_prefix)
+    next(node_cidrs)  # skip the first subnet so that node n<i> gets 10.244.<i>.0/24: easy to read
+    segments = list(underlay.subnets(new_prefix=24))
+    nodes = []
+    for index in range(1, topology.nodes + 1):
+        name = f"n{index}"
+        if topology.underlay == "l2":
+            segment = segments[0]
+            ip = segment[10 + index]
+        else:
+            segment = segments[index]
+            ip = segment[2]
+        nodes.append(
+            NodePlan(
+                name=name,
+                netns=f"{lab_id}-{name}",
+                ip=str(ip),
+                prefixlen=segment.prefixlen,
+                gateway=str(segment[1]),
+                pod_cidr=str(next(node_cidrs)),
+                uplink="eth0",
+                peer=f"{name}-up",
+            )
+        )
+    pods = [
+        PodPlan(
+            name=f"{node.name}/p{index}",
+            node=node.name,
+            netns=f"{lab_id}-{node.name}p{index}",
+            container_id=f"{lab_id}-{node.name}-p{index}",
+        )
+        for node in nodes
+        for index in range(topology.pods_per_node)
+    ]
+    fabric = f"{lab_id}-{'sw' if topology.underlay == 'l2' else 'rt'}"
+    result = LabPlan(lab_id, topology, tuple(nodes), tuple(pods), fabric)
+    _check_names(result)
+    return result
+
+
+def _check_names(lab: LabPlan) -> None:
+    names = lab.all_netns()
+    if len(set(names)) != len(names):
+        raise TopologyError("derived namespace names collide")
+    links = [n.uplink for n in lab.nodes] + [n.peer for n in lab.nodes] + [lab.fabric_bridge]
+    for name in names + links:
+        if len(name.encode()) > IFNAMSIZ:
+            raise TopologyError(f"derived name {name!r} is longer than {IFNAMSIZ} bytes")
+
+
+def _network(value: str, key: str) -> ipaddress.IPv4Network:
+    try:
+        network = ipaddress.ip_network(value)
+    except ValueError as err:
+        raise TopologyError(f"{key}: {err}") from err
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise TopologyError(f"{key}: only IPv4 is supported")
+    return network

@@ -1,0 +1,126 @@
+"""Proving the gate can fail: faults injected into a running lab turn exactly the affected cells
+into `N` (masquerade) or `X` (a deleted route, forwarding off, FORWARD policy DROP), and every
+other cell stays `.`. The lab is wired with the reference plugins so that nothing repairs the
+fault behind the test's back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab.executors import NODE, POD, Endpoint
+from lab.fabric import ipr_in, write_sysctls
+from lab.topology import Topology
+from netns_tests.lab_support import assert_matrix, in_node, needs_root, run_matrix, running_lab
+
+pytestmark = needs_root
+
+TOPOLOGY = Topology(nodes=2, pods_per_node=2, plugin="reference")
+
+
+def is_pod_on(endpoint: Endpoint, node: str) -> bool:
+    return endpoint.kind == POD and endpoint.node == node
+
+
+def test_masquerade_on_a_node_turns_its_pods_outbound_cells_into_n(tmp_path: Path) -> None:
+    with running_lab(TOPOLOGY, str(tmp_path)) as (lab, inventory):
+        n1 = lab.lab.node("n1")
+        in_node(
+            lab.lab,
+            "n1",
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            n1.pod_cidr,
+            "!",
+            "-d",
+            n1.pod_cidr,
+            "-j",
+            "MASQUERADE",
+        )
+
+        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+            # leaving n1 from its pods, the source becomes n1's address; to n1 itself it is
+            # delivered locally and never reaches POSTROUTING
+            return "N" if is_pod_on(src, "n1") and dst.node != "n1" else "."
+
+        assert_matrix(run_matrix(inventory, retries=0), expected)
+
+
+def test_a_deleted_route_turns_the_cells_that_need_it_into_x(tmp_path: Path) -> None:
+    with running_lab(TOPOLOGY, str(tmp_path)) as (lab, inventory):
+        n2 = lab.lab.node("n2")
+        with ipr_in(lab.lab.node("n1").netns) as ipr:
+            ipr.route("del", dst=n2.pod_cidr)
+
+        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+            # n1 cannot send to n2's pods: requests from n1 to them, and replies from n1 to
+            # n2's pods, are lost. n2 (the node) to n1's pods still works: its replies go to
+            # n2's underlay address, which n1 reaches directly
+            if src.node == "n1" and is_pod_on(dst, "n2"):
+                return "X"
+            if is_pod_on(src, "n2") and dst.node == "n1":
+                return "X"
+            return "."
+
+        assert_matrix(run_matrix(inventory, retries=0, timeout=1.0), expected)
+
+
+def test_forwarding_off_on_a_node_turns_its_routed_cells_into_x(tmp_path: Path) -> None:
+    with running_lab(TOPOLOGY, str(tmp_path)) as (lab, inventory):
+        write_sysctls(lab.lab.node("n1").netns, {"net/ipv4/ip_forward": "0"})
+
+        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+            # whatever n1 must route between its pods and the underlay is dropped; n1's own
+            # traffic with its pods, and its pods between themselves (bridged), still flow
+            if is_pod_on(src, "n1") and dst.node != "n1":
+                return "X"
+            if is_pod_on(dst, "n1") and src.node != "n1":
+                return "X"
+            return "."
+
+        assert_matrix(run_matrix(inventory, retries=0, timeout=1.0), expected)
+
+
+def test_forward_policy_drop_without_accept_rules_cuts_forwarded_cells(tmp_path: Path) -> None:
+    topology = Topology(nodes=2, pods_per_node=1, plugin="reference", forward_drop=True)
+    with running_lab(topology, str(tmp_path)) as (_lab, inventory):
+
+        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+            # the reference plugins add no FORWARD accept rules: only a node talking to its own
+            # pods (and back) avoids the FORWARD chain
+            local = src.node == dst.node and NODE in (src.kind, dst.kind)
+            return "." if local else "X"
+
+        assert_matrix(run_matrix(inventory, retries=0, timeout=1.0), expected)
+
+
+def test_the_scapy_engine_sees_the_same_masquerade_off_the_wire(tmp_path: Path) -> None:
+    topology = Topology(nodes=2, pods_per_node=1, plugin="reference")
+    with running_lab(topology, str(tmp_path)) as (lab, inventory):
+        n1 = lab.lab.node("n1")
+        in_node(
+            lab.lab,
+            "n1",
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            n1.pod_cidr,
+            "!",
+            "-d",
+            n1.pod_cidr,
+            "-j",
+            "MASQUERADE",
+        )
+
+        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+            return "N" if is_pod_on(src, "n1") and dst.node != "n1" else "."
+
+        # each scapy process imports for ~0.5 s of CPU: few at a time, or they starve each other
+        report = run_matrix(inventory, retries=1, timeout=3.0, engine="scapy", workers=4)
+        assert_matrix(report, expected)

@@ -1,0 +1,139 @@
+"""The default lab: minicni-agent in every node namespace writes the conflist and installs the
+plugin (launcher), lab.runtime adds the pods with it. All `.` on both CI topologies, and the
+gate still sees faults injected into a running minicni lab."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.executors import POD, Endpoint
+from lab.fabric import ipr_in
+from lab.netns import lab_namespaces, processes_in
+from lab.state import known_labs
+from lab.topology import Topology
+from netns_tests.lab_support import assert_matrix, in_node, needs_root, run_matrix, running_lab
+
+
+def _agent_installed() -> bool:
+    beside = os.path.join(os.path.dirname(sys.executable), "minicni-agent")
+    script = beside if os.access(beside, os.X_OK) else shutil.which("minicni-agent")
+    return script is not None and importlib.util.find_spec("minicni.agent") is not None
+
+
+pytestmark = [
+    *needs_root,
+    pytest.mark.skipif(not _agent_installed(), reason="minicni-agent is not installed"),
+]
+
+# long resync: nothing repairs an injected fault while the matrix runs
+QUIET_AGENT = {"agent_resync_seconds": 600}
+
+
+def all_ok(_proto: str, _src: object, _dst: object) -> str:
+    return "."
+
+
+def test_host_gw_on_one_l2_segment_is_all_ok(tmp_path: Path) -> None:
+    topology = Topology(nodes=3, pods_per_node=2, backend="host-gw", underlay="l2")
+    with running_lab(topology, str(tmp_path)) as (lab, inventory):
+        conflist = Path(lab.node_dir(lab.lab.nodes[0], "net.d", "10-minicni.conflist"))
+        assert conflist.exists()
+        assert_matrix(run_matrix(inventory), all_ok)
+
+
+def test_vxlan_on_routed_subnets_with_forward_drop_is_all_ok(tmp_path: Path) -> None:
+    topology = Topology(
+        nodes=3, pods_per_node=2, backend="vxlan", underlay="routed", forward_drop=True
+    )
+    with running_lab(topology, str(tmp_path)) as (_lab, inventory):
+        assert_matrix(run_matrix(inventory), all_ok)
+
+
+def test_auto_backend_on_routed_subnets_is_all_ok(tmp_path: Path) -> None:
+    topology = Topology(nodes=2, pods_per_node=1, backend="auto", underlay="routed")
+    with running_lab(topology, str(tmp_path)) as (_lab, inventory):
+        assert_matrix(run_matrix(inventory), all_ok)
+
+
+def test_masquerade_injected_into_a_minicni_node_shows_as_n(tmp_path: Path) -> None:
+    topology = Topology(nodes=2, pods_per_node=1, **QUIET_AGENT)  # type: ignore[arg-type]
+    with running_lab(topology, str(tmp_path)) as (lab, inventory):
+        n1 = lab.lab.node("n1")
+        in_node(
+            lab.lab,
+            "n1",
+            "iptables",
+            "-t",
+            "nat",
+            "-I",
+            "POSTROUTING",
+            "1",
+            "-s",
+            n1.pod_cidr,
+            "!",
+            "-d",
+            n1.pod_cidr,
+            "-j",
+            "MASQUERADE",
+        )
+
+        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+            return "N" if src.kind == POD and src.node == "n1" and dst.node != "n1" else "."
+
+        assert_matrix(run_matrix(inventory, retries=0), expected)
+
+
+def test_a_route_deleted_behind_the_agents_back_shows_as_x(tmp_path: Path) -> None:
+    topology = Topology(nodes=2, pods_per_node=1, **QUIET_AGENT)  # type: ignore[arg-type]
+    with running_lab(topology, str(tmp_path)) as (lab, inventory):
+        with ipr_in(lab.lab.node("n1").netns) as ipr:
+            ipr.route("del", dst=lab.lab.node("n2").pod_cidr)
+
+        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+            n2_pod = dst.kind == POD and dst.node == "n2"
+            if (src.node == "n1" and n2_pod) or (
+                src.kind == POD and src.node == "n2" and dst.node == "n1"
+            ):
+                return "X"
+            return "."
+
+        assert_matrix(run_matrix(inventory, retries=0, timeout=1.0), expected)
+
+
+def test_down_stops_the_agents_of_a_lab_left_running(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    cli = [sys.executable, "-m", "lab.cli", "--state-dir", str(state)]
+    up = subprocess.run(
+        [*cli, "up", "--nodes", "2", "--pods-per-node", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert up.returncode == 0, up.stderr
+    (lab_id,) = known_labs(str(state))
+    try:
+        nodes = [f"/run/netns/{lab_id}-n1", f"/run/netns/{lab_id}-n2"]
+        agents = processes_in(nodes)
+        assert len(agents) == 2, "one agent per node keeps running after `up` returned"
+    finally:
+        down = subprocess.run(
+            [*cli, "down", "--id", lab_id], capture_output=True, text=True, timeout=120
+        )
+    assert down.returncode == 0, down.stderr
+    assert not [pid for pid in agents if _running(pid)]
+    assert lab_namespaces(lab_id) == [] and known_labs(str(state)) == []
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
+            return stream.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,103 @@
+"""The harness judges packets, not minicni: pods wired by the reference bridge + host-local
+plugins, with routes added by the lab, must come out all `.`, on both underlays."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lab.netns import lab_namespaces
+from lab.runtime import CniPluginError
+from lab.state import known_labs
+from lab.topology import Topology
+from netns_tests.lab_support import assert_matrix, needs_root, run_matrix, running_lab
+
+pytestmark = needs_root
+
+
+def all_ok(_proto: str, _src: object, _dst: object) -> str:
+    return "."
+
+
+def test_reference_plugins_on_one_l2_segment_are_all_ok(tmp_path: Path) -> None:
+    topology = Topology(nodes=3, pods_per_node=2, plugin="reference", underlay="l2")
+    with running_lab(topology, str(tmp_path)) as (_lab, inventory):
+        assert len(inventory.pods) == 6 and len(inventory.nodes) == 3
+        report = run_matrix(inventory)
+        assert len(report.cells) == 3 * 66
+        assert_matrix(report, all_ok)
+
+
+def test_reference_plugins_behind_a_router_are_all_ok(tmp_path: Path) -> None:
+    topology = Topology(nodes=3, pods_per_node=1, plugin="reference", underlay="routed")
+    with running_lab(topology, str(tmp_path)) as (_lab, inventory):
+        assert_matrix(run_matrix(inventory), all_ok)
+
+
+def test_nodes_are_set_up_as_kind_sets_them(tmp_path: Path) -> None:
+    topology = Topology(nodes=2, pods_per_node=1, plugin="reference", forward_drop=True)
+    with running_lab(topology, str(tmp_path)) as (lab, _inventory):
+        node = lab.lab.nodes[0].netns
+        for key, value in (("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.rp_filter", "1")):
+            shown = subprocess.run(
+                ["ip", "netns", "exec", node, "sysctl", "-n", key],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            assert shown.stdout.strip() == value
+        rules = subprocess.run(
+            ["ip", "netns", "exec", node, "iptables", "-S", "FORWARD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "-P FORWARD DROP" in rules.stdout
+
+
+def test_pods_get_the_address_the_runtime_reports_and_check_sees_damage(tmp_path: Path) -> None:
+    topology = Topology(nodes=1, pods_per_node=1, plugin="reference")
+    with running_lab(topology, str(tmp_path)) as (lab, inventory):
+        (pod,) = inventory.pods
+        shown = subprocess.run(
+            ["ip", "-n", pod.handle, "-j", "-4", "addr", "show", "eth0"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        addresses = [a["local"] for a in json.loads(shown.stdout)[0]["addr_info"]]
+        assert addresses == [pod.ip]
+        from lab.netns import pod_attachment
+
+        runtime = lab.runtime_for(lab.lab.nodes[0])
+        runtime.check(pod_attachment(lab.lab.pods[0]))  # intact: passes
+        subprocess.run(["ip", "-n", pod.handle, "addr", "flush", "dev", "eth0"], check=True)
+        with pytest.raises(CniPluginError):
+            runtime.check(pod_attachment(lab.lab.pods[0]))
+
+
+def test_down_removes_namespaces_files_and_reservations(tmp_path: Path) -> None:
+    topology = Topology(nodes=2, pods_per_node=2, plugin="reference")
+    with running_lab(topology, str(tmp_path)) as (lab, _inventory):
+        lab_id, work_dir = lab.lab.lab_id, lab.work_dir
+        reservations = list(Path(work_dir, "n1", "ipam", "lab-bridge").glob("10.*"))
+        assert len(reservations) == 2
+    assert lab_namespaces(lab_id) == []
+    assert not os.path.exists(work_dir)
+    assert known_labs(str(tmp_path)) == []
+
+
+def test_a_failed_up_removes_what_it_built(tmp_path: Path) -> None:
+    from lab.netns import NetnsLab
+    from lab.topology import new_lab_id, plan
+
+    lab = NetnsLab(plan(Topology(nodes=2, plugin="reference"), new_lab_id()), str(tmp_path))
+    lab.runtime_for = None  # type: ignore[assignment,method-assign]  # pods cannot be added
+    with pytest.raises(TypeError):
+        lab.up()
+    assert lab_namespaces(lab.lab.lab_id) == []
+    assert known_labs(str(tmp_path)) == []

@@ -1,0 +1,176 @@
+"""Probe internals that need no root: ICMP wire format, the fast argument parser, and the TCP and
+UDP probes end to end over 127.0.0.1 (receivers bound to loopback only)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab import probes
+
+
+def test_echo_request_checksum_verifies() -> None:
+    packet = probes.echo_request(0x1234, 7, b"token")
+    assert probes.checksum(packet) == 0
+    ip_header = bytes([0x45]) + bytes(11) + bytes([10, 0, 0, 1]) + bytes([10, 0, 0, 2])
+    assert probes.parse_icmp(ip_header + packet) == ("10.0.0.1", 8, 0x1234, b"token")
+
+
+def test_parse_icmp_ignores_truncated_packets() -> None:
+    assert probes.parse_icmp(b"\x45" + bytes(10)) is None
+    assert probes.parse_icmp(b"\x45" + bytes(19) + b"\x08\x00") is None
+
+
+def test_fast_parser_agrees_with_argparse() -> None:
+    argv = ["send", "--proto", "udp", "--dst", "10.0.0.2", "--port", "31001", "--token", "t"]
+    fast = probes.parse_fast(argv)
+    assert fast is not None
+    assert vars(fast) == vars(probes._parse_slow(argv))
+    recv = probes.parse_fast(["recv", "--proto", "tcp,icmp", "--timeout", "3"])
+    assert recv is not None
+    assert (recv.protos, recv.timeout, recv.bind, recv.dst) == (
+        ["tcp", "icmp"],
+        3.0,
+        "0.0.0.0",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["send", "--proto", "udp"],  # no destination
+        ["recv", "--proto", "sctp"],
+        ["recv", "--proto", "tcp,tcp"],
+        ["recv", "--proto", "tcp,udp", "--engine", "scapy"],
+        ["recv", "--proto", "udp", "--dst", "10.0.0.1"],
+        ["recv", "--proto", "udp", "--port", "x"],
+        ["recv", "--proto"],
+        ["-h"],
+    ],
+)
+def test_fast_parser_leaves_anything_unusual_to_argparse(argv: list[str]) -> None:
+    assert probes.parse_fast(argv) is None
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_probe_pair_over_loopback(proto: str) -> None:
+    port = str(random.randint(40000, 60000))
+    common = ["--proto", proto, "--port", port, "--token", "tok-1"]
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "lab.probes", "recv", *common, "--bind", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert receiver.stderr is not None and receiver.stderr.readline() == "ready\n"
+    sender = subprocess.run(
+        [sys.executable, "-m", "lab.probes", "send", *common, "--dst", "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    out, _ = receiver.communicate(timeout=10)
+    sent, received = json.loads(sender.stdout), json.loads(out)
+    assert (sender.returncode, receiver.returncode) == (0, 0)
+    assert sent["reply"] is True and sent["local"] == "127.0.0.1"
+    assert received == {
+        "role": "recv",
+        "proto": proto,
+        "token": "tok-1",
+        "received": True,
+        "observed_src": "127.0.0.1",
+    }
+
+
+def test_one_receiver_and_one_sender_probe_tcp_and_udp_together() -> None:
+    port = str(random.randint(40000, 60000))
+    common = ["--proto", "tcp,udp", "--port", port, "--token", "tok-2"]
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "lab.probes", "recv", *common, "--bind", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert receiver.stderr is not None and receiver.stderr.readline() == "ready\n"
+    sender = subprocess.run(
+        [sys.executable, "-m", "lab.probes", "send", *common, "--dst", "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    out, _ = receiver.communicate(timeout=10)
+    sent = {r["proto"]: r for r in map(json.loads, sender.stdout.splitlines())}
+    seen = {r["proto"]: r for r in map(json.loads, out.splitlines())}
+    assert sorted(sent) == sorted(seen) == ["tcp", "udp"]
+    assert all(r["reply"] for r in sent.values())
+    assert all(r["observed_src"] == "127.0.0.1" for r in seen.values())
+
+
+def test_a_stopped_receiver_reports_what_it_did_not_see() -> None:
+    receiver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lab.probes",
+            "recv",
+            "--proto",
+            "tcp,udp",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(random.randint(40000, 60000)),
+            "--timeout",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert receiver.stderr is not None and receiver.stderr.readline() == "ready\n"
+    receiver.terminate()
+    out, _ = receiver.communicate(timeout=10)
+    assert receiver.returncode == probes.EXIT_NO_CONNECTIVITY
+    assert [json.loads(line)["received"] for line in out.splitlines()] == [False, False]
+
+
+def test_sender_without_receiver_reports_no_reply_within_its_timeout() -> None:
+    started = time.monotonic()
+    sender = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lab.probes",
+            "send",
+            "--proto",
+            "udp",
+            "--dst",
+            "127.0.0.1",
+            "--port",
+            str(random.randint(40000, 60000)),
+            "--timeout",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert sender.returncode == probes.EXIT_NO_CONNECTIVITY
+    assert json.loads(sender.stdout)["reply"] is False
+    assert time.monotonic() - started < 5
+
+
+def test_errors_still_print_one_json_line() -> None:
+    receiver = subprocess.run(
+        [sys.executable, "-m", "lab.probes", "recv", "--proto", "udp", "--bind", "192.0.2.1"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert receiver.returncode == probes.EXIT_ERROR
+    assert "OSError" in json.loads(receiver.stdout)["error"]
