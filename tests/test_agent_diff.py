@@ -2,7 +2,7 @@
 
 from ipaddress import IPv4Address, IPv4Network
 
-from minicni.agent.plan import VXLAN_DEVICE, Route, VxlanPeer
+from minicni.agent.plan import POLICY_TABLE, VXLAN_DEVICE, Route, VxlanPeer
 from minicni.agent.routes import diff_routes
 from minicni.agent.rtnl_dump import KernelNeighbour, KernelRoute
 from minicni.agent.vxlan import AF_BRIDGE, NUD_PERMANENT, diff_peers
@@ -104,3 +104,48 @@ def test_wrong_or_learned_entries_are_corrected() -> None:
 
 def test_fdb_family_constant_is_af_bridge() -> None:
     assert AF_BRIDGE == 7
+
+
+# -- our policy table beside the main table ------------------------------------------------
+
+
+def node_route(ip: str, vtep: str) -> Route:
+    return Route(IPv4Network(f"{ip}/32"), IPv4Address(vtep), VXLAN_DEVICE, table=POLICY_TABLE)
+
+
+def test_routes_in_both_tables_in_place_need_nothing() -> None:
+    current = [
+        kroute("10.244.3.0/24", "10.244.3.0", VX, True, prefsrc=SRC),
+        KernelRoute(
+            IPv4Network("192.168.70.13/32"), IPv4Address("10.244.3.0"), VX, True, 0, None,
+            POLICY_TABLE,
+        ),
+    ]  # fmt: skip
+    desired = [
+        route("10.244.3.0/24", "10.244.3.0", True),
+        node_route("192.168.70.13", "10.244.3.0"),
+    ]
+    assert not diff_routes(current, desired, VX, VXLAN_DEVICE)
+
+
+def test_a_destination_is_diffed_per_table() -> None:
+    """The same destination in the main table does not stand in for ours, nor the other way."""
+    in_main = kroute("192.168.70.13/32", "10.244.3.0", VX, True)
+    changes = diff_routes([in_main], [node_route("192.168.70.13", "10.244.3.0")], VX, VXLAN_DEVICE)
+    assert changes.add == (node_route("192.168.70.13", "10.244.3.0"),)
+    assert changes.delete == (in_main,)
+
+
+def test_stale_and_moved_node_routes_in_our_table() -> None:
+    def ours(ip: str, vtep: str, onlink: bool = True) -> KernelRoute:
+        return KernelRoute(
+            IPv4Network(f"{ip}/32"), IPv4Address(vtep), VX, onlink, 0, None, POLICY_TABLE
+        )
+
+    left = ours("192.168.70.14", "10.244.4.0")
+    moved = ours("192.168.70.13", "10.244.3.0")  # the peer's podCIDR is now 10.244.33.0/24
+    changes = diff_routes([left, moved], [node_route("192.168.70.13", "10.244.33.0")], VX,
+                          VXLAN_DEVICE)  # fmt: skip
+    assert changes.delete == (left,)
+    assert changes.replace == (node_route("192.168.70.13", "10.244.33.0"),)
+    assert changes.add == ()

@@ -69,16 +69,3 @@ def find_underlay(ipr: Any, node_ip: IPv4Address) -> Underlay | None:
     if index is None:
         return None
     return Underlay(index, link_mtu(ipr, index))
-
-
-def link_name(ipr: Any, ifindex: int) -> str:
-    return str(ipr.link("get", index=ifindex)[0].get("ifname"))
-
-
-def rp_filter(interface: str) -> int:
-    """The effective reverse-path filter mode of an interface: the larger of `all` and its own."""
-    modes = []
-    for name in ("all", interface):
-        with open(f"/proc/sys/net/ipv4/conf/{name}/rp_filter") as stream:
-            modes.append(int(stream.read().strip() or 0))
-    return max(modes)

@@ -25,6 +25,18 @@ FAMILIES = (
     _Family("routes", "gauge", "Routes to remote pod CIDRs in place, by backend."),
     _Family("route_changes_total", "counter", "Routes added, replaced or deleted."),
     _Family("vxlan_peer_changes_total", "counter", "VXLAN FDB and neighbour entries changed."),
+    _Family(
+        "peer_node_routes",
+        "gauge",
+        "Routes to VXLAN peers' node IPs in our policy table (pod <-> node symmetry).",
+    ),
+    _Family(
+        "peer_node_route_changes_total",
+        "counter",
+        "Routes in our policy table added, replaced or deleted.",
+    ),
+    _Family("policy_rules", "gauge", "1 while our `from <pod CIDR> lookup` rule is in place."),
+    _Family("policy_rule_changes_total", "counter", "Times our policy rule was added or deleted."),
     _Family("nodes", "gauge", "Valid nodes in the current node set."),
     _Family("bad_node_entries", "gauge", "Node entries skipped in the last node set, by reason."),
     _Family("bad_node_entries_total", "counter", "Node entries skipped, by reason."),

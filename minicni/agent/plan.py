@@ -7,6 +7,19 @@ IP>`, a neighbour entry (VTEP address -> VTEP MAC) and an FDB entry (VTEP MAC ->
 VTEP MAC is derived from the node IP, so every agent can compute its peers' MACs without
 publishing anything. `src` makes node -> remote pod traffic carry the node's own address, as it
 does with host-gw.
+
+Policy routing keeps VXLAN paths symmetric, so strict reverse-path filtering (rp_filter=1, kind's
+setting) accepts them: without it, pod -> remote node left on the underlay (the main table's route
+to the node IP) while the remote node's route back to our pod CIDR is the tunnel, and node ->
+remote pod arrived through the tunnel while the receiver's route back to that node IP is the
+underlay; both were dropped on arrival. So, per VXLAN peer, a route `<node IP>/32 via <its VTEP
+address> dev <vxlan> onlink` in a table of our own, and one rule `from <own pod CIDR> lookup
+<that table>`. Pod -> peer node now goes through the tunnel, where the peer's route back to our
+pod CIDR points. The reverse-path check is a lookup with the packet's addresses swapped, so a
+peer node's packet to one of our pods is checked with source = our pod: the same rule matches and
+the route points at the tunnel it came in on. The node's own traffic (source = its underlay
+address) never matches the rule and keeps using the main table; host-gw peers share our L2
+segment and are symmetric already, so they get no entry.
 """
 
 from __future__ import annotations
@@ -27,6 +40,17 @@ VXLAN_OVERHEAD = 50
 VTEP_MAC_PREFIX = (0x0E, 0x6D)
 """Locally administered, unicast; the remaining four bytes are the node's IPv4 address."""
 
+MAIN_TABLE = 254
+POLICY_TABLE = 0x6D63
+"""Our routing table ("mc", 28003): routes to VXLAN peers' node IPs for traffic from our pods.
+Clear of the numbers others use: 253-255 (kernel), 1-250 (Calico's default range), 52
+(Tailscale), 51820 (WireGuard), 2004/2005 (Cilium)."""
+POLICY_RULE_PRIORITY = 32109
+"""Our rule's place: after `local` (0), before `main` (32766) and before the rules tools add at
+the bottom of the list (wg-quick and Istio use 32764/32765; pyroute2's default is 32000). It only
+matches traffic from our pod CIDR and our table only holds peer node addresses, so it cannot
+capture anything else: everything it does not find falls through to the next rule."""
+
 
 class Backend(enum.StrEnum):
     HOST_GW = "host-gw"
@@ -34,12 +58,16 @@ class Backend(enum.StrEnum):
     AUTO = "auto"
 
 
-RouteKey = tuple[int, int, int, str | None, int | None]
+RouteKey = tuple[int, int, int, int, str | None, int | None]
+"""(table, destination, prefix length, gateway, device, preferred source)."""
+DstKey = tuple[int, int, int]
+"""(table, destination, prefix length): what identifies a route."""
 
 
 @dataclass(frozen=True, order=True)
 class Route:
-    """A route to a remote pod CIDR. `device` and `src` are set for VXLAN routes (onlink).
+    """A route to a remote pod CIDR (main table) or to a VXLAN peer's node IP (our table).
+    `device` is set for VXLAN routes (onlink), `src` for those in the main table.
 
     Compared and hashed by `key`, plain integers: a resync compares thousands of routes and
     `ipaddress` objects hash and compare in Python, ten times slower.
@@ -49,11 +77,13 @@ class Route:
     gateway: IPv4Address
     device: str | None = None
     src: IPv4Address | None = None
+    table: int = MAIN_TABLE
     key: RouteKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         src = int(self.src) if self.src is not None else None
         key = (
+            self.table,
             int(self.dst.network_address),
             self.dst.prefixlen,
             int(self.gateway),
@@ -63,8 +93,8 @@ class Route:
         object.__setattr__(self, "key", key)
 
     @property
-    def dst_key(self) -> tuple[int, int]:
-        return self.key[0], self.key[1]
+    def dst_key(self) -> DstKey:
+        return self.key[0], self.key[1], self.key[2]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Route) and self.key == other.key
@@ -89,12 +119,31 @@ class VxlanPeer:
 
 
 @dataclass(frozen=True)
+class PolicyRule:
+    """`from <src> lookup <table>` at `priority`."""
+
+    src: IPv4Network
+    table: int = POLICY_TABLE
+    priority: int = POLICY_RULE_PRIORITY
+
+
+@dataclass(frozen=True)
 class Plan:
+    """`routes`: to remote pod CIDRs (main table); `peer_node_routes`: to VXLAN peers' node IPs
+    (our table), which `rule` sends our pods' traffic through. The rule exists only while the
+    table has something in it: with no VXLAN peer left, it goes too."""
+
     routes: frozenset[Route]
     vxlan_peers: frozenset[VxlanPeer]
+    peer_node_routes: frozenset[Route] = frozenset()
+    rule: PolicyRule | None = None
 
-    def routes_by_dst(self) -> dict[IPv4Network, Route]:
-        return {route.dst: route for route in self.routes}
+    def all_routes(self) -> frozenset[Route]:
+        return self.routes | self.peer_node_routes
+
+    def without_vxlan(self) -> Plan:
+        """What is left when the tunnel cannot be had: host-gw routes only, no rule."""
+        return Plan(frozenset(r for r in self.routes if r.device is None), frozenset())
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -134,6 +183,7 @@ def plan_node(
     own = nodes.get(self_name)
     routes: set[Route] = set()
     peers: set[VxlanPeer] = set()
+    peer_node_routes: dict[IPv4Address, Route] = {}
     for node in nodes.values():
         if node.name == self_name:
             continue
@@ -143,9 +193,17 @@ def plan_node(
             route, peer = _tunnel_to(node, own.internal_ip if own is not None else None)
             routes.add(route)
             peers.add(peer)
+            if own is not None and node.internal_ip != own.internal_ip:
+                peer_node_routes[node.internal_ip] = _peer_node_route(node)
         else:
             routes.add(_host_gw_to(node))
-    return Plan(routes=frozenset(routes), vxlan_peers=frozenset(peers))
+    rule = PolicyRule(own.pod_cidr) if own is not None and peer_node_routes else None
+    return Plan(
+        routes=frozenset(routes),
+        vxlan_peers=frozenset(peers),
+        peer_node_routes=frozenset(peer_node_routes.values()),
+        rule=rule,
+    )
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -154,6 +212,18 @@ def _tunnel_to(node: Node, src: IPv4Address | None) -> tuple[Route, VxlanPeer]:
     vtep_ip = vtep_address(node.pod_cidr)
     peer = VxlanPeer(node.internal_ip, vtep_ip, vtep_mac(node.internal_ip))
     return Route(node.pod_cidr, vtep_ip, VXLAN_DEVICE, src), peer
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _peer_node_route(node: Node) -> Route:
+    """Through the tunnel, with the same gateway (and so neighbour) as the pod CIDR route. No
+    `src`: only traffic that already has a pod address as its source is routed here."""
+    return Route(
+        IPv4Network(node.internal_ip),
+        vtep_address(node.pod_cidr),
+        VXLAN_DEVICE,
+        table=POLICY_TABLE,
+    )
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -19,8 +19,18 @@ from minicni.agent import conflist, hostnet, rtnl_dump, state
 from minicni.agent.firewall import IptablesFirewall
 from minicni.agent.metrics import Metrics
 from minicni.agent.nodes import Node, NodeEntry, NodeProblem, validate_entries
-from minicni.agent.plan import VXLAN_DEVICE, VXLAN_OVERHEAD, Backend, Plan, plan_node, pod_mtu
-from minicni.agent.routes import RouteApplier
+from minicni.agent.plan import (
+    MAIN_TABLE,
+    POLICY_TABLE,
+    VXLAN_DEVICE,
+    VXLAN_OVERHEAD,
+    Backend,
+    Plan,
+    plan_node,
+    pod_mtu,
+)
+from minicni.agent.policy_rule import RuleApplier
+from minicni.agent.routes import RouteApplier, RouteResult
 from minicni.agent.vxlan import PeerChanges, PeerResult, VxlanApplier, VxlanDevice, diff_peers
 from minicni.net.sysctl import ensure_sysctl
 
@@ -58,12 +68,15 @@ class Report:
     routes_deleted: int = 0
     vxlan_peers: int = 0
     vxlan_changes: int = 0
+    peer_node_routes: int = 0
+    peer_node_route_changes: int = 0
+    policy_rule: bool = False
+    policy_rule_changes: int = 0
     conflist_written: bool = False
     plugin_installed: bool = False
     firewall_rewritten: bool = False
     mtu: int | None = None
     errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,8 +102,6 @@ class Reconciler:
         self._reconciled = False
         self._plugin_ok = config.plugin_install == "none"
         self._next_install = 0.0
-        self._rp_filter_checked = False
-        self._warned: set[str] = set()
 
     @property
     def ready(self) -> bool:
@@ -126,14 +137,6 @@ class Reconciler:
         self.metrics.set("last_reconcile_timestamp_seconds", time.time())
         self.metrics.set("ready", 1.0 if self.ready else 0.0)
         return report
-
-    def _warn(self, report: Report, stage: str, message: str) -> None:
-        """Something worth saying that does not stop pod traffic (counted, logged once)."""
-        if message not in self._warned:
-            self._warned.add(message)
-            log.warning("%s: %s", stage, message)
-        report.warnings.append(f"{stage}: {message}")
-        self.metrics.inc("errors_total", stage=stage)
 
     def _fail(self, report: Report, stage: str, message: str) -> None:
         report.ok = False
@@ -227,7 +230,8 @@ class Reconciler:
         report: Report,
     ) -> None:
         """Plan, then the VXLAN device if a peer needs it, the peers' FDB/neighbour entries, the
-        routes (which need them) and last the stale entries (which routes no longer use)."""
+        routes (which need them), the policy rule (which needs its table filled and emptied of
+        stale routes) and last the stale entries (which routes no longer use)."""
         ipr = self._kernel()
         self._ensure_forwarding(report)
         vxlan = VxlanApplier(ipr)
@@ -236,21 +240,45 @@ class Reconciler:
         if plan.vxlan_peers:
             vxlan_index = self._ensure_vxlan(vxlan, own, underlay, underlay_mtu, report)
             if vxlan_index is None:  # no tunnel (reported): do not route into a missing device
-                plan = Plan(frozenset(r for r in plan.routes if r.device is None), frozenset())
+                plan = plan.without_vxlan()
         peers = PeerChanges()
         if vxlan_index is not None:
             peers = diff_peers(plan.vxlan_peers, *vxlan.current_peers(vxlan_index))
             self._count_peer_changes(report, vxlan.upsert_peers(vxlan_index, peers))
-        routes = RouteApplier(ipr).reconcile(plan.routes, vxlan_index, VXLAN_DEVICE)
+        routes = RouteApplier(ipr).reconcile(plan.all_routes(), vxlan_index, VXLAN_DEVICE)
         self._report_failures(report, "routes", routes.failures)
+        self._apply_rule(plan, routes, report)
         if vxlan_index is not None:
             self._count_peer_changes(report, vxlan.delete_stale(vxlan_index, peers))
         report.vxlan_peers = len(plan.vxlan_peers)
-        report.routes = routes.total
-        report.routes_added = routes.added
-        report.routes_replaced = routes.replaced
-        report.routes_deleted = routes.deleted
+        self._record_route_counts(routes, report)
         self._record_route_metrics(plan, report)
+
+    def _apply_rule(self, plan: Plan, routes: RouteResult, report: Report) -> None:
+        """The rule only while our table holds peer routes, and never over a stale one: if a
+        stale route could not be deleted, the rule goes (pod <-> VXLAN peer node traffic falls
+        back to the main table, asymmetric but still routed) until a later pass fixes it."""
+        wanted = plan.rule
+        if wanted is not None and routes.failed_deletes(POLICY_TABLE):
+            self._fail(report, "policy_rule", "stale routes left in our table: rule withdrawn")
+            wanted = None
+        result = RuleApplier(self._kernel()).reconcile(wanted)
+        self._report_failures(report, "policy_rule", result.failures)
+        report.policy_rule = result.present
+        report.policy_rule_changes = result.changed
+        if result.changed:
+            self.metrics.inc("policy_rule_changes_total", result.changed)
+
+    @staticmethod
+    def _record_route_counts(routes: RouteResult, report: Report) -> None:
+        main = routes.counts(MAIN_TABLE)
+        report.routes = main.total
+        report.routes_added = main.added
+        report.routes_replaced = main.replaced
+        report.routes_deleted = main.deleted
+        policy = routes.counts(POLICY_TABLE)
+        report.peer_node_routes = policy.total
+        report.peer_node_route_changes = policy.added + policy.replaced + policy.deleted
 
     def _ensure_forwarding(self, report: Report) -> None:
         """Pod traffic is forwarded by the node (the plugin sets this too, on its first pod).
@@ -280,33 +308,7 @@ class Reconciler:
         except Exception as error:  # netlink refused: report, route what host-gw can
             self._fail(report, "vxlan", f"cannot set up {device.name}: {error}")
             return vxlan.ifindex()
-        try:
-            # Pod -> remote node goes out on the underlay and its reply may come back through
-            # the tunnel: strict reverse-path filtering on the tunnel would drop it.
-            ensure_sysctl(f"net.ipv4.conf.{device.name}.rp_filter", "2")
-        except OSError as error:
-            self._warn(report, "sysctl", f"cannot loosen rp_filter on {device.name}: {error}")
-        if not self._rp_filter_checked:
-            self._rp_filter_checked = True
-            self._warn_if_strict_rp_filter(underlay.ifindex, report)
         return index
-
-    def _warn_if_strict_rp_filter(self, underlay_ifindex: int, report: Report) -> None:
-        """Pod -> remote node leaves on the underlay while the reply comes through the tunnel
-        (and node -> remote pod the other way round): strict filtering on the underlay drops
-        those replies. The underlay is the host's, so this is said, not changed."""
-        try:
-            name = hostnet.link_name(self._kernel(), underlay_ifindex)
-            strict = hostnet.rp_filter(name) == 1
-        except OSError:
-            return  # no /proc/sys entry to read: nothing to say
-        if strict:
-            self._warn(
-                report,
-                "rp_filter",
-                f"rp_filter is strict (1) on {name}: traffic between pods and other nodes' "
-                "addresses over VXLAN needs it loose (2) or off (0)",
-            )
 
     def _plan(self, nodes: dict[str, Node], own: Node, vxlan_index: int | None) -> Plan:
         subnets = hostnet.connected_subnets(
@@ -326,6 +328,10 @@ class Reconciler:
         vxlan_routes = sum(1 for route in plan.routes if route.device is not None)
         by_backend = {"host-gw": len(plan.routes) - vxlan_routes, "vxlan": vxlan_routes}
         self.metrics.replace_family("routes", by_backend, "backend")
+        self.metrics.set("peer_node_routes", report.peer_node_routes)
+        self.metrics.set("policy_rules", 1.0 if report.policy_rule else 0.0)
+        if report.peer_node_route_changes:
+            self.metrics.inc("peer_node_route_changes_total", report.peer_node_route_changes)
         for op, count in (
             ("add", report.routes_added),
             ("replace", report.routes_replaced),

@@ -1,9 +1,10 @@
-"""Bring the kernel's routes to remote pod CIDRs in line with the plan.
+"""Bring the kernel's routes in line with the plan: to remote pod CIDRs in the main table, to
+VXLAN peers' node IPs in our policy table.
 
-Our routes carry a private protocol number, so one dump of that protocol is the whole current
-state: routes missing are added, ours with a wrong gateway or device are replaced, ours no longer
-planned are deleted, and routes of any other protocol are never touched (an `add` that collides
-with a foreign route fails with EEXIST and is reported, not forced).
+Our routes carry a private protocol number, so one dump of that protocol over both tables is the
+whole current state: routes missing are added, ours with a wrong gateway or device are replaced,
+ours no longer planned are deleted, and routes of any other protocol are never touched (an `add`
+that collides with a foreign route fails with EEXIST and is reported, not forced).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import Any
 
 from minicni.agent import rtnl_dump
 from minicni.agent.netlink_batch import Failure, send_batched
-from minicni.agent.plan import Route, RouteKey
+from minicni.agent.plan import MAIN_TABLE, POLICY_TABLE, DstKey, Route, RouteKey
 from minicni.agent.rtnl_dump import KernelRoute
 
 RTPROT_MINICNI = 109
-"""Private routing protocol number (unassigned in /etc/iproute2/rt_protos); marks our routes."""
+"""Private routing protocol number (unassigned in /etc/iproute2/rt_protos); marks our routes and
+our policy rule."""
 
-_RT_TABLE_MAIN = 254
+OUR_TABLES = (MAIN_TABLE, POLICY_TABLE)
 _RT_SCOPE_UNIVERSE = 0
 _RTN_UNICAST = 1
 _RTNH_F_ONLINK = 4
@@ -37,12 +39,28 @@ class RouteChanges:
 
 
 @dataclass
-class RouteResult:
+class TableCounts:
     added: int = 0
     replaced: int = 0
     deleted: int = 0
-    failures: list[Failure[Any]] = field(default_factory=list)
     total: int = 0
+    """Planned routes in place after the pass."""
+
+
+@dataclass
+class RouteResult:
+    tables: dict[int, TableCounts] = field(default_factory=dict)
+    failures: list[Failure[Any]] = field(default_factory=list)
+
+    def counts(self, table: int = MAIN_TABLE) -> TableCounts:
+        return self.tables.setdefault(table, TableCounts())
+
+    def failed_deletes(self, table: int) -> int:
+        return sum(
+            1
+            for failure in self.failures
+            if isinstance(failure.item, KernelRoute) and failure.item.table == table
+        )
 
 
 def planned_key(route: KernelRoute, vxlan_ifindex: int | None, vxlan_name: str) -> RouteKey | None:
@@ -55,7 +73,8 @@ def planned_key(route: KernelRoute, vxlan_ifindex: int | None, vxlan_name: str) 
             return None
         device = vxlan_name
     src = int(route.prefsrc) if route.prefsrc is not None else None
-    return (*route.dst_key, int(route.gateway), device, src)
+    table, dst, dst_len = route.dst_key
+    return (table, dst, dst_len, int(route.gateway), device, src)
 
 
 def diff_routes(
@@ -65,7 +84,7 @@ def diff_routes(
     vxlan_name: str,
 ) -> RouteChanges:
     wanted = {route.dst_key: route for route in desired}
-    present: dict[tuple[int, int], RouteKey] = {}
+    present: dict[DstKey, RouteKey] = {}
     delete: list[KernelRoute] = []
     for route in current:
         dst = route.dst_key
@@ -78,7 +97,12 @@ def diff_routes(
     replace = [
         route for dst, route in wanted.items() if dst in present and present[dst] != route.key
     ]
-    return RouteChanges(tuple(sorted(add)), tuple(sorted(replace)), tuple(delete))
+    return RouteChanges(_by_key(add), _by_key(replace), tuple(delete))
+
+
+def _by_key(routes: list[Route]) -> tuple[Route, ...]:
+    """In a stable order, for readable reports (`key` leads with the table: never ambiguous)."""
+    return tuple(sorted(routes, key=lambda route: route.key))
 
 
 class RouteApplier:
@@ -88,14 +112,16 @@ class RouteApplier:
         self._ipr = ipr
 
     def current(self) -> list[KernelRoute]:
-        return rtnl_dump.dump_routes(RTPROT_MINICNI, _RT_TABLE_MAIN)
+        return rtnl_dump.dump_routes(RTPROT_MINICNI, OUR_TABLES)
 
     def reconcile(
         self, desired: Iterable[Route], vxlan_ifindex: int | None, vxlan_name: str
     ) -> RouteResult:
         desired = list(desired)
         changes = diff_routes(self.current(), desired, vxlan_ifindex, vxlan_name)
-        result = RouteResult(total=len(desired))
+        result = RouteResult()
+        for route in desired:
+            result.counts(route.table).total += 1
         if not changes:
             return result
         # Delete first: a podCIDR that moved to another node frees its old destination.
@@ -114,11 +140,22 @@ class RouteApplier:
             lambda r: self._change_message(r, "replace", vxlan_ifindex),
             lambda r: self._change_one(r, "replace", vxlan_ifindex),
         )
-        result.deleted = len(changes.delete) - len(delete_failures)
-        result.added = len(changes.add) - len(add_failures)
-        result.replaced = len(changes.replace) - len(replace_failures)
-        result.failures = [*delete_failures, *add_failures, *replace_failures]
-        result.total = len(desired) - len(add_failures) - len(replace_failures)
+        failures: list[Failure[Any]] = [*delete_failures, *add_failures, *replace_failures]
+        failed = {failure.item for failure in failures}
+        for kernel_route in changes.delete:
+            if kernel_route not in failed:
+                result.counts(kernel_route.table).deleted += 1
+        for route in changes.add:
+            if route in failed:
+                result.counts(route.table).total -= 1
+            else:
+                result.counts(route.table).added += 1
+        for route in changes.replace:
+            if route in failed:
+                result.counts(route.table).total -= 1
+            else:
+                result.counts(route.table).replaced += 1
+        result.failures = failures
         return result
 
     @staticmethod
@@ -127,7 +164,7 @@ class RouteApplier:
             "dst": str(route.dst.network_address),
             "dst_len": route.dst.prefixlen,
             "gateway": str(route.gateway),
-            "table": _RT_TABLE_MAIN,
+            "table": route.table,
             "proto": RTPROT_MINICNI,
             "scope": _RT_SCOPE_UNIVERSE,
             "type": _RTN_UNICAST,
@@ -156,7 +193,7 @@ class RouteApplier:
         fields: dict[str, Any] = {
             "dst": str(route.dst.network_address),
             "dst_len": route.dst.prefixlen,
-            "table": _RT_TABLE_MAIN,
+            "table": route.table,
             "proto": RTPROT_MINICNI,
             "priority": route.priority,
         }
@@ -182,14 +219,17 @@ class RouteApplier:
                 raise
 
 
-_HEADER_FIELDS = ("dst_len", "table", "proto", "scope", "type", "flags")
+_HEADER_FIELDS = ("dst_len", "proto", "scope", "type", "flags")
 _ATTRS = {
     "dst": "RTA_DST",
     "gateway": "RTA_GATEWAY",
     "oif": "RTA_OIF",
     "priority": "RTA_PRIORITY",
     "prefsrc": "RTA_PREFSRC",
+    "table": "RTA_TABLE",
 }
+_RT_TABLE_COMPAT = 252
+"""What the one-byte header field holds for a table number above 255 (RTA_TABLE has it all)."""
 
 
 def _rtmsg(msg_type: int, flags: int, fields: dict[str, Any]) -> Any:
@@ -200,6 +240,7 @@ def _rtmsg(msg_type: int, flags: int, fields: dict[str, Any]) -> Any:
     message["family"] = 2
     for name in _HEADER_FIELDS:
         message[name] = fields.get(name, 0)
+    message["table"] = fields["table"] if fields["table"] < 256 else _RT_TABLE_COMPAT
     message["attrs"] = [(_ATTRS[name], fields[name]) for name in _ATTRS if name in fields]
     message["header"]["type"] = msg_type
     message["header"]["flags"] = flags | NLM_F_ACK

@@ -14,8 +14,8 @@ import functools
 import os
 import socket
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 NETLINK_ROUTE = 0
@@ -33,6 +33,7 @@ RTM_GETNEIGH = 30
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
 
+RT_TABLE_UNSPEC = 0
 RT_TABLE_MAIN = 254
 RTA_DST = 1
 RTA_OIF = 4
@@ -64,11 +65,14 @@ class KernelRoute:
     onlink: bool
     priority: int
     prefsrc: IPv4Address | None = None
+    table: int = RT_TABLE_MAIN
+    dst_key: tuple[int, int, int] = field(default=(0, 0, 0), compare=False, repr=False)
+    """(table, network address, prefix length) as integers: cheap to hash, see `plan.Route.key`.
+    Computed once here, since a resync looks at it for thousands of routes."""
 
-    @property
-    def dst_key(self) -> tuple[int, int]:
-        """(network address, prefix length) as integers: cheap to hash, see `plan.Route.key`."""
-        return _int_of(self.dst.network_address), self.dst.prefixlen
+    def __post_init__(self) -> None:
+        key = (self.table, _int_of(self.dst.network_address), self.dst.prefixlen)
+        object.__setattr__(self, "dst_key", key)
 
 
 @dataclass(frozen=True)
@@ -150,9 +154,13 @@ def _dump(request_type: int, body: bytes, strict: bool = False) -> Iterator[tupl
                 yield kind, payload
 
 
-def dump_routes(protocol: int, table: int = RT_TABLE_MAIN) -> list[KernelRoute]:
-    """IPv4 unicast routes of `table` whose protocol is `protocol`."""
-    request = _RTMSG.pack(socket.AF_INET, 0, 0, 0, table, protocol, 0, 0, 0)
+def dump_routes(protocol: int, tables: Collection[int] = (RT_TABLE_MAIN,)) -> list[KernelRoute]:
+    """IPv4 routes of `tables` whose protocol is `protocol`, in one dump: of one table when only
+    one (that fits the header's byte) is asked for, else of every table (the kernel still filters
+    by protocol, so the other tables cost next to nothing)."""
+    only = next(iter(tables)) if len(tables) == 1 else RT_TABLE_UNSPEC
+    request_table = only if only < 256 else RT_TABLE_UNSPEC
+    request = _RTMSG.pack(socket.AF_INET, 0, 0, 0, request_table, protocol, 0, 0, 0)
     routes: list[KernelRoute] = []
     for kind, payload in _dump(RTM_GETROUTE, request, strict=True):
         if kind != RTM_NEWROUTE:
@@ -179,7 +187,7 @@ def dump_routes(protocol: int, table: int = RT_TABLE_MAIN) -> list[KernelRoute]:
                 (priority,) = _U32.unpack(value)
             elif attr == RTA_TABLE:
                 (rtm_table,) = _U32.unpack(value)
-        if rtm_table != table:
+        if rtm_table not in tables:
             continue
         routes.append(
             KernelRoute(
@@ -189,6 +197,7 @@ def dump_routes(protocol: int, table: int = RT_TABLE_MAIN) -> list[KernelRoute]:
                 onlink=bool(flags & RTNH_F_ONLINK),
                 priority=priority,
                 prefsrc=prefsrc,
+                table=rtm_table,
             )
         )
     return routes
