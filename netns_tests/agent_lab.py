@@ -29,6 +29,7 @@ from minicni.agent.routes import RTPROT_MINICNI
 from minicni.net import netns
 
 CLUSTER_CIDR = "10.244.0.0/16"
+STRICT_RP = ("all", "default")
 AGENT = str(Path(sys.executable).with_name("minicni-agent"))
 
 
@@ -75,7 +76,8 @@ class LabPod:
 
 @dataclass
 class AgentLab:
-    """`layout` is "l2" (one segment, 192.168.50.0/24) or "routed" (192.168.6<i>.0/24 each)."""
+    """`layout` is "l2" (one segment, 192.168.50.0/24) or "routed" (192.168.6<i>.0/24 each).
+    Nodes run with rp_filter=1 (strict) on every interface, as kind's nodes do."""
 
     tmp: Path
     layout: str = "l2"
@@ -113,6 +115,8 @@ class AgentLab:
     def _add_node(self, hub: str, i: int) -> None:
         ns = self.ns_name(f"n{i}")
         self._new_ns(ns)
+        # Strict reverse-path filtering, as kind's nodes run: an asymmetric path is dropped.
+        self._in(ns, "sysctl", "-qw", *(f"net.ipv4.conf.{k}.rp_filter=1" for k in STRICT_RP))
         if self.layout == "l2":
             ip, prefixlen, hub_side = f"192.168.50.{10 + i}", 24, None
         else:

@@ -1,15 +1,18 @@
 """minicni-agent on three nodes that sit on routed subnets (a router namespace between them), so
-host-gw cannot work and `auto` must tunnel: VXLAN device, FDB, neighbour and onlink routes."""
+host-gw cannot work and `auto` must tunnel: VXLAN device, FDB, neighbour and onlink routes, and
+the policy rule and table that keep pod <-> other-node traffic symmetric under rp_filter=1."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from minicni.agent.plan import VXLAN_DEVICE
-from netns_tests.agent_lab import AgentLab, lab, peer_seen_by
+from minicni.agent.plan import POLICY_RULE_PRIORITY, POLICY_TABLE, VXLAN_DEVICE
+from netns_tests.agent_lab import AgentLab, LabNode, lab, peer_seen_by
 
 
 @pytest.fixture
@@ -24,6 +27,30 @@ def fdb(cluster: AgentLab, ns: str) -> str:
 
 def neighbours(cluster: AgentLab, ns: str) -> str:
     return cluster.in_ns(ns, "ip", "neigh", "show", "dev", VXLAN_DEVICE).stdout
+
+
+def our_rules(cluster: AgentLab, node: LabNode) -> list[dict[str, Any]]:
+    """Rules that look up our table, whoever made them, as `ip -j rule` shows them."""
+    rules = json.loads(cluster.in_ns(node.ns, "ip", "-j", "rule", "show").stdout)
+    return [rule for rule in rules if rule.get("table") == str(POLICY_TABLE)]
+
+
+def table_routes(cluster: AgentLab, node: LabNode) -> dict[str, str]:
+    """Our table on `node`: destination -> "via <gateway> dev <device> [onlink] proto <n>"."""
+    shown = cluster.in_ns(node.ns, "ip", "-j", "route", "show", "table", str(POLICY_TABLE))
+    found = {}
+    for route in json.loads(shown.stdout or "[]"):
+        onlink = " onlink" if "onlink" in route.get("flags", []) else ""
+        proto = route.get("protocol", "boot")  # `ip -j` leaves out the default
+        found[route["dst"]] = (
+            f"via {route.get('gateway')} dev {route.get('dev')}{onlink} proto {proto}"
+        )
+    return found
+
+
+def rp_filter(cluster: AgentLab, node: LabNode, interface: str) -> int:
+    path = f"/proc/sys/net/ipv4/conf/{interface}/rp_filter"
+    return int(cluster.in_ns(node.ns, "cat", path).stdout)
 
 
 def test_auto_tunnels_to_routed_peers(cluster: AgentLab) -> None:
@@ -80,8 +107,103 @@ def test_a_node_leaving_takes_its_tunnel_entries(cluster: AgentLab) -> None:
 def test_restart_changes_nothing(cluster: AgentLab) -> None:
     cluster.run_once_everywhere()
     n1 = cluster.nodes[0]
-    before = (cluster.routes(n1), fdb(cluster, n1.ns), neighbours(cluster, n1.ns))
+
+    def state() -> tuple[Any, ...]:
+        return (
+            cluster.routes(n1),
+            fdb(cluster, n1.ns),
+            neighbours(cluster, n1.ns),
+            table_routes(cluster, n1),
+            our_rules(cluster, n1),
+        )
+
+    before = state()
     again = cluster.run_once(n1)
     assert (again["routes_added"], again["routes_replaced"], again["routes_deleted"]) == (0, 0, 0)
     assert again["vxlan_changes"] == 0
-    assert (cluster.routes(n1), fdb(cluster, n1.ns), neighbours(cluster, n1.ns)) == before
+    assert again["peer_node_route_changes"] == again["policy_rule_changes"] == 0
+    assert again["peer_node_routes"] == 2 and again["policy_rule"]
+    assert state() == before
+
+
+def test_pods_and_other_nodes_keep_their_address_under_strict_rp_filter(
+    cluster: AgentLab,
+) -> None:
+    """pod -> other node and other node -> pod, both ways, with rp_filter=1 everywhere and
+    nothing loosened by the agent."""
+    cluster.run_once_everywhere()
+    n1, n2, n3 = cluster.nodes
+    a = cluster.add_pod(n1, "pa")
+    c = cluster.add_pod(n3, "pc")
+    for node in cluster.nodes:
+        for interface in ("all", "eth0", VXLAN_DEVICE):
+            assert rp_filter(cluster, node, interface) == 1, (node.name, interface)
+    assert peer_seen_by(n2.ns, n2.ip, a.ns) == a.ip  # pod -> other node
+    assert peer_seen_by(n3.ns, n3.ip, a.ns) == a.ip
+    assert peer_seen_by(a.ns, a.ip, n2.ns) == n2.ip  # other node -> pod
+    assert peer_seen_by(a.ns, a.ip, n3.ns) == n3.ip
+    assert peer_seen_by(n1.ns, n1.ip, c.ns) == c.ip
+    assert peer_seen_by(c.ns, c.ip, n1.ns) == n1.ip
+    assert peer_seen_by(n2.ns, n2.ip, n1.ns) == n1.ip  # node -> node: untouched
+
+
+def test_policy_rule_and_table_follow_the_vxlan_peers(cluster: AgentLab) -> None:
+    cluster.run_once_everywhere()
+    n1, n2, n3 = cluster.nodes
+    rule = {
+        "priority": POLICY_RULE_PRIORITY,
+        "src": "10.244.1.0",
+        "srclen": 24,
+        "table": str(POLICY_TABLE),
+        "protocol": "109",
+    }
+    assert our_rules(cluster, n1) == [rule]
+    assert table_routes(cluster, n1) == {
+        n2.ip: f"via 10.244.2.0 dev {VXLAN_DEVICE} onlink proto 109",
+        n3.ip: f"via 10.244.3.0 dev {VXLAN_DEVICE} onlink proto 109",
+    }
+    # the node's own traffic (source: its underlay address) keeps the main table's path
+    assert "dev eth0" in cluster.in_ns(n1.ns, "ip", "route", "get", n2.ip).stdout
+
+    cluster.write_nodes([n1.entry(), n2.entry()])  # n3 leaves
+    report = cluster.run_once(n1)
+    assert (report["peer_node_routes"], report["peer_node_route_changes"]) == (1, 1)
+    assert set(table_routes(cluster, n1)) == {n2.ip}
+    assert our_rules(cluster, n1) == [rule]
+
+    cluster.write_nodes([n1.entry()])  # no VXLAN peer left: the rule goes with the last route
+    report = cluster.run_once(n1)
+    assert (report["policy_rule"], report["policy_rule_changes"]) == (False, 1)
+    assert table_routes(cluster, n1) == {}
+    assert our_rules(cluster, n1) == []
+
+    cluster.write_nodes([n1.entry(), n3.entry()])  # a peer (re)joins
+    cluster.run_once(n1)
+    assert set(table_routes(cluster, n1)) == {n3.ip}
+    assert our_rules(cluster, n1) == [rule]
+
+
+def test_own_pod_cidr_change_moves_the_rule(cluster: AgentLab) -> None:
+    cluster.run_once_everywhere()
+    n1, n2, _ = cluster.nodes
+    moved = {**n1.entry(), "podCIDR": "10.244.11.0/24"}
+    cluster.write_nodes([moved, n2.entry()])
+    report = cluster.run_once(n1)
+    assert report["policy_rule_changes"] == 2  # added the new one, then deleted the old one
+    assert [(r["src"], r["srclen"]) for r in our_rules(cluster, n1)] == [("10.244.11.0", 24)]
+
+
+def test_rules_and_routes_in_our_table_that_are_not_ours_are_left_alone(
+    cluster: AgentLab,
+) -> None:
+    n1 = cluster.nodes[0]
+    table = str(POLICY_TABLE)
+    cluster.in_ns(
+        n1.ns, "ip", "rule", "add", "pref", "100", "from", "10.99.0.0/16", "lookup", table
+    )
+    cluster.in_ns(n1.ns, "ip", "route", "add", "10.99.1.1/32", "dev", "lo", "table", table)
+    cluster.run_once_everywhere()
+    cluster.write_nodes([n1.entry()])
+    cluster.run_once(n1)
+    assert [r.get("src") for r in our_rules(cluster, n1)] == ["10.99.0.0"]
+    assert set(table_routes(cluster, n1)) == {"10.99.1.1"}
