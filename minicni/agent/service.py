@@ -51,12 +51,18 @@ def run(
 
 
 def _log_report(report: Report) -> None:
+    policy_changes = report.peer_node_route_changes + report.policy_rule_changes
     changed = (
-        report.routes_added + report.routes_replaced + report.routes_deleted + report.vxlan_changes
+        report.routes_added
+        + report.routes_replaced
+        + report.routes_deleted
+        + report.vxlan_changes
+        + policy_changes
     )
     if changed or report.conflist_written or report.firewall_rewritten or report.plugin_installed:
         log.info(
-            "reconciled %d nodes in %.3f s: routes %d (+%d ~%d -%d), vxlan changes %d%s%s",
+            "reconciled %d nodes in %.3f s: routes %d (+%d ~%d -%d), vxlan changes %d, "
+            "policy routing changes %d%s%s",
             report.nodes,
             report.seconds,
             report.routes,
@@ -64,6 +70,7 @@ def _log_report(report: Report) -> None:
             report.routes_replaced,
             report.routes_deleted,
             report.vxlan_changes,
+            policy_changes,
             ", conflist written" if report.conflist_written else "",
             ", firewall rewritten" if report.firewall_rewritten else "",
         )
