@@ -2,7 +2,8 @@
 
 `python -m minicni.agent.bench` (root). For every size it times, with the agent's own code path
 (validation, plan, netlink apply; conflist into a temporary directory):
-  - from empty: every route (and with --backend vxlan every FDB and neighbour entry) programmed;
+  - from empty: every route (and with --backend vxlan every FDB and neighbour entry and every
+    route in our policy table, to the peers' node IPs) programmed;
   - no change: a resync that finds everything in place;
   - churn: 10 % of the nodes replaced by new ones;
 and, unless --no-firewall, the iptables chains with one RETURN rule per node (from empty and
@@ -93,6 +94,7 @@ def bench_size(count: int, backend: Backend, workdir: Path, repeats: int) -> dic
             "backend": backend.value,
             "from_empty_s": round(empty, 4),
             "routes_added": report["routes_added"],
+            "peer_node_routes_added": report["peer_node_route_changes"],
             "vxlan_changes": report["vxlan_changes"],
             "no_change_median_s": round(statistics.median(nochange), 4),
             "no_change_max_s": round(max(nochange), 4),
@@ -158,7 +160,8 @@ def _print(result: dict[str, Any]) -> None:
     if "backend" in result:
         print(
             f"{result['nodes']:>6} nodes {result['backend']:>7}: from empty "
-            f"{result['from_empty_s'] * 1000:8.1f} ms ({result['routes_added']} routes), "
+            f"{result['from_empty_s'] * 1000:8.1f} ms ({result['routes_added']} routes"
+            f" + {result['peer_node_routes_added']} peer node routes), "
             f"no-change resync median {result['no_change_median_s'] * 1000:6.1f} ms "
             f"(max {result['no_change_max_s'] * 1000:.1f}), "
             f"10% churn {result['churn_10pct_s'] * 1000:7.1f} ms",

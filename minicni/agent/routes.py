@@ -240,8 +240,15 @@ def _rtmsg(msg_type: int, flags: int, fields: dict[str, Any]) -> Any:
     message["family"] = 2
     for name in _HEADER_FIELDS:
         message[name] = fields.get(name, 0)
-    message["table"] = fields["table"] if fields["table"] < 256 else _RT_TABLE_COMPAT
-    message["attrs"] = [(_ATTRS[name], fields[name]) for name in _ATTRS if name in fields]
+    table = fields["table"]
+    message["table"] = table if table < 256 else _RT_TABLE_COMPAT
+    # RTA_TABLE only where the header cannot hold the number: one attribute less to encode on
+    # each of thousands of main-table routes.
+    message["attrs"] = [
+        (_ATTRS[name], fields[name])
+        for name in _ATTRS
+        if name in fields and (name != "table" or table > 255)
+    ]
     message["header"]["type"] = msg_type
     message["header"]["flags"] = flags | NLM_F_ACK
     return message
