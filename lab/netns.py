@@ -169,6 +169,8 @@ class NetnsLab:
             self.node_dir(node, "state"),
             "--ipam-data-dir",
             self.node_dir(node, "ipam"),
+            "--plugin-log-file",
+            os.path.join(self.node_dir(node, "state"), "minicni.log"),
             "--plugin-install",
             "launcher",
             "--plugin-dir",

@@ -176,6 +176,7 @@ class AgentLab:
             "--cni-bin-dir", str(node.bin_dir),
             "--state-dir", str(node.state_dir),
             "--ipam-data-dir", str(node.data_dir),
+            "--plugin-log-file", str(node.state_dir / "minicni.log"),
             "--plugin-install", "launcher",
             *extra,
         ]  # fmt: skip

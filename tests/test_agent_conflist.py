@@ -23,6 +23,7 @@ def test_render_matches_the_plugin_contract() -> None:
                 "hairpinMode": True,
                 "isDefaultGateway": True,
                 "dataDir": "/var/lib/cni/networks",
+                "logFile": "/var/log/minicni.log",
             }
         ],
     }

@@ -25,7 +25,7 @@ KUBERNETES_VERSIONS = ("1.32.0", kubernetes_validate.latest_version())
 AGENT_FLAGS = {
     "node-name", "cluster-cidr", "backend", "nodes-file", "kubeconfig", "cni-conf-dir",
     "cni-bin-dir", "state-dir", "health-addr", "resync-seconds", "once", "ipam-data-dir",
-    "plugin-install", "plugin-dir",
+    "plugin-install", "plugin-dir", "plugin-log-file",
 }  # fmt: skip
 
 

@@ -82,6 +82,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     option("--plugin-dir", "where the plugin's runtime lives on the host", "/opt/minicni")
     option(
+        "--plugin-log-file",
+        "the plugin's log file (the conflist's logFile)",
+        "/var/log/minicni.log",
+    )
+    option(
         "--firewall",
         "manage forward/masquerade rules with iptables, or not at all",
         "iptables",
@@ -120,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         ipam_data_dir=args.ipam_data_dir,
         plugin_install=args.plugin_install,
         plugin_dir=Path(args.plugin_dir),
+        plugin_log_file=args.plugin_log_file,
         firewall=args.firewall,
         mtu=mtu,
     )

@@ -31,6 +31,7 @@ class ConflistSettings:
     pod_cidr: IPv4Network
     mtu: int
     data_dir: str
+    log_file: str = "/var/log/minicni.log"
     bridge: str = BRIDGE_NAME
 
 
@@ -43,6 +44,7 @@ def render(settings: ConflistSettings) -> str:
         "hairpinMode": True,
         "isDefaultGateway": True,
         "dataDir": settings.data_dir,
+        "logFile": settings.log_file,
     }
     document = {"cniVersion": CNI_VERSION, "name": NETWORK_NAME, "plugins": [plugin]}
     return json.dumps(document, indent=2) + "\n"

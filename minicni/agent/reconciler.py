@@ -51,6 +51,7 @@ class AgentConfig:
     ipam_data_dir: str = "/var/lib/cni/networks"
     plugin_install: str = "bundle"
     plugin_dir: Path = Path("/opt/minicni")
+    plugin_log_file: str = "/var/log/minicni.log"
     firewall: str = "iptables"
     mtu: int | None = None
 
@@ -196,7 +197,9 @@ class Reconciler:
         self._reconciled = True
 
     def _write_conflist(self, own: Node, mtu: int, report: Report) -> None:
-        settings = conflist.ConflistSettings(own.pod_cidr, mtu, self.config.ipam_data_dir)
+        settings = conflist.ConflistSettings(
+            own.pod_cidr, mtu, self.config.ipam_data_dir, self.config.plugin_log_file
+        )
         try:
             report.conflist_written = conflist.write_conflist(self.config.cni_conf_dir, settings)
         except OSError as error:
