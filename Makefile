@@ -38,7 +38,7 @@ lab-ci: setup
 		--json results/lab-host-gw-l2.json --junit results/lab-host-gw-l2.xml $(LAB_ARGS) || rc=1; \
 	$(BIN)/minicni-lab run --backend vxlan --underlay routed --forward-drop \
 		--json results/lab-vxlan-routed.json --junit results/lab-vxlan-routed.xml $(LAB_ARGS) || rc=1; \
-	$(BIN)/minicni-lab run --nodes 2 --pods-per-node 1 --engine scapy \
+	$(BIN)/minicni-lab run --nodes 2 --pods-per-node 1 --backend auto --underlay routed --engine scapy \
 		--json results/lab-scapy.json --junit results/lab-scapy.xml $(LAB_ARGS) || rc=1; \
 	exit $$rc
 

@@ -225,6 +225,9 @@ class NetnsLab:
         pool = ThreadPoolExecutor(max_workers=4)
         try:
             addresses = list(pool.map(self._add_pod, self.lab.pods))
+            # CHECK only once every ADD is done: an ADD on the same node may still change shared
+            # state a CHECK compares (the reference bridge plugin's bridge MAC follows its ports).
+            list(pool.map(self._check_pod, self.lab.pods))
         finally:
             # interrupted: let the ADDs in flight finish (DEL then finds them), start no more
             pool.shutdown(wait=True, cancel_futures=True)
@@ -240,12 +243,14 @@ class NetnsLab:
         runtime = self.runtime_for(self.lab.node(pod.node))
         attachment = pod_attachment(pod)
         result = runtime.add(attachment)
-        runtime.check(attachment)
         ip = pod_address(result)
         with self._state_lock:
             self.state.pods[pod.name]["ip"] = ip
         self.save_state()
         return ip
+
+    def _check_pod(self, pod: PodPlan) -> None:
+        self.runtime_for(self.lab.node(pod.node)).check(pod_attachment(pod))
 
     # ------------------------------------------------------------ down
 

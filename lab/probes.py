@@ -381,9 +381,15 @@ def scapy_receive(args: SimpleNamespace, emit: Emit) -> None:
 
 
 def scapy_send_icmp(dst: str, token: bytes, deadline: float) -> bool:
+    from scapy.config import conf
     from scapy.layers.inet import ICMP, IP
     from scapy.sendrecv import sr1
+    from scapy.supersocket import L3RawSocket
 
+    # A raw IP socket: the kernel routes the probe as it routes any traffic of the namespace.
+    # scapy's default L3 socket picks next hops from its own copy of the main table and resolves
+    # them with its own ARP, which nobody answers for a VXLAN onlink gateway (a static neighbour).
+    conf.L3socket = L3RawSocket
     ident = int.from_bytes(os.urandom(2), "big")
     while (left := deadline - time.monotonic()) > 0:
         answer = sr1(IP(dst=dst) / ICMP(id=ident) / token, timeout=min(left, 0.5), verbose=False)
