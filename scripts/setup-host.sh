@@ -13,6 +13,9 @@ APT_PACKAGES=(
 VENV=${VENV:-.venv}
 
 missing=()
+# MINICNI_SKIP_APT=1: the host packages are managed elsewhere (e.g. a CI runner whose Docker needs
+# its own containerd); only the venv is set up.
+[ "${MINICNI_SKIP_APT:-0}" = 1 ] && APT_PACKAGES=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
