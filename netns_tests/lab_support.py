@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from lab.executors import Endpoint, Inventory, NetnsExecutor
+from lab.executors import POD, Endpoint, Inventory, NetnsExecutor
 from lab.matrix import MatrixReport, MatrixRunner, build_cases
 from lab.netns import NetnsLab, lab_namespaces
 from lab.report import render
@@ -71,3 +71,18 @@ def assert_matrix(report: MatrixReport, expected: Expectation) -> None:
 
 def in_node(lab: LabPlan, node: str, *argv: str) -> None:
     subprocess.run(["ip", "netns", "exec", lab.node(node).netns, *argv], check=True)
+
+
+def masquerade_pods_of(lab: LabPlan, node: str) -> Expectation:
+    """Insert the classic fault (MASQUERADE of the node's pod traffic leaving its pod CIDR) ahead
+    of anything else in POSTROUTING; return what the matrix must then show."""
+    cidr = lab.node(node).pod_cidr
+    in_node(lab, node, "iptables", "-t", "nat", "-I", "POSTROUTING", "1",
+            "-s", cidr, "!", "-d", cidr, "-j", "MASQUERADE")  # fmt: skip
+
+    def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+        # Leaving `node` from its pods the source becomes the node's address; traffic to the node
+        # itself is delivered locally and never reaches POSTROUTING.
+        return "N" if src.kind == POD and src.node == node and dst.node != node else "."
+
+    return expected

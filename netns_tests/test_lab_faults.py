@@ -10,7 +10,13 @@ from pathlib import Path
 from lab.executors import NODE, POD, Endpoint
 from lab.fabric import ipr_in, write_sysctls
 from lab.topology import Topology
-from netns_tests.lab_support import assert_matrix, in_node, needs_root, run_matrix, running_lab
+from netns_tests.lab_support import (
+    assert_matrix,
+    masquerade_pods_of,
+    needs_root,
+    run_matrix,
+    running_lab,
+)
 
 pytestmark = needs_root
 
@@ -23,28 +29,7 @@ def is_pod_on(endpoint: Endpoint, node: str) -> bool:
 
 def test_masquerade_on_a_node_turns_its_pods_outbound_cells_into_n(tmp_path: Path) -> None:
     with running_lab(TOPOLOGY, str(tmp_path)) as (lab, inventory):
-        n1 = lab.lab.node("n1")
-        in_node(
-            lab.lab,
-            "n1",
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-s",
-            n1.pod_cidr,
-            "!",
-            "-d",
-            n1.pod_cidr,
-            "-j",
-            "MASQUERADE",
-        )
-
-        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
-            # leaving n1 from its pods, the source becomes n1's address; to n1 itself it is
-            # delivered locally and never reaches POSTROUTING
-            return "N" if is_pod_on(src, "n1") and dst.node != "n1" else "."
+        expected = masquerade_pods_of(lab.lab, "n1")
 
         assert_matrix(run_matrix(inventory, retries=0), expected)
 
@@ -100,26 +85,7 @@ def test_forward_policy_drop_without_accept_rules_cuts_forwarded_cells(tmp_path:
 def test_the_scapy_engine_sees_the_same_masquerade_off_the_wire(tmp_path: Path) -> None:
     topology = Topology(nodes=2, pods_per_node=1, plugin="reference")
     with running_lab(topology, str(tmp_path)) as (lab, inventory):
-        n1 = lab.lab.node("n1")
-        in_node(
-            lab.lab,
-            "n1",
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "POSTROUTING",
-            "-s",
-            n1.pod_cidr,
-            "!",
-            "-d",
-            n1.pod_cidr,
-            "-j",
-            "MASQUERADE",
-        )
-
-        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
-            return "N" if is_pod_on(src, "n1") and dst.node != "n1" else "."
+        expected = masquerade_pods_of(lab.lab, "n1")
 
         # each scapy process imports for ~0.5 s of CPU: few at a time, or they starve each other
         report = run_matrix(inventory, retries=1, timeout=3.0, engine="scapy", workers=4)

@@ -18,7 +18,13 @@ from lab.fabric import ipr_in
 from lab.netns import lab_namespaces, processes_in
 from lab.state import known_labs
 from lab.topology import Topology
-from netns_tests.lab_support import assert_matrix, in_node, needs_root, run_matrix, running_lab
+from netns_tests.lab_support import (
+    assert_matrix,
+    masquerade_pods_of,
+    needs_root,
+    run_matrix,
+    running_lab,
+)
 
 
 def _agent_installed() -> bool:
@@ -65,27 +71,7 @@ def test_auto_backend_on_routed_subnets_is_all_ok(tmp_path: Path) -> None:
 def test_masquerade_injected_into_a_minicni_node_shows_as_n(tmp_path: Path) -> None:
     topology = Topology(nodes=2, pods_per_node=1, **QUIET_AGENT)  # type: ignore[arg-type]
     with running_lab(topology, str(tmp_path)) as (lab, inventory):
-        n1 = lab.lab.node("n1")
-        in_node(
-            lab.lab,
-            "n1",
-            "iptables",
-            "-t",
-            "nat",
-            "-I",
-            "POSTROUTING",
-            "1",
-            "-s",
-            n1.pod_cidr,
-            "!",
-            "-d",
-            n1.pod_cidr,
-            "-j",
-            "MASQUERADE",
-        )
-
-        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
-            return "N" if src.kind == POD and src.node == "n1" and dst.node != "n1" else "."
+        expected = masquerade_pods_of(lab.lab, "n1")
 
         assert_matrix(run_matrix(inventory, retries=0), expected)
 
