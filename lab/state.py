@@ -9,6 +9,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from minicni.fileutil import write_atomic
+
 STATE_ROOT = os.environ.get("MINICNI_LAB_STATE_DIR", "/run/minicni-lab")
 
 
@@ -29,16 +31,14 @@ class LabState:
         return os.path.join(root, f"{lab_id}.json")
 
     def save(self, root: str = STATE_ROOT) -> None:
-        os.makedirs(root, exist_ok=True)
-        path = self.path_for(self.lab_id, root)
-        temporary = f"{path}.tmp"
-        with open(temporary, "w", encoding="utf-8") as stream:
-            json.dump(asdict(self), stream, indent=2)
-        os.replace(temporary, path)
+        document = json.dumps(asdict(self), indent=2).encode()
+        write_atomic(self.path_for(self.lab_id, root), document, durable=False)
 
     def forget(self, root: str = STATE_ROOT) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path_for(self.lab_id, root))
+        with contextlib.suppress(OSError):  # the last lab gone: leave no empty directory behind
+            os.rmdir(root)
 
     @classmethod
     def load(cls, lab_id: str, root: str = STATE_ROOT) -> LabState:

@@ -237,6 +237,8 @@ class FakeNode:
             "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pt",
             "CNI_PATH": "/opt/cni/bin",
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            # Where the plugin logs when stdin has no readable logFile (malformed JSON).
+            "MINICNI_LOG_FILE": str(self.log_file),
         }
         variables.update(env or {})
         if container_id and ifname:

@@ -221,6 +221,7 @@ def test_bundled_plugin_adds_and_deletes_a_pod(fresh_root: FreshRoot, tmp_path: 
         "type": "minicni",
         "subnet": "10.250.7.0/24",
         "dataDir": str(tmp_path / "ipam"),
+        "logFile": str(tmp_path / "minicni.log"),
     }
     env = {
         "CNI_CONTAINERID": "bundle-test-1",
