@@ -65,6 +65,9 @@ def parse_netconf(raw: Mapping[str, Any]) -> NetConf:
     name = raw.get("name")
     if not isinstance(name, str) or not _NETWORK_NAME.fullmatch(name):
         raise invalid("name", name, "must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    plugin_type = raw.get("type")
+    if not isinstance(plugin_type, str) or not plugin_type:
+        raise invalid("type", plugin_type, "is required (the plugin's name, minicni)")
     bridge = raw.get("bridge", DEFAULT_BRIDGE)
     try:
         validate_interface_name(bridge if isinstance(bridge, str) else "")
