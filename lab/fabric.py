@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lab.topology import LabPlan, NodePlan
+from lab.topology import HostPlan, LabPlan
 from minicni.net import netns
 
 
@@ -54,6 +54,10 @@ def bring_up_loopback(name: str) -> None:
 def build_fabric(lab: LabPlan) -> None:
     """Create the switch/router links and each node's uplink; namespaces must exist already."""
     routed = lab.topology.underlay == "routed"
+    for node in lab.nodes:
+        # first: an interface takes conf/default's values when it is made, so every node link
+        # (the uplink here, the agent's and the plugin's later) shows the node's rp_filter
+        write_sysctls(node.netns, node_sysctls(lab.topology.rp_filter))
     with ipr_in(lab.fabric_netns) as fabric:
         fabric.link("set", index=fabric.link_lookup(ifname="lo")[0], state="up")
         if routed:
@@ -65,40 +69,47 @@ def build_fabric(lab: LabPlan) -> None:
             fabric.addr("add", index=bridge, address=node.gateway, prefixlen=node.prefixlen)
             fabric.link("set", index=bridge, state="up", mtu=lab.topology.mtu)
         for node in lab.nodes:
-            _connect_node(fabric, lab, node, routed)
+            _connect(fabric, lab, node, routed)
     for node in lab.nodes:
-        _configure_uplink(lab, node)
+        _configure_uplink(node)
 
 
-def _connect_node(fabric: Any, lab: LabPlan, node: NodePlan, routed: bool) -> None:
-    target = os.open(netns.path_of(node.netns), os.O_RDONLY | os.O_CLOEXEC)
+def attach_host(lab: LabPlan, host: HostPlan) -> None:
+    """Wire a host that is not a node (`LabPlan.outsider`) to the built fabric; its namespace
+    must exist already. It gets no node sysctls: it neither forwards nor filters."""
+    with ipr_in(lab.fabric_netns) as fabric:
+        _connect(fabric, lab, host, lab.topology.underlay == "routed")
+    _configure_uplink(host)
+
+
+def _connect(fabric: Any, lab: LabPlan, host: HostPlan, routed: bool) -> None:
+    target = os.open(netns.path_of(host.netns), os.O_RDONLY | os.O_CLOEXEC)
     try:
         fabric.link(
             "add",
-            ifname=node.peer,
+            ifname=host.peer,
             kind="veth",
             mtu=lab.topology.mtu,
-            peer={"ifname": node.uplink, "net_ns_fd": target, "mtu": lab.topology.mtu},
+            peer={"ifname": host.uplink, "net_ns_fd": target, "mtu": lab.topology.mtu},
         )
     finally:
         os.close(target)
-    peer = fabric.link_lookup(ifname=node.peer)[0]
+    peer = fabric.link_lookup(ifname=host.peer)[0]
     if routed:
-        fabric.addr("add", index=peer, address=node.gateway, prefixlen=node.prefixlen)
+        fabric.addr("add", index=peer, address=host.gateway, prefixlen=host.prefixlen)
     else:
         fabric.link("set", index=peer, master=fabric.link_lookup(ifname=lab.fabric_bridge)[0])
     fabric.link("set", index=peer, state="up")
 
 
-def _configure_uplink(lab: LabPlan, node: NodePlan) -> None:
-    with ipr_in(node.netns) as ipr:
+def _configure_uplink(host: HostPlan) -> None:
+    with ipr_in(host.netns) as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        uplink = ipr.link_lookup(ifname=node.uplink)[0]
-        ipr.addr("add", index=uplink, address=node.ip, prefixlen=node.prefixlen)
+        uplink = ipr.link_lookup(ifname=host.uplink)[0]
+        ipr.addr("add", index=uplink, address=host.ip, prefixlen=host.prefixlen)
         ipr.link("set", index=uplink, state="up")
         # a default route, as real nodes have: the agent and plugin detect the MTU from it
-        ipr.route("add", dst="0.0.0.0/0", gateway=node.gateway)
-    write_sysctls(node.netns, node_sysctls(lab.topology.rp_filter))
+        ipr.route("add", dst="0.0.0.0/0", gateway=host.gateway)
 
 
 def add_pod_cidr_routes(lab: LabPlan) -> None:

@@ -456,9 +456,11 @@ def reference_conflist(node: NodePlan, ipam_dir: str, mtu: int) -> dict[str, Any
 
 def nodes_document(lab: LabPlan) -> dict[str, Any]:
     """The agent's static node source, shaped like the Kubernetes Node fields it needs."""
-    return {
-        "nodes": [{"name": n.name, "internalIP": n.ip, "podCIDR": n.pod_cidr} for n in lab.nodes]
-    }
+    return {"nodes": [node_entry(node) for node in lab.nodes]}
+
+
+def node_entry(node: NodePlan) -> dict[str, str]:
+    return {"name": node.name, "internalIP": node.ip, "podCIDR": node.pod_cidr}
 
 
 def pod_attachment(pod: PodPlan) -> Attachment:

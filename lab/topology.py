@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 IFNAMSIZ = 15
@@ -36,6 +36,8 @@ class Topology:
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_prefix: int = 24
     underlay_cidr: str = "172.30.0.0/16"
+    # the first /24 of underlay_cidr in use: the l2 segment, or the one before node 1's (routed)
+    underlay_segment: int = 0
     forward_drop: bool = False
     rp_filter: int = 1  # kind's nodes run strict (1); 2 is loose, 0 off
     mtu: int = 1500
@@ -60,6 +62,9 @@ class Topology:
         underlay = _network(self.underlay_cidr, "underlay_cidr")
         if underlay.prefixlen > 16:
             raise TopologyError("underlay_cidr must be a /16 or larger (one /24 per routed node)")
+        last_segment = self.underlay_segment + (self.nodes if self.underlay == "routed" else 0)
+        if not 0 <= self.underlay_segment <= last_segment < 2 ** (24 - underlay.prefixlen):
+            raise TopologyError("underlay_cidr has too few /24 for underlay_segment and the nodes")
         if cluster.overlaps(underlay):
             raise TopologyError("cluster_cidr and underlay_cidr overlap")
         if not cluster.prefixlen < self.node_cidr_prefix <= 30:
@@ -99,15 +104,21 @@ def load_topology(path: str) -> Topology:
 
 
 @dataclass(frozen=True)
-class NodePlan:
+class HostPlan:
+    """A namespace on the underlay: a node, or a host outside the cluster (`LabPlan.outsider`)."""
+
     name: str  # "n1": what the agent and the nodes file call it
     netns: str  # "ml3f2a-n1"
     ip: str  # underlay address
     prefixlen: int  # underlay prefix length
-    gateway: str  # the switch's or router's address on this node's segment
-    pod_cidr: str
-    uplink: str  # the node's underlay interface inside its namespace
+    gateway: str  # the switch's or router's address on this host's segment
+    uplink: str  # the host's underlay interface inside its namespace
     peer: str  # the other end, inside the switch or router namespace
+
+
+@dataclass(frozen=True)
+class NodePlan(HostPlan):
+    pod_cidr: str
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,40 @@ class LabPlan:
                 return node
         raise KeyError(name)
 
+    def pod(self, node: str, suffix: str) -> PodPlan:
+        """The pod `suffix` ("p0") of `node`: how `plan` names its pods, and how a test names
+        one more."""
+        pod = PodPlan(
+            name=f"{node}/{suffix}",
+            node=node,
+            netns=f"{self.lab_id}-{node}{suffix}",
+            container_id=f"{self.lab_id}-{node}-{suffix}",
+        )
+        _check_length(pod.netns)
+        return pod
+
+    def outsider(self, name: str = "ext", host: int = 200) -> HostPlan:
+        """A host on the l2 segment that is not a node: "outside the cluster"."""
+        if self.topology.underlay != "l2":
+            raise TopologyError("an outsider needs the l2 underlay")
+        first = self.nodes[0]
+        segment = ipaddress.ip_interface(f"{first.ip}/{first.prefixlen}").network
+        ip = str(segment[host])
+        if ip in {first.gateway, *(n.ip for n in self.nodes)}:
+            raise TopologyError(f"outsider address {ip} is taken")
+        outsider = HostPlan(
+            name=name,
+            netns=f"{self.lab_id}-{name}",
+            ip=ip,
+            prefixlen=first.prefixlen,
+            gateway=first.gateway,
+            uplink=first.uplink,
+            peer=f"{name}-up",
+        )
+        for link in (outsider.netns, outsider.peer):
+            _check_length(link)
+        return outsider
+
 
 def new_lab_id() -> str:
     """A short id unique per run: 'ml' + 4 hex digits keeps every derived name <= 15 chars."""
@@ -158,7 +203,7 @@ def plan(topology: Topology, lab_id: str) -> LabPlan:
     underlay = _network(topology.underlay_cidr, "underlay_cidr")
     node_cidrs = cluster.subnets(new_prefix=topology.node_cidr_prefix)
     next(node_cidrs)  # skip the first subnet so that node n<i> gets 10.244.<i>.0/24: easy to read
-    segments = list(underlay.subnets(new_prefix=24))
+    segments = list(underlay.subnets(new_prefix=24))[topology.underlay_segment :]
     nodes = []
     for index in range(1, topology.nodes + 1):
         name = f"n{index}"
@@ -180,18 +225,14 @@ def plan(topology: Topology, lab_id: str) -> LabPlan:
                 peer=f"{name}-up",
             )
         )
+    fabric = f"{lab_id}-{'sw' if topology.underlay == 'l2' else 'rt'}"
+    result = LabPlan(lab_id, topology, tuple(nodes), (), fabric)
     pods = [
-        PodPlan(
-            name=f"{node.name}/p{index}",
-            node=node.name,
-            netns=f"{lab_id}-{node.name}p{index}",
-            container_id=f"{lab_id}-{node.name}-p{index}",
-        )
+        result.pod(node.name, f"p{index}")
         for node in nodes
         for index in range(topology.pods_per_node)
     ]
-    fabric = f"{lab_id}-{'sw' if topology.underlay == 'l2' else 'rt'}"
-    result = LabPlan(lab_id, topology, tuple(nodes), tuple(pods), fabric)
+    result = replace(result, pods=tuple(pods))
     _check_names(result)
     return result
 
@@ -202,8 +243,12 @@ def _check_names(lab: LabPlan) -> None:
         raise TopologyError("derived namespace names collide")
     links = [n.uplink for n in lab.nodes] + [n.peer for n in lab.nodes] + [lab.fabric_bridge]
     for name in names + links:
-        if len(name.encode()) > IFNAMSIZ:
-            raise TopologyError(f"derived name {name!r} is longer than {IFNAMSIZ} bytes")
+        _check_length(name)
+
+
+def _check_length(name: str) -> None:
+    if len(name.encode()) > IFNAMSIZ:
+        raise TopologyError(f"derived name {name!r} is longer than {IFNAMSIZ} bytes")
 
 
 def _network(value: str, key: str) -> ipaddress.IPv4Network:

@@ -3,6 +3,10 @@ in a "switch" namespace) or on routed subnets (a "router" namespace, one /24 per
 running `minicni-agent` from its documented flags with a shared nodes file, and pods added through
 the installed plugin exactly as a runtime does (env + network config on stdin).
 
+The namespaces, underlay, addresses and sysctls are the network-namespace lab's (`lab.topology`
+names them, `lab.fabric` wires them) and pods go through its CNI runtime (`lab.runtime`); what is
+the agent's own lives here: the nodes file, `minicni-agent --once`, background agents, our routes.
+
 Every namespace, process and file made here is removed by `close()`, which the fixtures call in
 a finalizer, so a failing test leaves nothing behind.
 """
@@ -10,9 +14,7 @@ a finalizer, so a failing test leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -25,22 +27,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab import fabric
+from lab.netns import node_entry, nodes_document, pod_address, pod_attachment
+from lab.runtime import CniRuntime
+from lab.topology import LabPlan, NodePlan, Topology, plan
 from minicni.agent.routes import RTPROT_MINICNI
+from minicni.fileutil import write_atomic
 from minicni.net import netns
 
-CLUSTER_CIDR = "10.244.0.0/16"
-STRICT_RP = ("all", "default")
 AGENT = str(Path(sys.executable).with_name("minicni-agent"))
+# l2: one segment, 192.168.50.0/24; routed: node <i> on 192.168.6<i>.0/24 (segment 60 + i)
+UNDERLAY_CIDR = "192.168.0.0/16"
+FIRST_SEGMENT = {"l2": 50, "routed": 60}
 
 
 @dataclass
 class LabNode:
-    name: str
-    ns: str
-    ip: str
-    prefixlen: int
-    pod_cidr: str
+    plan: NodePlan
     home: Path
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def ns(self) -> str:
+        return self.plan.netns
+
+    @property
+    def ip(self) -> str:
+        return self.plan.ip
 
     @property
     def conf_dir(self) -> Path:
@@ -63,7 +79,7 @@ class LabNode:
         return self.conf_dir / "10-minicni.conflist"
 
     def entry(self) -> dict[str, str]:
-        return {"name": self.name, "internalIP": self.ip, "podCIDR": self.pod_cidr}
+        return node_entry(self.plan)
 
 
 @dataclass
@@ -87,82 +103,53 @@ class AgentLab:
     pods: list[LabPod] = field(default_factory=list)
     extra_ns: list[str] = field(default_factory=list)
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    plan: LabPlan = field(init=False)
+
+    def __post_init__(self) -> None:
+        topology = Topology(
+            nodes=self.count,
+            pods_per_node=0,  # the tests add their own, after the agents ran
+            backend="auto",  # the agent's default; the lab never starts agents from it
+            underlay=self.layout,
+            underlay_cidr=UNDERLAY_CIDR,
+            underlay_segment=FIRST_SEGMENT[self.layout],
+            rp_filter=1,
+        )
+        self.plan = plan(topology, self.tag)
 
     @property
     def nodes_file(self) -> Path:
         return self.tmp / "nodes.json"
 
-    def ns_name(self, role: str) -> str:
-        name = f"{self.tag}-{role}"
-        assert len(name) <= 15, name
-        return name
-
     # -- building ---------------------------------------------------------------------------
 
     def build(self) -> AgentLab:
-        hub = self.ns_name("sw" if self.layout == "l2" else "rt")
-        self._new_ns(hub)
-        if self.layout == "l2":
-            self._in(hub, "ip", "link", "add", "br0", "type", "bridge")
-            self._in(hub, "ip", "link", "set", "br0", "up")
-        else:
-            self._in(hub, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        for i in range(1, self.count + 1):
-            self._add_node(hub, i)
-        self.write_nodes([node.entry() for node in self.nodes])
+        for name in [self.plan.fabric_netns, *(node.netns for node in self.plan.nodes)]:
+            self._new_ns(name)
+        fabric.build_fabric(self.plan)
+        for node_plan in self.plan.nodes:
+            node = LabNode(node_plan, self.tmp / node_plan.name)
+            for path in (node.conf_dir, node.bin_dir, node.state_dir, node.data_dir):
+                path.mkdir(parents=True, exist_ok=True)
+            self.nodes.append(node)
+        self.write_nodes(nodes_document(self.plan)["nodes"])
         return self
 
-    def _add_node(self, hub: str, i: int) -> None:
-        ns = self.ns_name(f"n{i}")
-        self._new_ns(ns)
-        # Strict reverse-path filtering, as kind's nodes run: an asymmetric path is dropped.
-        self._in(ns, "sysctl", "-qw", *(f"net.ipv4.conf.{k}.rp_filter=1" for k in STRICT_RP))
-        if self.layout == "l2":
-            ip, prefixlen, hub_side = f"192.168.50.{10 + i}", 24, None
-        else:
-            ip, prefixlen, hub_side = f"192.168.{60 + i}.2", 24, f"192.168.{60 + i}.1"
-        home = self.tmp / f"n{i}"
-        node = LabNode(f"node{i}", ns, ip, prefixlen, f"10.244.{i}.0/24", home)
-        for path in (node.conf_dir, node.bin_dir, node.state_dir, node.data_dir):
-            path.mkdir(parents=True, exist_ok=True)
-        self.nodes.append(node)
-        self._link_to_hub(hub, ns, f"p{i}", ip, prefixlen, hub_side)
-
-    def _link_to_hub(
-        self, hub: str, ns: str, port: str, ip: str, prefixlen: int, hub_side: str | None
-    ) -> None:
-        self._in(
-            hub, "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns
-        )
-        if hub_side is None:
-            self._in(hub, "ip", "link", "set", port, "master", "br0")
-        else:
-            self._in(hub, "ip", "addr", "add", f"{hub_side}/{prefixlen}", "dev", port)
-        self._in(hub, "ip", "link", "set", port, "up")
-        self._in(ns, "ip", "addr", "add", f"{ip}/{prefixlen}", "dev", "eth0")
-        self._in(ns, "ip", "link", "set", "eth0", "up")
-        if hub_side is not None:
-            self._in(ns, "ip", "route", "add", "default", "via", hub_side)
-
-    def add_outsider(self, role: str = "ext", ip: str = "192.168.50.200") -> str:
-        """A host on the segment that is not a node: 'outside the cluster'."""
-        assert self.layout == "l2"
-        ns = self.ns_name(role)
-        self._new_ns(ns)
-        self._link_to_hub(self.ns_name("sw"), ns, f"p{role}", ip, 24, None)
-        return ns
+    def add_outsider(self, name: str = "ext", host: int = 200) -> str:
+        """A host on the segment that is not a node: 'outside the cluster' (192.168.50.200)."""
+        outsider = self.plan.outsider(name, host)
+        self._new_ns(outsider.netns)
+        fabric.attach_host(self.plan, outsider)
+        return outsider.netns
 
     def _new_ns(self, name: str) -> None:
+        self.extra_ns.append(name)  # recorded first: close() removes it whatever happens next
         netns.create(name)
-        self.extra_ns.append(name)
-        self._in(name, "ip", "link", "set", "lo", "up")
 
     def write_nodes(self, entries: list[dict[str, str]] | str) -> None:
         """Replace the nodes file atomically (the agents poll it)."""
         text = entries if isinstance(entries, str) else json.dumps({"nodes": entries})
-        temporary = self.nodes_file.with_suffix(".tmp")
-        temporary.write_text(text)
-        os.replace(temporary, self.nodes_file)
+        write_atomic(str(self.nodes_file), text.encode(), durable=False)
 
     # -- running the agent ------------------------------------------------------------------
 
@@ -170,7 +157,7 @@ class AgentLab:
         return [
             "ip", "netns", "exec", node.ns, AGENT,
             "--node-name", node.name,
-            "--cluster-cidr", CLUSTER_CIDR,
+            "--cluster-cidr", self.plan.topology.cluster_cidr,
             "--nodes-file", str(self.nodes_file),
             "--cni-conf-dir", str(node.conf_dir),
             "--cni-bin-dir", str(node.bin_dir),
@@ -219,46 +206,28 @@ class AgentLab:
     # -- pods through the installed plugin -------------------------------------------------
 
     def add_pod(self, node: LabNode, role: str) -> LabPod:
-        ns = self.ns_name(role)
-        self._new_ns(ns)
-        container_id = f"{self.tag}{role}"
-        result = self._cni(node, "ADD", ns, container_id)
-        ip = str(ipaddress.ip_interface(result["ips"][0]["address"]).ip)
-        pod = LabPod(node, ns, container_id, ip)
-        self.pods.append(pod)
-        return pod
+        pod = self.plan.pod(node.name, role)
+        self._new_ns(pod.netns)
+        fabric.bring_up_loopback(pod.netns)
+        result = self.runtime(node).add(pod_attachment(pod))
+        added = LabPod(node, pod.netns, pod.container_id, pod_address(result))
+        self.pods.append(added)
+        return added
 
-    def _cni(self, node: LabNode, command: str, ns: str, container_id: str) -> Any:
-        conflist = json.loads(node.conflist.read_text())
-        config = {"cniVersion": conflist["cniVersion"], "name": conflist["name"],
-                  **conflist["plugins"][0]}  # fmt: skip
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": container_id,
-            "CNI_NETNS": netns.path_of(ns),
-            "CNI_IFNAME": "eth0",
-            "CNI_PATH": str(node.bin_dir),
-            "MINICNI_LOG_FILE": str(node.home / "plugin.log"),
-        }
-        done = subprocess.run(
-            ["ip", "netns", "exec", node.ns, str(node.bin_dir / "minicni")],
-            input=json.dumps(config),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
+    def runtime(self, node: LabNode) -> CniRuntime:
+        """The node's runtime: its conflist and CNI bin dir, the plugin run inside the node."""
+        return CniRuntime.from_file(
+            str(node.conflist),
+            bin_dirs=[str(node.bin_dir)],
+            cache_dir=str(node.home / "cni-cache"),
+            exec_prefix=["ip", "netns", "exec", node.ns],
         )
-        assert done.returncode == 0, f"CNI {command} failed: {done.stdout} {done.stderr}"
-        return json.loads(done.stdout) if done.stdout.strip() else None
 
     # -- looking at the kernel ---------------------------------------------------------------
 
     def routes(self, node: LabNode) -> dict[str, dict[str, Any]]:
         """Our routes on `node`: dst -> {gateway, oif name, proto}."""
-        from pyroute2 import IPRoute
-
-        with netns.enter(netns.path_of(node.ns)), IPRoute() as ipr:
+        with fabric.ipr_in(node.ns) as ipr:
             names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
             found = {}
             for route in ipr.route("dump", table=254):
@@ -275,10 +244,6 @@ class AgentLab:
     def in_ns(self, ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
                               timeout=30)  # fmt: skip
-
-    def _in(self, ns: str, *argv: str) -> None:
-        done = self.in_ns(ns, *argv)
-        assert done.returncode == 0, f"{' '.join(argv)} in {ns}: {done.stderr}"
 
     # -- tear-down ---------------------------------------------------------------------------
 

@@ -31,6 +31,36 @@ def test_l2_nodes_share_one_segment_and_routed_nodes_each_have_their_own() -> No
     assert routed.fabric_netns == "ml1-rt"
 
 
+def test_underlay_segment_picks_the_subnets() -> None:
+    l2 = plan(Topology(underlay_cidr="192.168.0.0/16", underlay_segment=50), "ml1")
+    assert (l2.nodes[0].ip, l2.nodes[0].gateway) == ("192.168.50.11", "192.168.50.1")
+    routed = Topology(
+        underlay="routed", backend="vxlan", underlay_cidr="192.168.0.0/16", underlay_segment=60
+    )
+    assert [n.ip for n in plan(routed, "ml1").nodes] == [
+        "192.168.61.2",
+        "192.168.62.2",
+        "192.168.63.2",
+    ]
+    with pytest.raises(TopologyError, match="too few /24"):
+        Topology(underlay="routed", backend="vxlan", underlay_segment=253)
+
+
+def test_extra_pods_and_an_outsider_are_named_like_the_rest() -> None:
+    lab = plan(Topology(pods_per_node=1), "ml1")
+    assert lab.pod("n1", "p0") == lab.pods[0]
+    extra = lab.pod("n2", "pa")
+    assert (extra.netns, extra.container_id) == ("ml1-n2pa", "ml1-n2-pa")
+    outsider = lab.outsider()
+    assert (outsider.netns, outsider.ip, outsider.peer) == ("ml1-ext", "172.30.0.200", "ext-up")
+    with pytest.raises(TopologyError, match="taken"):
+        lab.outsider(host=11)
+    with pytest.raises(TopologyError, match="longer"):
+        lab.pod("n1", "much-too-long")
+    with pytest.raises(TopologyError, match="l2"):
+        plan(Topology(underlay="routed", backend="vxlan"), "ml1").outsider()
+
+
 def test_every_name_fits_an_interface_name_even_for_the_largest_lab() -> None:
     lab = plan(Topology(nodes=99, pods_per_node=99), "mlffff")
     names = lab.all_netns() + [n.peer for n in lab.nodes]
