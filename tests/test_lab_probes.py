@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -58,10 +59,11 @@ def test_fast_parser_leaves_anything_unusual_to_argparse(argv: list[str]) -> Non
     assert probes.parse_fast(argv) is None
 
 
-@pytest.mark.parametrize("proto", ["tcp", "udp"])
-def test_probe_pair_over_loopback(proto: str) -> None:
+def probe_pair_over_loopback(protos: str, token: str) -> tuple[list[Any], list[Any]]:
+    """A receiver and a sender on 127.0.0.1, as the matrix runs them in two namespaces: the
+    sender's exit code and its JSON lines, the receiver's exit code and its JSON lines."""
     port = str(random.randint(40000, 60000))
-    common = ["--proto", proto, "--port", port, "--token", "tok-1"]
+    common = ["--proto", protos, "--port", port, "--token", token]
     receiver = subprocess.Popen(
         [sys.executable, "-m", "lab.probes", "recv", *common, "--bind", "127.0.0.1"],
         stdout=subprocess.PIPE,
@@ -76,8 +78,16 @@ def test_probe_pair_over_loopback(proto: str) -> None:
         timeout=10,
     )
     out, _ = receiver.communicate(timeout=10)
-    sent, received = json.loads(sender.stdout), json.loads(out)
     assert (sender.returncode, receiver.returncode) == (0, 0)
+    return (
+        [json.loads(line) for line in sender.stdout.splitlines()],
+        [json.loads(line) for line in out.splitlines()],
+    )
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_probe_pair_over_loopback(proto: str) -> None:
+    [sent], [received] = probe_pair_over_loopback(proto, "tok-1")
     assert sent["reply"] is True and sent["local"] == "127.0.0.1"
     assert received == {
         "role": "recv",
@@ -89,24 +99,9 @@ def test_probe_pair_over_loopback(proto: str) -> None:
 
 
 def test_one_receiver_and_one_sender_probe_tcp_and_udp_together() -> None:
-    port = str(random.randint(40000, 60000))
-    common = ["--proto", "tcp,udp", "--port", port, "--token", "tok-2"]
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "lab.probes", "recv", *common, "--bind", "127.0.0.1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert receiver.stderr is not None and receiver.stderr.readline() == "ready\n"
-    sender = subprocess.run(
-        [sys.executable, "-m", "lab.probes", "send", *common, "--dst", "127.0.0.1"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    out, _ = receiver.communicate(timeout=10)
-    sent = {r["proto"]: r for r in map(json.loads, sender.stdout.splitlines())}
-    seen = {r["proto"]: r for r in map(json.loads, out.splitlines())}
+    sent_lines, seen_lines = probe_pair_over_loopback("tcp,udp", "tok-2")
+    sent = {r["proto"]: r for r in sent_lines}
+    seen = {r["proto"]: r for r in seen_lines}
     assert sorted(sent) == sorted(seen) == ["tcp", "udp"]
     assert all(r["reply"] for r in sent.values())
     assert all(r["observed_src"] == "127.0.0.1" for r in seen.values())
