@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import sys
+from types import ModuleType
+from typing import Any
 
 # A runtime passes its own environment on to the plugin: PYTHONDONTWRITEBYTECODE there would make
 # every ADD recompile minicni's modules (15-20 ms idle, ~50 ms on a loaded node). Writing the
@@ -17,12 +19,38 @@ from minicni.cni import skel  # noqa: E402 -- imported after the line above, so 
 LOG_FILE_ENV = "MINICNI_LOG_FILE"
 
 
-def load_plugin() -> skel.Plugin:
-    """Import the kernel-facing plugin only for commands that need it (not VERSION)."""
+class Commands:
+    """Each command imports only what it needs, on first use: VERSION nothing, STATUS (which
+    containerd calls every few seconds) no netlink, the others the kernel-facing plugin."""
+
+    def add(self, request: skel.Request) -> dict[str, Any]:
+        result: dict[str, Any] = _plugin().add(request)
+        return result
+
+    def delete(self, request: skel.Request) -> None:
+        _plugin().delete(request)
+
+    def check(self, request: skel.Request) -> None:
+        _plugin().check(request)
+
+    def gc(self, request: skel.Request) -> None:
+        _plugin().gc(request)
+
+    def status(self, request: skel.Request) -> None:
+        from minicni.readiness import status
+
+        status(request)
+
+
+def _plugin() -> ModuleType:
     _skip_pyroute2_package_init()
     from minicni import plugin
 
     return plugin
+
+
+def load_plugin() -> skel.Plugin:
+    return Commands()
 
 
 def _skip_pyroute2_package_init() -> None:

@@ -1,4 +1,5 @@
-"""The bridge plugin: ADD, DEL, CHECK, STATUS and GC, composing the store and the kernel layer.
+"""The bridge plugin: ADD, DEL, CHECK and GC, composing the store and the kernel layer (STATUS,
+which needs no kernel, is in `readiness`).
 
 ADD is a transaction: each step that changes something registers its undo on an ExitStack, and any
 failure unwinds them all before the error is returned, so a failed ADD leaves no reservation and
@@ -271,28 +272,6 @@ def check(request: Request) -> None:
 
 def _check_failed(msg: str) -> None:
     raise CniError(errors.CHECK_FAILED, msg)
-
-
-# -- STATUS ---------------------------------------------------------------------------------------
-def status(request: Request) -> None:
-    """Ready to serve ADD: the config is valid, the store is usable and has a free address."""
-    try:
-        conf = parse_netconf(request.config)
-    except CniError as err:
-        raise CniError(errors.NOT_AVAILABLE, "network config is invalid", str(err)) from None
-    try:
-        with _store(conf).locked() as store:
-            if not os.access(store.directory, os.W_OK):
-                raise PermissionError(f"{store.directory} is not writable")
-            used = len(store.reservations())
-    except OSError as exc:
-        raise CniError(
-            errors.NOT_AVAILABLE, f"address store {conf.store_dir} is unusable", str(exc)
-        ) from None
-    if used >= conf.range.size:
-        raise CniError(
-            errors.NOT_AVAILABLE, "no free address left", f"{used} of {conf.range.size} reserved"
-        )
 
 
 # -- GC -------------------------------------------------------------------------------------------
