@@ -112,6 +112,20 @@ def _configure_uplink(host: HostPlan) -> None:
         ipr.route("add", dst="0.0.0.0/0", gateway=host.gateway)
 
 
+def add_bridge_with_pinned_mac(netns: str, name: str) -> None:
+    """Create a node's bridge with an explicitly set MAC, as minicni does for its own.
+
+    The reference bridge plugin (v1.1.1, Debian's) leaves the bridge to take the lowest MAC of its
+    ports, so every new pod may change it, and a CHECK of an earlier pod then fails with "Bridge
+    interface ... Mac doesn't match". It uses a bridge that already exists.
+    """
+    with ipr_in(netns) as ipr:
+        ipr.link("add", ifname=name, kind="bridge")
+        index = ipr.link_lookup(ifname=name)[0]
+        mac = ipr.link("get", index=index)[0].get("address")
+        ipr.link("set", index=index, address=mac, state="up")
+
+
 def add_pod_cidr_routes(lab: LabPlan) -> None:
     """What an agent would do, for labs wired by the reference plugins: routes to other nodes'
     pod CIDRs (via the node on L2, via the router when routed, which then needs them too)."""

@@ -30,6 +30,7 @@ from minicni.net import netns
 REFERENCE_BIN_DIR = "/usr/lib/cni"
 MINICNI_CONFLIST = "10-minicni.conflist"
 REFERENCE_CONFLIST = "10-lab-bridge.conflist"
+REFERENCE_BRIDGE = "cni0"
 AGENT_HEALTH_ADDR = "127.0.0.1:9095"
 
 Log = Callable[[str], None]
@@ -126,6 +127,7 @@ class NetnsLab:
             conflist = reference_conflist(node, self.node_dir(node, "ipam"), self.lab.topology.mtu)
             with open(self.node_dir(node, "net.d", REFERENCE_CONFLIST), "w", encoding="utf-8") as f:
                 json.dump(conflist, f, indent=2)
+            fabric.add_bridge_with_pinned_mac(node.netns, REFERENCE_BRIDGE)
         fabric.add_pod_cidr_routes(self.lab)
         self.log("reference bridge + host-local conflists written, pod CIDR routes added")
 
@@ -225,9 +227,6 @@ class NetnsLab:
         pool = ThreadPoolExecutor(max_workers=4)
         try:
             addresses = list(pool.map(self._add_pod, self.lab.pods))
-            # CHECK only once every ADD is done: an ADD on the same node may still change shared
-            # state a CHECK compares (the reference bridge plugin's bridge MAC follows its ports).
-            list(pool.map(self._check_pod, self.lab.pods))
         finally:
             # interrupted: let the ADDs in flight finish (DEL then finds them), start no more
             pool.shutdown(wait=True, cancel_futures=True)
@@ -243,14 +242,12 @@ class NetnsLab:
         runtime = self.runtime_for(self.lab.node(pod.node))
         attachment = pod_attachment(pod)
         result = runtime.add(attachment)
+        runtime.check(attachment)
         ip = pod_address(result)
         with self._state_lock:
             self.state.pods[pod.name]["ip"] = ip
         self.save_state()
         return ip
-
-    def _check_pod(self, pod: PodPlan) -> None:
-        self.runtime_for(self.lab.node(pod.node)).check(pod_attachment(pod))
 
     # ------------------------------------------------------------ down
 
@@ -438,7 +435,7 @@ def reference_conflist(node: NodePlan, ipam_dir: str, mtu: int) -> dict[str, Any
         "plugins": [
             {
                 "type": "bridge",
-                "bridge": "cni0",
+                "bridge": REFERENCE_BRIDGE,
                 "isGateway": True,
                 "isDefaultGateway": True,
                 "ipMasq": False,
