@@ -30,13 +30,14 @@ lab: setup ## the connectivity matrix: 3 nodes x 2 pods in network namespaces, u
 	$(BIN)/minicni-lab run --nodes 3 --pods-per-node 2 $(LAB_ARGS)
 
 # The CI gate: host-gw on one L2 segment, vxlan between nodes on routed subnets (with the FORWARD
-# policy DROP Docker sets), and a small cluster probed with the scapy engine as a cross-check of the
-# socket probes. All run even if one fails; JSON + JUnit land in results/.
+# policy DROP Docker sets, and a runtime of the containerd 1.6/1.7 generation, libcni 1.1), and a
+# small cluster probed with the scapy engine as a cross-check of the socket probes. All run even if
+# one fails; JSON + JUnit land in results/.
 lab-ci: setup
 	@rc=0; \
 	$(BIN)/minicni-lab run --backend host-gw --underlay l2 \
 		--json results/lab-host-gw-l2.json --junit results/lab-host-gw-l2.xml $(LAB_ARGS) || rc=1; \
-	$(BIN)/minicni-lab run --backend vxlan --underlay routed --forward-drop \
+	$(BIN)/minicni-lab run --backend vxlan --underlay routed --forward-drop --libcni 1.1 \
 		--json results/lab-vxlan-routed.json --junit results/lab-vxlan-routed.xml $(LAB_ARGS) || rc=1; \
 	$(BIN)/minicni-lab run --nodes 2 --pods-per-node 1 --backend auto --underlay routed --engine scapy \
 		--json results/lab-scapy.json --junit results/lab-scapy.xml $(LAB_ARGS) || rc=1; \

@@ -175,7 +175,8 @@ def test_each_node_runs_the_plugin_from_its_bundled_runtime(kind_lab: KindLab) -
         conflist = json.loads(
             kind_lab.node_exec(node, ["cat", "/etc/cni/net.d/10-minicni.conflist"])
         )
-        assert conflist["cniVersion"] == "1.1.0"
+        # kind's containerd 1.7 (libcni 1.1) runs 1.0.0; containerd 2.x picks 1.1.0
+        assert (conflist["cniVersion"], conflist["cniVersions"][-1]) == ("1.0.0", "1.1.0")
         (plugin,) = conflist["plugins"]
         assert (plugin["type"], plugin["subnet"]) == ("minicni", pod_cidr), node
 

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 from lab.executors import Executor, Inventory, NetnsExecutor
 from lab.matrix import PROTOCOLS, CellResult, MatrixReport, MatrixRunner, build_cases
 from lab.state import STATE_ROOT, LabState, known_labs
-from lab.topology import BACKENDS, PLUGINS, UNDERLAYS, Topology, TopologyError, load_topology
+from lab.topology import (
+    BACKENDS,
+    LIBCNI_GENERATIONS,
+    PLUGINS,
+    UNDERLAYS,
+    Topology,
+    TopologyError,
+    load_topology,
+)
 
 if TYPE_CHECKING:
     from lab.netns import NetnsLab
@@ -33,6 +41,7 @@ TOPOLOGY_FLAGS = (
     "backend",
     "underlay",
     "plugin",
+    "libcni",
     "forward_drop",
     "rp_filter",
     "mtu",
@@ -93,6 +102,12 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
         "--plugin",
         choices=PLUGINS,
         help="minicni (agent + plugin) or reference (bridge + host-local)",
+    )
+    group.add_argument(
+        "--libcni",
+        choices=LIBCNI_GENERATIONS,
+        help="the lab runtime's libcni generation: 1.1 as containerd 1.6/1.7 and podman 4 "
+        "(cniVersion only), 1.2 as containerd 2.x (highest of cniVersions; the default)",
     )
     group.add_argument(
         "--forward-drop",

@@ -216,6 +216,7 @@ class NetnsLab:
             bin_dirs=bin_dirs,
             cache_dir=self.node_dir(node, "cni-cache"),
             exec_prefix=["ip", "netns", "exec", node.netns],
+            libcni=self.lab.topology.libcni,
         )
 
     def _add_pods(self) -> Inventory:

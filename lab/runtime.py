@@ -1,5 +1,10 @@
 """A small container runtime modelled on libcni: run a conflist's plugins for one attachment.
 
+Which config version it uses is libcni's choice, by generation: libcni 1.1 (containerd 1.6/1.7,
+podman 4) takes `cniVersion` as it stands and refuses a result of a version it does not know;
+libcni >= 1.2 (containerd 2.x) takes the highest version it knows among `cniVersions` and
+`cniVersion`.
+
 ADD runs the plugins in order, each given the previous one's result as `prevResult`, and caches
 the final result (as libcni does under /var/lib/cni/results); CHECK and DEL hand the cached result
 to every plugin as `prevResult`, DEL in reverse order. `exec_prefix` runs the plugin somewhere
@@ -17,6 +22,25 @@ from dataclasses import dataclass
 from typing import Any
 
 CACHE_KIND = "cniCacheV1"
+
+# The config and result versions each libcni generation knows.
+_LIBCNI_1_1 = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0")
+LIBCNI_KNOWN_VERSIONS = {"1.1": _LIBCNI_1_1, "1.2": (*_LIBCNI_1_1, "1.1.0")}
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def select_version(conflist: Mapping[str, Any], libcni: str) -> str:
+    """The config version a libcni generation runs a conflist at (libcni's ConfListFromBytes)."""
+    version = str(conflist.get("cniVersion", ""))
+    offered = conflist.get("cniVersions")
+    if libcni == "1.1" or not isinstance(offered, list):
+        return version
+    known = LIBCNI_KNOWN_VERSIONS[libcni]
+    usable = [v for v in (*offered, version) if isinstance(v, str) and v in known]
+    return max(usable, key=_version_key) if usable else version
 
 
 class CniPluginError(RuntimeError):
@@ -47,10 +71,14 @@ class CniRuntime:
         cache_dir: str,
         exec_prefix: Sequence[str] = (),
         timeout: float = 60.0,
+        libcni: str = "1.2",
     ) -> None:
         if not conflist.get("plugins"):
             raise ValueError("conflist has no plugins")
+        if libcni not in LIBCNI_KNOWN_VERSIONS:
+            raise ValueError(f"libcni generation must be one of {tuple(LIBCNI_KNOWN_VERSIONS)}")
         self.conflist = dict(conflist)
+        self.libcni = libcni
         self.bin_dirs = list(bin_dirs)
         self.cache_dir = cache_dir
         self.exec_prefix = list(exec_prefix)
@@ -67,7 +95,7 @@ class CniRuntime:
 
     @property
     def version(self) -> str:
-        return str(self.conflist["cniVersion"])
+        return select_version(self.conflist, self.libcni)
 
     # ------------------------------------------------------------ the operations
 
@@ -199,5 +227,15 @@ class CniRuntime:
         if not isinstance(result, dict):
             raise CniPluginError(
                 plugin_type, command, 999, "result is not an object", stdout, stderr
+            )
+        result_version = result.get("cniVersion")
+        if result_version not in LIBCNI_KNOWN_VERSIONS[self.libcni]:
+            raise CniPluginError(
+                plugin_type,
+                command,
+                999,
+                f"unsupported CNI result version {result_version!r}",
+                f"libcni {self.libcni} knows {', '.join(LIBCNI_KNOWN_VERSIONS[self.libcni])}",
+                stderr,
             )
         return result

@@ -17,6 +17,7 @@ IFNAMSIZ = 15
 BACKENDS = ("host-gw", "vxlan", "auto")
 UNDERLAYS = ("l2", "routed")
 PLUGINS = ("minicni", "reference")
+LIBCNI_GENERATIONS = ("1.1", "1.2")  # the runtime's libcni: 1.1 = containerd 1.6/1.7, podman 4
 LAB_ID_PREFIX = "ml"
 
 
@@ -33,6 +34,7 @@ class Topology:
     backend: str = "host-gw"
     underlay: str = "l2"
     plugin: str = "minicni"
+    libcni: str = "1.2"
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_prefix: int = 24
     underlay_cidr: str = "172.30.0.0/16"
@@ -56,6 +58,8 @@ class Topology:
             raise TopologyError(f"underlay must be one of {UNDERLAYS}, got {self.underlay!r}")
         if self.plugin not in PLUGINS:
             raise TopologyError(f"plugin must be one of {PLUGINS}, got {self.plugin!r}")
+        if self.libcni not in LIBCNI_GENERATIONS:
+            raise TopologyError(f"libcni must be one of {LIBCNI_GENERATIONS}, got {self.libcni!r}")
         if self.backend == "host-gw" and self.underlay == "routed" and self.plugin == "minicni":
             raise TopologyError("host-gw needs one L2 segment: use underlay l2 or backend vxlan")
         cluster = _network(self.cluster_cidr, "cluster_cidr")

@@ -35,7 +35,8 @@ def test_once_writes_conflist_installs_plugin_and_routes(cluster: AgentLab) -> N
     n1, n2, n3 = cluster.nodes
 
     conflist = json.loads(n1.conflist.read_text())
-    assert conflist["cniVersion"] == "1.1.0"
+    assert conflist["cniVersion"] == "1.0.0"  # what libcni 1.1 runtimes accept
+    assert conflist["cniVersions"][-1] == "1.1.0"  # what libcni >= 1.2 picks
     plugin = conflist["plugins"][0]
     assert (plugin["type"], plugin["subnet"], plugin["dataDir"]) == (
         "minicni",

@@ -15,7 +15,7 @@ import pytest
 
 from lab.executors import POD, Endpoint
 from lab.fabric import ipr_in
-from lab.netns import lab_namespaces, processes_in
+from lab.netns import lab_namespaces, pod_attachment, processes_in
 from lab.state import known_labs
 from lab.topology import Topology
 from netns_tests.lab_support import (
@@ -66,6 +66,22 @@ def test_auto_backend_on_routed_subnets_is_all_ok(tmp_path: Path) -> None:
     topology = Topology(nodes=2, pods_per_node=1, backend="auto", underlay="routed")
     with running_lab(topology, str(tmp_path)) as (_lab, inventory):
         assert_matrix(run_matrix(inventory), all_ok)
+
+
+@pytest.mark.parametrize(("libcni", "version"), [("1.1", "1.0.0"), ("1.2", "1.1.0")])
+def test_each_libcni_generation_runs_the_agents_conflist_at_its_version(
+    tmp_path: Path, libcni: str, version: str
+) -> None:
+    """containerd 1.6/1.7 and podman 4 (libcni 1.1) run it at 1.0.0, containerd 2.x at 1.1.0."""
+    topology = Topology(nodes=2, pods_per_node=1, libcni=libcni)
+    with running_lab(topology, str(tmp_path)) as (lab, inventory):
+        pod = lab.lab.pods[0]
+        runtime = lab.runtime_for(lab.lab.node(pod.node))
+        cached = runtime.cached_result(pod_attachment(pod))
+        assert cached is not None and cached["cniVersion"] == version
+        if version == "1.1.0":
+            runtime.status()  # STATUS exists from 1.1.0 on, and the agent made the node ready
+        assert_matrix(run_matrix(inventory, protocols=("icmp",)), all_ok)
 
 
 def test_masquerade_injected_into_a_minicni_node_shows_as_n(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ SETTINGS = ConflistSettings(IPv4Network("10.244.1.0/24"), 1450, "/var/lib/cni/ne
 
 def test_render_matches_the_plugin_contract() -> None:
     assert json.loads(render(SETTINGS)) == {
-        "cniVersion": "1.1.0",
+        "cniVersion": "1.0.0",
+        "cniVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
         "name": "minicni",
         "plugins": [
             {

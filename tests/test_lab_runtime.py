@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.runtime import Attachment, CniPluginError, CniRuntime
+from lab.runtime import Attachment, CniPluginError, CniRuntime, select_version
 
 FAKE_PLUGIN = """#!{python}
 import json, os, sys
@@ -24,8 +24,9 @@ if config.get("fail") == os.environ["CNI_COMMAND"]:
     print(json.dumps({{"cniVersion": "1.1.0", "code": 7, "msg": "told to fail", "details": "x"}}))
     sys.exit(1)
 if os.environ["CNI_COMMAND"] == "ADD":
-    result = config.get("prevResult") or {{"cniVersion": "1.1.0", "interfaces": [], "ips": []}}
-    result = dict(result, **{{"seen_" + config["type"]: True}})
+    result = config.get("prevResult") or {{"interfaces": [], "ips": []}}
+    # a plugin answers in the version it was asked, as minicni does
+    result = dict(result, cniVersion=config["cniVersion"], **{{"seen_" + config["type"]: True}})
     print(json.dumps(result))
 """
 
@@ -157,3 +158,45 @@ def test_exec_prefix_wraps_the_plugin(plugins: tuple[Path, Path], tmp_path: Path
     rt.add(ATTACHMENT)
     assert calls(log)[0]["command"] == "ADD"
     assert os.environ.get("LAB_X") is None
+
+
+# What the agent writes: 1.0.0 for libcni 1.1, and every version minicni speaks for libcni >= 1.2.
+AGENT_STYLE = {"cniVersion": "1.0.0", "cniVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
+
+
+@pytest.mark.parametrize(
+    ("conflist", "libcni", "expected"),
+    [
+        (AGENT_STYLE, "1.1", "1.0.0"),  # libcni 1.1 ignores cniVersions
+        (AGENT_STYLE, "1.2", "1.1.0"),  # the highest it knows
+        ({"cniVersion": "1.1.0"}, "1.1", "1.1.0"),  # taken as is (and its result refused later)
+        ({"cniVersion": "0.4.0", "cniVersions": ["0.3.1", "2.0.0"]}, "1.2", "0.4.0"),
+        ({"cniVersions": ["0.3.1", "1.0.0"]}, "1.2", "1.0.0"),
+        ({"cniVersion": "1.0.0", "cniVersions": ["9.9.9"]}, "1.2", "1.0.0"),
+    ],
+)
+def test_version_selection_per_libcni_generation(
+    conflist: dict[str, object], libcni: str, expected: str
+) -> None:
+    assert select_version(conflist, libcni) == expected
+
+
+@pytest.mark.parametrize(("libcni", "seen"), [("1.1", "1.0.0"), ("1.2", "1.1.0")])
+def test_plugins_are_asked_the_selected_version(
+    plugins: tuple[Path, Path], tmp_path: Path, libcni: str, seen: str
+) -> None:
+    bin_dir, log = plugins
+    conflist = {**AGENT_STYLE, "name": "n", "plugins": [{"type": "first"}]}
+    rt = CniRuntime(conflist, [str(bin_dir)], str(tmp_path / "c"), libcni=libcni)
+    assert rt.add(ATTACHMENT)["cniVersion"] == seen
+    assert calls(log)[0]["config"]["cniVersion"] == seen  # type: ignore[index]
+
+
+def test_libcni_1_1_refuses_a_1_1_0_result_as_containerd_1_6_does(
+    plugins: tuple[Path, Path], tmp_path: Path
+) -> None:
+    conflist = {"cniVersion": "1.1.0", "name": "n", "plugins": [{"type": "first"}]}
+    rt = CniRuntime(conflist, [str(plugins[0])], str(tmp_path / "c"), libcni="1.1")
+    with pytest.raises(CniPluginError, match=r"unsupported CNI result version '1\.1\.0'"):
+        rt.add(ATTACHMENT)
+    assert rt.cached_result(ATTACHMENT) is None

@@ -15,11 +15,17 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from minicni.cni.version import SUPPORTED_VERSIONS
 from minicni.fileutil import write_atomic
 
 CONFLIST_NAME = "10-minicni.conflist"
 NETWORK_NAME = "minicni"
-CNI_VERSION = "1.1.0"
+# The newest version every runtime generation in the field accepts: libcni 1.1 (containerd 1.6 and
+# 1.7, podman 4, CRI-O of that era) ignores `cniVersions` and refuses a 1.1.0 result, while
+# libcni >= 1.2 (containerd 2.x) picks the highest entry of `cniVersions` it knows -- 1.1.0, which
+# brings STATUS and GC. The plugin answers in whichever version it is asked.
+CNI_VERSION = "1.0.0"
+CNI_VERSIONS = SUPPORTED_VERSIONS
 BRIDGE_NAME = "minicni0"
 CONFIG_SUFFIXES = (".conf", ".conflist", ".json")
 
@@ -46,7 +52,12 @@ def render(settings: ConflistSettings) -> str:
         "dataDir": settings.data_dir,
         "logFile": settings.log_file,
     }
-    document = {"cniVersion": CNI_VERSION, "name": NETWORK_NAME, "plugins": [plugin]}
+    document = {
+        "cniVersion": CNI_VERSION,
+        "cniVersions": list(CNI_VERSIONS),
+        "name": NETWORK_NAME,
+        "plugins": [plugin],
+    }
     return json.dumps(document, indent=2) + "\n"
 
 
