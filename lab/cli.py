@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from lab.executors import Executor, Inventory, NetnsExecutor
-from lab.matrix import PROTOCOLS, CellResult, MatrixReport, MatrixRunner, build_cases
-from lab.state import STATE_ROOT, LabState, known_labs
+from lab.cluster.state import STATE_ROOT, LabState, known_labs
+from lab.matrix.cases import PROTOCOLS, CellResult, MatrixReport, build_cases
+from lab.matrix.executors import Executor, Inventory, NetnsExecutor
+from lab.matrix.runner import MatrixRunner
 from lab.topology import (
     BACKENDS,
     LIBCNI_GENERATIONS,
@@ -32,7 +33,7 @@ from lab.topology import (
 )
 
 if TYPE_CHECKING:
-    from lab.netns import NetnsLab
+    from lab.cluster.build import NetnsLab
 
 EXIT_OK, EXIT_MATRIX_FAILED, EXIT_ERROR = 0, 1, 2
 TOPOLOGY_FLAGS = (
@@ -173,7 +174,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def command_up(args: argparse.Namespace, progress: Progress) -> tuple[NetnsLab, Inventory]:
-    from lab.netns import NetnsLab
+    from lab.cluster.build import NetnsLab
     from lab.topology import plan
 
     topology = topology_from(args)
@@ -199,7 +200,7 @@ def command_matrix(
 ) -> MatrixReport:
     """Probe every cell, print the grids, write JSON/JUnit. A kind cluster passes its own
     executor (kubectl exec) and topology description; the netns lab's come from its state."""
-    from lab import report as reports
+    from lab.matrix import report as reports
 
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     cases = build_cases(inventory, protocols)
@@ -226,7 +227,7 @@ def command_matrix(
 
 
 def command_down(args: argparse.Namespace, progress: Progress, lab_ids: Sequence[str]) -> int:
-    from lab.netns import NetnsLab, teardown
+    from lab.cluster.build import NetnsLab, teardown
 
     problems: list[str] = []
     with progress.phase("down"):
@@ -247,7 +248,7 @@ def command_down(args: argparse.Namespace, progress: Progress, lab_ids: Sequence
 
 def unused_lab_id(state_dir: str) -> str:
     """A fresh random id that names no lab here yet (state file or namespaces)."""
-    from lab.netns import lab_namespaces
+    from lab.cluster.build import lab_namespaces
     from lab.topology import new_lab_id
 
     while True:
@@ -339,7 +340,7 @@ def dispatch(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def command_run(args: argparse.Namespace, progress: Progress) -> int:
-    from lab.netns import signals_deferred
+    from lab.cluster.processes import signals_deferred
 
     lab, inventory = command_up(args, progress)
     try:

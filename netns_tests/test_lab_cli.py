@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.netns import lab_namespaces, processes_in
-from lab.state import LabState, known_labs
-from netns_tests.lab_support import needs_root
-
-pytestmark = needs_root
+from lab.cluster.build import lab_namespaces
+from lab.cluster.processes import processes_in
+from lab.cluster.state import LabState, known_labs
 
 SMALL = ["--plugin", "reference", "--nodes", "2", "--pods-per-node", "1"]
 

@@ -1,37 +1,37 @@
 """A virtual cluster in network namespaces: nodes, underlay, agents (or reference plugins), pods.
 
 `NetnsLab.up()` builds it and returns the matrix inventory; `down()` removes everything it made,
-and `destroy(lab_id)` does the same for a lab left behind by a killed run, from its state file and
+and `teardown(state)` does the same for a lab left behind by a killed run, from its state file and
 by name prefix. Every step is recorded in the state file before it is taken.
+
+The root tests build their clusters here too: with `start_agents=False` the agents are theirs to
+run (`run_agent_once`, `start_agent`), and `add_pod` and `add_outsider` grow a lab that is up.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from lab import fabric
-from lab.executors import NODE, POD, Endpoint, Inventory
-from lab.runtime import Attachment, CniPluginError, CniRuntime
-from lab.state import STATE_ROOT, LabState
-from lab.topology import LabPlan, NodePlan, PodPlan
+from lab.cluster import agents, fabric
+from lab.cluster.processes import kill_processes_in, signals_deferred
+from lab.cluster.state import STATE_ROOT, LabState
+from lab.matrix.executors import NODE, POD, Endpoint, Inventory
+from lab.runtimes.libcni import Attachment, CniPluginError, CniRuntime
+from lab.topology import HostPlan, LabPlan, NodePlan, PodPlan
 from minicni.net import netns
 
 REFERENCE_BIN_DIR = "/usr/lib/cni"
-MINICNI_CONFLIST = "10-minicni.conflist"
 REFERENCE_CONFLIST = "10-lab-bridge.conflist"
 REFERENCE_BRIDGE = "cni0"
-AGENT_HEALTH_ADDR = "127.0.0.1:9095"
 
 Log = Callable[[str], None]
 
@@ -51,11 +51,15 @@ class NetnsLab:
         state_root: str = STATE_ROOT,
         log: Log = _quiet,
         agent_timeout: float = 30.0,
+        start_agents: bool = True,
     ) -> None:
+        if not start_agents and lab.pods and lab.topology.plugin == "minicni":
+            raise LabError("pods need the conflist and plugin an agent installs: plan no pods")
         self.lab = lab
         self.state_root = state_root
         self.log = log
         self.agent_timeout = agent_timeout
+        self.start_agents = start_agents
         self.work_dir = os.path.join(state_root, lab.lab_id)
         self.state = LabState(lab.lab_id, lab.topology.to_mapping(), self.work_dir)
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
@@ -76,6 +80,16 @@ class NetnsLab:
         with self._state_lock:
             self.state.save(self.state_root)
 
+    def node_dir(self, node: NodePlan, *parts: str) -> str:
+        return os.path.join(self.work_dir, node.name, *parts)
+
+    def files(self, node: NodePlan) -> agents.NodeFiles:
+        return agents.NodeFiles(Path(self.node_dir(node)))
+
+    @property
+    def nodes_file(self) -> Path:
+        return Path(self.work_dir, "nodes.json")
+
     # ------------------------------------------------------------ up
 
     def up(self) -> Inventory:
@@ -92,7 +106,9 @@ class NetnsLab:
             if self.lab.topology.plugin == "reference":
                 self._prepare_reference_plugins()
             else:
-                self._start_agents()
+                self._prepare_agent_nodes()
+                if self.start_agents:
+                    self._start_agents()
             inventory = self._add_pods()
             self.state.inventory = inventory.to_mapping()
             self.state.phase = "up"
@@ -118,9 +134,6 @@ class NetnsLab:
         with signals_deferred():
             netns.create(name)
 
-    def node_dir(self, node: NodePlan, *parts: str) -> str:
-        return os.path.join(self.work_dir, node.name, *parts)
-
     def _prepare_reference_plugins(self) -> None:
         for node in self.lab.nodes:
             os.makedirs(self.node_dir(node, "net.d"))
@@ -131,86 +144,52 @@ class NetnsLab:
         fabric.add_pod_cidr_routes(self.lab)
         self.log("reference bridge + host-local conflists written, pod CIDR routes added")
 
+    def _prepare_agent_nodes(self) -> None:
+        self.write_nodes(agents.nodes_document(self.lab))
+        for node in self.lab.nodes:
+            self.files(node).create()
+
     def _start_agents(self) -> None:
-        nodes_file = os.path.join(self.work_dir, "nodes.json")
-        with open(nodes_file, "w", encoding="utf-8") as stream:
-            json.dump(nodes_document(self.lab), stream, indent=2)
-        agent = _console_script("minicni-agent")
         for node in self.lab.nodes:
-            for part in ("net.d", "bin", "state", "ipam", "opt"):
-                os.makedirs(self.node_dir(node, part))
-            argv = ["ip", "netns", "exec", node.netns, agent, *self.agent_flags(node, nodes_file)]
-            log = open(self.node_dir(node, "agent.log"), "ab")  # noqa: SIM115 (the agent owns it)
-            with log:
-                process = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-                )
-            self.agents[node.name] = process
-            self.state.agents[node.name] = process.pid
-            self.save_state()
+            self.start_agent(node)
         for node in self.lab.nodes:
-            self._await_agent(node)
+            agents.await_ready(node, self.files(node), self.agents[node.name], self.agent_timeout)
         self.log(f"{len(self.lab.nodes)} agents ready ({self.lab.topology.backend})")
 
-    def agent_flags(self, node: NodePlan, nodes_file: str) -> list[str]:
-        topology = self.lab.topology
-        return [
-            "--node-name",
-            node.name,
-            "--cluster-cidr",
-            topology.cluster_cidr,
-            "--backend",
-            topology.backend,
-            "--nodes-file",
-            nodes_file,
-            "--cni-conf-dir",
-            self.node_dir(node, "net.d"),
-            "--cni-bin-dir",
-            self.node_dir(node, "bin"),
-            "--state-dir",
-            self.node_dir(node, "state"),
-            "--ipam-data-dir",
-            self.node_dir(node, "ipam"),
-            "--plugin-log-file",
-            os.path.join(self.node_dir(node, "state"), "minicni.log"),
-            "--plugin-install",
-            "launcher",
-            "--plugin-dir",
-            self.node_dir(node, "opt"),
-            "--health-addr",
-            AGENT_HEALTH_ADDR,
-            "--resync-seconds",
-            str(topology.agent_resync_seconds),
-        ]
+    # ------------------------------------------------------------ agents
 
-    def _await_agent(self, node: NodePlan) -> None:
-        """Ready = the conflist is written, the plugin installed and /readyz answers 200."""
-        conflist = self.node_dir(node, "net.d", MINICNI_CONFLIST)
-        deadline = time.monotonic() + self.agent_timeout
-        while time.monotonic() < deadline:
-            process = self.agents[node.name]
-            if process.poll() is not None:
-                raise LabError(
-                    f"agent on {node.name} exited {process.returncode}:\n"
-                    + _tail_file(self.node_dir(node, "agent.log"))
-                )
-            if (
-                os.path.exists(conflist)
-                and os.path.exists(self.node_dir(node, "bin", "minicni"))
-                and _http_ok(node.netns, AGENT_HEALTH_ADDR, "/readyz")
-            ):
-                return
-            time.sleep(0.05)
-        raise LabError(
-            f"agent on {node.name} not ready after {self.agent_timeout:.0f} s:\n"
-            + _tail_file(self.node_dir(node, "agent.log"))
-        )
+    def agent_argv(self, node: NodePlan, *extra: str) -> list[str]:
+        flags = agents.agent_flags(self.lab.topology, node, self.files(node), self.nodes_file)
+        return agents.agent_argv(node, flags, extra)
+
+    def start_agent(self, node: NodePlan, *extra: str) -> subprocess.Popen[bytes]:
+        """The node's agent in the background, logging to its agent.log; `down` stops it."""
+        process = agents.start_agent(self.agent_argv(node, *extra), self.files(node).agent_log)
+        self.agents[node.name] = process
+        self.state.agents[node.name] = process.pid
+        self.save_state()
+        return process
+
+    def stop_agent(self, node: NodePlan) -> int:
+        process = self.agents.pop(node.name)
+        self.state.agents.pop(node.name, None)
+        self.save_state()
+        return agents.stop_agent(process)
+
+    def run_agent_once(self, node: NodePlan, *extra: str) -> subprocess.CompletedProcess[str]:
+        return agents.run_agent_once(self.agent_argv(node, "--once", *extra))
+
+    def write_nodes(self, document: Mapping[str, Any] | str) -> None:
+        """Replace the nodes file every agent of the lab reads."""
+        agents.write_nodes_file(self.nodes_file, document)
+
+    # ------------------------------------------------------------ pods
 
     def runtime_for(self, node: NodePlan) -> CniRuntime:
         if self.lab.topology.plugin == "reference":
             conflist, bin_dirs = REFERENCE_CONFLIST, [REFERENCE_BIN_DIR]
         else:
-            conflist, bin_dirs = MINICNI_CONFLIST, [self.node_dir(node, "bin")]
+            conflist, bin_dirs = agents.MINICNI_CONFLIST, [self.node_dir(node, "bin")]
         return CniRuntime.from_file(
             self.node_dir(node, "net.d", conflist),
             bin_dirs=bin_dirs,
@@ -221,13 +200,10 @@ class NetnsLab:
 
     def _add_pods(self) -> Inventory:
         for pod in self.lab.pods:  # namespaces first, in this thread (see _create_namespace)
-            with self._state_lock:
-                self.state.pods[pod.name] = {"node": pod.node, "netns": pod.netns, "ip": ""}
-            self._create_namespace(pod.netns)
-            fabric.bring_up_loopback(pod.netns)
+            self._create_pod_namespace(pod)
         pool = ThreadPoolExecutor(max_workers=4)
         try:
-            addresses = list(pool.map(self._add_pod, self.lab.pods))
+            addresses = list(pool.map(self._attach_pod, self.lab.pods))
         finally:
             # interrupted: let the ADDs in flight finish (DEL then finds them), start no more
             pool.shutdown(wait=True, cancel_futures=True)
@@ -239,7 +215,18 @@ class NetnsLab:
             endpoints.append(Endpoint(pod.name, POD, pod.node, ip, pod.netns))
         return Inventory.build(endpoints, name=self.lab.lab_id)
 
-    def _add_pod(self, pod: PodPlan) -> str:
+    def add_pod(self, pod: PodPlan) -> str:
+        """One more pod on a lab that is up (`LabPlan.pod` names it): its address."""
+        self._create_pod_namespace(pod)
+        return self._attach_pod(pod)
+
+    def _create_pod_namespace(self, pod: PodPlan) -> None:
+        with self._state_lock:
+            self.state.pods[pod.name] = {"node": pod.node, "netns": pod.netns, "ip": ""}
+        self._create_namespace(pod.netns)
+        fabric.bring_up_loopback(pod.netns)
+
+    def _attach_pod(self, pod: PodPlan) -> str:
         runtime = self.runtime_for(self.lab.node(pod.node))
         attachment = pod_attachment(pod)
         result = runtime.add(attachment)
@@ -250,6 +237,13 @@ class NetnsLab:
         self.save_state()
         return ip
 
+    def add_outsider(self, name: str = "ext", host: int = 200) -> HostPlan:
+        """A host on the segment that is not a node: "outside the cluster" (l2 underlay only)."""
+        outsider = self.lab.outsider(name, host)
+        self._create_namespace(outsider.netns)
+        fabric.attach_host(self.lab, outsider)
+        return outsider
+
     # ------------------------------------------------------------ down
 
     def down(self) -> list[str]:
@@ -257,10 +251,10 @@ class NetnsLab:
         self.state.phase = "tearing-down"
         if os.path.isdir(self.work_dir):
             self.save_state()
-        started, agents = time.monotonic(), len(self.state.agents)
+        started, agent_count = time.monotonic(), len(self.state.agents)
         with ThreadPoolExecutor(max_workers=1) as background:
             # agents take a second or two to exit; the plugin needs none of them for DEL
-            stopping = background.submit(stop_agents, self.state, self.agents)
+            stopping = background.submit(agents.stop_agents, self.state, self.agents)
             try:
                 problems = self._delete_pods()
             except Exception as err:  # whatever went wrong, the namespaces must still go
@@ -269,14 +263,14 @@ class NetnsLab:
                 seconds = time.monotonic() - started
                 self.log(f"{len(self.state.pods)} pods deleted (CNI DEL) in {seconds:.1f} s")
             problems += stopping.result()
-            if agents:
-                self.log(f"{agents} agents stopped after {time.monotonic() - started:.1f} s")
+            if agent_count:
+                self.log(f"{agent_count} agents stopped after {time.monotonic() - started:.1f} s")
         problems += teardown(self.state, self.state_root, self.agents)
         self.log("lab removed" if not problems else f"lab removed with {len(problems)} problems")
         return problems
 
     def _delete_pods(self) -> list[str]:
-        pods = [p for p in self.lab.pods if p.name in self.state.pods]
+        pods = [self.lab.pod_named(name) for name in self.state.pods]
 
         def delete(pod: PodPlan) -> str | None:
             try:
@@ -289,39 +283,19 @@ class NetnsLab:
             return [p for p in pool.map(delete, pods) if p]
 
 
-@contextlib.contextmanager
-def signals_deferred(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back for the body, then deliver them as they would have been."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals only ever reach the main thread
-        return
-    received: list[int] = []
-    previous = {
-        signum: signal.signal(signum, lambda n, _f: received.append(n)) for signum in signums
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(received):
-            os.kill(os.getpid(), signum)
-
-
 def teardown(
     state: LabState,
     state_root: str = STATE_ROOT,
-    agents: dict[str, subprocess.Popen[bytes]] | None = None,
+    running: dict[str, subprocess.Popen[bytes]] | None = None,
 ) -> list[str]:
     """Stop the agents, kill what still runs in the lab's namespaces, remove them and the files.
 
     Works from the state file alone (a lab left by a killed run) and also finds namespaces by the
     lab's name prefix, in case the run died between creating one and recording it.
     """
-    problems = stop_agents(state, agents or {})
+    problems = agents.stop_agents(state, running or {})
     names = list(dict.fromkeys([*reversed(state.netns), *lab_namespaces(state.lab_id)]))
-    for pid in processes_in([netns.path_of(name) for name in names]):
-        _kill(pid)  # probes of an interrupted matrix, an agent that ignored SIGTERM
+    kill_processes_in([netns.path_of(name) for name in names])
     for name in names:
         netns.remove(name)
     for _attempt in range(3):  # a file written while rmtree walks makes it give up: go again
@@ -339,90 +313,6 @@ def lab_namespaces(lab_id: str) -> list[str]:
         return sorted(n for n in os.listdir(netns.NETNS_RUN_DIR) if n.startswith(f"{lab_id}-"))
     except FileNotFoundError:
         return []
-
-
-def processes_in(netns_paths: list[str]) -> list[int]:
-    """Pids of processes whose network namespace is one of those at `netns_paths`."""
-    targets = set()
-    for path in netns_paths:
-        with contextlib.suppress(FileNotFoundError):
-            info = os.stat(path)
-            targets.add((info.st_dev, info.st_ino))
-    if not targets:
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                info = os.stat(f"/proc/{entry}/ns/net")
-            except OSError:
-                continue
-            if (info.st_dev, info.st_ino) in targets:
-                pids.append(int(entry))
-    return pids
-
-
-def stop_agents(
-    state: LabState, agents: dict[str, subprocess.Popen[bytes]], grace: float = 3.0
-) -> list[str]:
-    """SIGTERM every agent at once, SIGKILL those still running after `grace` seconds.
-
-    A recorded pid that no longer runs our agent (the pid was reused) is left alone: without our
-    own Popen object, the agent's command line must name this lab's work directory.
-    """
-    running: dict[str, int] = {}
-    for node, pid in state.agents.items():
-        if node in agents or state.work_dir in _cmdline(pid):
-            _signal(pid, signal.SIGTERM)
-            running[node] = pid
-    deadline = time.monotonic() + grace
-    while running and time.monotonic() < deadline:
-        for node, pid in list(running.items()):
-            process = agents.get(node)
-            gone = process.poll() is not None if process else not _alive(pid)
-            if gone:
-                del running[node]
-        time.sleep(0.02)
-    for node, pid in running.items():
-        _kill(pid)
-        if node in agents:
-            agents[node].wait(5)
-    # forget them: a pid signalled again later could belong to someone else by then
-    state.agents.clear()
-    agents.clear()
-    return [f"agent {node} (pid {pid}) ignored SIGTERM, killed" for node, pid in running.items()]
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie. Reaps the pid if it is our own child (an agent this process
-    started, seen through a state file rather than its Popen object)."""
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass  # not our child: its parent reaps it
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stream:
-            return stream.read().rsplit(") ", 1)[1][:1] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-def _kill(pid: int) -> None:
-    _signal(pid, signal.SIGKILL)
-
-
-def _signal(pid: int, number: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, number)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as stream:
-            return stream.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 # ------------------------------------------------------------ pure helpers
@@ -452,15 +342,6 @@ def reference_conflist(node: NodePlan, ipam_dir: str, mtu: int) -> dict[str, Any
     }
 
 
-def nodes_document(lab: LabPlan) -> dict[str, Any]:
-    """The agent's static node source, shaped like the Kubernetes Node fields it needs."""
-    return {"nodes": [node_entry(node) for node in lab.nodes]}
-
-
-def node_entry(node: NodePlan) -> dict[str, str]:
-    return {"name": node.name, "internalIP": node.ip, "podCIDR": node.pod_cidr}
-
-
 def pod_attachment(pod: PodPlan) -> Attachment:
     pod_name = pod.name.replace("/", "-")
     return Attachment(
@@ -486,44 +367,7 @@ def pod_address(result: dict[str, Any]) -> str:
     raise LabError(f"the CNI result has no address on the pod interface: {result}")
 
 
-def _console_script(name: str) -> str:
-    beside_python = os.path.join(os.path.dirname(sys.executable), name)
-    found = beside_python if os.access(beside_python, os.X_OK) else shutil.which(name)
-    if not found:
-        raise LabError(f"{name} not found next to {sys.executable} nor on PATH")
-    return found
-
-
 def _run(argv: list[str]) -> None:
     completed = subprocess.run(argv, capture_output=True, text=True)
     if completed.returncode != 0:
         raise LabError(f"{' '.join(argv)}: {completed.stderr.strip()}")
-
-
-def _http_ok(namespace: str, address: str, path: str) -> bool:
-    """GET http://address/path from inside the namespace (the socket is opened inside it)."""
-    import http.client
-
-    host, port = address.rsplit(":", 1)
-    with netns.enter(netns.path_of(namespace)):
-        connection = http.client.HTTPConnection(host, int(port), timeout=1)
-        try:
-            connection.connect()
-        except OSError:
-            connection.close()
-            return False
-    try:
-        connection.request("GET", path)
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
-
-
-def _tail_file(path: str, lines: int = 20) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            return "".join(stream.readlines()[-lines:])
-    except OSError:
-        return "(no log)"

@@ -1,25 +1,12 @@
-"""Connectivity probes, each run as a fresh process inside a namespace (or a pod).
-
-    python -m lab.probes recv --proto tcp --port 31000 --token t1   # in the destination
-    python -m lab.probes send --proto tcp --dst 10.244.2.2 --port 31000 --token t1   # in the source
-
-The receiver writes `ready` to stderr once it listens; both print one JSON line per protocol on
-stdout. The receiver reports the source address it observed on the probe; the sender reports the
-address it sent from and whether the reply came back. `--proto icmp,tcp,udp` probes all three in
-one process (TCP and UDP share the port number), which is how the matrix runs: a third of the
-processes. A probe carries a token, so probes running in parallel into the same namespace never
-mistake each other's packets.
-
-The default engine uses plain sockets (a raw socket for ICMP, which sees the IP header of the echo
-request as it arrived): a process costs ~30 ms. `--engine scapy` records what arrived with a scapy
-AF_PACKET sniffer and crafts ICMP with scapy, as an independent cross-check, at ~0.3 s per import.
-Only the standard library is imported at module level: this runs hundreds of times per matrix.
+"""The default probe engine: plain sockets (a raw socket for ICMP, which sees the IP header of the
+echo request as it arrived). A receiver listens for every protocol of its cell at once and reports
+the source address it observed; a sender reports the address it sent from and whether the reply
+came back. Standard library only, imported at module level: a process costs ~30 ms.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
 import signal
@@ -30,26 +17,20 @@ import time
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
+from lab.probes.wire import ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, echo_request, parse_icmp, reply_for
+
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Callable
     from typing import Any
 
     Emit = Callable[[str, dict[str, Any]], None]
 
-PROTOCOLS = ("icmp", "tcp", "udp")
-ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST = 0, 8
 RESEND_SECONDS = 0.2
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; the module has it from 3.13 on
-EXIT_OK, EXIT_NO_CONNECTIVITY, EXIT_ERROR = 0, 1, 2
 
 
 class Stopped(Exception):
     """SIGTERM: the runner gave up waiting; report what was (not) seen and exit."""
-
-
-def reply_for(token: bytes) -> bytes:
-    return b"ok:" + token
 
 
 def source_address_towards(dst: str) -> str:
@@ -57,39 +38,6 @@ def source_address_towards(dst: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((dst, 9))
         return str(probe.getsockname()[0])
-
-
-# ---------------------------------------------------------------- ICMP wire format
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return int(~total & 0xFFFF)
-
-
-def echo_request(ident: int, seq: int, payload: bytes) -> bytes:
-    header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, seq)
-    return struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, checksum(header + payload), ident, seq) + (
-        payload
-    )
-
-
-def parse_icmp(packet: bytes) -> tuple[str, int, int, bytes] | None:
-    """(source, type, identifier, payload) of an IPv4 packet carrying ICMP, None if malformed."""
-    if len(packet) < 20:
-        return None
-    header_len = (packet[0] & 0x0F) * 4
-    if len(packet) < header_len + 8:
-        return None
-    source = socket.inet_ntoa(packet[12:16])
-    icmp_type, _code, _sum, ident, _seq = struct.unpack(
-        "!BBHHH", packet[header_len : header_len + 8]
-    )
-    return source, icmp_type, ident, packet[header_len + 8 :]
 
 
 # ---------------------------------------------------------------- receivers
@@ -296,18 +244,20 @@ def send_udp(dst: str, port: int, token: bytes, deadline: float) -> tuple[bool, 
 
 
 def send_one(proto: str, args: SimpleNamespace) -> dict[str, Any]:
+    icmp_sender = send_icmp
     if args.engine == "scapy" and proto == "icmp":  # import before the clock starts
         import importlib
 
+        from lab.probes.scapy_engine import scapy_send_icmp
+
         for module in ("scapy.layers.inet", "scapy.sendrecv"):
             importlib.import_module(module)
+        icmp_sender = scapy_send_icmp
     token, deadline = args.token.encode(), time.monotonic() + args.timeout
     start = time.monotonic()
     local: str | None = source_address_towards(args.dst)
     if proto == "icmp":
-        reply = (scapy_send_icmp if args.engine == "scapy" else send_icmp)(
-            args.dst, token, deadline
-        )
+        reply = icmp_sender(args.dst, token, deadline)
     elif proto == "tcp":
         reply, connected_from = send_tcp(args.dst, args.port, token, deadline)
         local = connected_from or local
@@ -336,185 +286,3 @@ def send(args: SimpleNamespace, emit: Emit) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-
-
-# ---------------------------------------------------------------- scapy engine
-
-
-def scapy_receive(args: SimpleNamespace, emit: Emit) -> None:
-    """Record the source address off the wire with an AF_PACKET sniffer; sockets still answer."""
-    import threading
-
-    from scapy.interfaces import get_if_list
-    from scapy.layers.inet import ICMP, IP, TCP, UDP
-    from scapy.packet import Raw
-    from scapy.sendrecv import AsyncSniffer
-
-    (proto,) = args.protos
-    token, deadline = args.token.encode(), time.monotonic() + args.timeout
-
-    def is_probe(packet: Any) -> bool:
-        if IP not in packet or Raw not in packet or token not in bytes(packet[Raw].load):
-            return False
-        if proto == "icmp":
-            return ICMP in packet and int(packet[ICMP].type) == ICMP_ECHO_REQUEST
-        layer = TCP if proto == "tcp" else UDP
-        return layer in packet and int(packet[layer].dport) == args.port
-
-    started = threading.Event()
-    sniffer = AsyncSniffer(  # every interface: a pod reaches its node's address over the bridge
-        iface=get_if_list(), lfilter=is_probe, count=1, store=True, started_callback=started.set
-    )
-    sniffer.start()
-    started.wait(max(deadline - time.monotonic(), 0))
-    if proto == "icmp":
-        announce_ready()
-        sniffer.join(max(deadline - time.monotonic(), 0))
-    else:
-        receive(args, lambda _proto, _fields: None)  # the sockets answer; the sniffer judges
-    sniffer.join(max(min(deadline - time.monotonic(), 0.2), 0))  # the answer may beat it
-    if sniffer.running:
-        sniffer.stop()
-    packets: list[Any] = list(sniffer.results or [])
-    observed = str(packets[0][IP].src) if packets else None
-    emit(proto, {"received": observed is not None, "observed_src": observed})
-
-
-def scapy_send_icmp(dst: str, token: bytes, deadline: float) -> bool:
-    from scapy.config import conf
-    from scapy.layers.inet import ICMP, IP
-    from scapy.sendrecv import sr1
-    from scapy.supersocket import L3RawSocket
-
-    # A raw IP socket: the kernel routes the probe as it routes any traffic of the namespace.
-    # scapy's default L3 socket picks next hops from its own copy of the main table and resolves
-    # them with its own ARP, which nobody answers for a VXLAN onlink gateway (a static neighbour).
-    conf.L3socket = L3RawSocket
-    ident = int.from_bytes(os.urandom(2), "big")
-    while (left := deadline - time.monotonic()) > 0:
-        answer = sr1(IP(dst=dst) / ICMP(id=ident) / token, timeout=min(left, 0.5), verbose=False)
-        if answer is not None and ICMP in answer and int(answer[ICMP].type) == ICMP_ECHO_REPLY:
-            return True
-    return False
-
-
-# ---------------------------------------------------------------- command line
-
-DEFAULTS = {
-    "port": "31000",
-    "token": "minicni-probe",
-    "timeout": "2.0",
-    "engine": "socket",
-    "bind": "0.0.0.0",
-}
-
-
-def split_protocols(value: str) -> list[str] | None:
-    protos = [p for p in value.split(",") if p]
-    if not protos or len(set(protos)) != len(protos) or not set(protos) <= set(PROTOCOLS):
-        return None
-    return protos
-
-
-def parse_fast(argv: list[str]) -> SimpleNamespace | None:
-    """Parse the runner's own `--key value` argv without importing argparse (~8 ms of a ~35 ms
-    process); None for anything else (help, an error), which `parser()` then handles."""
-    if len(argv) % 2 != 1 or argv[0] not in ("recv", "send"):
-        return None
-    values = dict(DEFAULTS)
-    for key, value in zip(argv[1::2], argv[2::2], strict=True):
-        name = key[2:]
-        if not key.startswith("--") or name not in (*DEFAULTS, "proto", "dst"):
-            return None
-        if (name == "dst" and argv[0] == "recv") or (name == "bind" and argv[0] == "send"):
-            return None
-        values[name] = value
-    required = ("proto", "dst") if argv[0] == "send" else ("proto",)
-    if any(name not in values for name in required) or values["engine"] not in ENGINES:
-        return None
-    protos = split_protocols(values["proto"])
-    try:
-        port, timeout = int(values["port"]), float(values["timeout"])
-    except ValueError:
-        return None
-    if protos is None or (values["engine"] == "scapy" and len(protos) > 1):
-        return None
-    return SimpleNamespace(
-        role=argv[0],
-        protos=protos,
-        dst=values.get("dst"),
-        port=port,
-        token=values["token"],
-        timeout=timeout,
-        engine=values["engine"],
-        bind=values["bind"],
-    )
-
-
-ENGINES = ("socket", "scapy")
-
-
-def _parse_slow(argv: list[str]) -> SimpleNamespace:
-    top = parser()
-    args = SimpleNamespace(**vars(top.parse_args(argv)))
-    protos = split_protocols(args.proto)
-    if protos is None:
-        top.error(f"--proto: a comma separated list of {', '.join(PROTOCOLS)}, got {args.proto!r}")
-    if args.engine == "scapy" and len(protos or []) > 1:
-        top.error("--engine scapy probes one protocol at a time")
-    args.protos = protos
-    del args.proto
-    return args
-
-
-def parser() -> argparse.ArgumentParser:
-    import argparse
-
-    top = argparse.ArgumentParser(prog="python -m lab.probes", description=__doc__.split("\n")[0])
-    roles = top.add_subparsers(dest="role", required=True)
-    for role in ("recv", "send"):
-        sub = roles.add_parser(role)
-        sub.add_argument("--proto", required=True, help="icmp, tcp, udp or a list: icmp,tcp,udp")
-        sub.add_argument("--port", type=int, default=31000, help="TCP and UDP port")
-        sub.add_argument("--token", default="minicni-probe", help="marks this probe's packets")
-        sub.add_argument("--timeout", type=float, default=2.0, help="seconds")
-        sub.add_argument("--engine", choices=ENGINES, default="socket")
-        if role == "send":
-            sub.add_argument("--dst", required=True, help="destination IPv4 address")
-            sub.set_defaults(bind="0.0.0.0")  # unused by a sender; same shape as the fast path
-        else:
-            sub.add_argument("--bind", default="0.0.0.0", help="TCP/UDP listening address")
-            sub.set_defaults(dst=None)
-    return top
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_fast(argv) or _parse_slow(argv)
-    outcomes: dict[str, str] = {}
-
-    def emit(proto: str, fields: dict[str, Any]) -> None:
-        line = json.dumps({"role": args.role, "proto": proto, "token": args.token, **fields})
-        sys.stdout.write(line + "\n")  # one write per line: whole lines even from threads
-        sys.stdout.flush()
-        ok = fields.get("received") or fields.get("reply")
-        outcomes[proto] = "error" if "error" in fields else "ok" if ok else "no"
-
-    try:
-        if args.role == "send":
-            send(args, emit)
-        elif args.engine == "scapy":
-            scapy_receive(args, emit)
-        else:
-            receive(args, emit)
-    except Exception as err:  # one JSON line per protocol whatever happens: the runner shows `!`
-        for proto in args.protos:
-            if proto not in outcomes:
-                emit(proto, {"error": f"{type(err).__name__}: {err}"})
-    if "error" in outcomes.values():
-        return EXIT_ERROR
-    return EXIT_OK if all(o == "ok" for o in outcomes.values()) else EXIT_NO_CONNECTIVITY
-
-
-if __name__ == "__main__":
-    sys.exit(main())

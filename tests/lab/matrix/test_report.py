@@ -6,9 +6,9 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from lab.executors import NODE, POD, Endpoint, Inventory
-from lab.matrix import Case, CellResult, MatrixReport, Observation, case_kind
-from lab.report import render, render_grid, to_json, write_json, write_junit
+from lab.matrix.cases import Case, CellResult, MatrixReport, Observation, case_kind
+from lab.matrix.executors import NODE, POD, Endpoint, Inventory
+from lab.matrix.report import render, render_grid, to_json, write_json, write_junit
 
 N1 = Endpoint("n1", NODE, "n1", "172.30.0.11", "ml1-n1")
 P10 = Endpoint("n1/p0", POD, "n1", "10.244.1.2", "ml1-n1p0")

@@ -18,190 +18,34 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from lab.kind.inventory import inventory_from
+from lab.kind.manifests import (
+    AGENT_DAEMONSET,
+    AGENT_MANIFEST,
+    AGENT_NAMESPACE,
+    AGENT_SELECTOR,
+    DOCKERFILE,
+    KIND_CONFIG,
+    PROBE_DAEMONSETS,
+    PROBE_MANIFEST,
+    PROBE_NAMESPACE,
+    PROBE_SELECTOR,
+    REPO_ROOT,
+    kind_node_count,
+    load_documents,
+    with_image,
+)
+from lab.kind.prereqs import PrerequisiteError, check_prerequisites
+
 if TYPE_CHECKING:
-    from lab.executors import Inventory
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEPLOYMENTS = REPO_ROOT / "deployments"
-DOCKERFILE = DEPLOYMENTS / "Dockerfile"
-KIND_CONFIG = DEPLOYMENTS / "kind" / "cluster.yaml"
-AGENT_MANIFEST = DEPLOYMENTS / "manifests" / "minicni.yaml"
-PROBE_MANIFEST = DEPLOYMENTS / "manifests" / "probes.yaml"
-
-AGENT_NAMESPACE = "kube-system"
-AGENT_DAEMONSET = "minicni"
-AGENT_SELECTOR = "app.kubernetes.io/name=minicni,app.kubernetes.io/component=agent"
-PROBE_NAMESPACE = "minicni-e2e"
-PROBE_SELECTOR = "app.kubernetes.io/name=minicni-probe"
-PROBE_DAEMONSETS = ("probe-a", "probe-b", "probe-host")
-NETWORK_NAME = "minicni"  # the conflist's name: reservations live in <dataDir>/minicni/
-IPAM_DATA_DIR = "/var/lib/cni/networks"
-
-
-# --- prerequisites ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Missing:
-    """One thing the kind e2e needs and does not have, and how to get it."""
-
-    what: str
-    problem: str
-    how_to_get: str
-
-    def __str__(self) -> str:
-        return f"- {self.what}: {self.problem}\n    how to get it: {self.how_to_get}"
-
-
-class PrerequisiteError(RuntimeError):
-    def __init__(self, missing: Sequence[Missing]) -> None:
-        self.missing = tuple(missing)
-        super().__init__(format_missing(self.missing))
-
-
-def format_missing(missing: Sequence[Missing]) -> str:
-    names = ", ".join(m.what for m in missing)
-    lines = [f"the kind e2e suite cannot run: missing {names}", *map(str, missing)]
-    return "\n".join(lines)
-
-
-Which = Callable[[str], str | None]
-Probe = Callable[[Sequence[str]], tuple[bool, str]]
-
-
-def _probe(argv: Sequence[str]) -> tuple[bool, str]:
-    """Run a short check command; (succeeded, what it said)."""
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return False, str(error)
-    return done.returncode == 0, (done.stdout + done.stderr).strip()
-
-
-def check_prerequisites(which: Which = shutil.which, probe: Probe = _probe) -> list[Missing]:
-    """Everything missing for the kind e2e (Docker CLI and a reachable engine, kind, kubectl)."""
-    missing = []
-    docker = which("docker")
-    if docker is None:
-        missing.append(
-            Missing(
-                "docker",
-                "the docker command is not on PATH",
-                "install Docker Engine (https://docs.docker.com/engine/install/; "
-                "Debian/Ubuntu: sudo apt-get install docker.io)",
-            )
-        )
-    else:
-        ok, said = probe([docker, "info", "--format", "{{.ServerVersion}}"])
-        if not ok:
-            first = said.splitlines()[0] if said else "no answer"
-            missing.append(
-                Missing(
-                    "a running Docker engine",
-                    f"`docker info` failed: {first}",
-                    "start it (sudo systemctl start docker) and let this user use it "
-                    "(sudo usermod -aG docker $USER, then log in again); for a remote or "
-                    "rootless engine set DOCKER_HOST",
-                )
-            )
-    if which("kind") is None:
-        missing.append(
-            Missing(
-                "kind",
-                "the kind command is not on PATH",
-                "go install sigs.k8s.io/kind@v0.27.0, or a release binary from "
-                "https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
-            )
-        )
-    if which("kubectl") is None:
-        missing.append(
-            Missing(
-                "kubectl",
-                "the kubectl command is not on PATH",
-                "https://kubernetes.io/docs/tasks/tools/#kubectl (any version within one minor "
-                "of the cluster's)",
-            )
-        )
-    return missing
-
-
-# --- manifests ----------------------------------------------------------------------------------
-
-
-def load_documents(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-
-
-def with_image(documents: Sequence[Mapping[str, Any]], image: str) -> list[dict[str, Any]]:
-    """The documents with every workload container running `image` (the one loaded into kind)."""
-    rendered: list[dict[str, Any]] = json.loads(json.dumps(list(documents)))  # deep copy
-    for doc in rendered:
-        pod_spec = doc.get("spec", {}).get("template", {}).get("spec")
-        if not pod_spec:
-            continue
-        for container in pod_spec.get("containers", []) + pod_spec.get("initContainers", []):
-            container["image"] = image
-            container["imagePullPolicy"] = "IfNotPresent"
-    return rendered
-
-
-def kind_node_count(config_path: Path = KIND_CONFIG) -> int:
-    config = yaml.safe_load(config_path.read_text())
-    return len(config.get("nodes") or [{"role": "control-plane"}])
-
-
-# --- inventory ----------------------------------------------------------------------------------
-
-
-def short_node_name(node: str, cluster_name: str) -> str:
-    """`minicni-e2e-worker2` -> `worker2`: grids stay narrow."""
-    prefix = f"{cluster_name}-"
-    return node[len(prefix) :] if node.startswith(prefix) else node
-
-
-def inventory_from(
-    pods: Mapping[str, Any], cluster_name: str = "", name: str = "kind"
-) -> Inventory:
-    """The matrix's endpoints from `kubectl get pods -o json` of the probe pods.
-
-    Per node, in node-name order: its pod-network probe pods (probe-a, probe-b), then the node
-    itself (its hostNetwork probe pod, whose pod IP is the node's address). Pods not running or
-    without an address (a node with no kubelet, a pod being replaced) are left out.
-    """
-    from lab.executors import NODE, POD, Endpoint, Inventory
-
-    by_node: dict[str, list[Endpoint]] = {}
-    for pod in pods.get("items", []):
-        meta, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status", {})
-        node, ip = spec.get("nodeName"), status.get("podIP")
-        if not node or not ip or status.get("phase") != "Running" or meta.get("deletionTimestamp"):
-            continue
-        labels = meta.get("labels", {})
-        role = labels.get("minicni.dev/probe-role")
-        short = short_node_name(node, cluster_name)
-        handle = f"{meta['namespace']}/{meta['name']}"
-        if role == NODE:
-            endpoint = Endpoint(name=short, kind=NODE, node=node, ip=ip, handle=handle)
-        elif role == POD:
-            slot = labels.get("minicni.dev/probe", "probe").removeprefix("probe-")
-            endpoint = Endpoint(name=f"{short}/{slot}", kind=POD, node=node, ip=ip, handle=handle)
-        else:
-            continue
-        by_node.setdefault(node, []).append(endpoint)
-    ordered = []
-    for node in sorted(by_node):
-        ordered += sorted(by_node[node], key=lambda e: (e.kind == NODE, e.name))
-    return Inventory.build(ordered, name=name)
-
-
-# --- the cluster --------------------------------------------------------------------------------
+    from lab.matrix.executors import Inventory
 
 
 def _env_flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -384,40 +228,8 @@ class KindLab:
         return "\n".join(sections)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m lab.kind up|down`: a kind cluster running minicni, kept until `down`."""
-    import argparse
-    import dataclasses
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m lab.kind", description=main.__doc__)
-    parser.add_argument("action", choices=("up", "down"))
-    args = parser.parse_args(argv)
-    settings = dataclasses.replace(KindSettings.from_env(), keep_cluster=True)
-    lab = KindLab(settings)
-    try:
-        if args.action == "down":
-            lab.delete()
-            return 0
-        lab.up()
-    except PrerequisiteError as error:
-        print(error, file=sys.stderr)
-        return 2
-    except (RuntimeError, TimeoutError) as error:
-        print(f"kind cluster {settings.cluster_name}: {error}", file=sys.stderr)
-        return 1
-    print(f"cluster {settings.cluster_name} is up with minicni ({settings.image}).")
-    print(f"  export KUBECONFIG={lab.kubeconfig}")
-    print("  kubectl get pods -A -o wide")
-    return 0
-
-
 def _run_visible(argv: Sequence[str]) -> None:
     """Run a long build step with its output shown (pytest -s) and a clear error if it fails."""
     done = subprocess.run(list(argv), check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed with exit code {done.returncode}")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

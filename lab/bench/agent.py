@@ -1,7 +1,7 @@
 """Benchmark: reconcile 1,000 and 5,000 remote nodes inside a network namespace made for it.
 
-`python -m minicni.agent.bench` (root). For every size it times, with the agent's own code path
-(validation, plan, netlink apply; conflist into a temporary directory):
+`python -m lab.bench.agent` (root; `make bench-agent`). For every size it times, with the agent's
+own code path (validation, plan, netlink apply; conflist into a temporary directory):
   - from empty: every route (and with --backend vxlan every FDB and neighbour entry and every
     route in our policy table, to the peers' node IPs) programmed;
   - no change: a resync that finds everything in place;
@@ -177,7 +177,7 @@ def _print(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minicni.agent.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lab.bench.agent", description=__doc__)
     parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument(
         "--backend",

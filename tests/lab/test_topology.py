@@ -130,7 +130,7 @@ def test_topology_round_trips_through_a_mapping() -> None:
 
 
 def test_shipped_topology_files_load() -> None:
-    folder = Path(__file__).resolve().parent.parent / "lab" / "topologies"
+    folder = Path(__file__).resolve().parents[2] / "lab" / "topologies"
     loaded = {path.name: load_topology(str(path)) for path in folder.glob("*.yaml")}
     assert loaded["default.yaml"] == Topology()
     assert loaded["vxlan-routed.yaml"].underlay == "routed"

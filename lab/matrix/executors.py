@@ -1,7 +1,10 @@
 """Where probes run: endpoints of a cluster, and how to run a command at one of them.
 
 One matrix runner serves every kind of cluster: it only asks an executor for the argv that runs a
-probe at an endpoint. The netns lab uses `ip netns exec`; a kind cluster uses `kubectl exec`.
+probe at an endpoint. The netns lab uses `ip netns exec`; a kind cluster uses `kubectl exec`, where
+an endpoint's handle is "<namespace>/<pod>" and the probe pods run the minicni image, which carries
+the `lab` package: same probes, same verdicts as in network namespaces. Executors only build argv
+lists; they run nothing themselves.
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 POD = "pod"
 NODE = "node"
+PROBE_CONTAINER = "probe"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,41 @@ class NetnsExecutor:
 
     def command(self, endpoint: Endpoint, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", endpoint.handle, self.python, "-m", "lab.probes", *argv]
+
+
+def split_handle(handle: str) -> tuple[str, str]:
+    """("namespace", "pod") from "namespace/pod"; a bare pod name is refused, never guessed."""
+    namespace, sep, pod = handle.partition("/")
+    if not sep or not namespace or not pod or "/" in pod:
+        raise ValueError(f"kubectl endpoint handle {handle!r} is not '<namespace>/<pod>'")
+    return namespace, pod
+
+
+@dataclass(frozen=True)
+class KubectlExecutor:
+    """Runs probes in Kubernetes pods with `kubectl exec`: the kind executor of the matrix."""
+
+    kubeconfig: Path | None = None
+    kubectl: str = "kubectl"
+    container: str | None = PROBE_CONTAINER
+    python: str = "python3"
+    # kubectl's own timeout for the API round trips (not the probe's): a stuck API server fails the
+    # cell with `!` instead of hanging the matrix.
+    request_timeout: str = "30s"
+
+    def base(self) -> list[str]:
+        command = [self.kubectl]
+        if self.kubeconfig is not None:
+            command += ["--kubeconfig", str(self.kubeconfig)]
+        return command
+
+    def command(self, endpoint: Endpoint, argv: Sequence[str]) -> list[str]:
+        namespace, pod = split_handle(endpoint.handle)
+        command = [*self.base(), "--request-timeout", self.request_timeout]
+        command += ["exec", "--namespace", namespace, pod]
+        if self.container:
+            command += ["--container", self.container]
+        return [*command, "--", self.python, "-m", "lab.probes", *argv]
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """Benchmark the installed `minicni` executable beside the reference bridge + host-local plugins.
 
-Run as root (`sudo make bench`). Both plugins are exec'd exactly as a runtime does (env + config
-on stdin, result on stdout), each in a private node namespace made for the run, each ADD into a
-freshly made container namespace. Measured side by side in the same run, interleaved so that
-neither plugin gets a quieter machine:
+`python -m lab.bench.plugin`, as root (`sudo make bench`). Both plugins are exec'd exactly as a
+runtime does (env + config on stdin, result on stdout), each in a private node namespace made for
+the run, each ADD into a freshly made container namespace. Measured side by side in the same run,
+interleaved so that neither plugin gets a quieter machine:
   - ADD and DEL latency, p50 and p95 over --runs pods (pods accumulate: DEL runs with all of them
     attached, as on a busy node);
   - the wall time of --concurrent ADDs started at once;

@@ -1,5 +1,5 @@
-"""Probe internals that need no root: ICMP wire format, the fast argument parser, and the TCP and
-UDP probes end to end over 127.0.0.1 (receivers bound to loopback only)."""
+"""The socket engine end to end over 127.0.0.1 (receivers bound to loopback only): TCP and UDP
+probes as the matrix runs them, what a stopped receiver and a lonely sender report, and errors."""
 
 from __future__ import annotations
 
@@ -12,51 +12,7 @@ from typing import Any
 
 import pytest
 
-from lab import probes
-
-
-def test_echo_request_checksum_verifies() -> None:
-    packet = probes.echo_request(0x1234, 7, b"token")
-    assert probes.checksum(packet) == 0
-    ip_header = bytes([0x45]) + bytes(11) + bytes([10, 0, 0, 1]) + bytes([10, 0, 0, 2])
-    assert probes.parse_icmp(ip_header + packet) == ("10.0.0.1", 8, 0x1234, b"token")
-
-
-def test_parse_icmp_ignores_truncated_packets() -> None:
-    assert probes.parse_icmp(b"\x45" + bytes(10)) is None
-    assert probes.parse_icmp(b"\x45" + bytes(19) + b"\x08\x00") is None
-
-
-def test_fast_parser_agrees_with_argparse() -> None:
-    argv = ["send", "--proto", "udp", "--dst", "10.0.0.2", "--port", "31001", "--token", "t"]
-    fast = probes.parse_fast(argv)
-    assert fast is not None
-    assert vars(fast) == vars(probes._parse_slow(argv))
-    recv = probes.parse_fast(["recv", "--proto", "tcp,icmp", "--timeout", "3"])
-    assert recv is not None
-    assert (recv.protos, recv.timeout, recv.bind, recv.dst) == (
-        ["tcp", "icmp"],
-        3.0,
-        "0.0.0.0",
-        None,
-    )
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["send", "--proto", "udp"],  # no destination
-        ["recv", "--proto", "sctp"],
-        ["recv", "--proto", "tcp,tcp"],
-        ["recv", "--proto", "tcp,udp", "--engine", "scapy"],
-        ["recv", "--proto", "udp", "--dst", "10.0.0.1"],
-        ["recv", "--proto", "udp", "--port", "x"],
-        ["recv", "--proto"],
-        ["-h"],
-    ],
-)
-def test_fast_parser_leaves_anything_unusual_to_argparse(argv: list[str]) -> None:
-    assert probes.parse_fast(argv) is None
+from lab.probes.__main__ import EXIT_ERROR, EXIT_NO_CONNECTIVITY
 
 
 def probe_pair_over_loopback(protos: str, token: str) -> tuple[list[Any], list[Any]]:
@@ -130,7 +86,7 @@ def test_a_stopped_receiver_reports_what_it_did_not_see() -> None:
     assert receiver.stderr is not None and receiver.stderr.readline() == "ready\n"
     receiver.terminate()
     out, _ = receiver.communicate(timeout=10)
-    assert receiver.returncode == probes.EXIT_NO_CONNECTIVITY
+    assert receiver.returncode == EXIT_NO_CONNECTIVITY
     assert [json.loads(line)["received"] for line in out.splitlines()] == [False, False]
 
 
@@ -155,7 +111,7 @@ def test_sender_without_receiver_reports_no_reply_within_its_timeout() -> None:
         text=True,
         timeout=10,
     )
-    assert sender.returncode == probes.EXIT_NO_CONNECTIVITY
+    assert sender.returncode == EXIT_NO_CONNECTIVITY
     assert json.loads(sender.stdout)["reply"] is False
     assert time.monotonic() - started < 5
 
@@ -167,5 +123,5 @@ def test_errors_still_print_one_json_line() -> None:
         text=True,
         timeout=10,
     )
-    assert receiver.returncode == probes.EXIT_ERROR
+    assert receiver.returncode == EXIT_ERROR
     assert "OSError" in json.loads(receiver.stdout)["error"]

@@ -10,8 +10,8 @@ import os
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from lab.executors import Endpoint
-from lab.matrix import NOT_APPLICABLE, OK, CellResult, MatrixReport
+from lab.matrix.cases import NOT_APPLICABLE, OK, CellResult, MatrixReport
+from lab.matrix.executors import Endpoint
 
 LEGEND = ". ok   X unreachable   N NATed (wrong source)   ! probe error   - not applicable"
 

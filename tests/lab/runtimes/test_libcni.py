@@ -1,4 +1,4 @@
-"""lab.runtime as libcni behaves: plugins in order with prevResult, the ADD result cached and
+"""CniRuntime as libcni behaves: plugins in order with prevResult, the ADD result cached and
 handed to CHECK and DEL (DEL in reverse), errors carried with their CNI code. The plugins here
 are small scripts that log what they were given: no root, no kernel."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.runtime import Attachment, CniPluginError, CniRuntime, select_version
+from lab.runtimes.libcni import Attachment, CniPluginError, CniRuntime, select_version
 
 FAKE_PLUGIN = """#!{python}
 import json, os, sys
