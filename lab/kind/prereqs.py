@@ -27,9 +27,13 @@ class PrerequisiteError(RuntimeError):
         super().__init__(format_missing(self.missing))
 
 
-def format_missing(missing: Sequence[Missing]) -> str:
+E2E_CANNOT_RUN = "the kind e2e suite cannot run"
+
+
+def format_missing(missing: Sequence[Missing], cannot: str = E2E_CANNOT_RUN) -> str:
+    """`cannot` says what cannot be done without them: the e2e suite, or one `make` target."""
     names = ", ".join(m.what for m in missing)
-    lines = [f"the kind e2e suite cannot run: missing {names}", *map(str, missing)]
+    lines = [f"{cannot}: missing {names}", *map(str, missing)]
     return "\n".join(lines)
 
 
@@ -72,15 +76,7 @@ def check_prerequisites(which: Which = shutil.which, probe: Probe = _probe) -> l
                     "rootless engine set DOCKER_HOST",
                 )
             )
-    if which("kind") is None:
-        missing.append(
-            Missing(
-                "kind",
-                "the kind command is not on PATH",
-                "go install sigs.k8s.io/kind@v0.27.0, or a release binary from "
-                "https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
-            )
-        )
+    missing += check_kind(which)
     if which("kubectl") is None:
         missing.append(
             Missing(
@@ -91,3 +87,17 @@ def check_prerequisites(which: Which = shutil.which, probe: Probe = _probe) -> l
             )
         )
     return missing
+
+
+def check_kind(which: Which = shutil.which) -> list[Missing]:
+    """The kind command alone: all `make kind-down` needs."""
+    if which("kind") is not None:
+        return []
+    return [
+        Missing(
+            "kind",
+            "the kind command is not on PATH",
+            "go install sigs.k8s.io/kind@v0.27.0, or a release binary from "
+            "https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
+        )
+    ]
