@@ -122,7 +122,7 @@ class NetnsLab:
     def _create_namespaces(self) -> None:
         for name in [self.lab.fabric_netns, *(n.netns for n in self.lab.nodes)]:
             self._create_namespace(name)
-        self.log(f"{len(self.lab.nodes)} node namespaces created")
+        self.log(f"{counted(len(self.lab.nodes), 'node namespace')} created")
 
     def _create_namespace(self, name: str) -> None:
         """Recorded first, so a crash in between still cleans it up; created with signals held
@@ -154,7 +154,7 @@ class NetnsLab:
             self.start_agent(node)
         for node in self.lab.nodes:
             agents.await_ready(node, self.files(node), self.agents[node.name], self.agent_timeout)
-        self.log(f"{len(self.lab.nodes)} agents ready ({self.lab.topology.backend})")
+        self.log(f"{counted(len(self.lab.nodes), 'agent')} ready ({self.lab.topology.backend})")
 
     # ------------------------------------------------------------ agents
 
@@ -207,7 +207,7 @@ class NetnsLab:
         finally:
             # interrupted: let the ADDs in flight finish (DEL then finds them), start no more
             pool.shutdown(wait=True, cancel_futures=True)
-        self.log(f"{len(self.lab.pods)} pods added and checked (CNI ADD + CHECK)")
+        self.log(f"{counted(len(self.lab.pods), 'pod')} added and checked (CNI ADD + CHECK)")
         endpoints = []
         for node in self.lab.nodes:
             endpoints.append(Endpoint(node.name, NODE, node.name, node.ip, node.netns))
@@ -261,10 +261,12 @@ class NetnsLab:
                 problems = [f"deleting pods: {type(err).__name__}: {err}"]
             if self.state.pods:
                 seconds = time.monotonic() - started
-                self.log(f"{len(self.state.pods)} pods deleted (CNI DEL) in {seconds:.1f} s")
+                deleted = counted(len(self.state.pods), "pod")
+                self.log(f"{deleted} deleted (CNI DEL) in {seconds:.1f} s")
             problems += stopping.result()
             if agent_count:
-                self.log(f"{agent_count} agents stopped after {time.monotonic() - started:.1f} s")
+                seconds = time.monotonic() - started
+                self.log(f"{counted(agent_count, 'agent')} stopped after {seconds:.1f} s")
         problems += teardown(self.state, self.state_root, self.agents)
         self.log("lab removed" if not problems else f"lab removed with {len(problems)} problems")
         return problems
@@ -316,6 +318,11 @@ def lab_namespaces(lab_id: str) -> list[str]:
 
 
 # ------------------------------------------------------------ pure helpers
+
+
+def counted(number: int, noun: str) -> str:
+    """ "1 pod", "2 pods": what the lab's log lines count."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def reference_conflist(node: NodePlan, ipam_dir: str, mtu: int) -> dict[str, Any]:
