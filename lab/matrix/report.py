@@ -6,12 +6,12 @@ Grids read like the upstream netpol truth tables: rows are sources, columns dest
 from __future__ import annotations
 
 import json
-import os
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from lab.matrix.cases import NOT_APPLICABLE, OK, CellResult, MatrixReport
 from lab.matrix.executors import Endpoint
+from minicni.fileutil import write_atomic
 
 LEGEND = ". ok   X unreachable   N NATed (wrong source)   ! probe error   - not applicable"
 
@@ -140,19 +140,12 @@ def to_junit(report: MatrixReport, suite_name: str = "minicni-lab matrix") -> ET
 
 
 def write_json(report: MatrixReport, path: str, extra: dict[str, Any] | None = None) -> None:
-    _write_atomically(path, json.dumps(to_json(report, extra), indent=2) + "\n")
+    text = json.dumps(to_json(report, extra), indent=2) + "\n"
+    write_atomic(path, text.encode(), durable=False)
 
 
 def write_junit(report: MatrixReport, path: str) -> None:
     root = to_junit(report)
     ET.indent(root)
-    _write_atomically(path, ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n")
-
-
-def _write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    text = ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    write_atomic(path, text.encode(), durable=False)
