@@ -41,13 +41,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from minicni import defaults
 from minicni.fileutil import write_atomic
 
 log = logging.getLogger(__name__)
 
 # Bumped whenever the layout or the launcher changes, so an old bundle is rebuilt.
 BUNDLE_FORMAT = 1
-PLUGIN_NAME = "minicni"
 PLUGIN_MODULE = "minicni"  # run as `python -m minicni`, as the "launcher" mode does
 PLUGIN_PACKAGES = ("minicni", "pyroute2")
 STAMP_NAME = "STAMP"
@@ -134,7 +134,7 @@ def install_bundle(
     cni_bin_dir: Path,
     runtime_dir: Path,
     *,
-    plugin_name: str = PLUGIN_NAME,
+    plugin_name: str = defaults.PLUGIN_NAME,
     source: RuntimeSource | None = None,
 ) -> bool:
     """Make `<cni_bin_dir>/<plugin_name>` run the plugin from a runtime bundled in `runtime_dir`.

@@ -14,9 +14,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from minicni import defaults
 from minicni.fileutil import write_atomic
 
-PLUGIN_NAME = "minicni"
 MODES = ("bundle", "launcher", "none")
 
 
@@ -29,15 +29,20 @@ def launcher_script(python: str) -> bytes:
 
 
 def install_plugin(
-    cni_bin_dir: Path, *, mode: str = "bundle", runtime_dir: Path = Path("/opt/minicni")
+    cni_bin_dir: Path,
+    *,
+    mode: str = defaults.PLUGIN_INSTALL,
+    runtime_dir: Path = Path(defaults.PLUGIN_DIR),
 ) -> bool:
     """Put `<cni_bin_dir>/minicni` in place; True if anything on disk changed."""
     if mode == "none":
         return False
     if mode == "launcher":
-        return write_atomic(str(cni_bin_dir / PLUGIN_NAME), launcher_script(sys.executable), 0o755)
+        return write_atomic(
+            str(cni_bin_dir / defaults.PLUGIN_NAME), launcher_script(sys.executable), 0o755
+        )
     if mode == "bundle":
         from minicni.bundle import install_bundle  # copies files; only the agent needs it
 
-        return install_bundle(cni_bin_dir, runtime_dir, plugin_name=PLUGIN_NAME)
+        return install_bundle(cni_bin_dir, runtime_dir)
     raise ValueError(f"unknown plugin install mode {mode!r}; expected one of {', '.join(MODES)}")

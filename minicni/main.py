@@ -74,18 +74,14 @@ def _skip_pyroute2_package_init() -> None:
 def setup_logging(stdin: bytes) -> None:
     """Log to stderr and to a file (config key `logFile`, env MINICNI_LOG_FILE, or the default).
     Never to stdout, which carries exactly one JSON document."""
-    from minicni.netconf import DEFAULT_LOG_FILE
+    from minicni.defaults import LOG_FILE
 
     try:
         config = json.loads(stdin)
         configured = config.get("logFile") if isinstance(config, dict) else None
     except ValueError:
         configured = None
-    path = (
-        configured
-        if isinstance(configured, str)
-        else os.environ.get(LOG_FILE_ENV, DEFAULT_LOG_FILE)
-    )
+    path = configured if isinstance(configured, str) else os.environ.get(LOG_FILE_ENV, LOG_FILE)
     logger = logging.getLogger("minicni")
     logger.setLevel(logging.INFO)
     formatter = logging.Formatter(

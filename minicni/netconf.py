@@ -7,36 +7,17 @@ bad value is code 7 naming the key, a value minicni deliberately does not suppor
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from minicni.cni.errors import INVALID_NETWORK_CONFIG, UNSUPPORTED_FIELD, CniError
-from minicni.cni.skel import validate_interface_name
+from minicni import defaults
+from minicni.cni.errors import INVALID_NETWORK_CONFIG, UNSUPPORTED_FIELD, CniError, invalid_config
+from minicni.cni.validate import validate_interface_name, validate_network_name
+from minicni.ipam.range import AddressRange
 
-DEFAULT_BRIDGE = "minicni0"
-DEFAULT_DATA_DIR = "/var/lib/cni/networks"
-DEFAULT_LOG_FILE = "/var/log/minicni.log"
-_NETWORK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
-_BUILTIN_IPAM_TYPES = ("", "minicni", "host-local")
-
-
-@dataclass(frozen=True)
-class AddressRange:
-    """Where pod addresses come from: `first`..`last` inside `subnet`, never `gateway`."""
-
-    subnet: IPv4Network
-    first: IPv4Address
-    last: IPv4Address
-    gateway: IPv4Address
-
-    @property
-    def size(self) -> int:
-        return (
-            int(self.last) - int(self.first) + (0 if self.first <= self.gateway <= self.last else 1)
-        )
+_BUILTIN_IPAM_TYPES = ("", defaults.PLUGIN_NAME, "host-local")
 
 
 @dataclass(frozen=True)
@@ -57,25 +38,19 @@ class NetConf:
         return f"{self.data_dir.rstrip('/')}/{self.name}"
 
 
-def invalid(key: str, value: object, why: str) -> CniError:
-    return CniError(INVALID_NETWORK_CONFIG, f"invalid network config: {key}: {why}", repr(value))
-
-
 def parse_netconf(raw: Mapping[str, Any]) -> NetConf:
-    name = raw.get("name")
-    if not isinstance(name, str) or not _NETWORK_NAME.fullmatch(name):
-        raise invalid("name", name, "must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    name = validate_network_name(raw.get("name"))
     plugin_type = raw.get("type")
     if not isinstance(plugin_type, str) or not plugin_type:
-        raise invalid("type", plugin_type, "is required (the plugin's name, minicni)")
-    bridge = raw.get("bridge", DEFAULT_BRIDGE)
+        raise invalid_config("type", plugin_type, "is required (the plugin's name, minicni)")
+    bridge = raw.get("bridge", defaults.BRIDGE)
     try:
         validate_interface_name(bridge if isinstance(bridge, str) else "")
     except CniError as err:
-        raise invalid("bridge", bridge, err.msg) from None
+        raise invalid_config("bridge", bridge, err.msg) from None
     prev = raw.get("prevResult")
     if prev is not None and not isinstance(prev, dict):
-        raise invalid("prevResult", prev, "must be an object")
+        raise invalid_config("prevResult", prev, "must be an object")
     return NetConf(
         name=name,
         cni_version=str(raw.get("cniVersion", "")),
@@ -93,14 +68,14 @@ def parse_netconf(raw: Mapping[str, Any]) -> NetConf:
 def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
     value = raw.get(key, default)
     if not isinstance(value, bool):
-        raise invalid(key, value, "must be true or false")
+        raise invalid_config(key, value, "must be true or false")
     return value
 
 
 def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = raw.get(key, {})
     if not isinstance(value, dict):
-        raise invalid(key, value, "must be an object")
+        raise invalid_config(key, value, "must be an object")
     return value
 
 
@@ -108,7 +83,7 @@ def _optional_mtu(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 68 <= value <= 65535:
-        raise invalid("mtu", value, "must be an integer between 68 and 65535")
+        raise invalid_config("mtu", value, "must be an integer between 68 and 65535")
     return value
 
 
@@ -116,16 +91,16 @@ def _data_dir(raw: Mapping[str, Any]) -> str:
     ipam = raw.get("ipam")
     if not isinstance(ipam, dict):
         ipam = {}
-    value = raw.get("dataDir", ipam.get("dataDir", DEFAULT_DATA_DIR))
+    value = raw.get("dataDir", ipam.get("dataDir", defaults.DATA_DIR))
     if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
-        raise invalid("dataDir", value, "must be an absolute path")
+        raise invalid_config("dataDir", value, "must be an absolute path")
     return value
 
 
 def _address_range(raw: Mapping[str, Any]) -> AddressRange:
     ipam = raw.get("ipam", {})
     if not isinstance(ipam, dict):
-        raise invalid("ipam", ipam, "must be an object")
+        raise invalid_config("ipam", ipam, "must be an object")
     ipam_type = ipam.get("type", "")
     if ipam_type not in _BUILTIN_IPAM_TYPES:
         raise CniError(
@@ -135,7 +110,7 @@ def _address_range(raw: Mapping[str, Any]) -> AddressRange:
         )
     ranges = ipam.get("ranges")
     if "subnet" in raw and ranges is not None:
-        raise invalid("subnet", raw["subnet"], "give either subnet or ipam.ranges, not both")
+        raise invalid_config("subnet", raw["subnet"], "give either subnet or ipam.ranges, not both")
     if ranges is None:
         if "subnet" not in raw:
             raise CniError(
@@ -160,11 +135,11 @@ def _range_from(spec: Mapping[str, Any], subnet_key: str) -> AddressRange:
     except ValueError:
         subnet = None
     if subnet is None:
-        raise invalid(subnet_key, value, "must be an IPv4 CIDR such as 10.244.1.0/24")
+        raise invalid_config(subnet_key, value, "must be an IPv4 CIDR such as 10.244.1.0/24")
     if not isinstance(subnet, IPv4Network):
         raise CniError(UNSUPPORTED_FIELD, f"unsupported field: {subnet_key}", "IPv4 only")
     if subnet.prefixlen > 30:
-        raise invalid(subnet_key, value, "prefix must be /30 or larger")
+        raise invalid_config(subnet_key, value, "prefix must be /30 or larger")
     hosts_first = subnet.network_address + 1
     hosts_last = subnet.broadcast_address - 1
     base = subnet_key.rsplit(".", 1)[0] if "." in subnet_key else ""
@@ -172,9 +147,9 @@ def _range_from(spec: Mapping[str, Any], subnet_key: str) -> AddressRange:
     first = _address_in(spec, "rangeStart", subnet, base, default=hosts_first)
     last = _address_in(spec, "rangeEnd", subnet, base, default=hosts_last)
     if first > last:
-        raise invalid(f"{base}.rangeStart", str(first), "is after rangeEnd")
+        raise invalid_config(f"{base}.rangeStart", str(first), "is after rangeEnd")
     if first == last == gateway:
-        raise invalid(subnet_key, value, "the range holds no address besides the gateway")
+        raise invalid_config(subnet_key, value, "the range holds no address besides the gateway")
     return AddressRange(subnet=subnet, first=first, last=last, gateway=gateway)
 
 
@@ -187,7 +162,7 @@ def _address_in(
     try:
         address = IPv4Address(spec[key] if isinstance(spec[key], str) else "")
     except ValueError:
-        raise invalid(full_key, spec[key], "must be an IPv4 address") from None
+        raise invalid_config(full_key, spec[key], "must be an IPv4 address") from None
     if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
-        raise invalid(full_key, spec[key], f"must be a host address inside {subnet}")
+        raise invalid_config(full_key, spec[key], f"must be a host address inside {subnet}")
     return address

@@ -31,7 +31,7 @@ from lab import fabric
 from lab.netns import node_entry, nodes_document, pod_address, pod_attachment
 from lab.runtime import CniRuntime
 from lab.topology import LabPlan, NodePlan, Topology, plan
-from minicni.agent.routes import RTPROT_MINICNI
+from minicni.defaults import ROUTE_PROTOCOL as RTPROT_MINICNI
 from minicni.fileutil import write_atomic
 from minicni.net import netns
 

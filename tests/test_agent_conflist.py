@@ -5,7 +5,8 @@ import os
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from minicni.agent.conflist import CONFLIST_NAME, ConflistSettings, render, write_conflist
+from minicni.agent.conflist import ConflistSettings, render, write_conflist
+from minicni.defaults import CONFLIST_NAME
 
 SETTINGS = ConflistSettings(IPv4Network("10.244.1.0/24"), 1450, "/var/lib/cni/networks")
 

@@ -7,7 +7,7 @@ import pytest
 
 from minicni.agent.plan import POLICY_RULE_PRIORITY, POLICY_TABLE, PolicyRule
 from minicni.agent.policy_rule import FR_ACT_TO_TBL, KernelRule, diff_rules, kernel_rule
-from minicni.agent.routes import RTPROT_MINICNI
+from minicni.defaults import ROUTE_PROTOCOL
 
 WANTED = PolicyRule(IPv4Network("10.244.1.0/24"))
 UNSET = 0xFFFFFFFF
@@ -17,7 +17,7 @@ def krule(
     src: str | None = "10.244.1.0/24",
     table: int = POLICY_TABLE,
     priority: int = POLICY_RULE_PRIORITY,
-    protocol: int = RTPROT_MINICNI,
+    protocol: int = ROUTE_PROTOCOL,
     selective: bool = False,
 ) -> KernelRule:
     network = IPv4Network(src) if src is not None else None
@@ -78,7 +78,7 @@ def dumped(attrs: list[tuple[str, Any]], **header: int) -> KernelRule:
 OUR_ATTRS: list[tuple[str, Any]] = [
     ("FRA_TABLE", POLICY_TABLE),
     ("FRA_SUPPRESS_PREFIXLEN", UNSET),
-    ("FRA_PROTOCOL", RTPROT_MINICNI),
+    ("FRA_PROTOCOL", ROUTE_PROTOCOL),
     ("FRA_PRIORITY", POLICY_RULE_PRIORITY),
     ("FRA_SRC", "10.244.1.0"),
 ]
@@ -89,7 +89,7 @@ def test_a_dumped_rule_is_read_with_every_field_kept_for_its_deletion() -> None:
     assert rule == krule()
     fields = dict(rule.fields)
     assert fields["table"] == POLICY_TABLE and fields["src"] == "10.244.1.0"
-    assert fields["src_len"] == 24 and fields["protocol"] == RTPROT_MINICNI
+    assert fields["src_len"] == 24 and fields["protocol"] == ROUTE_PROTOCOL
 
 
 @pytest.mark.parametrize(

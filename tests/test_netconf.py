@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from minicni.cni.errors import CniError
-from minicni.netconf import DEFAULT_BRIDGE, DEFAULT_DATA_DIR, parse_netconf
+from minicni.defaults import BRIDGE, DATA_DIR
+from minicni.netconf import parse_netconf
 
 
 def raw(**overrides: Any) -> dict[str, Any]:
@@ -37,11 +38,11 @@ def test_defaults() -> None:
     conf = parse_netconf(raw())
     assert conf.name == "k8s-pod-network"
     assert conf.cni_version == "1.1.0"
-    assert conf.bridge == DEFAULT_BRIDGE == "minicni0"
+    assert conf.bridge == BRIDGE == "minicni0"
     assert conf.mtu is None  # resolved from the default-route interface at ADD time
     assert conf.hairpin is True
     assert conf.is_default_gateway is True
-    assert conf.data_dir == DEFAULT_DATA_DIR == "/var/lib/cni/networks"
+    assert conf.data_dir == DATA_DIR == "/var/lib/cni/networks"
     assert conf.store_dir == "/var/lib/cni/networks/k8s-pod-network"
     assert dict(conf.dns) == {}
     assert conf.prev_result is None

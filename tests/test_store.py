@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from minicni.ipam.range import AddressRange
 from minicni.ipam.store import (
     BOOT_ID_FILE,
     LAST_RESERVED,
@@ -18,7 +19,6 @@ from minicni.ipam.store import (
     RangeFullError,
     Reservation,
 )
-from minicni.netconf import AddressRange
 
 
 def address_range(cidr: str = "10.1.0.0/29", first: str = "", last: str = "") -> AddressRange:

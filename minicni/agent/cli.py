@@ -19,10 +19,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
+from minicni import defaults
 from minicni.agent.metrics import Metrics
 from minicni.agent.plan import Backend
 from minicni.agent.reconciler import AgentConfig, Reconciler
 from minicni.agent.sources import NodeSource
+from minicni.hostinstall import MODES as INSTALL_MODES
 
 ENV_PREFIX = "MINICNI_"
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -52,7 +54,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     option(
         "--cluster-cidr",
         "the cluster's pod CIDR (every node's podCIDR lies in it)",
-        "10.244.0.0/16",
+        defaults.CLUSTER_CIDR,
     )
     option(
         "--backend",
@@ -66,30 +68,30 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "kubeconfig for the Kubernetes source (default: in-cluster)",
         environ.get("KUBECONFIG"),
     )
-    option("--cni-conf-dir", "where the conflist is written", "/etc/cni/net.d")
-    option("--cni-bin-dir", "where the plugin is installed", "/opt/cni/bin")
-    option("--state-dir", "where the agent keeps its last good node set", "/var/lib/minicni")
+    option("--cni-conf-dir", "where the conflist is written", defaults.CNI_CONF_DIR)
+    option("--cni-bin-dir", "where the plugin is installed", defaults.CNI_BIN_DIR)
+    option("--state-dir", "where the agent keeps its last good node set", defaults.STATE_DIR)
     option(
         "--ipam-data-dir",
         "the plugin's address store (the conflist's dataDir)",
-        "/var/lib/cni/networks",
+        defaults.DATA_DIR,
     )
     option(
         "--plugin-install",
         "how to install the plugin into the CNI bin dir",
-        "bundle",
-        choices=["bundle", "launcher", "none"],
+        defaults.PLUGIN_INSTALL,
+        choices=list(INSTALL_MODES),
     )
-    option("--plugin-dir", "where the plugin's runtime lives on the host", "/opt/minicni")
+    option("--plugin-dir", "where the plugin's runtime lives on the host", defaults.PLUGIN_DIR)
     option(
         "--plugin-log-file",
         "the plugin's log file (the conflist's logFile)",
-        "/var/log/minicni.log",
+        defaults.LOG_FILE,
     )
     option(
         "--firewall",
         "manage forward/masquerade rules with iptables, or not at all",
-        "iptables",
+        defaults.FIREWALL,
         choices=["iptables", "none"],
     )
     option("--mtu", "pod MTU (default: the underlay's, less 50 for vxlan and auto)")

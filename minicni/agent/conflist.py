@@ -15,18 +15,16 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from minicni import defaults
 from minicni.cni.version import SUPPORTED_VERSIONS
 from minicni.fileutil import write_atomic
 
-CONFLIST_NAME = "10-minicni.conflist"
-NETWORK_NAME = "minicni"
 # The newest version every runtime generation in the field accepts: libcni 1.1 (containerd 1.6 and
 # 1.7, podman 4, CRI-O of that era) ignores `cniVersions` and refuses a 1.1.0 result, while
 # libcni >= 1.2 (containerd 2.x) picks the highest entry of `cniVersions` it knows -- 1.1.0, which
 # brings STATUS and GC. The plugin answers in whichever version it is asked.
 CNI_VERSION = "1.0.0"
 CNI_VERSIONS = SUPPORTED_VERSIONS
-BRIDGE_NAME = "minicni0"
 CONFIG_SUFFIXES = (".conf", ".conflist", ".json")
 
 log = logging.getLogger(__name__)
@@ -37,13 +35,13 @@ class ConflistSettings:
     pod_cidr: IPv4Network
     mtu: int
     data_dir: str
-    log_file: str = "/var/log/minicni.log"
-    bridge: str = BRIDGE_NAME
+    log_file: str = defaults.LOG_FILE
+    bridge: str = defaults.BRIDGE
 
 
 def render(settings: ConflistSettings) -> str:
     plugin: dict[str, Any] = {
-        "type": "minicni",
+        "type": defaults.PLUGIN_NAME,
         "bridge": settings.bridge,
         "subnet": str(settings.pod_cidr),
         "mtu": settings.mtu,
@@ -55,23 +53,23 @@ def render(settings: ConflistSettings) -> str:
     document = {
         "cniVersion": CNI_VERSION,
         "cniVersions": list(CNI_VERSIONS),
-        "name": NETWORK_NAME,
+        "name": defaults.NETWORK_NAME,
         "plugins": [plugin],
     }
     return json.dumps(document, indent=2) + "\n"
 
 
 def write_conflist(conf_dir: Path, settings: ConflistSettings) -> bool:
-    path = conf_dir / CONFLIST_NAME
+    path = conf_dir / defaults.CONFLIST_NAME
     changed = write_atomic(str(path), render(settings).encode())
     if changed:
         log.info("wrote %s (subnet %s, mtu %d)", path, settings.pod_cidr, settings.mtu)
-        shadowing = configs_before(conf_dir, CONFLIST_NAME)
+        shadowing = configs_before(conf_dir, defaults.CONFLIST_NAME)
         if shadowing:
             log.warning(
                 "%s sort before %s: runtimes that load only the first file will not use minicni",
                 ", ".join(shadowing),
-                CONFLIST_NAME,
+                defaults.CONFLIST_NAME,
             )
     return changed
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from minicni.agent.netlink_batch import Failure
 from minicni.agent.plan import PolicyRule
-from minicni.agent.routes import RTPROT_MINICNI
+from minicni.defaults import ROUTE_PROTOCOL
 
 FR_ACT_TO_TBL = 1
 _PLAIN_ATTRS = frozenset({"FRA_SRC", "FRA_PRIORITY", "FRA_TABLE", "FRA_PROTOCOL", "FRA_PAD"})
@@ -90,7 +90,7 @@ def kernel_rule(header: Mapping[str, int], attrs: Iterable[tuple[str, Any]]) -> 
 
 
 def is_ours(rule: KernelRule) -> bool:
-    return rule.protocol == RTPROT_MINICNI
+    return rule.protocol == ROUTE_PROTOCOL
 
 
 def matches(rule: KernelRule, wanted: PolicyRule) -> bool:
@@ -161,7 +161,7 @@ class RuleApplier:
                 action=FR_ACT_TO_TBL,
                 src=str(rule.src.network_address),
                 src_len=rule.src.prefixlen,
-                protocol=RTPROT_MINICNI,
+                protocol=ROUTE_PROTOCOL,
             )
         except NetlinkError as error:
             if error.code != errno.EEXIST:

@@ -15,6 +15,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from minicni import defaults
 from minicni.agent import conflist, hostnet, rtnl_dump, state
 from minicni.agent.firewall import IptablesFirewall
 from minicni.agent.metrics import Metrics
@@ -45,14 +46,14 @@ class AgentConfig:
     node_name: str
     cluster_cidr: IPv4Network
     backend: Backend = Backend.AUTO
-    cni_conf_dir: Path = Path("/etc/cni/net.d")
-    cni_bin_dir: Path = Path("/opt/cni/bin")
-    state_dir: Path = Path("/var/lib/minicni")
-    ipam_data_dir: str = "/var/lib/cni/networks"
-    plugin_install: str = "bundle"
-    plugin_dir: Path = Path("/opt/minicni")
-    plugin_log_file: str = "/var/log/minicni.log"
-    firewall: str = "iptables"
+    cni_conf_dir: Path = Path(defaults.CNI_CONF_DIR)
+    cni_bin_dir: Path = Path(defaults.CNI_BIN_DIR)
+    state_dir: Path = Path(defaults.STATE_DIR)
+    ipam_data_dir: str = defaults.DATA_DIR
+    plugin_install: str = defaults.PLUGIN_INSTALL
+    plugin_dir: Path = Path(defaults.PLUGIN_DIR)
+    plugin_log_file: str = defaults.LOG_FILE
+    firewall: str = defaults.FIREWALL
     mtu: int | None = None
 
 

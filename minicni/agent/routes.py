@@ -17,10 +17,7 @@ from minicni.agent import rtnl_dump
 from minicni.agent.netlink_batch import Failure, send_batched
 from minicni.agent.plan import MAIN_TABLE, POLICY_TABLE, DstKey, Route, RouteKey
 from minicni.agent.rtnl_dump import KernelRoute
-
-RTPROT_MINICNI = 109
-"""Private routing protocol number (unassigned in /etc/iproute2/rt_protos); marks our routes and
-our policy rule."""
+from minicni.defaults import ROUTE_PROTOCOL
 
 OUR_TABLES = (MAIN_TABLE, POLICY_TABLE)
 _RT_SCOPE_UNIVERSE = 0
@@ -112,7 +109,7 @@ class RouteApplier:
         self._ipr = ipr
 
     def current(self) -> list[KernelRoute]:
-        return rtnl_dump.dump_routes(RTPROT_MINICNI, OUR_TABLES)
+        return rtnl_dump.dump_routes(ROUTE_PROTOCOL, OUR_TABLES)
 
     def reconcile(
         self, desired: Iterable[Route], vxlan_ifindex: int | None, vxlan_name: str
@@ -165,7 +162,7 @@ class RouteApplier:
             "dst_len": route.dst.prefixlen,
             "gateway": str(route.gateway),
             "table": route.table,
-            "proto": RTPROT_MINICNI,
+            "proto": ROUTE_PROTOCOL,
             "scope": _RT_SCOPE_UNIVERSE,
             "type": _RTN_UNICAST,
         }
@@ -194,7 +191,7 @@ class RouteApplier:
             "dst": str(route.dst.network_address),
             "dst_len": route.dst.prefixlen,
             "table": route.table,
-            "proto": RTPROT_MINICNI,
+            "proto": ROUTE_PROTOCOL,
             "priority": route.priority,
         }
         if route.gateway is not None:
