@@ -10,7 +10,7 @@ import pytest
 
 from minicni.cni.errors import CniError
 from minicni.defaults import BRIDGE, DATA_DIR
-from minicni.netconf import parse_netconf
+from minicni.plugin.config import parse_netconf
 
 
 def raw(**overrides: Any) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The bridge plugin: ADD, DEL, CHECK and GC, composing the store and the kernel layer (STATUS,
-which needs no kernel, is in `readiness`).
+which needs no kernel, is in `status`).
 
 ADD is a transaction: each step that changes something registers its undo on an ExitStack, and any
 failure unwinds them all before the error is returned, so a failed ADD leaves no reservation and
@@ -24,7 +24,8 @@ from minicni.ipam.store import AddressStore, RangeFullError, Reservation
 from minicni.net import links, netns
 from minicni.net.rtnl import Rtnl
 from minicni.net.sysctl import ensure_sysctl
-from minicni.netconf import NetConf, parse_netconf
+from minicni.plugin.config import NetConf, parse_netconf
+from minicni.plugin.result import add_result
 
 log = logging.getLogger("minicni")
 
@@ -106,7 +107,7 @@ def add(request: Request) -> dict[str, Any]:
             reservation.address,
             host_name,
         )
-        return _result(conf, request, reservation, bridge, host_end, pod_end)
+        return add_result(conf, request, reservation, bridge, host_end, pod_end)
     raise AssertionError("unreachable")
 
 
@@ -148,40 +149,6 @@ def _must_find(rtnl: Rtnl, name: str) -> links.Link:
     if link is None:
         raise NetlinkError(19, f"{name} vanished")
     return link
-
-
-def _result(
-    conf: NetConf,
-    request: Request,
-    reservation: Reservation,
-    bridge: links.Link,
-    host_end: links.Link,
-    pod_end: links.Link,
-) -> dict[str, Any]:
-    gateway = str(conf.range.gateway)
-    result: dict[str, Any] = {
-        "interfaces": [
-            {"name": bridge.name, "mac": bridge.mac},
-            {"name": host_end.name, "mac": host_end.mac},
-            {
-                "name": pod_end.name,
-                "mac": pod_end.mac,
-                "mtu": pod_end.mtu,
-                "sandbox": request.netns,
-            },
-        ],
-        "ips": [
-            {
-                "address": f"{reservation.address}/{conf.range.subnet.prefixlen}",
-                "gateway": gateway,
-                "interface": 2,
-            }
-        ],
-        "routes": [{"dst": "0.0.0.0/0", "gw": gateway}] if conf.is_default_gateway else [],
-    }
-    if conf.dns:
-        result["dns"] = dict(conf.dns)
-    return result
 
 
 # -- DEL ------------------------------------------------------------------------------------------

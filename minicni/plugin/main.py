@@ -37,16 +37,16 @@ class Commands:
         _plugin().gc(request)
 
     def status(self, request: skel.Request) -> None:
-        from minicni.readiness import status
+        from minicni.plugin.status import status
 
         status(request)
 
 
 def _plugin() -> ModuleType:
     _skip_pyroute2_package_init()
-    from minicni import plugin
+    from minicni.plugin import commands
 
-    return plugin
+    return commands
 
 
 def load_plugin() -> skel.Plugin:

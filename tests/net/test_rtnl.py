@@ -4,12 +4,8 @@ parsed from buffers captured from a 6.18 kernel, the socket loop driven by a scr
 from __future__ import annotations
 
 import errno
-import json
 import socket
 import struct
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from pyroute2.netlink.exceptions import NetlinkError
@@ -223,34 +219,3 @@ def test_a_truncated_datagram_is_refused() -> None:
     with pytest.raises(NetlinkError) as raised:
         rtnl.Rtnl(sock).dump(ifinfmsg(), rtnl.RTM_GETLINK)
     assert raised.value.code == errno.EMSGSIZE
-
-
-def test_the_plugin_loads_without_iproute_or_asyncio() -> None:
-    """What the plugin gains from this client: none of IPRoute's import chain on every ADD."""
-    code = (
-        "import sys\n"
-        "from minicni import main\n"
-        "main._plugin()\n"
-        "heavy = {'asyncio', 'ssl', 'pyroute2.iproute', 'pyroute2.iproute.linux'}\n"
-        "print(sorted(heavy & set(sys.modules)))\n"
-    )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert run.stdout.strip() == "[]", run.stdout + run.stderr
-
-
-def test_status_loads_no_netlink_code(tmp_path: Path) -> None:
-    """containerd calls STATUS every few seconds: it must not pay for the netlink modules."""
-    config = {"cniVersion": "1.1.0", "name": "st", "type": "minicni", "subnet": "10.77.0.0/24"}
-    config["dataDir"] = str(tmp_path)
-    code = (
-        "import json, sys\n"
-        "from minicni import main\n"
-        "from minicni.cni import skel\n"
-        "stdin = sys.argv[1].encode()\n"
-        "rc, out = skel.dispatch({'CNI_COMMAND': 'STATUS'}, stdin, main.load_plugin)\n"
-        "print(json.dumps([rc, sorted(m for m in sys.modules if m.startswith('pyroute2'))]))\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(config)], capture_output=True, text=True, check=True
-    )
-    assert json.loads(run.stdout) == [0, []], run.stdout + run.stderr

@@ -9,7 +9,7 @@ from minicni.cni import errors
 from minicni.cni.errors import CniError
 from minicni.cni.skel import Request
 from minicni.ipam.store import AddressStore
-from minicni.netconf import parse_netconf
+from minicni.plugin.config import parse_netconf
 
 
 def status(request: Request) -> None:
