@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from minicni.agent.plan import VXLAN_DEVICE
+from minicni.agent.model.plan import VXLAN_DEVICE
 from minicni.net import netns
 from netns_tests.agent_lab import AgentLab, lab, peer_seen_by, wait_for
 

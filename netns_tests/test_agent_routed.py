@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from minicni.agent.plan import POLICY_RULE_PRIORITY, POLICY_TABLE, VXLAN_DEVICE
+from minicni.agent.model.plan import POLICY_RULE_PRIORITY, POLICY_TABLE, VXLAN_DEVICE
 from netns_tests.agent_lab import AgentLab, LabNode, lab, peer_seen_by
 
 
