@@ -6,12 +6,12 @@ Grids read like the upstream netpol truth tables: rows are sources, columns dest
 from __future__ import annotations
 
 import json
-import os
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from lab.executors import Endpoint
 from lab.matrix import NOT_APPLICABLE, OK, CellResult, MatrixReport
+from minicni.fileutil import write_atomic
 
 LEGEND = ". ok   X unreachable   N NATed (wrong source)   ! probe error   - not applicable"
 
@@ -150,9 +150,4 @@ def write_junit(report: MatrixReport, path: str) -> None:
 
 
 def _write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    write_atomic(path, text.encode(), durable=False)

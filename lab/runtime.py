@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from minicni.fileutil import write_atomic
+
 CACHE_KIND = "cniCacheV1"
 
 # The config and result versions each libcni generation knows.
@@ -142,8 +144,6 @@ class CniRuntime:
         return os.path.join(self.cache_dir, "results", name)
 
     def _save_cache(self, attachment: Attachment, result: dict[str, Any]) -> None:
-        path = self._cache_path(attachment)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         entry = {
             "kind": CACHE_KIND,
             "containerId": attachment.container_id,
@@ -153,10 +153,7 @@ class CniRuntime:
             "config": self.conflist,
             "result": result,
         }
-        temporary = f"{path}.tmp"
-        with open(temporary, "w", encoding="utf-8") as stream:
-            json.dump(entry, stream)
-        os.replace(temporary, path)
+        write_atomic(self._cache_path(attachment), json.dumps(entry).encode(), durable=False)
 
     def plugin_path(self, plugin_type: str) -> str:
         for directory in self.bin_dirs:
