@@ -75,3 +75,7 @@ bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local 
 .PHONY: bench-agent
 bench-agent: setup ## minicni-agent: reconcile 1,000 and 5,000 nodes in a namespace (run as root)
 	$(BIN)/python -m minicni.agent.bench
+
+.PHONY: bench-node-source
+bench-node-source: setup ## the Kubernetes node source: lists of 5,000 13.5 KB Nodes (memory, CPU, time)
+	$(BIN)/python -m lab.bench.node_source

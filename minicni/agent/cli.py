@@ -25,6 +25,8 @@ from minicni.agent.reconciler import AgentConfig, Reconciler
 from minicni.agent.sources import NodeSource
 
 ENV_PREFIX = "MINICNI_"
+STUCK_LOOP_SECONDS = 300.0
+"""A reconcile pass that has not ended after this long hangs (its subprocesses time out at 30 s)."""
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
 log = logging.getLogger("minicni.agent")
@@ -200,9 +202,15 @@ def run_service(
     signal.signal(signal.SIGINT, request_stop)
     server = None
     if args.health_addr:
-        from minicni.agent.health import HealthServer, parse_address
+        from minicni.agent.health import AgentHealth, HealthServer, parse_address
 
-        server = HealthServer(parse_address(args.health_addr), metrics, lambda: reconciler.ready)
+        health = AgentHealth(
+            reconciler.not_ready_reasons,
+            lambda: reconciler.last_pass,
+            source,
+            stuck_after=max(STUCK_LOOP_SECONDS, 6 * resync_seconds),
+        )
+        server = HealthServer(parse_address(args.health_addr), metrics, health.live, health.ready)
         server.start()
         log.info("serving /healthz, /readyz, /metrics on %s", args.health_addr)
     try:

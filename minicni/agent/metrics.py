@@ -44,6 +44,11 @@ FAMILIES = (
     _Family("firewall_rewrites_total", "counter", "Times our iptables chains were rewritten."),
     _Family("conflist_writes_total", "counter", "Times the CNI conflist was (re)written."),
     _Family("ready", "gauge", "1 once the conflist is written and the first reconcile is done."),
+    _Family(
+        "node_source_ready",
+        "gauge",
+        "1 while the node source keeps the node set current (0: stale, see /readyz).",
+    ),
 )
 
 

@@ -103,10 +103,22 @@ class Reconciler:
         self._reconciled = False
         self._plugin_ok = config.plugin_install == "none"
         self._next_install = 0.0
+        self.last_pass = time.monotonic()
+        """When the last reconcile ended (monotonic): the liveness check reads it."""
 
     @property
     def ready(self) -> bool:
-        return self._conflist_ok and self._reconciled and self._plugin_ok
+        return not self.not_ready_reasons()
+
+    def not_ready_reasons(self) -> list[str]:
+        reasons = []
+        if not self._plugin_ok:
+            reasons.append("the plugin is not installed yet")
+        if not self._conflist_ok:
+            reasons.append("the conflist is not written yet")
+        if not self._reconciled:
+            reasons.append("no complete reconcile yet")
+        return reasons
 
     def _kernel(self) -> Any:
         if self._ipr is None:
@@ -137,6 +149,7 @@ class Reconciler:
         self.metrics.observe("reconcile_duration_seconds", report.seconds)
         self.metrics.set("last_reconcile_timestamp_seconds", time.time())
         self.metrics.set("ready", 1.0 if self.ready else 0.0)
+        self.last_pass = time.monotonic()
         return report
 
     def _fail(self, report: Report, stage: str, message: str) -> None:

@@ -37,9 +37,15 @@ def run(
     resync_seconds: float,
 ) -> None:
     reported_ready = False
+    source_health = source.health()
     while not stop.is_set():
         report = reconciler.reconcile(fetch_entries(source))
         _log_report(report)
+        health = source.health()
+        reconciler.metrics.set("node_source_ready", 1.0 if health.ready else 0.0)
+        if health != source_health and health.reason:
+            log.warning("%s", health.reason)
+        source_health = health
         if reconciler.ready and not reported_ready:
             try:
                 source.report_ready(reconciler.config.node_name)
