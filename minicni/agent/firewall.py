@@ -6,17 +6,26 @@ itself: an accept in a separate nftables table would not override another table'
 POSTROUTING: `MINICNI-POSTRTG` masquerades pod traffic only when it leaves the cluster: pod->pod
 and pod->node (every node address is listed) keep the pod's source address.
 
-Each resync reads our chains back with iptables-save and, if they differ from what they should
-be, rewrites them in one `iptables-restore --noflush` transaction (declaring a chain flushes it),
-adding the jump from the built-in chain only when it is missing, so reapplying is idempotent.
+Each resync reads back only our chains and the built-in chains that jump to them (`iptables -S
+CHAIN`: never a dump of kube-proxy's tables, which hold tens of thousands of rules on a large
+cluster) and, if they differ from what they should be, rewrites them in one `iptables-restore
+--noflush` transaction (declaring a chain flushes it), adding the jump from the built-in chain only
+when it is missing, so reapplying is idempotent.
+
+The rules go into the iptables backend the node's other components use (`xtables`), detected on
+every resync; when it changes, our chains are removed from the backend we left.
 """
 
 from __future__ import annotations
 
-import subprocess
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+
+from minicni.agent.xtables import Backend, Detector, Runner, run
+
+log = logging.getLogger(__name__)
 
 FORWARD_CHAIN = "MINICNI-FWD"
 MASQUERADE_CHAIN = "MINICNI-POSTRTG"
@@ -66,14 +75,15 @@ def masquerade_spec(cluster_cidr: IPv4Network, node_ips: Iterable[IPv4Address]) 
 
 
 def parse_chain(save_output: str, spec: ChainSpec) -> ChainState:
-    """Our chain's rules and the number of jumps to it, from `iptables-save -t <table>`."""
+    """Our chain's rules and the number of jumps to it, from `iptables-save -t <table>` or from
+    `iptables -S <our chain>` and `iptables -S <built-in chain>` (the same rule syntax)."""
     rules: list[str] = []
     exists = False
     jumps = 0
     own_prefix = f"-A {spec.chain} "
     for line in save_output.splitlines():
         line = line.strip()
-        if line.startswith(f":{spec.chain} "):
+        if line.startswith(f":{spec.chain} ") or line == f"-N {spec.chain}":
             exists = True
         elif line.startswith(own_prefix):
             rules.append(line)
@@ -102,33 +112,77 @@ def render_restore(sections: dict[str, list[str]]) -> str:
     return "\n".join(text) + "\n" if text else ""
 
 
-class IptablesFirewall:
-    def __init__(self, save: str = "iptables-save", restore: str = "iptables-restore") -> None:
-        self._save = save
-        self._restore = restore
+def removal_section(spec: ChainSpec, state: ChainState) -> list[str]:
+    """iptables-restore lines that remove our chain and its jumps (from a backend we left)."""
+    if not state.exists:
+        return []
+    lines = [f":{spec.chain} - [0:0]"]  # declaring it flushes it
+    lines += [f"-D {spec.builtin} -j {spec.chain}"] * state.jumps
+    return [*lines, f"-X {spec.chain}"]
 
-    def _saved(self, table: str) -> str:
-        return subprocess.run(
-            [self._save, "-t", table], check=True, capture_output=True, text=True, timeout=30
-        ).stdout
+
+class IptablesFirewall:
+    """Keeps our chains in the node's iptables backend. One instance lives as long as the agent:
+    it remembers the backend it wrote to, to clean up after a switch."""
+
+    def __init__(self, detector: Detector | None = None, runner: Runner = run) -> None:
+        self._run = runner
+        self._detector = detector or Detector(runner)
+        self.backend: Backend | None = None
+        self.reason = ""
+
+    def _listing(self, backend: Backend, table: str, chain: str) -> str | None:
+        """`iptables -S <chain>` in one table; None when the chain does not exist (exit 1)."""
+        argv = [backend.binary("iptables"), "-w", "5", "-t", table, "-S", chain]
+        done = self._run(argv)
+        if done.returncode == 1:
+            return None
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def read_state(self, backend: Backend, spec: ChainSpec) -> ChainState:
+        if backend is Backend.LEGACY and spec.table not in self._detector.legacy_tables():
+            return ChainState((), exists=False, jumps=0)  # reading would create the table
+        own = self._listing(backend, spec.table, spec.chain)
+        builtin = self._listing(backend, spec.table, spec.builtin) or ""
+        return parse_chain(f"{own or ''}\n{builtin}", spec)
+
+    def _restore(self, backend: Backend, payload: str) -> None:
+        argv = [backend.binary("iptables-restore"), "--noflush", "--wait", "5"]
+        completed = self._run(argv, payload)
+        if completed.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed: {completed.stderr.strip()}")
+
+    def _leave(self, backend: Backend, specs: list[ChainSpec]) -> None:
+        """Remove our chains from a backend the node no longer uses."""
+        sections: dict[str, list[str]] = {}
+        for spec in specs:
+            section = removal_section(spec, self.read_state(backend, spec))
+            sections.setdefault(spec.table, []).extend(section)
+        payload = render_restore(sections)
+        if payload:
+            self._restore(backend, payload)
+            log.info("removed our iptables chains from the %s backend", backend.value)
 
     def apply(self, cluster_cidr: IPv4Network, node_ips: Iterable[IPv4Address]) -> bool:
         """Make our chains right; returns True if anything had to be rewritten."""
+        detection = self._detector.detect()
+        backend = detection.backend
         specs = [forward_spec(cluster_cidr), masquerade_spec(cluster_cidr, node_ips)]
+        if backend is not self.backend:
+            log.info("iptables backend: %s (%s)", backend.value, detection.reason)
+            for other in self._detector.available:
+                if other is not backend:
+                    self._leave(other, specs)
+            self.backend = backend
+        self.reason = detection.reason
         sections: dict[str, list[str]] = {}
         for spec in specs:
-            state = parse_chain(self._saved(spec.table), spec)
+            state = self.read_state(backend, spec)
             sections.setdefault(spec.table, []).extend(restore_section(spec, state))
         payload = render_restore(sections)
         if not payload:
             return False
-        completed = subprocess.run(
-            [self._restore, "--noflush", "--wait", "5"],
-            input=payload,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if completed.returncode != 0:
-            raise RuntimeError(f"{self._restore} failed: {completed.stderr.strip()}")
+        self._restore(backend, payload)
         return True

@@ -42,6 +42,12 @@ FAMILIES = (
     _Family("bad_node_entries_total", "counter", "Node entries skipped, by reason."),
     _Family("errors_total", "counter", "Errors, by stage."),
     _Family("firewall_rewrites_total", "counter", "Times our iptables chains were rewritten."),
+    _Family(
+        "iptables_backend",
+        "gauge",
+        "1 for the iptables backend our chains are in (legacy or nft), as the node's other "
+        "components use it.",
+    ),
     _Family("conflist_writes_total", "counter", "Times the CNI conflist was (re)written."),
     _Family("ready", "gauge", "1 once the conflist is written and the first reconcile is done."),
     _Family(

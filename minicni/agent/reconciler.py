@@ -76,6 +76,7 @@ class Report:
     conflist_written: bool = False
     plugin_installed: bool = False
     firewall_rewritten: bool = False
+    firewall_backend: str | None = None
     mtu: int | None = None
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -103,6 +104,7 @@ class Reconciler:
         self._reconciled = False
         self._plugin_ok = config.plugin_install == "none"
         self._next_install = 0.0
+        self._firewall: IptablesFirewall | None = None
         self.last_pass = time.monotonic()
         """When the last reconcile ended (monotonic): the liveness check reads it."""
 
@@ -361,12 +363,19 @@ class Reconciler:
             self._fail(report, stage, f"{failure.item}: {failure.reason}")
 
     def _apply_firewall(self, nodes: dict[str, Node], report: Report) -> None:
+        if self._firewall is None:
+            self._firewall = IptablesFirewall()
         try:
-            report.firewall_rewritten = IptablesFirewall().apply(
+            report.firewall_rewritten = self._firewall.apply(
                 self.config.cluster_cidr, (node.internal_ip for node in nodes.values())
             )
         except Exception as error:  # missing iptables, a failed restore: reported, retried
             self._fail(report, "firewall", f"{type(error).__name__}: {error}")
             return
+        finally:
+            backend = self._firewall.backend
+            report.firewall_backend = backend.value if backend else None
+            if backend is not None:
+                self.metrics.replace_family("iptables_backend", {backend.value: 1.0}, "backend")
         if report.firewall_rewritten:
             self.metrics.inc("firewall_rewrites_total")
