@@ -11,6 +11,7 @@ It answers what the agent's node source asks, with the real server's semantics w
   an `ERROR` event carrying a 410 Status when the version is older than the compaction point; it
   ends after `timeoutSeconds`.
 - `PATCH /api/v1/nodes/<name>/status` records the body and answers 200.
+- `GET /api/v1/namespaces/kube-system/configmaps/<name>` answers from `config_maps`, else 404.
 Faults, set on the object: `stall_watches` (send the headers, then silence: what a half-open
 connection looks like to the client), `fail_requests` (answer 500), `gone_watches` (the next
 watches get an ERROR 410 event). Every request is recorded (method, path, query).
@@ -33,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+CONFIG_MAPS = "/api/v1/namespaces/kube-system/configmaps/"
 LIST_PREFIX = b'{"kind":"NodeList","apiVersion":"v1","metadata":'
 
 
@@ -181,6 +183,8 @@ class FakeApiServer:
     stall_watches: int = 0
     gone_watches: int = 0
     fail_requests: int = 0
+    config_maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    """kube-system ConfigMaps by name: their `data`."""
     requests: list[Request] = field(default_factory=list)
     patches: list[tuple[str, Any]] = field(default_factory=list)
 
@@ -408,7 +412,15 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path, query = self._query()
             request = api._record("GET", path, query)
-            if path != "/api/v1/nodes":
+            if path.startswith(CONFIG_MAPS):
+                found = api.config_maps.get(path.removeprefix(CONFIG_MAPS))
+                if found is None:
+                    self._send(404, _status(404, "NotFound", path))
+                else:
+                    self._send(
+                        200, encode({"kind": "ConfigMap", "apiVersion": "v1", "data": found})
+                    )
+            elif path != "/api/v1/nodes":
                 self._send(404, _status(404, "NotFound", path))
             elif api._take_fault("fail_requests"):
                 self._send(500, _status(500, "InternalError", "injected failure"))

@@ -22,6 +22,7 @@ from minicni.agent.sources.kube import (
     Timeouts,
     core_api,
     network_available_patch,
+    read_cluster_cidr,
 )
 
 WAIT = 20.0
@@ -281,3 +282,39 @@ def test_network_available_patch() -> None:
     assert condition["type"] == "NetworkUnavailable"
     assert condition["status"] == "False"
     assert condition["lastTransitionTime"] == "2024-05-01T12:00:00Z"
+
+
+KUBEADM = {
+    "ClusterConfiguration": "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\n"
+    "networking:\n  dnsDomain: cluster.local\n  podSubnet: fd00:10:244::/56,10.244.0.0/16\n"
+    "  serviceSubnet: 10.96.0.0/16\n"
+}
+KUBE_PROXY = {
+    "config.conf": "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+    'clusterCIDR: "10.85.0.0/16"\nmode: iptables\n'
+}
+
+
+def api_for(server: FakeApiServer) -> Any:
+    return core_api(Configuration(host=server.url))
+
+
+def test_cluster_cidr_from_kubeadm_config_ipv4_of_dual_stack(server: FakeApiServer) -> None:
+    server.config_maps = {"kubeadm-config": KUBEADM, "kube-proxy": KUBE_PROXY}
+    cidr, where = read_cluster_cidr(api_for(server))
+    assert str(cidr) == "10.244.0.0/16"
+    assert "kube-system/kubeadm-config" in where
+
+
+def test_cluster_cidr_from_kube_proxy_without_kubeadm(server: FakeApiServer) -> None:
+    server.config_maps = {"kube-proxy": KUBE_PROXY}
+    cidr, where = read_cluster_cidr(api_for(server))
+    assert (str(cidr), "clusterCIDR" in where) == ("10.85.0.0/16", True)
+
+
+def test_cluster_cidr_unknown_says_what_was_tried_and_what_to_set(server: FakeApiServer) -> None:
+    server.config_maps = {"kube-proxy": {"config.conf": "clusterCIDR: ''\n"}}
+    with pytest.raises(LookupError) as raised:
+        read_cluster_cidr(api_for(server))
+    message = str(raised.value)
+    assert "kubeadm-config: 404" in message and "MINICNI_CLUSTER_CIDR" in message

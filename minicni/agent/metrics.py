@@ -49,6 +49,21 @@ FAMILIES = (
         "components use it.",
     ),
     _Family("conflist_writes_total", "counter", "Times the CNI conflist was (re)written."),
+    _Family(
+        "conflist_in_effect",
+        "gauge",
+        "1 while our conflist is the first config file, the one the runtime loads.",
+    ),
+    _Family(
+        "conflist_shadowed",
+        "gauge",
+        "1 for the config file the runtime loads instead of ours (its path in `file`).",
+    ),
+    _Family(
+        "conflists_moved_aside_total",
+        "counter",
+        "Other config files renamed to *.minicni_bak (--cni-exclusive).",
+    ),
     _Family("ready", "gauge", "1 once the conflist is written and the first reconcile is done."),
     _Family(
         "node_source_ready",

@@ -12,6 +12,7 @@ import threading
 from minicni.agent.nodes import NodeEntry
 from minicni.agent.reconciler import Reconciler, Report
 from minicni.agent.sources import NodeSource, SourceError
+from minicni.agent.sources.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,20 @@ def fetch_entries(source: NodeSource) -> list[NodeEntry] | None:
 
 def reconcile_once(source: NodeSource, reconciler: Reconciler) -> Report:
     return reconciler.reconcile(fetch_entries(source))
+
+
+def install(source: NodeSource, reconciler: Reconciler, stop: threading.Event) -> Report:
+    """`--install-only`: the plugin and the conflist, retried (with backoff) until this node is
+    in the node set with a pod CIDR, as flannel's init waits for its lease. A plugin that cannot
+    be installed ends it at once: retrying would not give the container more rights."""
+    backoff = Backoff()
+    while True:
+        report = reconciler.install(fetch_entries(source))
+        if reconciler.installed or reconciler.plugin_failed or stop.is_set():
+            return report
+        delay = backoff.next_delay()
+        log.info("install: %s; retrying in %.1f s", "; ".join(report.errors), delay)
+        stop.wait(delay)
 
 
 def run(

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from ipaddress import IPv4Network, ip_network
 from typing import Any
 
 from minicni.agent.nodes import NodeEntry
@@ -125,6 +126,57 @@ def core_api(configuration: Any) -> Any:
     configuration.retries = False
     configuration.keep_alive = True
     return client.CoreV1Api(client.ApiClient(configuration))
+
+
+CLUSTER_CIDR_SOURCES = (
+    ("kubeadm-config", "ClusterConfiguration", ("networking", "podSubnet")),
+    ("kube-proxy", "config.conf", ("clusterCIDR",)),
+)
+"""Where a cluster says its pod CIDR: kubeadm's ClusterConfiguration (what kube-controller-manager
+got as --cluster-cidr), else kube-proxy's configuration (what it treats as pod traffic)."""
+MAX_CONFIG_MAP_BYTES = 1 << 20
+
+
+def read_cluster_cidr(api: Any, timeouts: Timeouts = Timeouts()) -> tuple[IPv4Network, str]:
+    """The cluster's IPv4 pod CIDR and where it was found. LookupError when the cluster does not
+    say (no such ConfigMap, no field, or no IPv4 in it); other errors when the API fails."""
+    import yaml
+
+    tried = []
+    for name, key, path in CLUSTER_CIDR_SOURCES:
+        where = f"ConfigMap kube-system/{name} {key}: {'.'.join(path)}"
+        try:
+            response = api.read_namespaced_config_map(
+                name,
+                "kube-system",
+                _preload_content=False,
+                _request_timeout=(timeouts.connect, timeouts.read),
+            )
+        except Exception as error:
+            if _status_of(error) in (403, 404):
+                tried.append(f"{name}: {_status_of(error)}")
+                continue
+            raise
+        body = response.read(MAX_CONFIG_MAP_BYTES + 1)
+        response.release_conn()
+        if len(body) > MAX_CONFIG_MAP_BYTES:
+            raise LookupError(f"{where}: larger than a ConfigMap may be")
+        data = json.loads(body).get("data") or {}
+        value: Any = yaml.safe_load(data.get(key) or "") if isinstance(data, dict) else None
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        for text in str(value or "").split(","):
+            try:
+                network = ip_network(text.strip(), strict=True)
+            except ValueError:
+                continue
+            if isinstance(network, IPv4Network):
+                return network, where
+        tried.append(f"{name}: no IPv4 CIDR in {'.'.join(path)} ({value!r})")
+    raise LookupError(
+        "the cluster does not say its pod CIDR (" + "; ".join(tried) + "): set --cluster-cidr "
+        "(MINICNI_CLUSTER_CIDR) to kube-controller-manager's --cluster-cidr"
+    )
 
 
 @dataclass
@@ -223,6 +275,10 @@ class KubeNodeSource:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kube-nodes", daemon=True)
         self._thread.start()
+
+    @property
+    def api(self) -> Any:
+        return self._api
 
     # -- the NodeSource protocol -----------------------------------------------------------------
     def fetch(self) -> list[NodeEntry]:
