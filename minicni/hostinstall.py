@@ -60,5 +60,5 @@ def host_write_error(error: OSError) -> str:
     return (
         f"{text} ({directory} is owned by uid {status.st_uid}, mode "
         f"{stat.S_IMODE(status.st_mode):04o}: `minicni-agent --install-only`, run with "
-        "CAP_DAC_OVERRIDE and CAP_FOWNER as the DaemonSet's init container does, writes there)"
+        "CAP_DAC_OVERRIDE as the DaemonSet's init container does, writes there)"
     )

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,12 +153,18 @@ class AgentLab:
 
     # -- running the agent ------------------------------------------------------------------
 
-    def agent_args(self, node: LabNode, *extra: str) -> list[str]:
+    def agent_args(self, node: LabNode, *extra: str, kubeconfig: Path | None = None) -> list[str]:
+        """The agent's command line: the Kubernetes source with `kubeconfig`, else the file."""
+        source = (
+            ["--kubeconfig", str(kubeconfig)]
+            if kubeconfig
+            else ["--nodes-file", str(self.nodes_file)]
+        )
         return [
             "ip", "netns", "exec", node.ns, AGENT,
             "--node-name", node.name,
             "--cluster-cidr", self.plan.topology.cluster_cidr,
-            "--nodes-file", str(self.nodes_file),
+            *source,
             "--cni-conf-dir", str(node.conf_dir),
             "--cni-bin-dir", str(node.bin_dir),
             "--state-dir", str(node.state_dir),
@@ -183,10 +189,14 @@ class AgentLab:
     def run_once_everywhere(self, *extra: str) -> list[dict[str, Any]]:
         return [self.run_once(node, *extra) for node in self.nodes]
 
-    def start_agent(self, node: LabNode, *extra: str) -> subprocess.Popen[bytes]:
+    def start_agent(
+        self, node: LabNode, *extra: str, kubeconfig: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(node.home / "agent.log", "ab")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
-            self.agent_args(node, "--resync-seconds", "1", "--health-addr", "", *extra),
+            self.agent_args(
+                node, "--resync-seconds", "1", "--health-addr", "", *extra, kubeconfig=kubeconfig
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -205,11 +215,15 @@ class AgentLab:
 
     # -- pods through the installed plugin -------------------------------------------------
 
-    def add_pod(self, node: LabNode, role: str) -> LabPod:
+    def add_pod(
+        self, node: LabNode, role: str, capability_args: dict[str, Any] | None = None
+    ) -> LabPod:
+        """`capability_args`: what the runtime passes as CapabilityArgs (e.g. portMappings)."""
         pod = self.plan.pod(node.name, role)
         self._new_ns(pod.netns)
         fabric.bring_up_loopback(pod.netns)
-        result = self.runtime(node).add(pod_attachment(pod))
+        attachment = replace(pod_attachment(pod), capability_args=capability_args or {})
+        result = self.runtime(node).add(attachment)
         added = LabPod(node, pod.netns, pod.container_id, pod_address(result))
         self.pods.append(added)
         return added
