@@ -34,6 +34,7 @@ class FakeIptables:
     def __init__(self) -> None:
         self.chains: dict[tuple[str, str, str], str] = {}  # (backend, table, chain) -> -S text
         self.saves: dict[str, str] = {"legacy": "", "nft": ""}
+        self.mangle: dict[str, str] = {}
         self.calls: list[list[str]] = []
         self.restored: list[tuple[str, str]] = []
 
@@ -46,6 +47,9 @@ class FakeIptables:
         if argv[0].endswith("-restore"):
             self.restored.append((backend, stdin or ""))
             return subprocess.CompletedProcess(argv, 0, "", "")
+        if argv[0].endswith("-save") and "-t" in argv:  # only mangle is read this way
+            assert argv[argv.index("-t") + 1] == "mangle"
+            return subprocess.CompletedProcess(argv, 0, self.mangle.get(backend, ""), "")
         if argv[0].endswith("-save"):
             return subprocess.CompletedProcess(argv, 0, self.saves[backend], "")
         table, chain = argv[argv.index("-t") + 1], argv[argv.index("-S") + 1]
@@ -72,21 +76,21 @@ def test_count_rules_counts_rules_and_drop_policies_but_not_ours() -> None:
 
 def test_kubelet_hint_in_nft_wins(tmp_path: Path) -> None:
     fake = FakeIptables()
-    fake.chains[("nft", "mangle", "KUBE-IPTABLES-HINT")] = "-N KUBE-IPTABLES-HINT\n"
+    fake.mangle["nft"] = "*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n"
     fake.saves["legacy"] = KUBE_PROXY_NAT  # would win a count
     found = detector(fake, tmp_path, "nat filter mangle").detect()
     assert found.backend is Backend.NFT and "KUBE-IPTABLES-HINT" in found.reason
-    assert not any(call[0].endswith("-save") for call in fake.calls)  # no dump needed
+    assert fake.calls == [["iptables-nft-save", "-t", "mangle"]]  # one small table, no dump
 
 
 def test_kubelet_hint_in_legacy_is_read_only_where_the_table_exists(tmp_path: Path) -> None:
     fake = FakeIptables()
-    fake.chains[("legacy", "mangle", "KUBE-KUBELET-CANARY")] = "-N KUBE-KUBELET-CANARY\n"
+    fake.mangle["legacy"] = "*mangle\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n"
     assert detector(fake, tmp_path, "mangle").detect().backend is Backend.LEGACY
     fake.calls.clear()
     # without a legacy mangle table, reading it would create it: not even asked
     detector(fake, tmp_path, "").detect()
-    assert not any(c[0] == "iptables-legacy" and "mangle" in c for c in fake.calls)
+    assert not any(c[0].startswith("iptables-legacy") and "mangle" in c for c in fake.calls)
 
 
 def test_without_kubelet_the_backend_with_more_rules_wins(tmp_path: Path) -> None:
@@ -96,6 +100,24 @@ def test_without_kubelet_the_backend_with_more_rules_wins(tmp_path: Path) -> Non
     found = detector(fake, tmp_path, "nat filter").detect()
     assert found.backend is Backend.LEGACY
     assert found.reason == "4 legacy rules, 0 nft rules"
+
+
+def test_the_count_is_redone_once_a_minute_the_hint_every_time(tmp_path: Path) -> None:
+    fake = FakeIptables()
+    now = [0.0]
+    names = tmp_path / "ip_tables_names"
+    names.write_text("nat filter")
+    found = Detector(fake, names, lambda n: "/sbin/x", count_every=60, clock=lambda: now[0])
+    fake.saves["legacy"] = KUBE_PROXY_NAT
+    assert found.detect().backend is Backend.LEGACY
+    fake.saves["legacy"] = ""  # kube-proxy gone from legacy
+    now[0] = 30
+    assert found.detect().backend is Backend.LEGACY  # not counted again yet
+    now[0] = 61
+    assert found.detect().backend is Backend.NFT
+    fake.mangle["legacy"] = ":KUBE-IPTABLES-HINT - [0:0]\n"
+    names.write_text("nat filter mangle")
+    assert found.detect().backend is Backend.LEGACY  # kubelet's hint: seen at once
 
 
 def test_an_empty_node_is_nft(tmp_path: Path) -> None:
@@ -123,11 +145,11 @@ def test_firewall_reads_only_its_chains_and_their_built_in_chains(tmp_path: Path
     assert firewall.apply(CLUSTER, NODES) is True
     reads = [c for c in fake.calls if c[0] == "iptables-nft"]
     chains_read = {c[c.index("-S") + 1] for c in reads if "-S" in c}
-    assert chains_read <= {FORWARD_CHAIN, MASQUERADE_CHAIN, "FORWARD", "POSTROUTING"} | {
-        "KUBE-IPTABLES-HINT",
-        "KUBE-KUBELET-CANARY",
-    }
-    assert not any(c[0].endswith("-save") and "-t" in c for c in fake.calls)
+    assert chains_read == {FORWARD_CHAIN, MASQUERADE_CHAIN, "FORWARD", "POSTROUTING"}
+    tables_saved = [
+        c[c.index("-t") + 1] for c in fake.calls if c[0].endswith("-save") and "-t" in c
+    ]
+    assert set(tables_saved) <= {"mangle"}  # detection's look at mangle, never nat or filter
     ((backend, payload),) = fake.restored
     assert backend == "nft" and f"-I FORWARD 1 -j {FORWARD_CHAIN}" in payload
 
@@ -139,7 +161,7 @@ def test_switching_backend_removes_our_chains_from_the_old_one(tmp_path: Path) -
     fake.chains[("nft", "filter", "FORWARD")] = (
         f"-P FORWARD ACCEPT\n-A FORWARD -j {FORWARD_CHAIN}\n"
     )
-    fake.chains[("legacy", "mangle", "KUBE-IPTABLES-HINT")] = "-N KUBE-IPTABLES-HINT\n"
+    fake.mangle["legacy"] = ":KUBE-IPTABLES-HINT - [0:0]\n"
     firewall = IptablesFirewall(detector(fake, tmp_path, "mangle filter nat"), fake)
     firewall.apply(CLUSTER, NODES)
     assert firewall.backend is Backend.LEGACY
