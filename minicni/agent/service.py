@@ -58,8 +58,11 @@ def run(
         _log_report(report)
         health = source.health()
         reconciler.metrics.set("node_source_ready", 1.0 if health.ready else 0.0)
-        if health != source_health and health.reason:
-            log.warning("%s", health.reason)
+        if health != source_health:
+            if health.reason:
+                log.warning("%s", health.reason)
+            else:
+                log.info("node source: keeping the node set current again")
         source_health = health
         if reconciler.ready and not reported_ready:
             try:
