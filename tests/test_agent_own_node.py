@@ -37,3 +37,4 @@ def test_a_node_without_a_pod_cidr_yet_says_so(tmp_path: Path) -> None:
     agent = reconciler(tmp_path)
     report = agent.reconcile([NodeEntry("n1", "172.18.0.2", ())])
     assert any("has no pod CIDR yet" in error for error in report.errors)
+    assert any("no pod CIDR yet" in reason for reason in agent.not_ready_reasons())

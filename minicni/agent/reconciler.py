@@ -245,7 +245,9 @@ class Reconciler:
             return own
         problem = next((p for p in self._last_problems if p.node == self.config.node_name), None)
         if problem is None:
-            self._own_problem = f"node {self.config.node_name!r} has no pod CIDR yet"
+            self._own_problem = (
+                f"node {self.config.node_name!r} is not in the node set or has no pod CIDR yet"
+            )
         elif problem.kind == "pod_cidr_outside_cluster":
             self._own_problem = (
                 f"node {self.config.node_name!r}: {problem.detail}: --cluster-cidr "
