@@ -10,7 +10,7 @@ server on 127.0.0.1 inside the node's network namespace (lab.fake_apiserver).
 from __future__ import annotations
 
 import http.client
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,25 +18,24 @@ import yaml
 
 from lab.fake_apiserver import FakeApiServer, kubeconfig_for
 from minicni.net import netns
-from netns_tests.agent_lab import AgentLab, LabNode, lab, wait_for
+from netns_tests.lab_support import AgentCluster, ClusterNode, wait_for
 
 HEALTH_PORT = 28109
 OTHER = "05-other.conflist"
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[AgentLab]:
-    with lab(tmp_path, "l2", count=2) as built:
-        yield built
+def cluster(agent_cluster: Callable[..., AgentCluster]) -> AgentCluster:
+    return agent_cluster("l2", nodes=2)
 
 
-def shadow(node: LabNode) -> Path:
-    other = node.conf_dir / OTHER
+def shadow(node: ClusterNode) -> Path:
+    other = node.files.conf_dir / OTHER
     other.write_text('{"cniVersion": "1.0.0", "name": "other", "plugins": [{"type": "bridge"}]}')
     return other
 
 
-def test_once_reports_the_shadowing_file_and_fails(cluster: AgentLab) -> None:
+def test_once_reports_the_shadowing_file_and_fails(cluster: AgentCluster) -> None:
     n1, _ = cluster.nodes
     other = shadow(n1)
     code, report, log = cluster.once(n1)
@@ -47,16 +46,16 @@ def test_once_reports_the_shadowing_file_and_fails(cluster: AgentLab) -> None:
     assert n1.conflist.exists()  # written; just not the one the runtime loads
 
 
-def test_exclusive_moves_the_other_config_aside(cluster: AgentLab) -> None:
+def test_exclusive_moves_the_other_config_aside(cluster: AgentCluster) -> None:
     n1, _ = cluster.nodes
     other = shadow(n1)
     report = cluster.run_once(n1, "--cni-exclusive")
     assert report["conflist_shadowed_by"] is None
     assert not other.exists()
-    assert (n1.conf_dir / (OTHER + ".minicni_bak")).exists()
+    assert (n1.files.conf_dir / (OTHER + ".minicni_bak")).exists()
 
 
-def get(node: LabNode, path: str) -> tuple[int, str]:
+def get(node: ClusterNode, path: str) -> tuple[int, str]:
     with netns.enter(netns.path_of(node.ns)):
         connection = http.client.HTTPConnection("127.0.0.1", HEALTH_PORT, timeout=2)
         connection.connect()  # the socket is made inside the node's namespace
@@ -68,7 +67,7 @@ def get(node: LabNode, path: str) -> tuple[int, str]:
         connection.close()
 
 
-def answers(node: LabNode) -> bool:
+def answers(node: ClusterNode) -> bool:
     try:
         get(node, "/healthz")
     except OSError:
@@ -84,7 +83,7 @@ def as_node_object(entry: dict[str, str]) -> dict[str, object]:
     }
 
 
-def test_shadowed_node_stays_not_ready_and_network_unavailable(cluster: AgentLab) -> None:
+def test_shadowed_node_stays_not_ready_and_network_unavailable(cluster: AgentCluster) -> None:
     n1, n2 = cluster.nodes
     api = FakeApiServer()
     for node in (n1, n2):
@@ -96,7 +95,8 @@ def test_shadowed_node_stays_not_ready_and_network_unavailable(cluster: AgentLab
         kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(api.url)))
         other = shadow(n1)
         health = f"127.0.0.1:{HEALTH_PORT}"
-        process = cluster.start_agent(n1, "--health-addr", health, kubeconfig=kubeconfig)
+        source = ("--nodes-file", "", "--kubeconfig", str(kubeconfig))  # the Kubernetes source
+        process = cluster.start_agent(n1, "--health-addr", health, *source)
         assert process.poll() is None
         wait_for(lambda: answers(n1), what="the health endpoint")
         wait_for(
@@ -123,7 +123,7 @@ def test_shadowed_node_stays_not_ready_and_network_unavailable(cluster: AgentLab
         )
         assert "minicni_agent_conflist_in_effect 1" in get(n1, "/metrics")[1]
     finally:
-        if n1.name in cluster.agents:
+        if n1.name in cluster.lab.agents:
             cluster.stop_agent(n1)
         api.stop()
 

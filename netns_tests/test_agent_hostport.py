@@ -6,28 +6,27 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lab.netns import pod_attachment
+from lab.cluster.build import pod_attachment
 from minicni.net import netns
-from netns_tests.agent_lab import AgentLab, lab
+from netns_tests.lab_support import AgentCluster
 
 PORTMAP = Path("/usr/lib/cni/portmap")
 HOST_PORT, CONTAINER_PORT = 30080, 8080
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[AgentLab]:
+def cluster(agent_cluster: Callable[..., AgentCluster]) -> AgentCluster:
     if not PORTMAP.exists():
         pytest.skip(
             "no portmap plugin at /usr/lib/cni/portmap (Debian: containernetworking-plugins)"
         )
-    with lab(tmp_path, "l2", count=2) as built:
-        yield built
+    return agent_cluster("l2", nodes=2)
 
 
 def listen(ns: str, port: int) -> socket.socket:
@@ -42,7 +41,7 @@ def connect(ns: str, address: str, port: int) -> socket.socket:
         return socket.create_connection((address, port), timeout=5)
 
 
-def test_host_port_reaches_the_pod_from_another_node(cluster: AgentLab) -> None:
+def test_host_port_reaches_the_pod_from_another_node(cluster: AgentCluster) -> None:
     n1, n2 = cluster.nodes
     (n1.bin_dir / "portmap").symlink_to(PORTMAP)
     report = cluster.run_once(n1)
@@ -68,13 +67,14 @@ def test_host_port_reaches_the_pod_from_another_node(cluster: AgentLab) -> None:
     rules = cluster.in_ns(n1.ns, "iptables-save", "-t", "nat").stdout
     assert f"--dport {HOST_PORT}" in rules
     # DEL as the runtime sends it: the same attachment, port mappings included
-    attachment = pod_attachment(cluster.plan.pod(n1.name, "web"))
-    cluster.runtime(n1).delete(replace(attachment, capability_args={"portMappings": [mapping]}))
+    attachment = pod_attachment(cluster.lab.lab.pod(n1.name, "web"))
+    runtime = cluster.lab.runtime_for(n1.plan)
+    runtime.delete(replace(attachment, capability_args={"portMappings": [mapping]}))
     rules = cluster.in_ns(n1.ns, "iptables-save", "-t", "nat").stdout
     assert f"--dport {HOST_PORT}" not in rules  # DEL removed the mapping
 
 
-def test_without_portmap_nothing_is_chained(cluster: AgentLab) -> None:
+def test_without_portmap_nothing_is_chained(cluster: AgentCluster) -> None:
     n1, _ = cluster.nodes
     assert not cluster.run_once(n1)["portmap_chained"]
     document = json.loads(n1.conflist.read_text())

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from netns_tests.agent_lab import AgentLab, LabNode, lab, peer_seen_by
+from netns_tests.lab_support import AgentCluster, ClusterNode, peer_seen_by
 
 AGENT_CAPS = "-all,+net_admin,+net_raw"
 INSTALL_CAPS = "-all,+dac_override"  # the init container's: writing needs no more
@@ -28,16 +28,15 @@ TARBALL_UID = 1001
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[AgentLab]:
-    with lab(tmp_path, "l2", count=2) as built:
-        yield built
+def cluster(agent_cluster: Callable[..., AgentCluster]) -> AgentCluster:
+    return agent_cluster("l2", nodes=2)
 
 
 def limited(
-    cluster: AgentLab, node: LabNode, caps: str, *extra: str
+    cluster: AgentCluster, node: ClusterNode, caps: str, *extra: str
 ) -> tuple[int, dict[str, object]]:
     """minicni-agent in the node, with only the capabilities in `caps` (bounding set)."""
-    argv = cluster.agent_args(node, *extra)
+    argv = cluster.lab.agent_argv(node.plan, *extra)
     ns_prefix, agent = argv[:4], argv[4:]  # ip netns exec <ns> | minicni-agent ...
     command = [*ns_prefix, "setpriv", f"--bounding-set={caps}", "--inh-caps=-all", "--", *agent]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -52,7 +51,7 @@ def tarball_owned(path: Path) -> None:
 
 
 def test_init_container_installs_into_a_uid_1001_bin_dir_and_the_agent_needs_no_more(
-    cluster: AgentLab,
+    cluster: AgentCluster,
 ) -> None:
     n1, n2 = cluster.nodes
     tarball_owned(n1.bin_dir)

@@ -7,12 +7,11 @@ an ACCEPT in nft does not override a DROP in legacy, a packet must pass both.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from netns_tests.agent_lab import AgentLab, lab, peer_seen_by
+from netns_tests.lab_support import AgentCluster, peer_seen_by
 
 KUBE_PROXY_LIKE = [
     ["-t", "nat", "-N", "KUBE-SERVICES"],
@@ -30,12 +29,11 @@ KUBE_PROXY_LIKE = [
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[AgentLab]:
-    with lab(tmp_path, "l2", count=2) as built:
-        yield built
+def cluster(agent_cluster: Callable[..., AgentCluster]) -> AgentCluster:
+    return agent_cluster("l2", nodes=2)
 
 
-def legacy(cluster: AgentLab, ns: str, *argv: str) -> str:
+def legacy(cluster: AgentCluster, ns: str, *argv: str) -> str:
     done = cluster.in_ns(ns, "iptables-legacy", "-w", "5", *argv)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -43,7 +41,7 @@ def legacy(cluster: AgentLab, ns: str, *argv: str) -> str:
 
 @pytest.mark.parametrize("kubelet_hint", [True, False], ids=["kubelet-hint", "rule-count"])
 def test_legacy_forward_drop_node_still_forwards_pod_traffic(
-    cluster: AgentLab, kubelet_hint: bool
+    cluster: AgentCluster, kubelet_hint: bool
 ) -> None:
     for node in cluster.nodes:
         for rule in KUBE_PROXY_LIKE:
@@ -64,7 +62,7 @@ def test_legacy_forward_drop_node_still_forwards_pod_traffic(
     assert "MINICNI" not in nft  # nothing of ours where nothing else is
 
 
-def test_our_chains_follow_a_backend_switch(cluster: AgentLab) -> None:
+def test_our_chains_follow_a_backend_switch(cluster: AgentCluster) -> None:
     """First an empty node (nft); then kube-proxy arrives in legacy: our chains move."""
     n1, _ = cluster.nodes
     assert cluster.run_once(n1)["firewall_backend"] == "nft"

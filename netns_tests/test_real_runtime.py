@@ -42,7 +42,6 @@ pytestmark = [
     pytest.mark.root,
     pytest.mark.runtime,
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runs a container runtime"),
 ]
 
 # podman 4.x and containerd 1.6 vendor libcni 1.1, which knows config versions up to 1.0.0.
