@@ -192,11 +192,15 @@ class AgentCluster:
         self.lab.write_nodes(entries if isinstance(entries, str) else {"nodes": entries})
 
     def add_pod(
-        self, node: ClusterNode, role: str, capability_args: dict[str, Any] | None = None
+        self,
+        node: ClusterNode,
+        role: str,
+        capability_args: dict[str, Any] | None = None,
+        check: bool = True,
     ) -> ClusterPod:
         """`capability_args`: what the runtime passes as CapabilityArgs (e.g. portMappings)."""
         pod = self.lab.lab.pod(node.name, role)
-        address = self.lab.add_pod(pod, capability_args)
+        address = self.lab.add_pod(pod, capability_args, check)
         return ClusterPod(node, pod.netns, pod.container_id, address)
 
     def add_outsider(self) -> str:

@@ -52,7 +52,9 @@ def test_host_port_reaches_the_pod_from_another_node(cluster: AgentCluster) -> N
     cluster.run_once(n2)
 
     mapping = {"hostPort": HOST_PORT, "containerPort": CONTAINER_PORT, "protocol": "tcp"}
-    pod = cluster.add_pod(n1, "web", capability_args={"portMappings": [mapping]})
+    # no CHECK, as containerd: Debian's portmap 1.1.1 fails CHECK of an IPv4-only pod where
+    # ip6tables exists (containernetworking/plugins#819, fixed in later releases)
+    pod = cluster.add_pod(n1, "web", capability_args={"portMappings": [mapping]}, check=False)
     with listen(pod.ns, CONTAINER_PORT) as server:
         with connect(n2.ns, n1.ip, HOST_PORT):  # another node, to this node's address
             connection, (source, _) = server.accept()
