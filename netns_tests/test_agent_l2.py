@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from minicni.agent.plan import VXLAN_DEVICE
+from minicni.agent.model.plan import VXLAN_DEVICE
 from minicni.net import netns
 from netns_tests.lab_support import AgentCluster, peer_seen_by, wait_for
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from minicni.agent.plan import POLICY_RULE_PRIORITY, POLICY_TABLE, VXLAN_DEVICE
+from minicni.agent.model.plan import POLICY_RULE_PRIORITY, POLICY_TABLE, VXLAN_DEVICE
 from netns_tests.lab_support import AgentCluster, ClusterNode, peer_seen_by
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from minicni import bundle
-from minicni.bundle import RuntimeSource, install_bundle
-from minicni.hostinstall import install_plugin
+from minicni.agent.host import bundle
+from minicni.agent.host.bundle import RuntimeSource, install_bundle
+from minicni.agent.host.launcher import install_plugin
 
 pytestmark = pytest.mark.root
 

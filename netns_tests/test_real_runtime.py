@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from minicni.hostinstall import install_plugin
+from minicni.agent.host.launcher import install_plugin
 from minicni.net import links, netns
 
 pytestmark = [

@@ -27,11 +27,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from minicni.agent.firewall import IptablesFirewall
-from minicni.agent.metrics import Metrics
-from minicni.agent.nodes import NodeEntry
-from minicni.agent.plan import Backend
-from minicni.agent.reconciler import AgentConfig, Reconciler
+from minicni.agent.apply.firewall import IptablesFirewall
+from minicni.agent.model.nodes import NodeEntry
+from minicni.agent.model.plan import Backend
+from minicni.agent.service.config import AgentConfig
+from minicni.agent.service.metrics import Metrics
+from minicni.agent.service.reconciler import Reconciler
 from minicni.net import netns
 
 CLUSTER_CIDR = ipaddress.IPv4Network("10.0.0.0/8")

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from ipaddress import IPv4Network
 
-from minicni.agent.firewall import masquerade_spec, parse_chain
+from minicni.agent.model.firewall import masquerade_spec, parse_chain
 from minicni.net import netns
 
 CLUSTER = "10.244.0.0/16"

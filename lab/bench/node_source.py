@@ -7,7 +7,7 @@ and for each list the wall time, the CPU time, and the peak resident memory whil
 (VmHWM, reset before each list through /proc/self/clear_refs).
 
 Modes:
-  lean           the agent's lists (`minicni.agent.sources.kube.list_nodes`): the first at
+  lean           the agent's lists (`minicni.agent.service.sources.kube.list_nodes`): the first at
                  resourceVersion=0 (the watch cache answers in one piece, as kube-apiserver before
                  1.33 does), the relist after a 410 at the last version seen (also the cache), and
                  a list from "etcd" (no version: pages of 500)
@@ -65,7 +65,7 @@ def child(mode: str, url: str) -> dict[str, Any]:
     configuration = client.Configuration(host=url)
     configuration.retries = False
     api = client.CoreV1Api(client.ApiClient(configuration))
-    from minicni.agent.sources.kube import Timeouts, list_nodes
+    from minicni.agent.service.sources.kube import Timeouts, list_nodes
 
     figures: dict[str, Any] = {"mode": mode, "rss_after_import_mib": _status_kib("VmRSS") / 1024}
     runs: list[dict[str, Any]] = []
@@ -104,7 +104,7 @@ def _lean(listing: Any) -> tuple[Any, str]:
 
 def _models(listing: Any, node_type: Any) -> tuple[Any, str]:
     """The old path: V1Node models -> the same three fields."""
-    from minicni.agent.nodes import NodeEntry
+    from minicni.agent.model.nodes import NodeEntry
 
     entries = {}
     for node in listing.items:
