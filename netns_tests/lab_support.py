@@ -22,7 +22,7 @@ from lab.matrix.executors import POD, Endpoint, Inventory, NetnsExecutor
 from lab.matrix.report import render
 from lab.matrix.runner import MatrixRunner
 from lab.topology import LabPlan, NodePlan, Topology, new_lab_id, plan
-from minicni.agent.routes import RTPROT_MINICNI
+from minicni.defaults import ROUTE_PROTOCOL
 from minicni.net import netns
 
 Expectation = Callable[[str, Endpoint, Endpoint], str]
@@ -213,7 +213,7 @@ class AgentCluster:
             names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
             found = {}
             for route in ipr.route("dump", table=254):
-                if route["proto"] != RTPROT_MINICNI:
+                if route["proto"] != ROUTE_PROTOCOL:
                     continue
                 dst = f"{route.get('dst')}/{route['dst_len']}"
                 found[dst] = {
