@@ -13,13 +13,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from minicni import defaults
 from minicni.agent.apply import hostnet, rtnl_dump
 from minicni.agent.apply.firewall import IptablesFirewall
 from minicni.agent.apply.routes import RouteApplier, RouteResult
 from minicni.agent.apply.rules import RuleApplier
 from minicni.agent.apply.vxlan import PeerChanges, PeerResult, VxlanApplier, VxlanDevice, diff_peers
 from minicni.agent.host import conflist, state
-from minicni.agent.model.conflist import ConflistSettings
+from minicni.agent.host.launcher import host_write_error
+from minicni.agent.host.portmap import PortmapProbe
+from minicni.agent.model.conflist import ConflistSettings, chains_portmap
 from minicni.agent.model.nodes import Node, NodeEntry, NodeProblem, validate_entries
 from minicni.agent.model.plan import (
     MAIN_TABLE,
@@ -59,7 +62,10 @@ class Report:
     policy_rule_changes: int = 0
     conflist_written: bool = False
     plugin_installed: bool = False
+    portmap_chained: bool = False
+    conflist_shadowed_by: str | None = None
     firewall_rewritten: bool = False
+    firewall_backend: str | None = None
     mtu: int | None = None
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -87,10 +93,44 @@ class Reconciler:
         self._reconciled = False
         self._plugin_ok = config.plugin_install == "none"
         self._next_install = 0.0
+        self._firewall: IptablesFirewall | None = None
+        self._portmap = PortmapProbe(config.cni_bin_dir)
+        self._own_problem: str | None = None
+        self._shadowed_by: str | None = None
+        self._plugin_error: str | None = None
+        self._conflist_written = False
+        self.last_pass = time.monotonic()
+        """When the last reconcile ended (monotonic): the liveness check reads it."""
+
+    @property
+    def installed(self) -> bool:
+        """The plugin is installed and our conflist written (in effect or not)."""
+        return self._plugin_ok and self._conflist_written
+
+    @property
+    def plugin_failed(self) -> bool:
+        return self._plugin_error is not None
 
     @property
     def ready(self) -> bool:
-        return self._conflist_ok and self._reconciled and self._plugin_ok
+        return not self.not_ready_reasons()
+
+    def not_ready_reasons(self) -> list[str]:
+        reasons = []
+        if self._own_problem:
+            reasons.append(self._own_problem)
+        if not self._plugin_ok:
+            reasons.append(f"the plugin is not installed: {self._plugin_error or 'not yet'}")
+        if self._shadowed_by:
+            reasons.append(
+                f"conflist not in effect: the runtime loads {self._shadowed_by} "
+                f"(the first config file), not {defaults.CONFLIST_NAME}"
+            )
+        elif not self._conflist_ok:
+            reasons.append("the conflist is not written yet")
+        if not self._reconciled:
+            reasons.append("no complete reconcile yet")
+        return reasons
 
     def _kernel(self) -> Any:
         if self._ipr is None:
@@ -121,13 +161,15 @@ class Reconciler:
         self.metrics.observe("reconcile_duration_seconds", report.seconds)
         self.metrics.set("last_reconcile_timestamp_seconds", time.time())
         self.metrics.set("ready", 1.0 if self.ready else 0.0)
+        self.last_pass = time.monotonic()
         return report
 
-    def _fail(self, report: Report, stage: str, message: str) -> None:
+    def _fail(self, report: Report, stage: str, message: str, *, log_it: bool = True) -> None:
         report.ok = False
         report.errors.append(f"{stage}: {message}")
         self.metrics.inc("errors_total", stage=stage)
-        log.error("%s: %s", stage, message)
+        if log_it:
+            log.error("%s: %s", stage, message)
 
     def _node_set(self, entries: list[NodeEntry] | None, report: Report) -> dict[str, Node]:
         if entries is None:
@@ -158,40 +200,107 @@ class Reconciler:
         self._last_problems = problems
 
     def _apply(self, nodes: dict[str, Node], report: Report) -> None:
-        config = self.config
-        report.nodes = len(nodes)
-        self.metrics.set("nodes", len(nodes))
-        own = nodes.get(config.node_name)
-        if own is None:
-            raise StageError("own_node", f"node {config.node_name!r} has no valid entry yet")
-        ipr = self._kernel()
-        underlay = hostnet.find_underlay(ipr, own.internal_ip)
-        underlay_mtu = underlay.mtu if underlay else hostnet.DEFAULT_MTU
-        report.mtu = config.mtu or pod_mtu(underlay_mtu, config.backend)
-        # The plugin first: a runtime that finds the conflist executes the plugin straight away.
-        if time.monotonic() >= self._next_install:
-            self._install_plugin(report)
-        if self._plugin_ok:
-            self._write_conflist(own, report.mtu, report)
+        own, underlay, underlay_mtu = self._install_host(nodes, report)
         self._apply_network(nodes, own, underlay, underlay_mtu, report)
-        if config.firewall == "iptables":
+        if self.config.firewall == "iptables":
             self._apply_firewall(nodes, report)
         # Ready after one complete pass: a peer whose route fails is reported and retried, but
         # must not keep this node's pods (and, with Kubernetes, the whole node) off the network.
         self._reconciled = True
 
+    def install(self, entries: list[NodeEntry] | None) -> Report:
+        """What `--install-only` does: the plugin and the conflist, written into the host's
+        directories (by an init container with the capabilities writing there needs), and
+        nothing of the network."""
+        started = time.perf_counter()
+        report = Report()
+        self._next_install = 0.0
+        try:
+            self._install_host(self._node_set(entries, report), report)
+        except StageError as error:
+            self._fail(report, error.stage, str(error))
+        report.seconds = round(time.perf_counter() - started, 6)
+        return report
+
+    def _own_node(self, nodes: dict[str, Node]) -> Node:
+        own = nodes.get(self.config.node_name)
+        if own is not None:
+            self._own_problem = None
+            return own
+        problem = next((p for p in self._last_problems if p.node == self.config.node_name), None)
+        if problem is None:
+            self._own_problem = (
+                f"node {self.config.node_name!r} is not in the node set or has no pod CIDR yet"
+            )
+        elif problem.kind == "pod_cidr_outside_cluster":
+            self._own_problem = (
+                f"node {self.config.node_name!r}: {problem.detail}: --cluster-cidr "
+                "(MINICNI_CLUSTER_CIDR) must be the cluster's pod CIDR (kube-controller-manager "
+                "--cluster-cidr, kubeadm networking.podSubnet), or `auto` to read it"
+            )
+        else:
+            self._own_problem = f"node {self.config.node_name!r} is unusable: {problem.detail}"
+        raise StageError("own_node", self._own_problem)
+
+    def _install_host(
+        self, nodes: dict[str, Node], report: Report
+    ) -> tuple[Node, hostnet.Underlay | None, int]:
+        """The plugin, then the conflist (a runtime that finds the conflist executes the plugin
+        straight away), then whether the runtime will use it."""
+        config = self.config
+        report.nodes = len(nodes)
+        self.metrics.set("nodes", len(nodes))
+        own = self._own_node(nodes)
+        ipr = self._kernel()
+        underlay = hostnet.find_underlay(ipr, own.internal_ip)
+        underlay_mtu = underlay.mtu if underlay else hostnet.DEFAULT_MTU
+        report.mtu = config.mtu or pod_mtu(underlay_mtu, config.backend)
+        if time.monotonic() >= self._next_install:
+            self._install_plugin(report)
+        if self._plugin_ok:
+            self._write_conflist(own, report.mtu, report)
+        return own, underlay, underlay_mtu
+
     def _write_conflist(self, own: Node, mtu: int, report: Report) -> None:
         settings = ConflistSettings(
-            own.pod_cidr, mtu, self.config.ipam_data_dir, self.config.plugin_log_file
+            own.pod_cidr,
+            mtu,
+            self.config.ipam_data_dir,
+            self.config.plugin_log_file,
+            portmap_versions=self._portmap.versions(),
         )
+        report.portmap_chained = chains_portmap(settings)
         try:
             report.conflist_written = conflist.write_conflist(self.config.cni_conf_dir, settings)
         except OSError as error:
-            self._fail(report, "conflist", str(error))
+            self._conflist_ok = False
+            self._fail(report, "conflist", host_write_error(error))
             return
         if report.conflist_written:
             self.metrics.inc("conflist_writes_total")
-        self._conflist_ok = True
+        self._conflist_written = True
+        self._conflist_ok = self._in_effect(report)
+
+    def _in_effect(self, report: Report) -> bool:
+        """Whether the runtime will use our conflist: it loads only the first config file."""
+        try:
+            placement = conflist.ensure_first(self.config.cni_conf_dir, self.config.cni_exclusive)
+        except OSError as error:
+            self._fail(report, "conflist", host_write_error(error))
+            return False
+        if placement.moved:
+            self.metrics.inc("conflists_moved_aside_total", len(placement.moved))
+        shadowed = placement.shadowed_by
+        report.conflist_shadowed_by = shadowed
+        self.metrics.set("conflist_in_effect", 0.0 if shadowed else 1.0)
+        by_file = {shadowed: 1.0} if shadowed else {}
+        self.metrics.replace_family("conflist_shadowed", by_file, "file")
+        changed = shadowed != self._shadowed_by
+        self._shadowed_by = shadowed
+        if shadowed is None:
+            return True
+        self._fail(report, "conflist", conflist.shadowing_message(shadowed), log_it=changed)
+        return False
 
     def _install_plugin(self, report: Report) -> None:
         mode = self.config.plugin_install
@@ -204,9 +313,16 @@ class Reconciler:
                 self.config.cni_bin_dir, mode=mode, runtime_dir=self.config.plugin_dir
             )
             self._plugin_ok = True
+            self._plugin_error = None
             self._next_install = time.monotonic() + PLUGIN_RECHECK_SECONDS
-        except Exception as error:  # reported and retried on the next resync
-            self._fail(report, "plugin_install", f"{type(error).__name__}: {error}")
+        except OSError as error:  # reported and retried on the next resync
+            self._plugin_ok = False
+            self._plugin_error = host_write_error(error)
+            self._fail(report, "plugin_install", self._plugin_error)
+        except Exception as error:
+            self._plugin_ok = False
+            self._plugin_error = f"{type(error).__name__}: {error}"
+            self._fail(report, "plugin_install", self._plugin_error)
 
     def _apply_network(
         self,
@@ -332,12 +448,19 @@ class Reconciler:
             self._fail(report, stage, f"{failure.item}: {failure.reason}")
 
     def _apply_firewall(self, nodes: dict[str, Node], report: Report) -> None:
+        if self._firewall is None:
+            self._firewall = IptablesFirewall()
         try:
-            report.firewall_rewritten = IptablesFirewall().apply(
+            report.firewall_rewritten = self._firewall.apply(
                 self.config.cluster_cidr, (node.internal_ip for node in nodes.values())
             )
         except Exception as error:  # missing iptables, a failed restore: reported, retried
             self._fail(report, "firewall", f"{type(error).__name__}: {error}")
             return
+        finally:
+            backend = self._firewall.backend
+            report.firewall_backend = backend.value if backend else None
+            if backend is not None:
+                self.metrics.replace_family("iptables_backend", {backend.value: 1.0}, "backend")
         if report.firewall_rewritten:
             self.metrics.inc("firewall_rewrites_total")

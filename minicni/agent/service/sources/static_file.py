@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from minicni.agent.model.nodes import NodeEntry
-from minicni.agent.service.sources import SourceError
+from minicni.agent.service.sources import SourceError, SourceHealth
 
 POLL_SECONDS = 0.5
 
@@ -102,6 +102,11 @@ class StaticFileSource:
 
     def report_ready(self, node_name: str) -> None:
         """Nothing to tell a file."""
+
+    def health(self) -> SourceHealth:
+        """A file that cannot be read is reported by each reconcile, which keeps the last good
+        node set; nothing here can hang."""
+        return SourceHealth()
 
     def close(self) -> None:
         """Nothing to release."""
