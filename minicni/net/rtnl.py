@@ -6,9 +6,8 @@ datagram larger than the buffer is refused, never parsed), and, for dumps, the k
 "interrupted" flag (the table changed meanwhile: the dump is read again). Errors are raised, or
 for a batch returned per request, as `NetlinkError`.
 
-A `Rtnl` opened inside `netns.enter(path)` stays bound to that namespace. Import this module with
-pyroute2's package __init__ skipped (see `minicni.plugin.main`), or it loads every protocol
-pyroute2 has.
+A `Rtnl` opened inside `netns.enter(path)` stays bound to that namespace. This module imports no
+pyroute2 itself: the builders in `links`, `addresses`, `routes`... hand it their messages.
 """
 
 from __future__ import annotations
