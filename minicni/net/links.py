@@ -13,7 +13,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from ipaddress import ip_address
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
@@ -27,8 +27,7 @@ BRIDGE_MODE_HAIRPIN = 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # replies without the counters: smaller, quicker to decode
 
 
-@dataclass(frozen=True)
-class Vxlan:
+class Vxlan(NamedTuple):
     """What a VXLAN link is bound to: its VNI, local address, underlay link and UDP port."""
 
     vni: int | None

@@ -4,8 +4,7 @@ adds, replaces or deletes one (decoded with `struct`, like routes: the agent's V
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
@@ -19,8 +18,7 @@ NDA_DST = _NDA["NDA_DST"]
 NDA_LLADDR = _NDA["NDA_LLADDR"]
 
 
-@dataclass(frozen=True)
-class KernelNeighbour:
+class KernelNeighbour(NamedTuple):
     """A neighbour (AF_INET) or FDB (AF_BRIDGE) entry: `dst` is the IP, `lladdr` the MAC."""
 
     ifindex: int

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Collection
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
@@ -29,8 +28,9 @@ RTA_TABLE = _RTA["RTA_TABLE"]
 _U32 = struct.Struct("=I")
 
 
-@dataclass(frozen=True)
-class KernelRoute:
+class KernelRoute(NamedTuple):
+    """A route as dumped (a NamedTuple: see `addresses.KernelAddress`)."""
+
     dst: IPNetwork
     gateway: IPAddress | None
     oif: int
@@ -38,13 +38,12 @@ class KernelRoute:
     priority: int
     prefsrc: IPAddress | None = None
     table: int = wire.RT_TABLE_MAIN
-    dst_key: tuple[int, int, int] = field(default=(0, 0, 0), compare=False, repr=False)
-    """(table, network address, prefix length) as integers: cheap to hash and compare, for
-    diffs over thousands of routes. Computed once here."""
 
-    def __post_init__(self) -> None:
-        key = (self.table, int(self.dst.network_address), self.dst.prefixlen)
-        object.__setattr__(self, "dst_key", key)
+    @property
+    def dst_key(self) -> tuple[int, int, int]:
+        """(table, network address, prefix length) as integers: cheap to hash and compare, for
+        diffs over thousands of routes."""
+        return self.table, int(self.dst.network_address), self.dst.prefixlen
 
 
 def dump_routes(

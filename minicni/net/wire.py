@@ -116,12 +116,13 @@ def attributes(data: bytes, offset: int) -> Iterator[tuple[int, bytes]]:
     """(type, value) of the attributes from `offset` to the end of `data`; a malformed one ends
     the list."""
     end = len(data)
-    while offset + ATTR.size <= end:
-        length, attr_type = ATTR.unpack_from(data, offset)
-        if length < ATTR.size or offset + length > end:
+    unpack = ATTR.unpack_from  # a dump of thousands of routes reads ~10 attributes each
+    while offset + 4 <= end:
+        length, attr_type = unpack(data, offset)
+        if length < 4 or offset + length > end:
             return
-        yield attr_type & NLA_TYPE_MASK, data[offset + ATTR.size : offset + length]
-        offset += align(length)
+        yield attr_type & NLA_TYPE_MASK, data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
 
 
 def netlink_error(message: bytes) -> NetlinkError | None:

@@ -59,8 +59,11 @@ class RouteResult:
         )
 
 
-def planned_key(route: KernelRoute, vxlan_ifindex: int | None, vxlan_name: str) -> RouteKey | None:
-    """The `Route.key` this kernel route amounts to, or None if it matches no route we plan."""
+def planned_key(
+    route: KernelRoute, dst: DstKey, vxlan_ifindex: int | None, vxlan_name: str
+) -> RouteKey | None:
+    """The `Route.key` this kernel route (whose `dst_key` is `dst`) amounts to, or None if it
+    matches no route we plan."""
     if route.gateway is None or route.priority != 0:
         return None
     device = None
@@ -69,8 +72,7 @@ def planned_key(route: KernelRoute, vxlan_ifindex: int | None, vxlan_name: str) 
             return None
         device = vxlan_name
     src = int(route.prefsrc) if route.prefsrc is not None else None
-    table, dst, dst_len = route.dst_key
-    return (table, dst, dst_len, int(route.gateway), device, src)
+    return (*dst, int(route.gateway), device, src)
 
 
 def diff_routes(
@@ -84,7 +86,7 @@ def diff_routes(
     delete: list[KernelRoute] = []
     for route in current:
         dst = route.dst_key
-        planned = planned_key(route, vxlan_ifindex, vxlan_name)
+        planned = planned_key(route, dst, vxlan_ifindex, vxlan_name)
         if planned is None or dst not in wanted or dst in present:
             delete.append(route)
         else:
