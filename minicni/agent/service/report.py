@@ -10,7 +10,7 @@ from minicni.agent.apply.network import NetworkResult
 from minicni.agent.model.plan import MAIN_TABLE, POLICY_TABLE
 from minicni.agent.service.metrics import Metrics
 
-log = logging.getLogger("minicni.agent.service.reconciler")
+log = logging.getLogger(__name__)
 
 
 @dataclass
