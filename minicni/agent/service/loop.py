@@ -10,7 +10,8 @@ import logging
 import threading
 
 from minicni.agent.model.nodes import NodeEntry
-from minicni.agent.service.reconciler import Reconciler, Report
+from minicni.agent.service.reconciler import Reconciler
+from minicni.agent.service.report import Report
 from minicni.agent.service.sources import NodeSource, SourceError
 from minicni.agent.service.sources.backoff import Backoff
 

@@ -10,68 +10,29 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from minicni import defaults
-from minicni.agent.apply import hostnet, rtnl_dump
+from minicni.agent.apply import hostnet
 from minicni.agent.apply.firewall import IptablesFirewall
-from minicni.agent.apply.routes import RouteApplier, RouteResult
-from minicni.agent.apply.rules import RuleApplier
-from minicni.agent.apply.vxlan import PeerChanges, PeerResult, VxlanApplier, VxlanDevice, diff_peers
+from minicni.agent.apply.network import NetworkApplier, NodeView
 from minicni.agent.host import conflist, state
 from minicni.agent.host.launcher import host_write_error
 from minicni.agent.host.portmap import PortmapProbe
 from minicni.agent.model.conflist import ConflistSettings, chains_portmap
 from minicni.agent.model.nodes import Node, NodeEntry, NodeProblem, validate_entries
-from minicni.agent.model.plan import (
-    MAIN_TABLE,
-    POLICY_TABLE,
-    VXLAN_DEVICE,
-    VXLAN_OVERHEAD,
-    Plan,
-    plan_node,
-    pod_mtu,
-)
+from minicni.agent.model.plan import pod_mtu
 from minicni.agent.service.config import AgentConfig
 from minicni.agent.service.metrics import Metrics
-from minicni.net.sysctl import ensure_sysctl
+from minicni.agent.service.report import Report, record_failure, record_network
+from minicni.net.addresses import KernelAddress, dump_addresses
+from minicni.net.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
 
 PLUGIN_RECHECK_SECONDS = 300.0
 """The plugin is installed at start and checked again this often, not on every node change."""
-
-
-@dataclass
-class Report:
-    """What one reconcile did; printed as JSON by `--once`."""
-
-    ok: bool = True
-    nodes: int = 0
-    problems: list[str] = field(default_factory=list)
-    routes: int = 0
-    routes_added: int = 0
-    routes_replaced: int = 0
-    routes_deleted: int = 0
-    vxlan_peers: int = 0
-    vxlan_changes: int = 0
-    peer_node_routes: int = 0
-    peer_node_route_changes: int = 0
-    policy_rule: bool = False
-    policy_rule_changes: int = 0
-    conflist_written: bool = False
-    plugin_installed: bool = False
-    portmap_chained: bool = False
-    conflist_shadowed_by: str | None = None
-    firewall_rewritten: bool = False
-    firewall_backend: str | None = None
-    mtu: int | None = None
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+RECEIVE_BUFFER = 1 << 20
+"""Room for the acks of a batch of BATCH_SIZE requests (a few hundred bytes of buffer each)."""
 
 
 class StageError(Exception):
@@ -83,10 +44,10 @@ class StageError(Exception):
 
 
 class Reconciler:
-    def __init__(self, config: AgentConfig, metrics: Metrics, ipr: Any = None) -> None:
+    def __init__(self, config: AgentConfig, metrics: Metrics, rtnl: Rtnl | None = None) -> None:
         self.config = config
         self.metrics = metrics
-        self._ipr = ipr
+        self._rtnl = rtnl
         self._last_good: dict[str, Node] = state.load_nodes(config.state_dir)
         self._last_problems: list[NodeProblem] = []
         self._conflist_ok = False
@@ -132,17 +93,17 @@ class Reconciler:
             reasons.append("no complete reconcile yet")
         return reasons
 
-    def _kernel(self) -> Any:
-        if self._ipr is None:
-            from pyroute2 import IPRoute
-
-            self._ipr = IPRoute()
-        return self._ipr
+    def _kernel(self) -> Rtnl:
+        """One socket for the agent's life. Strict: the kernel filters the route dump by our
+        protocol. Its receive buffer holds the acks of a whole batch."""
+        if self._rtnl is None:
+            self._rtnl = Rtnl(strict=True, receive_buffer=RECEIVE_BUFFER)
+        return self._rtnl
 
     def close(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        if self._rtnl is not None:
+            self._rtnl.close()
+            self._rtnl = None
 
     def reconcile(self, entries: list[NodeEntry] | None) -> Report:
         """Entries from the source, or None when the source failed (plan from the last good set)."""
@@ -165,11 +126,7 @@ class Reconciler:
         return report
 
     def _fail(self, report: Report, stage: str, message: str, *, log_it: bool = True) -> None:
-        report.ok = False
-        report.errors.append(f"{stage}: {message}")
-        self.metrics.inc("errors_total", stage=stage)
-        if log_it:
-            log.error("%s: %s", stage, message)
+        record_failure(report, self.metrics, stage, message, log_it=log_it)
 
     def _node_set(self, entries: list[NodeEntry] | None, report: Report) -> dict[str, Node]:
         if entries is None:
@@ -200,8 +157,11 @@ class Reconciler:
         self._last_problems = problems
 
     def _apply(self, nodes: dict[str, Node], report: Report) -> None:
-        own, underlay, underlay_mtu = self._install_host(nodes, report)
-        self._apply_network(nodes, own, underlay, underlay_mtu, report)
+        own, addresses, underlay = self._install_host(nodes, report)
+        view = NodeView(
+            nodes, own, self.config.backend, self.config.cluster_cidr, addresses, underlay
+        )
+        record_network(report, self.metrics, NetworkApplier(self._kernel()).apply(view))
         if self.config.firewall == "iptables":
             self._apply_firewall(nodes, report)
         # Ready after one complete pass: a peer whose route fails is reported and retried, but
@@ -244,22 +204,23 @@ class Reconciler:
 
     def _install_host(
         self, nodes: dict[str, Node], report: Report
-    ) -> tuple[Node, hostnet.Underlay | None, int]:
+    ) -> tuple[Node, tuple[KernelAddress, ...], hostnet.Underlay | None]:
         """The plugin, then the conflist (a runtime that finds the conflist executes the plugin
         straight away), then whether the runtime will use it."""
         config = self.config
         report.nodes = len(nodes)
         self.metrics.set("nodes", len(nodes))
         own = self._own_node(nodes)
-        ipr = self._kernel()
-        underlay = hostnet.find_underlay(ipr, own.internal_ip)
+        rtnl = self._kernel()
+        addresses = tuple(dump_addresses(rtnl))
+        underlay = hostnet.find_underlay(rtnl, own.internal_ip, addresses)
         underlay_mtu = underlay.mtu if underlay else hostnet.DEFAULT_MTU
         report.mtu = config.mtu or pod_mtu(underlay_mtu, config.backend)
         if time.monotonic() >= self._next_install:
             self._install_plugin(report)
         if self._plugin_ok:
             self._write_conflist(own, report.mtu, report)
-        return own, underlay, underlay_mtu
+        return own, addresses, underlay
 
     def _write_conflist(self, own: Node, mtu: int, report: Report) -> None:
         settings = ConflistSettings(
@@ -323,129 +284,6 @@ class Reconciler:
             self._plugin_ok = False
             self._plugin_error = f"{type(error).__name__}: {error}"
             self._fail(report, "plugin_install", self._plugin_error)
-
-    def _apply_network(
-        self,
-        nodes: dict[str, Node],
-        own: Node,
-        underlay: hostnet.Underlay | None,
-        underlay_mtu: int,
-        report: Report,
-    ) -> None:
-        """Plan, then the VXLAN device if a peer needs it, the peers' FDB/neighbour entries, the
-        routes (which need them), the policy rule (which needs its table filled and emptied of
-        stale routes) and last the stale entries (which routes no longer use)."""
-        ipr = self._kernel()
-        self._ensure_forwarding(report)
-        vxlan = VxlanApplier(ipr)
-        vxlan_index = vxlan.ifindex()
-        plan = self._plan(nodes, own, vxlan_index)
-        if plan.vxlan_peers:
-            vxlan_index = self._ensure_vxlan(vxlan, own, underlay, underlay_mtu, report)
-            if vxlan_index is None:  # no tunnel (reported): do not route into a missing device
-                plan = plan.without_vxlan()
-        peers = PeerChanges()
-        if vxlan_index is not None:
-            peers = diff_peers(plan.vxlan_peers, *vxlan.current_peers(vxlan_index))
-            self._count_peer_changes(report, vxlan.upsert_peers(vxlan_index, peers))
-        routes = RouteApplier(ipr).reconcile(plan.all_routes(), vxlan_index, VXLAN_DEVICE)
-        self._report_failures(report, "routes", routes.failures)
-        self._apply_rule(plan, routes, report)
-        if vxlan_index is not None:
-            self._count_peer_changes(report, vxlan.delete_stale(vxlan_index, peers))
-        report.vxlan_peers = len(plan.vxlan_peers)
-        self._record_route_counts(routes, report)
-        self._record_route_metrics(plan, report)
-
-    def _apply_rule(self, plan: Plan, routes: RouteResult, report: Report) -> None:
-        """The rule only while our table holds peer routes, and never over a stale one: if a
-        stale route could not be deleted, the rule goes (pod <-> VXLAN peer node traffic falls
-        back to the main table, asymmetric but still routed) until a later pass fixes it."""
-        wanted = plan.rule
-        if wanted is not None and routes.failed_deletes(POLICY_TABLE):
-            self._fail(report, "policy_rule", "stale routes left in our table: rule withdrawn")
-            wanted = None
-        result = RuleApplier(self._kernel()).reconcile(wanted)
-        self._report_failures(report, "policy_rule", result.failures)
-        report.policy_rule = result.present
-        report.policy_rule_changes = result.changed
-        if result.changed:
-            self.metrics.inc("policy_rule_changes_total", result.changed)
-
-    @staticmethod
-    def _record_route_counts(routes: RouteResult, report: Report) -> None:
-        main = routes.counts(MAIN_TABLE)
-        report.routes = main.total
-        report.routes_added = main.added
-        report.routes_replaced = main.replaced
-        report.routes_deleted = main.deleted
-        policy = routes.counts(POLICY_TABLE)
-        report.peer_node_routes = policy.total
-        report.peer_node_route_changes = policy.added + policy.replaced + policy.deleted
-
-    def _ensure_forwarding(self, report: Report) -> None:
-        """Pod traffic is forwarded by the node (the plugin sets this too, on its first pod).
-        Read first: where /proc/sys is read-only (a container) and it is already on, fine."""
-        try:
-            ensure_sysctl("net.ipv4.ip_forward", "1")
-        except OSError as error:
-            self._fail(report, "sysctl", f"cannot enable net.ipv4.ip_forward: {error}")
-
-    def _ensure_vxlan(
-        self,
-        vxlan: VxlanApplier,
-        own: Node,
-        underlay: hostnet.Underlay | None,
-        underlay_mtu: int,
-        report: Report,
-    ) -> int | None:
-        """Our VXLAN device's index, created or corrected; None if it cannot be had."""
-        if underlay is None:
-            self._fail(report, "vxlan", f"no interface holds {own.internal_ip}")
-            return vxlan.ifindex()
-        device = VxlanDevice(
-            own.internal_ip, underlay.ifindex, own.pod_cidr, underlay_mtu - VXLAN_OVERHEAD
-        )
-        try:
-            index, _ = vxlan.ensure_device(device)
-        except Exception as error:  # netlink refused: report, route what host-gw can
-            self._fail(report, "vxlan", f"cannot set up {device.name}: {error}")
-            return vxlan.ifindex()
-        return index
-
-    def _plan(self, nodes: dict[str, Node], own: Node, vxlan_index: int | None) -> Plan:
-        subnets = hostnet.connected_subnets(
-            rtnl_dump.dump_addresses(),
-            self.config.cluster_cidr,
-            [vxlan_index] if vxlan_index is not None else [],
-        )
-        return plan_node(nodes, own.name, self.config.backend, subnets)
-
-    def _count_peer_changes(self, report: Report, result: PeerResult) -> None:
-        report.vxlan_changes += result.changed
-        if result.changed:
-            self.metrics.inc("vxlan_peer_changes_total", result.changed)
-        self._report_failures(report, "vxlan", result.failures)
-
-    def _record_route_metrics(self, plan: Plan, report: Report) -> None:
-        vxlan_routes = sum(1 for route in plan.routes if route.device is not None)
-        by_backend = {"host-gw": len(plan.routes) - vxlan_routes, "vxlan": vxlan_routes}
-        self.metrics.replace_family("routes", by_backend, "backend")
-        self.metrics.set("peer_node_routes", report.peer_node_routes)
-        self.metrics.set("policy_rules", 1.0 if report.policy_rule else 0.0)
-        if report.peer_node_route_changes:
-            self.metrics.inc("peer_node_route_changes_total", report.peer_node_route_changes)
-        for op, count in (
-            ("add", report.routes_added),
-            ("replace", report.routes_replaced),
-            ("delete", report.routes_deleted),
-        ):
-            if count:
-                self.metrics.inc("route_changes_total", count, op=op)
-
-    def _report_failures(self, report: Report, stage: str, failures: list[Any]) -> None:
-        for failure in failures:
-            self._fail(report, stage, f"{failure.item}: {failure.reason}")
 
     def _apply_firewall(self, nodes: dict[str, Node], report: Report) -> None:
         if self._firewall is None:

@@ -19,7 +19,7 @@ class NoKernel:
 
 def reconciler(tmp_path: Path) -> Reconciler:
     config = AgentConfig("n1", IPv4Network("10.244.0.0/16"), state_dir=tmp_path / "state")
-    return Reconciler(config, Metrics(), ipr=NoKernel())
+    return Reconciler(config, Metrics(), rtnl=NoKernel())  # type: ignore[arg-type]
 
 
 def test_pod_cidr_outside_the_cluster_cidr_is_named_in_the_report_and_readiness(
