@@ -24,6 +24,7 @@ from lab.matrix.executors import Executor, Inventory, NetnsExecutor
 from lab.matrix.runner import MatrixRunner
 from lab.topology import (
     BACKENDS,
+    FAMILIES,
     LIBCNI_GENERATIONS,
     PLUGINS,
     UNDERLAYS,
@@ -39,6 +40,8 @@ EXIT_OK, EXIT_MATRIX_FAILED, EXIT_ERROR = 0, 1, 2
 TOPOLOGY_FLAGS = (
     "nodes",
     "pods_per_node",
+    "family",
+    "underlay_family",
     "backend",
     "underlay",
     "plugin",
@@ -97,6 +100,18 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--topology", metavar="FILE", help="YAML topology file")
     group.add_argument("--nodes", type=int)
     group.add_argument("--pods-per-node", type=int)
+    group.add_argument(
+        "--family",
+        choices=FAMILIES,
+        help="the pods' IP families: ipv4 (the default), ipv6 or dual (an address of each); the "
+        "nodes' underlay gets addresses of the same families (IPv6: ULA)",
+    )
+    group.add_argument(
+        "--underlay-family",
+        choices=FAMILIES,
+        help="the underlay's families when they differ from the pods' (e.g. dual-stack pods over "
+        "an IPv4 underlay: IPv6 pod traffic through VXLAN over IPv4)",
+    )
     group.add_argument("--backend", choices=BACKENDS)
     group.add_argument("--underlay", choices=UNDERLAYS)
     group.add_argument(
@@ -184,7 +199,7 @@ def command_up(args: argparse.Namespace, progress: Progress) -> tuple[NetnsLab, 
         progress.step(
             f"lab {lab_id}: {counted(topology.nodes, 'node')} x "
             f"{counted(topology.pods_per_node, 'pod')}, "
-            f"plugin {topology.plugin}, backend {topology.backend}, "
+            f"{topology.family}, plugin {topology.plugin}, backend {topology.backend}, "
             f"underlay {topology.underlay}"
         )
         inventory = lab.up()
@@ -289,7 +304,16 @@ def _topology_of(state_dir: str, lab_id: str) -> dict[str, Any]:
 
 
 def _describe(topology: dict[str, Any]) -> str:
-    keys = ("nodes", "pods_per_node", "plugin", "backend", "underlay", "forward_drop", "rp_filter")
+    keys = (
+        "nodes",
+        "pods_per_node",
+        "family",
+        "plugin",
+        "backend",
+        "underlay",
+        "forward_drop",
+        "rp_filter",
+    )
     return ", ".join(f"{key}={topology[key]}" for key in keys if key in topology)
 
 
@@ -330,9 +354,8 @@ def dispatch(args: argparse.Namespace, progress: Progress) -> int:
         lab, inventory = command_up(args, progress)
         lab_id = lab.lab.lab_id
         for endpoint in inventory.endpoints:
-            print(
-                f"{endpoint.name:<8} {endpoint.kind:<5} {endpoint.ip:<15} netns {endpoint.handle}"
-            )
+            addresses = " ".join(endpoint.addresses)
+            print(f"{endpoint.name:<8} {endpoint.kind:<5} {addresses:<15} netns {endpoint.handle}")
         print(
             f"lab {lab_id} is up: `minicni-lab matrix --id {lab_id}`, "
             f"`minicni-lab down --id {lab_id}`"

@@ -26,6 +26,12 @@ from minicni.defaults import ROUTE_PROTOCOL
 from minicni.net import netns
 
 Expectation = Callable[[str, Endpoint, Endpoint], str]
+"""(grid, source, destination) -> the verdict a cell must have; the grid names the protocol and
+the family: `tcp` is TCP over IPv4, `tcp6` over IPv6."""
+
+
+def is_ipv6(grid: str) -> bool:
+    return grid.endswith("6")
 
 
 @contextmanager
@@ -62,7 +68,7 @@ def mismatches(report: MatrixReport, expected: Expectation) -> list[str]:
     """Cells whose verdict is not the expected one, as readable lines ('' when all match)."""
     wrong = []
     for cell in report.cells:
-        want = expected(cell.case.proto, cell.case.src, cell.case.dst)
+        want = expected(cell.case.grid, cell.case.src, cell.case.dst)
         if cell.verdict != want:
             wrong.append(f"{cell.case.label}: got {cell.verdict} want {want} ({cell.detail})")
     return wrong
@@ -77,17 +83,21 @@ def in_node(lab: LabPlan, node: str, *argv: str) -> None:
     subprocess.run(["ip", "netns", "exec", lab.node(node).netns, *argv], check=True)
 
 
-def masquerade_pods_of(lab: LabPlan, node: str) -> Expectation:
+def masquerade_pods_of(lab: LabPlan, node: str, family: str = "ipv4") -> Expectation:
     """Insert the classic fault (MASQUERADE of the node's pod traffic leaving its pod CIDR) ahead
-    of anything else in POSTROUTING; return what the matrix must then show."""
-    cidr = lab.node(node).pod_cidr
-    in_node(lab, node, "iptables", "-t", "nat", "-I", "POSTROUTING", "1",
+    of anything else in POSTROUTING, with iptables, or ip6tables for `family` ipv6; return what
+    the matrix must then show (cells of the other family are untouched)."""
+    ipv6 = family == "ipv6"
+    cidr = lab.node(node).pod_cidr6 if ipv6 else lab.node(node).pod_cidr
+    tool = "ip6tables" if ipv6 else "iptables"
+    in_node(lab, node, tool, "-t", "nat", "-I", "POSTROUTING", "1",
             "-s", cidr, "!", "-d", cidr, "-j", "MASQUERADE")  # fmt: skip
 
-    def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+    def expected(grid: str, src: Endpoint, dst: Endpoint) -> str:
         # Leaving `node` from its pods the source becomes the node's address; traffic to the node
         # itself is delivered locally and never reaches POSTROUTING.
-        return "N" if src.kind == POD and src.node == node and dst.node != node else "."
+        leaving = src.kind == POD and src.node == node and dst.node != node
+        return "N" if leaving and is_ipv6(grid) == ipv6 else "."
 
     return expected
 

@@ -12,12 +12,14 @@ from lab.matrix.executors import NODE, POD, Endpoint
 from lab.topology import Topology
 from netns_tests.lab_support import (
     assert_matrix,
+    is_ipv6,
     masquerade_pods_of,
     run_matrix,
     running_lab,
 )
 
 TOPOLOGY = Topology(nodes=2, pods_per_node=2, plugin="reference")
+DUAL = Topology(nodes=2, pods_per_node=1, plugin="reference", family="dual")
 
 
 def is_pod_on(endpoint: Endpoint, node: str) -> bool:
@@ -29,6 +31,32 @@ def test_masquerade_on_a_node_turns_its_pods_outbound_cells_into_n(tmp_path: Pat
         expected = masquerade_pods_of(lab.lab, "n1")
 
         assert_matrix(run_matrix(inventory, retries=0), expected)
+
+
+def test_ip6tables_masquerade_turns_only_the_ipv6_cells_of_its_pods_into_n(tmp_path: Path) -> None:
+    with running_lab(DUAL, str(tmp_path)) as (lab, inventory):
+        expected = masquerade_pods_of(lab.lab, "n1", family="ipv6")
+
+        report = run_matrix(inventory, retries=0)
+        assert {cell.case.grid for cell in report.cells} == {
+            "icmp", "tcp", "udp", "icmp6", "tcp6", "udp6"
+        }  # fmt: skip
+        assert_matrix(report, expected)
+
+
+def test_ipv6_forwarding_off_cuts_the_ipv6_cells_routed_through_the_node(tmp_path: Path) -> None:
+    with running_lab(DUAL, str(tmp_path)) as (lab, inventory):
+        write_sysctls(lab.lab.node("n1").netns, {"net/ipv6/conf/all/forwarding": "0"})
+
+        def expected(grid: str, src: Endpoint, dst: Endpoint) -> str:
+            # IPv4 keeps flowing; over IPv6, n1 routes nothing between its pods and the
+            # underlay any more
+            routed = (is_pod_on(src, "n1") and dst.node != "n1") or (
+                is_pod_on(dst, "n1") and src.node != "n1"
+            )
+            return "X" if routed and is_ipv6(grid) else "."
+
+        assert_matrix(run_matrix(inventory, retries=0, timeout=1.0), expected)
 
 
 def test_a_deleted_route_turns_the_cells_that_need_it_into_x(tmp_path: Path) -> None:

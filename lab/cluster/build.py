@@ -211,17 +211,25 @@ class NetnsLab:
         self.log(f"{counted(len(self.lab.pods), 'pod')} added and checked (CNI ADD + CHECK)")
         endpoints = []
         for node in self.lab.nodes:
-            endpoints.append(Endpoint(node.name, NODE, node.name, node.ip, node.netns))
-        for pod, ip in zip(self.lab.pods, addresses, strict=True):
-            endpoints.append(Endpoint(pod.name, POD, pod.node, ip, pod.netns))
+            endpoints.append(
+                Endpoint(node.name, NODE, node.name, node.primary_ip, node.netns, ips=node.ips)
+            )
+        for pod, ips in zip(self.lab.pods, addresses, strict=True):
+            endpoints.append(Endpoint(pod.name, POD, pod.node, ips[0], pod.netns, ips=ips))
         return Inventory.build(endpoints, name=self.lab.lab_id)
 
     def add_pod(
         self, pod: PodPlan, capability_args: Mapping[str, Any] | None = None, check: bool = True
     ) -> str:
-        """One more pod on a lab that is up (`LabPlan.pod` names it): its address.
+        """One more pod on a lab that is up (`LabPlan.pod` names it): its (first) address.
         `capability_args`: what the runtime passes as libcni CapabilityArgs (portMappings);
         `check`: CHECK after ADD (containerd never does)."""
+        return self.add_pod_addresses(pod, capability_args, check)[0]
+
+    def add_pod_addresses(
+        self, pod: PodPlan, capability_args: Mapping[str, Any] | None = None, check: bool = True
+    ) -> tuple[str, ...]:
+        """`add_pod`, answering every address of the pod (one per family, IPv4 first)."""
         self._create_pod_namespace(pod)
         return self._attach_pod(pod, capability_args, check)
 
@@ -233,17 +241,17 @@ class NetnsLab:
 
     def _attach_pod(
         self, pod: PodPlan, capability_args: Mapping[str, Any] | None = None, check: bool = True
-    ) -> str:
+    ) -> tuple[str, ...]:
         runtime = self.runtime_for(self.lab.node(pod.node))
         attachment = replace(pod_attachment(pod), capability_args=capability_args or {})
         result = runtime.add(attachment)
         if check:
             runtime.check(attachment)
-        ip = pod_address(result)
+        ips = pod_addresses(result)
         with self._state_lock:
-            self.state.pods[pod.name]["ip"] = ip
+            self.state.pods[pod.name]["ip"] = ",".join(ips)
         self.save_state()
-        return ip
+        return ips
 
     def add_outsider(self, name: str = "ext", host: int = 200) -> HostPlan:
         """A host on the segment that is not a node: "outside the cluster" (l2 underlay only)."""
@@ -334,7 +342,8 @@ def counted(number: int, noun: str) -> str:
 
 
 def reference_conflist(node: NodePlan, ipam_dir: str, mtu: int) -> dict[str, Any]:
-    """bridge + host-local, the reference plugins, wired as minicni wires a node (no masquerade)."""
+    """bridge + host-local, the reference plugins, wired as minicni wires a node (no masquerade):
+    one range set per family of the node's pod CIDRs."""
     return {
         "cniVersion": "1.0.0",
         "name": "lab-bridge",
@@ -349,7 +358,7 @@ def reference_conflist(node: NodePlan, ipam_dir: str, mtu: int) -> dict[str, Any
                 "mtu": mtu,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": node.pod_cidr}]],
+                    "ranges": [[{"subnet": cidr}] for cidr in node.pod_cidrs],
                     "dataDir": ipam_dir,
                 },
             }
@@ -373,13 +382,22 @@ def pod_attachment(pod: PodPlan) -> Attachment:
 
 
 def pod_address(result: dict[str, Any]) -> str:
-    """The pod interface's IPv4 address in a CNI result (the ip whose interface has a sandbox)."""
+    """The pod interface's first address in a CNI result (IPv4 in a dual-stack result)."""
+    return pod_addresses(result)[0]
+
+
+def pod_addresses(result: dict[str, Any]) -> tuple[str, ...]:
+    """The pod interface's addresses in a CNI result (the ips whose interface has a sandbox),
+    IPv4 first."""
     interfaces = result.get("interfaces") or []
+    found = []
     for ip in result.get("ips") or []:
         index = ip.get("interface")
         if index is None or (0 <= index < len(interfaces) and interfaces[index].get("sandbox")):
-            return str(ip["address"]).split("/")[0]
-    raise LabError(f"the CNI result has no address on the pod interface: {result}")
+            found.append(str(ip["address"]).split("/")[0])
+    if not found:
+        raise LabError(f"the CNI result has no address on the pod interface: {result}")
+    return tuple(sorted(found, key=lambda address: ":" in address))
 
 
 def _run(argv: list[str]) -> None:

@@ -9,22 +9,25 @@ import json
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from lab.matrix.cases import NOT_APPLICABLE, OK, CellResult, MatrixReport
-from lab.matrix.executors import Endpoint
+from lab.matrix.cases import NOT_APPLICABLE, OK, CellResult, MatrixReport, grid_name
+from lab.matrix.executors import IPV4, Endpoint
 from minicni.fileutil import write_atomic
 
 LEGEND = ". ok   X unreachable   N NATed (wrong source)   ! probe error   - not applicable"
 
 
-def render_grid(report: MatrixReport, proto: str) -> str:
+def render_grid(report: MatrixReport, proto: str, family: str = IPV4) -> str:
+    """One grid: `TCP` for IPv4, `TCP6` for IPv6; an endpoint without an address of the family
+    has a row and column of `-`."""
     endpoints = report.inventory.endpoints
     verdicts = {
         (cell.case.src.name, cell.case.dst.name): cell.verdict
         for cell in report.cells
-        if cell.case.proto == proto
+        if cell.case.proto == proto and cell.case.family == family
     }
-    width = max(len(e.name) for e in endpoints)
-    header = f"{proto.upper():<{width}} | " + " ".join(f"{e.name:^{width}}" for e in endpoints)
+    title = grid_name(family, proto).upper()
+    width = max(len(title), *(len(e.name) for e in endpoints))
+    header = f"{title:<{width}} | " + " ".join(f"{e.name:^{width}}" for e in endpoints)
     lines = [header, "-" * len(header)]
     for src in endpoints:
         row = " ".join(
@@ -55,7 +58,7 @@ def render_summary(report: MatrixReport) -> str:
 
 
 def render(report: MatrixReport) -> str:
-    blocks = [render_grid(report, proto) for proto in report.protocols]
+    blocks = [render_grid(report, proto, family) for family, proto in report.grids()]
     blocks.append(LEGEND)
     wrong = report.wrong()
     if wrong:
@@ -70,14 +73,21 @@ def render(report: MatrixReport) -> str:
     return "\n\n".join(blocks)
 
 
-def _endpoint(endpoint: Endpoint) -> dict[str, str]:
-    return {"name": endpoint.name, "kind": endpoint.kind, "node": endpoint.node, "ip": endpoint.ip}
+def _endpoint(endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "name": endpoint.name,
+        "kind": endpoint.kind,
+        "node": endpoint.node,
+        "ip": endpoint.ip,
+        "ips": list(endpoint.addresses),
+    }
 
 
 def to_json(report: MatrixReport, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     cells = [
         {
             "proto": cell.case.proto,
+            "family": cell.case.family,
             "src": cell.case.src.name,
             "dst": cell.case.dst.name,
             "case": cell.case.kind,
@@ -96,24 +106,30 @@ def to_json(report: MatrixReport, extra: dict[str, Any] | None = None) -> dict[s
         **(extra or {}),
         "ok": report.ok,
         "protocols": list(report.protocols),
+        "families": list(report.families),
         "endpoints": [_endpoint(e) for e in report.inventory.endpoints],
         "counts": report.counts(),
         "flaky": len(report.flaky()),
         "duration_s": round(report.duration_s, 3),
-        "grids": {proto: render_grid(report, proto).splitlines() for proto in report.protocols},
+        "grids": {
+            grid_name(family, proto): render_grid(report, proto, family).splitlines()
+            for family, proto in report.grids()
+        },
         "cells": cells,
     }
 
 
 def to_junit(report: MatrixReport, suite_name: str = "minicni-lab matrix") -> ET.Element:
-    """One test suite per protocol, one test case per cell; wrong cells are failures."""
+    """One test suite per grid (`tcp`, `tcp6`), one test case per cell; wrong cells are
+    failures."""
     suites = ET.Element("testsuites", name=suite_name)
-    for proto in report.protocols:
-        cells = [c for c in report.cells if c.case.proto == proto]
+    for family, proto in report.grids():
+        grid = grid_name(family, proto)
+        cells = [c for c in report.cells if (c.case.proto, c.case.family) == (proto, family)]
         suite = ET.SubElement(
             suites,
             "testsuite",
-            name=f"{suite_name} {proto}",
+            name=f"{suite_name} {grid}",
             tests=str(len(cells)),
             failures=str(sum(c.verdict != OK for c in cells)),
             errors="0",
@@ -124,7 +140,7 @@ def to_junit(report: MatrixReport, suite_name: str = "minicni-lab matrix") -> ET
             testcase = ET.SubElement(
                 suite,
                 "testcase",
-                classname=f"matrix.{proto}.{cell.case.kind.replace(' ', '_')}",
+                classname=f"matrix.{grid}.{cell.case.kind.replace(' ', '_')}",
                 name=f"{cell.case.src.name} -> {cell.case.dst.name}",
                 time=f"{cell.duration_s:.3f}",
             )
