@@ -90,7 +90,7 @@ def agent_flags(
     """Every flag the lab gives a node's agent, by name."""
     return {
         "--node-name": node.name,
-        "--cluster-cidr": topology.cluster_cidr,
+        "--cluster-cidr": cluster_cidr(topology),
         "--backend": topology.backend,
         "--nodes-file": str(nodes_file),
         "--cni-conf-dir": str(files.conf_dir),
@@ -203,8 +203,23 @@ def nodes_document(lab: LabPlan) -> dict[str, Any]:
     return {"nodes": [node_entry(node) for node in lab.nodes]}
 
 
-def node_entry(node: NodePlan) -> dict[str, str]:
-    return {"name": node.name, "internalIP": node.ip, "podCIDR": node.pod_cidr}
+def node_entry(node: NodePlan) -> dict[str, Any]:
+    """A node as the nodes file has it: `internalIP` and `podCIDR`, and for a node with IPv6
+    the `internalIPs` and `podCIDRs` lists beside them (both families, IPv4 first)."""
+    entry: dict[str, Any] = {
+        "name": node.name,
+        "internalIP": node.primary_ip,
+        "podCIDR": node.pod_cidrs[0],
+    }
+    if node.ip6 or node.pod_cidr6:
+        entry.update(internalIPs=list(node.ips), podCIDRs=list(node.pod_cidrs))
+    return entry
+
+
+def cluster_cidr(topology: Topology) -> str:
+    """`--cluster-cidr`: one CIDR per family of the pods, IPv4 first."""
+    cidrs = {4: topology.cluster_cidr, 6: topology.cluster_cidr6}
+    return ",".join(cidrs[version] for version in topology.pod_versions)
 
 
 def write_nodes_file(path: Path, document: Mapping[str, Any] | str) -> None:

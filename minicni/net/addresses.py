@@ -17,6 +17,9 @@ _IFADDRMSG = wire.body_struct(ifaddrmsg)
 _IFA = wire.attribute_codes(ifaddrmsg)
 IFA_ADDRESS = _IFA["IFA_ADDRESS"]
 IFA_LOCAL = _IFA["IFA_LOCAL"]
+IFA_F_NODAD = 0x02
+"""An IPv6 address usable at once: no duplicate address detection (1-2 s of `tentative`, in
+which nothing can be sent from it). The addresses minicni adds are its own to hand out."""
 
 
 class KernelAddress(NamedTuple):
@@ -67,10 +70,14 @@ def dump_addresses(rtnl: Rtnl, family: int = wire.AF_INET) -> list[KernelAddress
 
 
 def address_request(index: int, address: str, prefixlen: int) -> Any:
+    """RTM_NEWADDR or RTM_DELADDR of `address/prefixlen` on link `index`; an IPv6 address is
+    added without duplicate address detection (IFA_F_NODAD)."""
     msg = ifaddrmsg()
     msg["family"] = wire.AF_INET6 if ":" in address else wire.AF_INET
     msg["prefixlen"] = prefixlen
     msg["index"] = index
+    if msg["family"] == wire.AF_INET6:
+        msg["flags"] = IFA_F_NODAD
     # IFA_LOCAL is the address itself; IFA_ADDRESS the peer, the same on a broadcast link.
     local = [("IFA_LOCAL", address)] if msg["family"] == wire.AF_INET else []
     msg["attrs"] = [*local, ("IFA_ADDRESS", address)]
@@ -89,17 +96,24 @@ def ensure_address(
     prefixlen: int,
     present: Iterable[KernelAddress] | None = None,
 ) -> AddressChanges:
-    """Make `address/prefixlen` the only IPv4 address of link `index`.
+    """Make `address/prefixlen` the only address of its family on link `index` (IPv6 link-local
+    addresses, the kernel's own, are left alone).
 
     A node whose pod CIDR changed keeps the old gateway address on its bridge; rather than fail
     every pod with "already has an IP address different from ..." the stale one is replaced.
-    `present`: the IPv4 addresses as the caller dumped them already; else they are dumped here.
+    `present`: the addresses of that family as the caller dumped them already; else they are
+    dumped here.
     """
     wanted = f"{address}/{prefixlen}"
+    version = 6 if ":" in address else 4
     removed: list[str] = []
     found = False
-    for existing in dump_addresses(rtnl) if present is None else present:
-        if existing.ifindex != index or existing.network.version != 4:
+    if present is None:
+        present = dump_addresses(rtnl, wire.AF_INET6 if version == 6 else wire.AF_INET)
+    for existing in present:
+        if existing.ifindex != index or existing.network.version != version:
+            continue
+        if version == 6 and existing.local.is_link_local:
             continue
         if existing.cidr == wanted:
             found = True

@@ -90,7 +90,7 @@ def _vxlan_from(message: Any) -> Vxlan:
         return Vxlan(None, None, None, None)
     return Vxlan(
         vni=data.get_attr("IFLA_VXLAN_ID"),
-        local=data.get_attr("IFLA_VXLAN_LOCAL"),
+        local=data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6"),
         underlay=data.get_attr("IFLA_VXLAN_LINK"),
         port=data.get_attr("IFLA_VXLAN_PORT"),
     )
@@ -233,10 +233,16 @@ def configure_pod_interface(
 
 
 def vxlan_request(name: str, vxlan: Vxlan, mac: str, mtu: int) -> Any:
-    """A VXLAN link (down, learning off: every FDB entry is set by us) for RTM_NEWLINK."""
+    """A VXLAN link (down, learning off: every FDB entry is set by us) for RTM_NEWLINK; its
+    local address (IPv4 or IPv6) says which underlay family carries it."""
+    local = (
+        "IFLA_VXLAN_LOCAL6"
+        if vxlan.local is not None and ":" in vxlan.local
+        else "IFLA_VXLAN_LOCAL"
+    )
     data = [
         ("IFLA_VXLAN_ID", vxlan.vni),
-        ("IFLA_VXLAN_LOCAL", vxlan.local),
+        (local, vxlan.local),
         ("IFLA_VXLAN_LINK", vxlan.underlay),
         ("IFLA_VXLAN_PORT", vxlan.port),
         ("IFLA_VXLAN_LEARNING", 0),

@@ -38,3 +38,22 @@ def test_the_nodes_file_lists_every_node_as_kubernetes_names_it() -> None:
             {"name": "n2", "internalIP": "172.30.2.2", "podCIDR": "10.244.2.0/24"},
         ]
     }
+
+
+def test_a_dual_stack_lab_lists_both_families_and_gives_a_cluster_cidr_of_each() -> None:
+    dual = plan(Topology(nodes=1, family="dual"), "ml1")
+    assert nodes_document(dual)["nodes"] == [
+        {
+            "name": "n1",
+            "internalIP": "172.30.0.11",
+            "podCIDR": "10.244.1.0/24",
+            "internalIPs": ["172.30.0.11", "fd00:172:30::11"],
+            "podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"],
+        }
+    ]
+    flags = agent_flags(dual.topology, dual.nodes[0], NodeFiles(Path("/w/n1")), Path("/w/n"))
+    assert flags["--cluster-cidr"] == "10.244.0.0/16,fd00:10:244::/56"
+    six = plan(Topology(nodes=1, family="ipv6"), "ml1")
+    assert nodes_document(six)["nodes"][0]["internalIP"] == "fd00:172:30::11"
+    flags = agent_flags(six.topology, six.nodes[0], NodeFiles(Path("/w/n1")), Path("/w/n"))
+    assert flags["--cluster-cidr"] == "fd00:10:244::/56"
