@@ -46,26 +46,39 @@ lab-ci: setup
 clean-lab: ## remove every lab, also one left behind by a killed run
 	$(BIN)/minicni-lab down --all
 
-# --- image and kind (issue 5): need Docker, kind and kubectl ----------------------------------
+# --- image and kind --------------------------------------------------------------------------
 IMAGE_REPO ?= ghcr.io/minicni
 IMAGE_NAME ?= minicni
 TAG ?= dev
 IMAGE := $(IMAGE_REPO)/$(IMAGE_NAME):$(TAG)
+# The saved image (docker-archive) that the lab (--agent image) and the root tests load.
+IMAGE_ARCHIVE ?= build/image/minicni.tar
+# The Debian base of `image-offline`, kept between runs (CI points it outside its fresh clone).
+IMAGE_CACHE_DIR ?= .cache/image
+IMAGE_ENV := IMAGE=$(IMAGE) IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) IMAGE_CACHE_DIR=$(IMAGE_CACHE_DIR)
 KIND_CLUSTER ?= minicni-e2e
 KIND_ENV := MINICNI_E2E_CLUSTER=$(KIND_CLUSTER) MINICNI_E2E_IMAGE=$(IMAGE)
 
-.PHONY: image kind-up kind-down e2e
+.PHONY: venv image image-offline kind-up kind-down e2e
 
-image: ## build the agent image from deployments/Dockerfile as $(IMAGE_REPO)/$(IMAGE_NAME):$(TAG)
-	docker build -f deployments/Dockerfile -t $(IMAGE) .
+# Only the venv: the targets that drive kind run beside a Docker engine, whose containerd.io the
+# Debian packages of `setup` would conflict with, so they never touch the host's packages.
+venv:
+	MINICNI_SKIP_APT=1 scripts/setup-host.sh
 
-kind-up: setup ## build the image, create a kind cluster with minicni, wait until it is ready (kept)
+image: ## build the agent image (Docker or podman: CONTAINER_ENGINE) on the Dockerfile's base
+	$(IMAGE_ENV) scripts/build-image.sh
+
+image-offline: ## the same without any registry: a base made from Debian packages (mmdebstrap)
+	$(IMAGE_ENV) scripts/build-image.sh --offline
+
+kind-up: venv ## build the image, create a kind cluster with minicni, wait until it is ready (kept)
 	$(KIND_ENV) $(BIN)/python -m lab.kind up
 
-kind-down: setup ## delete the kind cluster made by kind-up
+kind-down: venv ## delete the kind cluster made by kind-up
 	$(KIND_ENV) $(BIN)/python -m lab.kind down
 
-e2e: setup ## the kind e2e suite (creates and deletes its own cluster; results in results/e2e/)
+e2e: venv ## the kind e2e suite (creates and deletes its own cluster; results in results/e2e/)
 	$(KIND_ENV) $(BIN)/pytest e2e $(PYTEST_ARGS)
 
 .PHONY: bench
