@@ -1,4 +1,4 @@
-# minicni — run `sudo make lab` (the connectivity matrix) or `sudo make test` on a fresh machine.
+# minicni — as root, run `make lab` (the connectivity matrix) or `make test` on a fresh machine.
 SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -57,7 +57,7 @@ IMAGE_ARCHIVE ?= build/image/minicni.tar
 IMAGE_CACHE_DIR ?= .cache/image
 IMAGE_ENV := IMAGE=$(IMAGE) IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) IMAGE_CACHE_DIR=$(IMAGE_CACHE_DIR)
 KIND_CLUSTER ?= minicni-e2e
-KIND_ENV := MINICNI_E2E_CLUSTER=$(KIND_CLUSTER) MINICNI_E2E_IMAGE=$(IMAGE)
+KIND_ENV := MINICNI_E2E_CLUSTER=$(KIND_CLUSTER) MINICNI_E2E_IMAGE=$(or $(MINICNI_E2E_IMAGE),$(IMAGE))
 
 .PHONY: venv image image-offline kind-up kind-down e2e
 

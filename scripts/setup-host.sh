@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what minicni's lab and tests need on a Debian/Ubuntu machine, then the project's venv.
-# Idempotent: a second run installs nothing. Needs root for apt (run through `sudo make ...`).
+# Idempotent: a second run installs nothing. Needs root for apt (run `make ...` as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +21,7 @@ for pkg in "${APT_PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: missing Debian packages: ${missing[*]}; run as root (sudo make ...)" >&2
+    echo "setup: missing Debian packages: ${missing[*]}; run `make ...` as root" >&2
     exit 1
   fi
   echo "setup: installing ${missing[*]}"
