@@ -9,6 +9,7 @@ APT_PACKAGES=(
   iproute2 iptables nftables iputils-ping tcpdump conntrack util-linux
   containernetworking-plugins   # reference bridge/host-local: side-by-side tests and benchmarks
   podman runc containerd busybox-static  # real CNI consumers for the runtime tests, and an offline image
+  mmdebstrap  # make image-offline: the image's base from Debian packages, no registry
 )
 VENV=${VENV:-.venv}
 
