@@ -30,9 +30,12 @@ lab: setup ## the connectivity matrix: 3 nodes x 2 pods in network namespaces, u
 	$(BIN)/minicni-lab run --nodes 3 --pods-per-node 2 $(LAB_ARGS)
 
 # The CI gate: host-gw on one L2 segment, vxlan between nodes on routed subnets (with the FORWARD
-# policy DROP Docker sets, and a runtime of the containerd 1.6/1.7 generation, libcni 1.1), and a
-# small cluster probed with the scapy engine as a cross-check of the socket probes. All run even if
-# one fails; JSON + JUnit land in results/.
+# policy DROP Docker sets, and a runtime of the containerd 1.6/1.7 generation, libcni 1.1), a
+# small cluster probed with the scapy engine as a cross-check of the socket probes, and the
+# DaemonSet as written: the agents run from the built image ($(IMAGE_ARCHIVE), `make
+# image-offline`) with the manifest's pod spec (LAB_CI_IMAGE=0 leaves that run out). All run even
+# if one fails; JSON + JUnit land in results/.
+LAB_CI_IMAGE ?= 1
 lab-ci: setup
 	@rc=0; \
 	$(BIN)/minicni-lab run --backend host-gw --underlay l2 \
@@ -41,6 +44,11 @@ lab-ci: setup
 		--json results/lab-vxlan-routed.json --junit results/lab-vxlan-routed.xml $(LAB_ARGS) || rc=1; \
 	$(BIN)/minicni-lab run --nodes 2 --pods-per-node 1 --backend auto --underlay routed --engine scapy \
 		--json results/lab-scapy.json --junit results/lab-scapy.xml $(LAB_ARGS) || rc=1; \
+	if [ "$(LAB_CI_IMAGE)" = 1 ]; then \
+	MINICNI_IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) $(BIN)/minicni-lab run --agent image --backend auto \
+		--underlay routed --forward-drop \
+		--json results/lab-image.json --junit results/lab-image.xml $(LAB_ARGS) || rc=1; \
+	fi; \
 	exit $$rc
 
 clean-lab: ## remove every lab, also one left behind by a killed run

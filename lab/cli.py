@@ -22,6 +22,7 @@ from lab.executors import Executor, Inventory, NetnsExecutor
 from lab.matrix import PROTOCOLS, CellResult, MatrixReport, MatrixRunner, build_cases
 from lab.state import STATE_ROOT, LabState, known_labs
 from lab.topology import (
+    AGENTS,
     BACKENDS,
     LIBCNI_GENERATIONS,
     PLUGINS,
@@ -41,6 +42,8 @@ TOPOLOGY_FLAGS = (
     "backend",
     "underlay",
     "plugin",
+    "agent",
+    "image",
     "libcni",
     "forward_drop",
     "rp_filter",
@@ -102,6 +105,18 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
         "--plugin",
         choices=PLUGINS,
         help="minicni (agent + plugin) or reference (bridge + host-local)",
+    )
+    group.add_argument(
+        "--agent",
+        choices=AGENTS,
+        help="process: minicni-agent from this checkout; image: the DaemonSet's pod spec "
+        "(deployments/manifests/minicni.yaml) run with podman from the built image",
+    )
+    group.add_argument(
+        "--image",
+        metavar="NAME",
+        help="with --agent image: an image of the host's podman (default: the one "
+        "`make image-offline` saved)",
     )
     group.add_argument(
         "--libcni",

@@ -18,20 +18,28 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab import fabric
+from lab.cluster.daemonset import LabNode
 from lab.executors import NODE, POD, Endpoint, Inventory
 from lab.runtime import Attachment, CniPluginError, CniRuntime
 from lab.state import STATE_ROOT, LabState
 from lab.topology import LabPlan, NodePlan, PodPlan
 from minicni.net import netns
 
+if TYPE_CHECKING:
+    from lab.cluster.image_agents import PodmanStore
+
 REFERENCE_BIN_DIR = "/usr/lib/cni"
 MINICNI_CONFLIST = "10-minicni.conflist"
 REFERENCE_CONFLIST = "10-lab-bridge.conflist"
 REFERENCE_BRIDGE = "cni0"
 AGENT_HEALTH_ADDR = "127.0.0.1:9095"
+# --agent image: where the node's files are under its root directory, and the lab's podman
+MINICNI_CONFLIST_IN_NODE = "etc/cni/net.d/" + MINICNI_CONFLIST
+PLUGIN_IN_NODE = "opt/cni/bin/minicni"
+IMAGE_STORE = "podman"
 
 Log = Callable[[str], None]
 
@@ -91,6 +99,8 @@ class NetnsLab:
             self.log(f"underlay ready ({self.lab.topology.underlay})")
             if self.lab.topology.plugin == "reference":
                 self._prepare_reference_plugins()
+            elif self.lab.topology.agent == "image":
+                self._start_image_agents()
             else:
                 self._start_agents()
             inventory = self._add_pods()
@@ -152,6 +162,63 @@ class NetnsLab:
             self._await_agent(node)
         self.log(f"{len(self.lab.nodes)} agents ready ({self.lab.topology.backend})")
 
+    def _start_image_agents(self) -> None:
+        """The DaemonSet's pod spec, run by podman from the built image on every node (see
+        lab.cluster.image_agents); a node is ready when the manifest's probes say so."""
+        from lab.cluster import daemonset, image_agents
+
+        topology = self.lab.topology
+        spec = daemonset.load()
+        nodes_dir = os.path.join(self.work_dir, "nodes")
+        os.makedirs(nodes_dir)
+        with open(os.path.join(nodes_dir, "nodes.json"), "w", encoding="utf-8") as stream:
+            json.dump(nodes_document(self.lab), stream, indent=2)
+        store = image_store(self.work_dir, self.lab.lab_id)
+        started = time.monotonic()
+        if topology.image:
+            image = store.copy_from_host(topology.image)
+        else:
+            reason = image_agents.missing_image_reason()
+            if reason:
+                raise LabError(reason)
+            image = store.load_archive(image_agents.image_archive())
+        self.log(f"image {image} loaded in {time.monotonic() - started:.1f} s")
+        # What a user sets in the manifest for such a cluster (only values it sets itself).
+        wanted = {
+            "MINICNI_BACKEND": topology.backend,
+            "MINICNI_CLUSTER_CIDR": topology.cluster_cidr,
+            "MINICNI_RESYNC_SECONDS": str(topology.agent_resync_seconds),
+        }
+        overrides = {key: value for key, value in wanted.items() if key in spec.env_names()}
+        agents = []
+        for node in self.lab.nodes:
+            agent = image_agents.ImageAgent(
+                store, spec, self.image_node(node), name=f"{self.lab.lab_id}-{node.name}"
+            )
+            agent.start(image, env_overrides=overrides, labels={"minicni-lab": self.lab.lab_id})
+            agents.append(agent)
+        try:
+            ready = [agent.wait_ready() for agent in agents]
+        except image_agents.ImageAgentError as err:
+            raise LabError(str(err)) from err
+        for node in self.lab.nodes:
+            for path in (MINICNI_CONFLIST_IN_NODE, PLUGIN_IN_NODE):
+                if not os.path.exists(os.path.join(self.node_dir(node, "root"), path)):
+                    raise LabError(f"agent on {node.name} is ready but wrote no /{path}")
+        self.log(
+            f"{len(agents)} agent containers ready ({topology.backend}), the last after "
+            f"{max(ready):.1f} s, with {', '.join(sorted(spec.cap_add))} only"
+        )
+
+    def image_node(self, node: NodePlan) -> LabNode:
+        return LabNode(
+            name=node.name,
+            ip=node.ip,
+            netns_path=netns.path_of(node.netns),
+            root=self.node_dir(node, "root"),
+            nodes_dir=os.path.join(self.work_dir, "nodes"),
+        )
+
     def agent_flags(self, node: NodePlan, nodes_file: str) -> list[str]:
         topology = self.lab.topology
         return [
@@ -207,6 +274,22 @@ class NetnsLab:
         )
 
     def runtime_for(self, node: NodePlan) -> CniRuntime:
+        if self.lab.topology.agent == "image":
+            # as the node's runtime: its conflist and plugin, run seeing the node's files
+            from lab.cluster.image_agents import node_view_prefix
+
+            root = self.node_dir(node, "root")
+            return CniRuntime.from_file(
+                os.path.join(root, MINICNI_CONFLIST_IN_NODE),
+                bin_dirs=[os.path.join(root, os.path.dirname(PLUGIN_IN_NODE))],
+                cache_dir=self.node_dir(node, "cni-cache"),
+                exec_prefix=[
+                    *node_view_prefix(root),
+                    "nsenter",
+                    f"--net={netns.path_of(node.netns)}",
+                ],
+                libcni=self.lab.topology.libcni,
+            )
         if self.lab.topology.plugin == "reference":
             conflist, bin_dirs = REFERENCE_CONFLIST, [REFERENCE_BIN_DIR]
         else:
@@ -319,6 +402,8 @@ def teardown(
     lab's name prefix, in case the run died between creating one and recording it.
     """
     problems = stop_agents(state, agents or {})
+    if os.path.isdir(os.path.join(state.work_dir, IMAGE_STORE)):  # agent containers (--agent image)
+        problems += image_store(state.work_dir, state.lab_id).remove_everything()
     names = list(dict.fromkeys([*reversed(state.netns), *lab_namespaces(state.lab_id)]))
     for pid in processes_in([netns.path_of(name) for name in names]):
         _kill(pid)  # probes of an interrupted matrix, an agent that ignored SIGTERM
@@ -332,6 +417,13 @@ def teardown(
         problems.append(f"could not remove {state.work_dir}")
     state.forget(state_root)
     return problems
+
+
+def image_store(work_dir: str, lab_id: str) -> PodmanStore:
+    """The lab's own podman (storage, run root, cgroup parent): nothing in the host's."""
+    from lab.cluster.image_agents import PodmanStore
+
+    return PodmanStore(os.path.join(work_dir, IMAGE_STORE), cgroup_parent=f"/{lab_id}-podman")
 
 
 def lab_namespaces(lab_id: str) -> list[str]:

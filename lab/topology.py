@@ -17,6 +17,9 @@ IFNAMSIZ = 15
 BACKENDS = ("host-gw", "vxlan", "auto")
 UNDERLAYS = ("l2", "routed")
 PLUGINS = ("minicni", "reference")
+# process: minicni-agent from this checkout, one process per node; image: the DaemonSet's pod spec
+# run with podman from the built image (lab.cluster.daemonset)
+AGENTS = ("process", "image")
 LIBCNI_GENERATIONS = ("1.1", "1.2")  # the runtime's libcni: 1.1 = containerd 1.6/1.7, podman 4
 LAB_ID_PREFIX = "ml"
 
@@ -46,6 +49,8 @@ class Topology:
     # long enough that a fault injected into a running lab stays visible for a matrix run; the
     # agent still repairs it on the next resync, which is the point of a level-triggered agent
     agent_resync_seconds: int = 30
+    agent: str = "process"
+    image: str = ""  # with agent "image": an image of the host's podman; "" = the saved archive
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 99:
@@ -58,6 +63,12 @@ class Topology:
             raise TopologyError(f"underlay must be one of {UNDERLAYS}, got {self.underlay!r}")
         if self.plugin not in PLUGINS:
             raise TopologyError(f"plugin must be one of {PLUGINS}, got {self.plugin!r}")
+        if self.agent not in AGENTS:
+            raise TopologyError(f"agent must be one of {AGENTS}, got {self.agent!r}")
+        if self.agent == "image" and self.plugin != "minicni":
+            raise TopologyError("agent image runs minicni's DaemonSet: use plugin minicni")
+        if self.image and self.agent != "image":
+            raise TopologyError("an image is only run with agent image")
         if self.libcni not in LIBCNI_GENERATIONS:
             raise TopologyError(f"libcni must be one of {LIBCNI_GENERATIONS}, got {self.libcni!r}")
         if self.backend == "host-gw" and self.underlay == "routed" and self.plugin == "minicni":
