@@ -13,7 +13,8 @@
 # Environment: CONTAINER_ENGINE (see scripts/container-engine.sh), IMAGE, IMAGE_ARCHIVE (empty: no
 # archive), IMAGE_CACHE_DIR (the Debian base, kept between runs; default .cache/image),
 # IMAGE_BASE_MAX_AGE_DAYS (rebuild an older base, for security updates; default 7), DEBIAN_MIRROR,
-# DEBIAN_SECURITY_MIRROR, PYTHON (the host Python whose pip fetches the wheels).
+# DEBIAN_SECURITY_MIRROR, PYTHON (the host Python whose pip fetches the wheels), IMAGE_PRUNE=1
+# (remove the engine's untagged images afterwards: only for an engine state of its own, as CI's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -172,6 +173,14 @@ t0=$(now)
 "${engine[@]}" build -f "$DOCKERFILE" -t "$IMAGE" "${build_args[@]}" . ||
   die "$engine_name build failed (its output is above)"
 say "built $IMAGE in $(since "$t0")"
+
+# IMAGE_PRUNE=1 (CI, whose engine state is its own): drop what earlier builds left untagged, but
+# keep this build's layers (the build stage is tagged first) for the next run's cache.
+if [ "${IMAGE_PRUNE:-0}" = 1 ]; then
+  "${engine[@]}" build -q --target build -t minicni-build-stage:cache -f "$DOCKERFILE" \
+    "${build_args[@]}" . >/dev/null
+  "${engine[@]}" image prune -f >/dev/null
+fi
 
 if [ -n "$IMAGE_ARCHIVE" ]; then
   mkdir -p "$(dirname "$IMAGE_ARCHIVE")"

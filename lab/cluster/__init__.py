@@ -1,0 +1,1 @@
+"""The lab's cluster: how its nodes and their agents are built."""
