@@ -9,6 +9,8 @@ APT_PACKAGES=(
   iproute2 iptables nftables iputils-ping tcpdump conntrack util-linux
   containernetworking-plugins   # reference bridge/host-local: side-by-side tests and benchmarks
   podman runc containerd busybox-static  # real CNI consumers for the runtime tests, and an offline image
+                                         # (containerd's CRI: `minicni-lab --runtime cri`; its pause
+                                         # image is busybox-static; loopback comes from the plugins)
 )
 VENV=${VENV:-.venv}
 
