@@ -15,6 +15,7 @@ What root lacks here: CAP_SYS_RESOURCE, so the sandbox's oom_score_adj (-998) is
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lab.runtimes.cri import cleanup, pause
@@ -83,7 +84,11 @@ class ContainerdNode:
         return os.path.join(self.home, *parts)
 
     def to_mapping(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        return {
+            f.name: copy.copy(getattr(self, f.name))
+            for f in fields(self)
+            if not f.name.startswith("_")
+        }
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> ContainerdNode:
