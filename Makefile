@@ -30,9 +30,10 @@ lab: setup ## the connectivity matrix: 3 nodes x 2 pods in network namespaces, u
 	$(BIN)/minicni-lab run --nodes 3 --pods-per-node 2 $(LAB_ARGS)
 
 # The CI gate: host-gw on one L2 segment, vxlan between nodes on routed subnets (with the FORWARD
-# policy DROP Docker sets, and a runtime of the containerd 1.6/1.7 generation, libcni 1.1), and a
-# small cluster probed with the scapy engine as a cross-check of the socket probes. All run even if
-# one fails; JSON + JUnit land in results/.
+# policy DROP Docker sets, and a runtime of the containerd 1.6/1.7 generation, libcni 1.1), a
+# small cluster probed with the scapy engine as a cross-check of the socket probes, and pods made
+# through containerd's CRI as kubelet makes them (a containerd 1.6 per node running what the agent
+# installed in bundle mode). All run even if one fails; JSON + JUnit land in results/.
 lab-ci: setup
 	@rc=0; \
 	$(BIN)/minicni-lab run --backend host-gw --underlay l2 \
@@ -41,6 +42,8 @@ lab-ci: setup
 		--json results/lab-vxlan-routed.json --junit results/lab-vxlan-routed.xml $(LAB_ARGS) || rc=1; \
 	$(BIN)/minicni-lab run --nodes 2 --pods-per-node 1 --backend auto --underlay routed --engine scapy \
 		--json results/lab-scapy.json --junit results/lab-scapy.xml $(LAB_ARGS) || rc=1; \
+	$(BIN)/minicni-lab run --runtime cri --nodes 2 --pods-per-node 2 --backend vxlan --underlay routed \
+		--forward-drop --json results/lab-cri.json --junit results/lab-cri.xml $(LAB_ARGS) || rc=1; \
 	exit $$rc
 
 clean-lab: ## remove every lab, also one left behind by a killed run
@@ -71,6 +74,10 @@ e2e: setup ## the kind e2e suite (creates and deletes its own cluster; results i
 .PHONY: bench
 bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local (run as root)
 	$(BIN)/python scripts/bench_plugin.py
+
+.PHONY: bench-cri
+bench-cri: setup ## pod start through containerd's CRI: minicni (bundle) beside bridge + host-local (root)
+	$(BIN)/python -m lab.runtimes.cri.bench
 
 .PHONY: bench-agent
 bench-agent: setup ## minicni-agent: reconcile 1,000 and 5,000 nodes in a namespace (run as root)

@@ -25,6 +25,7 @@ from lab.topology import (
     BACKENDS,
     LIBCNI_GENERATIONS,
     PLUGINS,
+    RUNTIMES,
     UNDERLAYS,
     Topology,
     TopologyError,
@@ -42,6 +43,7 @@ TOPOLOGY_FLAGS = (
     "underlay",
     "plugin",
     "libcni",
+    "runtime",
     "forward_drop",
     "rp_filter",
     "mtu",
@@ -108,6 +110,12 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
         choices=LIBCNI_GENERATIONS,
         help="the lab runtime's libcni generation: 1.1 as containerd 1.6/1.7 and podman 4 "
         "(cniVersion only), 1.2 as containerd 2.x (highest of cniVersions; the default)",
+    )
+    group.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="libcni: the lab's own runtime runs the plugin (the default); cri: a containerd 1.6 "
+        "per node, pods created through its CRI as kubelet creates them",
     )
     group.add_argument(
         "--forward-drop",
@@ -182,7 +190,7 @@ def command_up(args: argparse.Namespace, progress: Progress) -> tuple[NetnsLab, 
     with progress.phase("up"):
         progress.step(
             f"lab {lab_id}: {topology.nodes} nodes x {topology.pods_per_node} pods, "
-            f"plugin {topology.plugin}, backend {topology.backend}, "
+            f"plugin {topology.plugin}, runtime {topology.runtime}, backend {topology.backend}, "
             f"underlay {topology.underlay}"
         )
         inventory = lab.up()
@@ -275,7 +283,16 @@ def _topology_of(state_dir: str, lab_id: str) -> dict[str, Any]:
 
 
 def _describe(topology: dict[str, Any]) -> str:
-    keys = ("nodes", "pods_per_node", "plugin", "backend", "underlay", "forward_drop", "rp_filter")
+    keys = (
+        "nodes",
+        "pods_per_node",
+        "plugin",
+        "runtime",
+        "backend",
+        "underlay",
+        "forward_drop",
+        "rp_filter",
+    )
     return ", ".join(f"{key}={topology[key]}" for key in keys if key in topology)
 
 

@@ -18,16 +18,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab import fabric
 from lab.executors import NODE, POD, Endpoint, Inventory
 from lab.runtime import Attachment, CniPluginError, CniRuntime
+from lab.runtimes.cni_plugins import install_loopback
 from lab.state import STATE_ROOT, LabState
 from lab.topology import LabPlan, NodePlan, PodPlan
 from minicni.net import netns
 
+if TYPE_CHECKING:  # grpc is imported only when a lab uses the CRI runtime
+    from lab.runtimes.cri.runtime import CriLabRuntime
+
 REFERENCE_BIN_DIR = "/usr/lib/cni"
+BUNDLE_AGENT_TIMEOUT = 180.0  # a bundle install copies ~70 MB per node at once
 MINICNI_CONFLIST = "10-minicni.conflist"
 REFERENCE_CONFLIST = "10-lab-bridge.conflist"
 REFERENCE_BRIDGE = "cni0"
@@ -60,6 +65,16 @@ class NetnsLab:
         self.state = LabState(lab.lab_id, lab.topology.to_mapping(), self.work_dir)
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self._state_lock = threading.Lock()  # pods are added from a thread pool
+        self._cri: CriLabRuntime | None = None
+
+    @property
+    def cri(self) -> CriLabRuntime:
+        """--runtime cri: the nodes' containerds (made on first use, from the state file too)."""
+        if self._cri is None:
+            from lab.runtimes.cri.runtime import CriLabRuntime
+
+            self._cri = CriLabRuntime(self.state, self.save_state)
+        return self._cri
 
     @classmethod
     def from_state(
@@ -91,8 +106,14 @@ class NetnsLab:
             self.log(f"underlay ready ({self.lab.topology.underlay})")
             if self.lab.topology.plugin == "reference":
                 self._prepare_reference_plugins()
+                self._start_cri_nodes()
             else:
-                self._start_agents()
+                self._spawn_agents()
+                self._start_cri_nodes()  # while the agents install: a node boots this way too
+                self._await_agents()
+            if self.lab.topology.runtime == "cri":
+                self.cri.wait_network_ready()
+                self.log("NetworkReady on every node (CRI Status)")
             inventory = self._add_pods()
             self.state.inventory = inventory.to_mapping()
             self.state.phase = "up"
@@ -131,7 +152,21 @@ class NetnsLab:
         fabric.add_pod_cidr_routes(self.lab)
         self.log("reference bridge + host-local conflists written, pod CIDR routes added")
 
-    def _start_agents(self) -> None:
+    def _start_cri_nodes(self) -> None:
+        """--runtime cri: a containerd in every node, its CNI dirs the node's own."""
+        if self.lab.topology.runtime != "cri":
+            return
+        nodes = []
+        for node in self.lab.nodes:
+            conf_dir = self.node_dir(node, "net.d")
+            os.makedirs(conf_dir, exist_ok=True)
+            reference = self.lab.topology.plugin == "reference"
+            bin_dir = REFERENCE_BIN_DIR if reference else self.node_dir(node, "bin")
+            nodes.append((node, conf_dir, bin_dir))
+        self.cri.start_nodes(nodes, self.lab.lab_id)
+        self.log(f"{len(nodes)} containerd started (CRI, one per node)")
+
+    def _spawn_agents(self) -> None:
         nodes_file = os.path.join(self.work_dir, "nodes.json")
         with open(nodes_file, "w", encoding="utf-8") as stream:
             json.dump(nodes_document(self.lab), stream, indent=2)
@@ -139,6 +174,7 @@ class NetnsLab:
         for node in self.lab.nodes:
             for part in ("net.d", "bin", "state", "ipam", "opt"):
                 os.makedirs(self.node_dir(node, part))
+            install_loopback(self.node_dir(node, "bin"))  # as kind and kubeadm nodes ship it
             argv = ["ip", "netns", "exec", node.netns, agent, *self.agent_flags(node, nodes_file)]
             log = open(self.node_dir(node, "agent.log"), "ab")  # noqa: SIM115 (the agent owns it)
             with log:
@@ -148,9 +184,17 @@ class NetnsLab:
             self.agents[node.name] = process
             self.state.agents[node.name] = process.pid
             self.save_state()
+
+    def _await_agents(self) -> None:
         for node in self.lab.nodes:
             self._await_agent(node)
         self.log(f"{len(self.lab.nodes)} agents ready ({self.lab.topology.backend})")
+
+    @property
+    def plugin_install(self) -> str:
+        """bundle (the plugin and its own Python, as the DaemonSet installs it) when a real
+        runtime runs it; the lab's own runtime takes the quicker launcher."""
+        return "bundle" if self.lab.topology.runtime == "cri" else "launcher"
 
     def agent_flags(self, node: NodePlan, nodes_file: str) -> list[str]:
         topology = self.lab.topology
@@ -174,7 +218,7 @@ class NetnsLab:
             "--plugin-log-file",
             os.path.join(self.node_dir(node, "state"), "minicni.log"),
             "--plugin-install",
-            "launcher",
+            self.plugin_install,
             "--plugin-dir",
             self.node_dir(node, "opt"),
             "--health-addr",
@@ -186,7 +230,10 @@ class NetnsLab:
     def _await_agent(self, node: NodePlan) -> None:
         """Ready = the conflist is written, the plugin installed and /readyz answers 200."""
         conflist = self.node_dir(node, "net.d", MINICNI_CONFLIST)
-        deadline = time.monotonic() + self.agent_timeout
+        timeout = self.agent_timeout
+        if self.plugin_install == "bundle":
+            timeout = max(timeout, BUNDLE_AGENT_TIMEOUT)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             process = self.agents[node.name]
             if process.poll() is not None:
@@ -202,7 +249,7 @@ class NetnsLab:
                 return
             time.sleep(0.05)
         raise LabError(
-            f"agent on {node.name} not ready after {self.agent_timeout:.0f} s:\n"
+            f"agent on {node.name} not ready after {timeout:.0f} s:\n"
             + _tail_file(self.node_dir(node, "agent.log"))
         )
 
@@ -220,6 +267,8 @@ class NetnsLab:
         )
 
     def _add_pods(self) -> Inventory:
+        if self.lab.topology.runtime == "cri":
+            return self._run_pod_sandboxes()
         for pod in self.lab.pods:  # namespaces first, in this thread (see _create_namespace)
             with self._state_lock:
                 self.state.pods[pod.name] = {"node": pod.node, "netns": pod.netns, "ip": ""}
@@ -237,6 +286,30 @@ class NetnsLab:
             endpoints.append(Endpoint(node.name, NODE, node.name, node.ip, node.netns))
         for pod, ip in zip(self.lab.pods, addresses, strict=True):
             endpoints.append(Endpoint(pod.name, POD, pod.node, ip, pod.netns))
+        return Inventory.build(endpoints, name=self.lab.lab_id)
+
+    def _run_pod_sandboxes(self) -> Inventory:
+        """--runtime cri: every pod a sandbox, through its node's CRI; the sandboxes' network
+        namespaces (paths under containerd's state) are where the pods' probes run."""
+        for pod in self.lab.pods:
+            self.state.pods[pod.name] = {"node": pod.node, "netns": "", "ip": "", "sandbox": ""}
+
+        def run(pod: PodPlan) -> tuple[str, str]:
+            ip, netns_path, sandbox_id = self.cri.run_pod(pod)
+            with self._state_lock:
+                self.state.pods[pod.name].update(netns=netns_path, ip=ip, sandbox=sandbox_id)
+            self.save_state()
+            return ip, netns_path
+
+        pool = ThreadPoolExecutor(max_workers=4)
+        try:
+            sandboxes = list(pool.map(run, self.lab.pods))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self.log(f"{len(self.lab.pods)} pods running (CRI RunPodSandbox + PodSandboxStatus)")
+        endpoints = [Endpoint(n.name, NODE, n.name, n.ip, n.netns) for n in self.lab.nodes]
+        for pod, (ip, netns_path) in zip(self.lab.pods, sandboxes, strict=True):
+            endpoints.append(Endpoint(pod.name, POD, pod.node, ip, netns_path))
         return Inventory.build(endpoints, name=self.lab.lab_id)
 
     def _add_pod(self, pod: PodPlan) -> str:
@@ -258,6 +331,7 @@ class NetnsLab:
         if os.path.isdir(self.work_dir):
             self.save_state()
         started, agents = time.monotonic(), len(self.state.agents)
+        cri = bool(self.state.cri_nodes)
         with ThreadPoolExecutor(max_workers=1) as background:
             # agents take a second or two to exit; the plugin needs none of them for DEL
             stopping = background.submit(stop_agents, self.state, self.agents)
@@ -267,7 +341,8 @@ class NetnsLab:
                 problems = [f"deleting pods: {type(err).__name__}: {err}"]
             if self.state.pods:
                 seconds = time.monotonic() - started
-                self.log(f"{len(self.state.pods)} pods deleted (CNI DEL) in {seconds:.1f} s")
+                how = "CRI Stop+RemovePodSandbox, containerd stopped" if cri else "CNI DEL"
+                self.log(f"{len(self.state.pods)} pods deleted ({how}) in {seconds:.1f} s")
             problems += stopping.result()
             if agents:
                 self.log(f"{agents} agents stopped after {time.monotonic() - started:.1f} s")
@@ -276,6 +351,8 @@ class NetnsLab:
         return problems
 
     def _delete_pods(self) -> list[str]:
+        if self.state.cri_nodes:  # kubelet's deletion: StopPodSandbox + RemovePodSandbox, CNI DEL
+            return self.cri.stop()
         pods = [p for p in self.lab.pods if p.name in self.state.pods]
 
         def delete(pod: PodPlan) -> str | None:
@@ -319,6 +396,10 @@ def teardown(
     lab's name prefix, in case the run died between creating one and recording it.
     """
     problems = stop_agents(state, agents or {})
+    if state.cri_nodes:  # before the namespaces go: sandboxes, daemons, shims, mounts, cgroups
+        from lab.runtimes.cri.runtime import stop_cri_nodes
+
+        problems += stop_cri_nodes(state)
     names = list(dict.fromkeys([*reversed(state.netns), *lab_namespaces(state.lab_id)]))
     for pid in processes_in([netns.path_of(name) for name in names]):
         _kill(pid)  # probes of an interrupted matrix, an agent that ignored SIGTERM

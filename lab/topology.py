@@ -18,6 +18,8 @@ BACKENDS = ("host-gw", "vxlan", "auto")
 UNDERLAYS = ("l2", "routed")
 PLUGINS = ("minicni", "reference")
 LIBCNI_GENERATIONS = ("1.1", "1.2")  # the runtime's libcni: 1.1 = containerd 1.6/1.7, podman 4
+# libcni: the lab's own runtime (lab.runtime); cri: containerd per node, through its CRI
+RUNTIMES = ("libcni", "cri")
 LAB_ID_PREFIX = "ml"
 
 
@@ -34,7 +36,8 @@ class Topology:
     backend: str = "host-gw"
     underlay: str = "l2"
     plugin: str = "minicni"
-    libcni: str = "1.2"
+    libcni: str = "1.2"  # the generation of the lab's own runtime (containerd's is its own)
+    runtime: str = "libcni"
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_prefix: int = 24
     underlay_cidr: str = "172.30.0.0/16"
@@ -60,6 +63,8 @@ class Topology:
             raise TopologyError(f"plugin must be one of {PLUGINS}, got {self.plugin!r}")
         if self.libcni not in LIBCNI_GENERATIONS:
             raise TopologyError(f"libcni must be one of {LIBCNI_GENERATIONS}, got {self.libcni!r}")
+        if self.runtime not in RUNTIMES:
+            raise TopologyError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.backend == "host-gw" and self.underlay == "routed" and self.plugin == "minicni":
             raise TopologyError("host-gw needs one L2 segment: use underlay l2 or backend vxlan")
         cluster = _network(self.cluster_cidr, "cluster_cidr")

@@ -305,3 +305,33 @@ def test_pause_image_refuses_a_dynamic_or_missing_busybox(tmp_path: Path) -> Non
         pause.image_tarball(str(dynamic))
     with pytest.raises(pause.PauseImageError, match="busybox-static"):
         pause.image_tarball(str(tmp_path / "absent"))
+
+
+# -- the lab's wiring ----------------------------------------------------------------------------
+
+
+def test_probes_run_in_a_sandbox_netns_given_by_path() -> None:
+    from lab.executors import POD, Endpoint, NetnsExecutor
+
+    executor = NetnsExecutor(python="/usr/bin/python3")
+    sandbox = Endpoint("n1/p0", POD, "n1", "10.244.1.2", "/lab/n1/containerd/state/netns/cni-1")
+    named = Endpoint("n1/p1", POD, "n1", "10.244.1.3", "ml1234-n1p1")
+    assert executor.command(sandbox, ["recv"]) == [
+        "nsenter", "--net=/lab/n1/containerd/state/netns/cni-1",
+        "/usr/bin/python3", "-m", "lab.probes", "recv",
+    ]  # fmt: skip
+    assert executor.command(named, ["recv"])[:4] == ["ip", "netns", "exec", "ml1234-n1p1"]
+
+
+def test_the_runtime_is_part_of_the_topology_and_a_cli_flag() -> None:
+    from lab.cli import parser, topology_from
+    from lab.topology import Topology, TopologyError
+
+    assert Topology().runtime == "libcni"  # the lab's own runtime stays the default
+    args = parser().parse_args(["run", "--runtime", "cri", "--nodes", "2"])
+    assert topology_from(args).runtime == "cri"
+    assert Topology.from_mapping({"runtime": "cri"}).to_mapping()["runtime"] == "cri"
+    with pytest.raises(TopologyError, match="runtime must be one of"):
+        Topology(runtime="docker")
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--runtime", "docker"])
