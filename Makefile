@@ -73,12 +73,12 @@ e2e: setup ## the kind e2e suite (creates and deletes its own cluster; results i
 
 .PHONY: bench
 bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local (run as root)
-	$(BIN)/python scripts/bench_plugin.py
+	$(BIN)/python -m lab.bench.plugin
 
 .PHONY: bench-cri
 bench-cri: setup ## pod start through containerd's CRI: minicni (bundle) beside bridge + host-local (root)
-	$(BIN)/python -m lab.runtimes.cri.bench
+	$(BIN)/python -m lab.bench.cri
 
 .PHONY: bench-agent
 bench-agent: setup ## minicni-agent: reconcile 1,000 and 5,000 nodes in a namespace (run as root)
-	$(BIN)/python -m minicni.agent.bench
+	$(BIN)/python -m lab.bench.agent

@@ -1,12 +1,13 @@
 """Pods created as kubelet creates them: through containerd's CRI, on a node set up by the agent.
 
-Each test gets one node namespace running its own containerd (Debian's 1.6, whose libcni is 1.1)
-pointed at the CNI conf and bin dirs that `minicni-agent --once` writes into in bundle mode, as
-the DaemonSet does. What kubelet would see is checked through the CRI itself: the runtime's
-NetworkReady condition, RunPodSandbox, the sandbox's IP in PodSandboxStatus; and what the plugin
-did, in the kernel (the pod's interface, pings) and in the address store (reservations made and
-released: containerd deletes the pod's netns, and so its veth, even when DEL does nothing, so only
-the store proves the release).
+Each test gets a one-node lab (built by lab.cluster with the CRI runtime, its agent not started)
+whose node runs its own containerd (Debian's 1.6, whose libcni is 1.1) pointed at the CNI conf and
+bin dirs that `minicni-agent --once` writes into in bundle mode, as the DaemonSet does. What
+kubelet would see is checked through the CRI itself: the runtime's NetworkReady condition,
+RunPodSandbox, the sandbox's IP in PodSandboxStatus; and what the plugin did, in the kernel (the
+pod's interface, pings) and in the address store (reservations made and released: containerd
+deletes the pod's netns, and so its veth, even when DEL does nothing, so only the store proves the
+release).
 
 Everything is removed afterwards, also after a failure, and the fixture checks it: no containerd
 or shim process, no mount, no cgroup, no libcni cache entry or shim socket of ours, no namespace.
@@ -24,17 +25,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lab.runtimes.cri import cleanup, pause
+from lab.runtimes.cri import cleanup
 from lab.runtimes.cri.client import CriClient, CriError, PodSandboxSpec, SandboxStatus
 from lab.runtimes.cri.containerd import ContainerdNode, prerequisites
-from netns_tests.agent_node import AgentNode, agent_node
+from netns_tests.lab_support import RuntimeNode, runtime_node
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.runtime,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runs containerd in a namespace"),
-]
+pytestmark = [pytest.mark.root, pytest.mark.runtime, pytest.mark.slow]
 
 # A conflist as the agent wrote it before issue 8: the runtime asks the plugin for 1.1.0 and then
 # refuses the 1.1.0 result, because containerd 1.6/1.7 vendor libcni 1.1.
@@ -61,7 +57,7 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 10.0) -> Non
 class CriNode:
     """A node namespace with its containerd running; the agent has not run yet."""
 
-    node: AgentNode
+    node: RuntimeNode
     containerd: ContainerdNode
     client: CriClient
     sandboxes: dict[str, SandboxStatus] = field(default_factory=dict)
@@ -132,27 +128,13 @@ def cri_node() -> Iterator[CriNode]:
     missing = prerequisites()
     if missing:
         pytest.skip(f"missing for a CRI node: {'; '.join(missing)}")
-    made_by_us = cleanup.absent()
-    with agent_node("crin") as node:
-        containerd = ContainerdNode(
-            name=node.ns,
-            netns=node.path,
-            home=str(node.home / "containerd"),
-            cni_conf_dir=str(node.conf_dir),
-            cni_bin_dir=str(node.bin_dir),
-            cgroup_root=f"/{node.ns}-kubepods",
-        )
-        try:
-            image = pause.write_image_tarball(str(node.home / "pause.tar"))
-            containerd.start(image)
-            with containerd.client() as client:
-                yield CriNode(node, containerd, client)
-        finally:
-            problems = containerd.stop()
-            left = leftovers(containerd)
-    cleanup.remove_if_empty(made_by_us)
+    with runtime_node("cri") as node:  # the lab removes the node, its containerd first
+        containerd = node.lab.cri.nodes[node.name]
+        with containerd.client() as client:
+            yield CriNode(node, containerd, client)
+    left = leftovers(containerd)
     assert not os.path.exists(node.path) and not node.home.exists()
-    assert problems == [] and left == [], f"problems: {problems}\nleft behind: {left}"
+    assert left == [], f"left behind: {left}"
 
 
 def test_network_ready_is_false_until_the_agent_wrote_the_conflist(cri_node: CriNode) -> None:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from lab.executors import POD
+from lab.matrix.executors import POD
 from lab.runtimes.cri import cleanup
 from lab.runtimes.cri.containerd import ContainerdNode, prerequisites
 from lab.topology import Topology
-from netns_tests.lab_support import assert_matrix, needs_root, run_matrix, running_lab
+from netns_tests.lab_support import assert_matrix, run_matrix, running_lab
 
-pytestmark = [*needs_root, pytest.mark.runtime, pytest.mark.slow]
+pytestmark = [pytest.mark.runtime, pytest.mark.slow]
 
 LOOPBACK = "/usr/lib/cni/loopback"
 

@@ -1,14 +1,15 @@
 """A real CNI consumer runs minicni: podman (CNI backend) and containerd's `ctr run --cni`.
 
-Each test gives the runtime a private "node": a network namespace made for the test, in which
-podman (or ctr) runs, so the bridge, the host veths and the `ip_forward` the plugin enables land
-there and never on the real host; the node's underlay ends inside it, so container traffic cannot
-leave it. The node is set up as the DaemonSet sets up a Kubernetes node: `minicni-agent --once`
-runs in it with a nodes file naming it and writes the conflist and installs the plugin (bundle
-mode) into the node's own CNI dirs; the runtime is pointed at exactly those dirs, and nothing here
-writes a conflist or copies the plugin. Runtime state (storage, run dirs, CNI config and plugin
-dirs, the address store, the plugin log) lives in a temporary directory removed afterwards. The
-container image is a busybox-static rootfs built offline: there is no registry.
+Each test gives the runtime a private "node": a one-node lab built by the lab's cluster builder
+(lab.cluster), in whose network namespace podman (or ctr) runs, so the bridge, the host veths and
+the `ip_forward` the plugin enables land there and never on the real host; the node's underlay
+ends in the lab's own fabric namespace, so container traffic cannot leave it. The node is set up as
+the DaemonSet sets up a Kubernetes node: `minicni-agent --once` runs in it with the lab's nodes
+file and flags, writes the conflist and installs the plugin (bundle mode) into the node's own CNI
+dirs; the runtime is pointed at exactly those dirs, and nothing here writes a conflist or copies
+the plugin. Runtime state (storage, run dirs, CNI config and plugin dirs, the address store, the
+plugin log) lives in the node's directory, removed afterwards. The container image is a
+busybox-static rootfs built offline: there is no registry.
 
 What a user would check: the container gets an address of the network's subnet, has a default
 route via the gateway and reaches it (ICMP and a TCP connection to a listener on the gateway
@@ -37,14 +38,14 @@ from pathlib import Path
 
 import pytest
 
+from lab.runtimes.cri.cleanup import remove_tree
 from minicni.net import links, netns
-from netns_tests.agent_node import AgentNode, agent_node
+from netns_tests.lab_support import RuntimeNode, runtime_node
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.runtime,
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runs a container runtime"),
 ]
 
 BUSYBOX = Path("/bin/busybox")
@@ -177,10 +178,11 @@ def rt_host_dirs() -> Iterator[None]:
 
 
 @pytest.fixture
-def rt_node(rt_host_dirs: None) -> Iterator[AgentNode]:
-    """A private node namespace on which `minicni-agent --once` installed the minicni network."""
-    with agent_node("rtn", pod_cidr="10.244.77.0/24") as node:
-        node.run_agent()
+def rt_node(rt_host_dirs: None) -> Iterator[RuntimeNode]:
+    """A lab node on which `minicni-agent --once` installed the minicni network, the plugin in
+    bundle mode (its own Python runtime), as the DaemonSet installs it."""
+    with runtime_node() as node:
+        node.run_agent("--plugin-install", "bundle")
         yield node
 
 
@@ -200,9 +202,9 @@ def _podman_skip_reason() -> str | None:
 class Podman:
     """podman with every piece of state in the node's temp dir, run inside the node namespace."""
 
-    def __init__(self, node: AgentNode) -> None:
+    def __init__(self, node: RuntimeNode) -> None:
         self.node = node
-        base = node.home / "podman"
+        self.base = base = node.home / "podman"
         self.dirs = {k: base / k for k in ("root", "runroot", "tmp", "runtime", "volumes")}
         for directory in self.dirs.values():
             directory.mkdir(parents=True)
@@ -231,7 +233,7 @@ volume_path = "{self.dirs["volumes"]}"
             f'runroot = "{self.dirs["runroot"]}"\n'
         )
         # A cgroup parent of our own, removed afterwards (cgroupfs leaves empty cgroups behind).
-        self.cgroup_parent = f"/{node.home.name}"
+        self.cgroup_parent = f"/{node.ns}-podman"
         self.env = dict(
             os.environ,
             CONTAINERS_CONF=str(conf),
@@ -266,10 +268,11 @@ volume_path = "{self.dirs["volumes"]}"
     def remove_everything(self) -> None:
         self("rm", "--all", "--force", "--time", "0")
         _remove_cgroups(self.cgroup_parent)
+        remove_tree(str(self.base))  # what podman left mounted there first, never into the host
 
 
 @pytest.fixture
-def rt_podman(rt_node: AgentNode) -> Iterator[Podman]:
+def rt_podman(rt_node: RuntimeNode) -> Iterator[Podman]:
     reason = _podman_skip_reason()
     if reason:
         pytest.skip(reason)
@@ -305,7 +308,7 @@ def _start(podman: Podman, name: str, rootfs: Path) -> Started:
 
 
 def test_podman_container_gets_an_address_reaches_the_gateway_and_releases_it(
-    rt_podman: Podman, rt_node: AgentNode, rt_rootfs: Path
+    rt_podman: Podman, rt_node: RuntimeNode, rt_rootfs: Path
 ) -> None:
     podman, node = rt_podman, rt_node
     assert node.network in podman.ok("network", "ls", "--format", "{{.Name}}").split()
@@ -401,7 +404,7 @@ def _containerd_skip_reason() -> str | None:
 class Containerd:
     """A containerd daemon of the test's own (socket, root, state in the temp dir), and ctr."""
 
-    def __init__(self, node: AgentNode) -> None:
+    def __init__(self, node: RuntimeNode) -> None:
         self.node = node
         self.base = node.home / "containerd"
         self.base.mkdir()
@@ -475,10 +478,11 @@ disabled_plugins = [
         _remove_cgroups(self.namespace)
         with contextlib.suppress(OSError):  # the shim's runc root for our namespace
             os.rmdir(f"/run/containerd/runc/{self.namespace}")
+        remove_tree(str(self.base))  # what containerd left mounted there first
 
 
 @pytest.fixture
-def rt_containerd(rt_node: AgentNode) -> Iterator[Containerd]:
+def rt_containerd(rt_node: RuntimeNode) -> Iterator[Containerd]:
     reason = _containerd_skip_reason()
     if reason:
         pytest.skip(reason)
@@ -491,7 +495,7 @@ def rt_containerd(rt_node: AgentNode) -> Iterator[Containerd]:
 
 
 def test_ctr_run_cni_container_reaches_the_gateway_and_del_releases_the_address(
-    rt_containerd: Containerd, rt_node: AgentNode, rt_rootfs: Path
+    rt_containerd: Containerd, rt_node: RuntimeNode, rt_rootfs: Path
 ) -> None:
     containerd, node = rt_containerd, rt_node
     listener = GatewayListener(node.path, node.gateway)

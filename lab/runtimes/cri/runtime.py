@@ -19,11 +19,11 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
 from lab.runtimes.cri import cleanup, pause
 from lab.runtimes.cri.client import CriError, PodSandboxSpec
 from lab.runtimes.cri.containerd import ContainerdNode, prerequisites
-from lab.state import LabState
 from lab.topology import NodePlan, PodPlan
 
 POD_NAMESPACE = "lab"  # the Kubernetes namespace of the lab's pods
@@ -34,8 +34,17 @@ class CriLabError(RuntimeError):
     pass
 
 
+class CriRecord(Protocol):
+    """Where a lab records its CRI nodes, so that a later `down` finds them: the lab's state
+    (lab.cluster.state.LabState, a layer above this one)."""
+
+    work_dir: str
+    cri_nodes: dict[str, dict[str, Any]]  # node name -> ContainerdNode.to_mapping()
+    cri_host_dirs: list[str]  # the runtime's host dirs that did not exist before the lab
+
+
 class CriLabRuntime:
-    def __init__(self, state: LabState, save_state: Callable[[], None]) -> None:
+    def __init__(self, state: CriRecord, save_state: Callable[[], None]) -> None:
         self.state = state
         self.save_state = save_state
         self._lock = threading.Lock()
@@ -120,7 +129,7 @@ class CriLabRuntime:
 
 
 def stop_cri_nodes(
-    state: LabState,
+    state: CriRecord,
     save_state: Callable[[], None] = lambda: None,
     nodes: list[ContainerdNode] | None = None,
 ) -> list[str]:
