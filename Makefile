@@ -31,10 +31,12 @@ lab: setup ## the connectivity matrix: 3 nodes x 2 pods in network namespaces, u
 
 # The CI gate: host-gw on one L2 segment, vxlan between nodes on routed subnets (with the FORWARD
 # policy DROP Docker sets, and a runtime of the containerd 1.6/1.7 generation, libcni 1.1), a
-# small cluster probed with the scapy engine as a cross-check of the socket probes, and the
-# DaemonSet as written: the agents run from the built image ($(IMAGE_ARCHIVE), `make
-# image-offline`) with the manifest's pod spec (LAB_CI_IMAGE=0 leaves that run out). All run even
-# if one fails; JSON + JUnit land in results/.
+# small cluster probed with the scapy engine as a cross-check of the socket probes, and nodes as a
+# real cluster runs them: the DaemonSet as written, its agents run from the built image
+# ($(IMAGE_ARCHIVE), `make image-offline`) with the manifest's pod spec, and pods made through a
+# containerd 1.6 per node as kubelet makes them, running what those agents installed. With
+# LAB_CI_IMAGE=0 (no image) that run has the checkout's agents instead. All run even if one fails;
+# JSON + JUnit land in results/.
 LAB_CI_IMAGE ?= 1
 lab-ci: setup
 	@rc=0; \
@@ -45,9 +47,12 @@ lab-ci: setup
 	$(BIN)/minicni-lab run --nodes 2 --pods-per-node 1 --backend auto --underlay routed --engine scapy \
 		--json results/lab-scapy.json --junit results/lab-scapy.xml $(LAB_ARGS) || rc=1; \
 	if [ "$(LAB_CI_IMAGE)" = 1 ]; then \
-	MINICNI_IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) $(BIN)/minicni-lab run --agent image --backend auto \
-		--underlay routed --forward-drop \
-		--json results/lab-image.json --junit results/lab-image.xml $(LAB_ARGS) || rc=1; \
+	MINICNI_IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) $(BIN)/minicni-lab run --agent image --runtime cri \
+		--backend auto --underlay routed --forward-drop \
+		--json results/lab-image-cri.json --junit results/lab-image-cri.xml $(LAB_ARGS) || rc=1; \
+	else \
+	$(BIN)/minicni-lab run --runtime cri --nodes 2 --pods-per-node 2 --backend vxlan --underlay routed \
+		--forward-drop --json results/lab-cri.json --junit results/lab-cri.xml $(LAB_ARGS) || rc=1; \
 	fi; \
 	exit $$rc
 
@@ -91,8 +96,12 @@ e2e: venv ## the kind e2e suite (creates and deletes its own cluster; results in
 
 .PHONY: bench
 bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local (run as root)
-	$(BIN)/python scripts/bench_plugin.py
+	$(BIN)/python -m lab.bench.plugin
+
+.PHONY: bench-cri
+bench-cri: setup ## pod start through containerd's CRI: minicni (bundle) beside bridge + host-local (root)
+	$(BIN)/python -m lab.bench.cri
 
 .PHONY: bench-agent
 bench-agent: setup ## minicni-agent: reconcile 1,000 and 5,000 nodes in a namespace (run as root)
-	$(BIN)/python -m minicni.agent.bench
+	$(BIN)/python -m lab.bench.agent

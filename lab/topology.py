@@ -1,6 +1,6 @@
 """A cluster as data: nodes, pods per node, backend and underlay, plus every name derived from it.
 
-Building the cluster is `lab.netns`; this module only computes names and addresses, so it is pure
+Building the cluster is `lab.cluster`; this module only computes names and addresses, so it is pure
 and unit-tested. Every namespace name starts with the lab id, which is unique per run, so two labs
 never collide and `down` can find what a killed run left behind by prefix.
 """
@@ -21,6 +21,8 @@ PLUGINS = ("minicni", "reference")
 # run with podman from the built image (lab.cluster.daemonset)
 AGENTS = ("process", "image")
 LIBCNI_GENERATIONS = ("1.1", "1.2")  # the runtime's libcni: 1.1 = containerd 1.6/1.7, podman 4
+# libcni: the lab's own runtime (lab.runtimes.libcni); cri: containerd per node, through its CRI
+RUNTIMES = ("libcni", "cri")
 LAB_ID_PREFIX = "ml"
 
 
@@ -37,7 +39,8 @@ class Topology:
     backend: str = "host-gw"
     underlay: str = "l2"
     plugin: str = "minicni"
-    libcni: str = "1.2"
+    libcni: str = "1.2"  # the generation of the lab's own runtime (containerd's is its own)
+    runtime: str = "libcni"
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_prefix: int = 24
     underlay_cidr: str = "172.30.0.0/16"
@@ -71,6 +74,8 @@ class Topology:
             raise TopologyError("an image is only run with agent image")
         if self.libcni not in LIBCNI_GENERATIONS:
             raise TopologyError(f"libcni must be one of {LIBCNI_GENERATIONS}, got {self.libcni!r}")
+        if self.runtime not in RUNTIMES:
+            raise TopologyError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.backend == "host-gw" and self.underlay == "routed" and self.plugin == "minicni":
             raise TopologyError("host-gw needs one L2 segment: use underlay l2 or backend vxlan")
         cluster = _network(self.cluster_cidr, "cluster_cidr")
@@ -182,6 +187,11 @@ class LabPlan:
         )
         _check_length(pod.netns)
         return pod
+
+    def pod_named(self, name: str) -> PodPlan:
+        """The pod whose display name is `name` ("n1/p0"): `pod` read backwards."""
+        node, _, suffix = name.partition("/")
+        return self.pod(node, suffix)
 
     def outsider(self, name: str = "ext", host: int = 200) -> HostPlan:
         """A host on the l2 segment that is not a node: "outside the cluster"."""

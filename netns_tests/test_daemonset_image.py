@@ -1,5 +1,6 @@
 """The DaemonSet as written, run for real: the built image, started by podman on two lab nodes
-with exactly what deployments/manifests/minicni.yaml says (lab.cluster.daemonset).
+with exactly what deployments/manifests/minicni.yaml says (lab.cluster.daemonset), in a cluster
+built by the lab's one builder with `agent: image`.
 
 What a user would check on a node: the agent's container runs with NET_ADMIN and NET_RAW and
 nothing else, on a read-only root; it became ready through the manifest's probes; it wrote the
@@ -7,45 +8,38 @@ conflist and installed the plugin with its bundled Python runtime into the node'
 that plugin answers VERSION on a node with no Python at all and adds and deletes a pod; the node
 routes the other node's pod CIDR and has the agent's iptables chains.
 
-podman keeps all its state (storage, run dirs, cgroups) in the test's directory: nothing reaches
+podman keeps all its state (storage, run dirs, cgroups) in the lab's directory: nothing reaches
 the host's podman. Needs the image `make image-offline` saves (skips, naming that target, when
 it is not there).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from lab import fabric
-from lab.cluster import daemonset
-from lab.cluster.daemonset import AgentPodSpec, LabNode
+from lab.cluster.build import NetnsLab, lab_namespaces
+from lab.cluster.daemonset import LabNode
 from lab.cluster.image_agents import (
     ImageAgent,
     PodmanStore,
-    image_archive,
+    effective_capabilities,
     missing_image_reason,
     mounts_under,
-    node_view_prefix,
 )
-from lab.netns import nodes_document
-from lab.topology import LabPlan, Topology, plan
+from lab.cluster.image_nodes import ImageNodes
+from lab.topology import LabPlan, Topology, new_lab_id, plan
 from minicni.net import netns
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.runtime,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runs podman in node namespaces"),
-]
+pytestmark = [pytest.mark.runtime, pytest.mark.slow]
 
 CONFLIST = "etc/cni/net.d/10-minicni.conflist"
 LAUNCHER = "opt/cni/bin/minicni"
@@ -53,13 +47,24 @@ LAUNCHER = "opt/cni/bin/minicni"
 
 @dataclass
 class ImageCluster:
-    plan: LabPlan
-    spec: AgentPodSpec
-    store: PodmanStore
-    nodes: list[LabNode]
-    agents: list[ImageAgent]
-    load_seconds: float
-    ready_seconds: list[float]
+    lab: NetnsLab
+    image: ImageNodes
+
+    @property
+    def plan(self) -> LabPlan:
+        return self.lab.lab
+
+    @property
+    def store(self) -> PodmanStore:
+        return self.image.store
+
+    @property
+    def agents(self) -> list[ImageAgent]:
+        return self.image.agents
+
+    @property
+    def nodes(self) -> list[LabNode]:
+        return [self.image.node(node) for node in self.plan.nodes]
 
 
 def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -74,54 +79,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageCluster]:
     if reason:
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("dsimage")
-    topology = Topology(nodes=2, pods_per_node=0, backend="auto", underlay="l2")
-    lab_plan = plan(topology, f"mi{os.getpid() % 10000:04d}")
-    names = [lab_plan.fabric_netns, *(n.netns for n in lab_plan.nodes)]
-    store = PodmanStore(str(base / "podman"), cgroup_parent=f"/{lab_plan.lab_id}-podman")
-    made: list[str] = []
+    topology = Topology(nodes=2, pods_per_node=0, backend="auto", underlay="l2", agent="image")
+    lab = NetnsLab(plan(topology, new_lab_id()), str(base), log=print)
+    lab.up()  # a failed up removes what it built
+    assert lab.image is not None
     try:
-        for name in names:
-            netns.create(name)
-            made.append(name)
-        fabric.build_fabric(lab_plan)
-        nodes_dir = base / "nodes"
-        nodes_dir.mkdir()
-        (nodes_dir / "nodes.json").write_text(json.dumps(nodes_document(lab_plan)))
-        spec = daemonset.load()
-        started = time.monotonic()
-        image = store.load_archive(image_archive())
-        load_seconds = time.monotonic() - started
-        nodes, agents = [], []
-        for node_plan in lab_plan.nodes:
-            node = LabNode(
-                name=node_plan.name,
-                ip=node_plan.ip,
-                netns_path=netns.path_of(node_plan.netns),
-                root=str(base / node_plan.name),
-                nodes_dir=str(nodes_dir),
-            )
-            agent = ImageAgent(store, spec, node, name=f"{lab_plan.lab_id}-{node.name}")
-            # the lab's cluster CIDR is the manifest's (10.244.0.0/16): nothing overridden
-            agent.start(image)
-            nodes.append(node)
-            agents.append(agent)
-        ready = [agent.wait_ready() for agent in agents]
-        print(f"\nimage loaded in {load_seconds:.1f} s; agents ready after "
-              + ", ".join(f"{s:.1f} s" for s in ready))  # fmt: skip
-        yield ImageCluster(lab_plan, spec, store, nodes, agents, load_seconds, ready)
+        yield ImageCluster(lab, lab.image)
     finally:
-        problems = store.remove_everything()
-        for name in reversed(made):
-            netns.remove(name)
-        assert not problems, problems
-        assert not mounts_under(str(base))
-        shutil.rmtree(base, ignore_errors=True)
+        problems = lab.down()
+    assert not problems, problems
+    assert lab_namespaces(lab.lab.lab_id) == []
+    assert not mounts_under(str(base))
 
 
 def test_the_agent_runs_with_net_admin_and_net_raw_only(cluster: ImageCluster) -> None:
     for agent in cluster.agents:
-        from lab.cluster.image_agents import effective_capabilities
-
         assert effective_capabilities(agent.pid()) == {"NET_ADMIN", "NET_RAW"}
         info = json.loads(cluster.store.ok("inspect", "--type", "container", agent.name))[0]
         assert sorted(info["EffectiveCaps"]) == ["CAP_NET_ADMIN", "CAP_NET_RAW"]
@@ -192,8 +164,8 @@ def test_the_bundled_plugin_adds_and_deletes_a_pod(cluster: ImageCluster) -> Non
             "CNI_PATH": "/opt/cni/bin",
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         }
-        argv = [*node_view_prefix(node.root), "nsenter", f"--net={node.netns_path}",
-                f"/{LAUNCHER}"]  # fmt: skip
+        argv = [*cluster.image.view(cluster.plan.nodes[0]), "nsenter",
+                f"--net={node.netns_path}", f"/{LAUNCHER}"]  # fmt: skip
         added = _run(argv, env={**env, "CNI_COMMAND": "ADD"}, input=json.dumps(config))
         assert added.returncode == 0, added.stdout + added.stderr
         address = json.loads(added.stdout)["ips"][0]["address"].split("/")[0]
@@ -207,6 +179,19 @@ def test_the_bundled_plugin_adds_and_deletes_a_pod(cluster: ImageCluster) -> Non
         assert (Path(node.root) / "var/log/minicni.log").is_file()  # the node's log, not ours
     finally:
         netns.remove(pod)
+
+
+def test_the_labs_runtime_adds_a_pod_with_what_the_agent_installed(cluster: ImageCluster) -> None:
+    """`minicni-lab --agent image` adds pods so: the node's conflist and launcher, run seeing the
+    node's /opt and /var (the lab's `down` deletes the pod through the same plugin)."""
+    node_plan = cluster.plan.nodes[1]
+    node = cluster.image.node(node_plan)
+    address = cluster.lab.add_pod(cluster.plan.pod(node_plan.name, "p9"))
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(node_plan.pod_cidr)
+    network = json.loads((Path(node.root) / CONFLIST).read_text())["name"]
+    assert (Path(node.root) / "var/lib/cni/networks" / network / address).is_file()
+    ping = _run(["ip", "netns", "exec", node_plan.netns, "ping", "-c", "1", "-W", "2", address])
+    assert ping.returncode == 0, ping.stdout + ping.stderr
 
 
 def test_routes_and_firewall_chains_appear_in_the_node_namespace(cluster: ImageCluster) -> None:

@@ -9,6 +9,8 @@ APT_PACKAGES=(
   iproute2 iptables nftables iputils-ping tcpdump conntrack util-linux
   containernetworking-plugins   # reference bridge/host-local: side-by-side tests and benchmarks
   podman runc containerd busybox-static  # real CNI consumers for the runtime tests, and an offline image
+                                         # (containerd's CRI: `minicni-lab --runtime cri`; its pause
+                                         # image is busybox-static; loopback comes from the plugins)
   mmdebstrap  # make image-offline: the image's base from Debian packages, no registry
 )
 VENV=${VENV:-.venv}
@@ -22,7 +24,7 @@ for pkg in "${APT_PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: missing Debian packages: ${missing[*]}; run `make ...` as root" >&2
+    echo "setup: missing Debian packages: ${missing[*]}; run \`make ...\` as root" >&2
     exit 1
   fi
   echo "setup: installing ${missing[*]}"

@@ -290,6 +290,26 @@ def node_host_path(node: LabNode, host_path: str) -> str:
     return posixpath.join(node.root, host_path.lstrip("/"))
 
 
+def env_value(spec: AgentPodSpec, name: str) -> str:
+    """The value the manifest gives variable `name` itself (not through a fieldRef)."""
+    for key, value in spec.env:
+        if key == name and isinstance(value, str):
+            return value
+    raise DaemonSetError(f"the manifest sets no value for {name}")
+
+
+def node_path(spec: AgentPodSpec, node: LabNode, container_path: str) -> str:
+    """Where a path the agent's container writes is on the lab host: through the hostPath volume
+    mounted over it (the innermost one), under the node's root directory."""
+    container_path = _absolute(container_path, "a path in the container")
+    for mount in sorted(spec.host_paths, key=lambda m: len(m.mount_path), reverse=True):
+        prefix = mount.mount_path.rstrip("/")
+        if container_path == prefix or container_path.startswith(prefix + "/"):
+            host_path = mount.host_path.rstrip("/") + container_path[len(prefix) :]
+            return node_host_path(node, host_path)
+    raise DaemonSetError(f"{container_path} is on no hostPath volume: the node never sees it")
+
+
 def host_paths_to_create(spec: AgentPodSpec, node: LabNode) -> list[tuple[str, str]]:
     """(path on the lab host, "dir" or "file"): what kubelet creates for the hostPath types."""
     wanted = []

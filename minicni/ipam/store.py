@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from minicni.fileutil import write_atomic
-from minicni.netconf import AddressRange
+from minicni.ipam.range import AddressRange
 
 LAST_RESERVED = "last_reserved_ip.0"
 BOOT_ID_FILE = "boot_id"

@@ -196,3 +196,26 @@ def test_load_reads_the_repositorys_manifest(tmp_path: Path) -> None:
     other = tmp_path / "m.yaml"
     other.write_text(yaml.safe_dump_all(edited(lambda pod: pod.update(hostNetwork=True))))
     assert daemonset.load(other).host_network
+
+
+def test_a_path_the_agent_writes_is_found_under_the_nodes_root_through_its_volume() -> None:
+    spec = daemonset.parse(manifest())
+    conf_dir = daemonset.env_value(spec, "MINICNI_CNI_CONF_DIR")
+    assert daemonset.node_path(spec, NODE, conf_dir) == "/run/lab/n1/root/etc/cni/net.d"
+    launcher = daemonset.node_path(spec, NODE, "/opt/cni/bin/minicni")
+    assert launcher == "/run/lab/n1/root/opt/cni/bin/minicni"
+    with pytest.raises(DaemonSetError, match="on no hostPath volume"):
+        daemonset.node_path(spec, NODE, "/usr/local/bin/minicni-agent")  # the image's own file
+    with pytest.raises(DaemonSetError, match="sets no value for MINICNI_NODE_NAME"):
+        daemonset.env_value(spec, "MINICNI_NODE_NAME")  # a fieldRef: the node's, not the manifest's
+
+
+def test_a_volume_mounted_elsewhere_than_its_host_path_is_followed() -> None:
+    documents = manifest()
+    (ds,) = [d for d in documents if d["kind"] == "DaemonSet"]
+    for volume in ds["spec"]["template"]["spec"]["volumes"]:
+        if volume["name"] == "cni-conf":
+            volume["hostPath"]["path"] = "/etc/kubernetes/cni/net.d"
+    spec = daemonset.parse(documents)
+    found = daemonset.node_path(spec, NODE, "/etc/cni/net.d/10-minicni.conflist")
+    assert found == "/run/lab/n1/root/etc/kubernetes/cni/net.d/10-minicni.conflist"

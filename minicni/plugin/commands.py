@@ -1,0 +1,284 @@
+"""The bridge plugin: ADD, DEL, CHECK and GC, composing the store and the kernel layer (STATUS,
+which needs no kernel, is in `status`).
+
+ADD is a transaction: each step that changes something registers its undo on an ExitStack, and any
+failure unwinds them all before the error is returned, so a failed ADD leaves no reservation and
+no link behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from minicni.cni import errors
+from minicni.cni.errors import CniError
+from minicni.cni.skel import Request
+from minicni.cni.version import normalize_result
+from minicni.ipam.store import AddressStore, RangeFullError, Reservation
+from minicni.net import links, netns
+from minicni.net.rtnl import Rtnl
+from minicni.net.sysctl import ensure_sysctl
+from minicni.plugin.config import NetConf, parse_netconf
+from minicni.plugin.result import add_result
+
+log = logging.getLogger("minicni")
+
+
+@contextmanager
+def step(what: str) -> Iterator[None]:
+    """Report a kernel or file-system failure as a CNI error that says which step failed."""
+    try:
+        yield
+    except NetlinkError as exc:
+        raise CniError(errors.NETLINK_FAILURE, f"{what} failed", str(exc)) from exc
+    except OSError as exc:
+        raise CniError(errors.IO_FAILURE, f"{what} failed", str(exc)) from exc
+
+
+def open_netlink(netns_path: str | None = None) -> Rtnl:
+    if netns_path is None:
+        return Rtnl()
+    with netns.enter(netns_path):
+        return Rtnl()
+
+
+def require_netns(path: str) -> None:
+    if not os.path.exists(path):
+        raise CniError(errors.UNKNOWN_CONTAINER, "network namespace does not exist", path)
+    if netns.same_netns(path, netns.current_netns_path()):
+        raise CniError(8, "CNI_NETNS is the plugin's own network namespace", path)
+
+
+def _store(conf: NetConf) -> AddressStore:
+    return AddressStore(conf.store_dir)
+
+
+# -- ADD ------------------------------------------------------------------------------------------
+def add(request: Request) -> dict[str, Any]:
+    conf = parse_netconf(request.config)
+    require_netns(request.netns)
+    with ExitStack() as stack:
+        with step("opening netlink sockets"):
+            host = stack.enter_context(open_netlink())
+            pod = stack.enter_context(open_netlink(request.netns))
+        with step("looking up the pod interface"):
+            if links.find_link(pod, request.ifname) is not None:
+                raise CniError(
+                    errors.INTERFACE_EXISTS,
+                    f"interface {request.ifname} already exists in the container",
+                    request.netns,
+                )
+        undo = stack.enter_context(ExitStack())
+        reservation = _reserve(conf, request)
+        undo.callback(_release, conf, request)
+        bridge = _ensure_bridge(host, conf)
+        host_name = links.host_veth_name(request.container_id, request.ifname)
+        with step("creating the veth pair"):
+            mtu = conf.mtu or links.default_route_mtu(host)
+            with open(request.netns, "rb") as pod_ns:
+                links.create_veth_pair(
+                    host, host_name, request.ifname, pod_ns.fileno(), mtu, bridge.index
+                )
+        undo.callback(links.delete_link, host, host_name)
+        with step("attaching the host veth to the bridge"):
+            host_end = _must_find(host, host_name)
+            if conf.hairpin:
+                links.set_hairpin(host, host_end.index)
+        with step("configuring the pod interface"):
+            pod_end = _must_find(pod, request.ifname)
+            links.configure_pod_interface(
+                pod,
+                pod_end.index,
+                str(reservation.address),
+                conf.range.subnet.prefixlen,
+                str(conf.range.gateway) if conf.is_default_gateway else None,
+            )
+        undo.pop_all()  # success: keep everything
+        log.info(
+            "ADD %s/%s: %s on %s",
+            request.container_id,
+            request.ifname,
+            reservation.address,
+            host_name,
+        )
+        return add_result(conf, request, reservation, bridge, host_end, pod_end)
+    raise AssertionError("unreachable")
+
+
+def _reserve(conf: NetConf, request: Request) -> Reservation:
+    with step(f"reserving an address in {conf.store_dir}"), _store(conf).locked() as store:
+        for stale in store.sweep_previous_boots():
+            log.info(
+                "released %s of %s: reserved before this boot", stale.address, stale.container_id
+            )
+        try:
+            return store.reserve(conf.range, request.container_id, request.ifname, request.netns)
+        except RangeFullError as exc:
+            raise CniError(
+                errors.ADDRESS_RANGE_FULL, "no address left for the pod", str(exc)
+            ) from None
+
+
+def _release(conf: NetConf, request: Request) -> Reservation | None:
+    with _store(conf).locked() as store:
+        return store.release(request.container_id, request.ifname)
+
+
+def _ensure_bridge(host: Rtnl, conf: NetConf) -> links.Link:
+    with step(f"setting up bridge {conf.bridge}"):
+        bridge = links.ensure_bridge(host, conf.bridge)
+        if conf.is_default_gateway:
+            removed = links.ensure_address(
+                host, bridge.index, str(conf.range.gateway), conf.range.subnet.prefixlen
+            )
+            if removed:
+                log.warning("removed stale addresses %s from %s", removed, conf.bridge)
+    with step("enabling IPv4 forwarding"):
+        ensure_sysctl("net.ipv4.ip_forward", "1")
+    return bridge
+
+
+def _must_find(rtnl: Rtnl, name: str) -> links.Link:
+    link = links.find_link(rtnl, name)
+    if link is None:
+        raise NetlinkError(19, f"{name} vanished")
+    return link
+
+
+# -- DEL ------------------------------------------------------------------------------------------
+def delete(request: Request) -> None:
+    """Best effort and repeatable: links first (so an address is never reused while still on a
+    live interface), then the reservation, even when the netns is long gone."""
+    conf = parse_netconf(request.config)
+    host_name = links.host_veth_name(request.container_id, request.ifname)
+    with step(f"deleting {host_name}"), open_netlink() as host:
+        removed = links.delete_link(host, host_name)
+    if not removed and request.netns:
+        _delete_pod_end(request)
+    with step("releasing the address"):
+        released = _release(conf, request)
+    log.info(
+        "DEL %s/%s: released %s",
+        request.container_id,
+        request.ifname,
+        released.address if released else "nothing",
+    )
+
+
+def _delete_pod_end(request: Request) -> None:
+    """Remove a pod-side veth whose host end is already gone (a half-finished DEL)."""
+    try:
+        pod = open_netlink(request.netns)
+    except OSError as exc:
+        # Gone, or an empty file left where a runtime had mounted it: its links went with it.
+        log.info("DEL %s: netns %s is gone (%s)", request.container_id, request.netns, exc)
+        return
+    with step(f"deleting {request.ifname} in the container"), pod:
+        link = links.find_link(pod, request.ifname)
+        if link is not None and link.kind == "veth":
+            links.delete_link(pod, request.ifname)
+
+
+# -- CHECK ----------------------------------------------------------------------------------------
+def check(request: Request) -> None:
+    conf = parse_netconf(request.config)
+    if conf.prev_result is None:
+        raise CniError(
+            errors.INVALID_NETWORK_CONFIG, "invalid network config: CHECK needs prevResult"
+        )
+    prev = normalize_result(dict(conf.prev_result))
+    require_netns(request.netns)
+    with step("reading the container's interfaces"), open_netlink(request.netns) as pod:
+        pod_end = links.find_link(pod, request.ifname)
+        if pod_end is None:
+            _check_failed(f"interface {request.ifname} is missing in the container")
+        assert pod_end is not None
+        interfaces = prev.get("interfaces", [])
+        for position, interface in enumerate(interfaces):
+            if interface.get("sandbox") and interface.get("name") == request.ifname:
+                if interface.get("mac") and interface["mac"] != pod_end.mac:
+                    _check_failed(
+                        f"{request.ifname} has MAC {pod_end.mac}, expected {interface['mac']}"
+                    )
+                pod_position = position
+                break
+        else:
+            _check_failed(f"prevResult lists no sandbox interface named {request.ifname}")
+        present = links.interface_addresses(pod, pod_end.index)
+        expected_ips = [
+            ip for ip in prev.get("ips", []) if ip.get("interface", pod_position) == pod_position
+        ]
+        for ip in expected_ips:
+            if ip["address"] not in present:
+                _check_failed(f"address {ip['address']} is missing on {request.ifname}")
+        for route in prev.get("routes", []):
+            if not links.has_route(pod, route["dst"], route.get("gw")):
+                _check_failed(
+                    f"route {route['dst']} via {route.get('gw')} is missing in the container"
+                )
+    with step("reading the reservation"), _store(conf).locked() as store:
+        reservation = store.find(request.container_id, request.ifname)
+    if reservation is None:
+        _check_failed(f"no address is reserved for {request.container_id}/{request.ifname}")
+    assert reservation is not None
+    if not any(ip["address"].split("/")[0] == str(reservation.address) for ip in expected_ips):
+        _check_failed(f"the reserved address {reservation.address} is not in prevResult")
+    host_name = links.host_veth_name(request.container_id, request.ifname)
+    with step("reading the host veth"), open_netlink() as host:
+        host_end = links.find_link(host, host_name)
+        bridge = links.find_link(host, conf.bridge)
+    if host_end is None or bridge is None or host_end.master != bridge.index:
+        _check_failed(f"host veth {host_name} is missing or not attached to {conf.bridge}")
+
+
+def _check_failed(msg: str) -> None:
+    raise CniError(errors.CHECK_FAILED, msg)
+
+
+# -- GC -------------------------------------------------------------------------------------------
+def gc(request: Request) -> None:
+    conf = parse_netconf(request.config)
+    valid = _valid_attachments(request.config)
+    with step("releasing stale reservations"), _store(conf).locked() as store:
+        stale = store.release_where(lambda r: (r.container_id, r.ifname) not in valid)
+    if stale:
+        with step("deleting stale host veths"), open_netlink() as host:
+            for reservation in stale:
+                links.delete_link(
+                    host, links.host_veth_name(reservation.container_id, reservation.ifname)
+                )
+    for reservation in stale:
+        log.info(
+            "GC released %s of %s/%s",
+            reservation.address,
+            reservation.container_id,
+            reservation.ifname,
+        )
+
+
+def _valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(containerID, ifname) pairs the runtime still uses, from the key libcni injects."""
+    key = "cni.dev/valid-attachments"
+    if key not in config and "cni.dev/attachments" in config:
+        key = "cni.dev/attachments"  # the name the 1.1.0 spec text used at first
+    if key not in config:
+        raise CniError(
+            errors.INVALID_NETWORK_CONFIG,
+            "invalid network config: GC needs cni.dev/valid-attachments",
+            "a list of {containerID, ifname}",
+        )
+    # libcni marshals an empty Go slice as null: no attachment is valid any more.
+    attachments = [] if config[key] is None else config[key]
+    if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
+        raise CniError(
+            errors.INVALID_NETWORK_CONFIG,
+            f"invalid network config: {key}",
+            "a list of {containerID, ifname}",
+        )
+    return {(str(a.get("containerID")), str(a.get("ifname"))) for a in attachments}
