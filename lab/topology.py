@@ -18,7 +18,12 @@ IFNAMSIZ = 15
 BACKENDS = ("host-gw", "vxlan", "auto")
 UNDERLAYS = ("l2", "routed")
 PLUGINS = ("minicni", "reference")
+# process: minicni-agent from this checkout, one process per node; image: the DaemonSet's pod spec
+# run with podman from the built image (lab.cluster.daemonset)
+AGENTS = ("process", "image")
 LIBCNI_GENERATIONS = ("1.1", "1.2")  # the runtime's libcni: 1.1 = containerd 1.6/1.7, podman 4
+# libcni: the lab's own runtime (lab.runtimes.libcni); cri: containerd per node, through its CRI
+RUNTIMES = ("libcni", "cri")
 FAMILIES = ("ipv4", "ipv6", "dual")  # the IP families of the pods (and, by default, the underlay)
 LAB_ID_PREFIX = "ml"
 Net = TypeVar("Net", IPv4Network, IPv6Network)
@@ -37,7 +42,8 @@ class Topology:
     backend: str = "host-gw"
     underlay: str = "l2"
     plugin: str = "minicni"
-    libcni: str = "1.2"
+    libcni: str = "1.2"  # the generation of the lab's own runtime (containerd's is its own)
+    runtime: str = "libcni"
     family: str = "ipv4"
     # the underlay's families; "" is the pods' (`family`). Pods of a family the underlay lacks
     # reach other nodes only through VXLAN over the other family (minicni's vxlan or auto)
@@ -57,6 +63,8 @@ class Topology:
     # long enough that a fault injected into a running lab stays visible for a matrix run; the
     # agent still repairs it on the next resync, which is the point of a level-triggered agent
     agent_resync_seconds: int = 30
+    agent: str = "process"
+    image: str = ""  # with agent "image": an image of the host's podman; "" = the saved archive
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 99:
@@ -69,8 +77,16 @@ class Topology:
             raise TopologyError(f"underlay must be one of {UNDERLAYS}, got {self.underlay!r}")
         if self.plugin not in PLUGINS:
             raise TopologyError(f"plugin must be one of {PLUGINS}, got {self.plugin!r}")
+        if self.agent not in AGENTS:
+            raise TopologyError(f"agent must be one of {AGENTS}, got {self.agent!r}")
+        if self.agent == "image" and self.plugin != "minicni":
+            raise TopologyError("agent image runs minicni's DaemonSet: use plugin minicni")
+        if self.image and self.agent != "image":
+            raise TopologyError("an image is only run with agent image")
         if self.libcni not in LIBCNI_GENERATIONS:
             raise TopologyError(f"libcni must be one of {LIBCNI_GENERATIONS}, got {self.libcni!r}")
+        if self.runtime not in RUNTIMES:
+            raise TopologyError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.backend == "host-gw" and self.underlay == "routed" and self.plugin == "minicni":
             raise TopologyError("host-gw needs one L2 segment: use underlay l2 or backend vxlan")
         self._check_families()

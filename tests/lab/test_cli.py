@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli import EXIT_OK, Progress, dispatch, parser
+from lab.cli import EXIT_OK, Progress, dispatch, parser, topology_from
 from lab.cluster.build import counted
 
 
@@ -63,3 +63,11 @@ def test_the_family_flags_override_the_topology_file(tmp_path: Path) -> None:
     )
     topology = topology_from(args)
     assert (topology.pod_versions, topology.underlay_versions) == ((4, 6), (4,))
+
+
+def test_the_runtime_is_a_flag_of_up_and_run() -> None:
+    args = parser().parse_args(["run", "--runtime", "cri", "--nodes", "2"])
+    assert topology_from(args).runtime == "cri"
+    assert topology_from(parser().parse_args(["up"])).runtime == "libcni"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--runtime", "docker"])

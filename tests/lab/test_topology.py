@@ -186,6 +186,13 @@ def test_an_outsider_of_a_dual_stack_lab_has_both_families() -> None:
     assert outsider.gateway6 == "fd00:172:30::1"
 
 
+def test_the_agent_runs_as_a_process_unless_the_image_is_asked_for() -> None:
+    assert Topology().agent == "process"
+    image = Topology.from_mapping({"agent": "image", "image": "localhost/minicni:x"})
+    assert (image.agent, image.image) == ("image", "localhost/minicni:x")
+    assert Topology.from_mapping(image.to_mapping()) == image  # kept in the lab's state file
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -203,3 +210,23 @@ def test_unbuildable_ipv6_plans_are_refused_with_the_reason(
 ) -> None:
     with pytest.raises(TopologyError, match=message):
         Topology.from_mapping({"plugin": "reference", "family": "dual", **values})
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"agent": "pod"}, "agent must be one of"),
+        ({"agent": "image", "plugin": "reference"}, "use plugin minicni"),
+        ({"image": "minicni:x"}, "only run with agent image"),
+    ],
+)
+def test_agent_and_image_that_cannot_run_are_refused(values: dict[str, str], message: str) -> None:
+    with pytest.raises(TopologyError, match=message):
+        Topology.from_mapping(values)
+
+
+def test_the_runtime_is_part_of_the_topology() -> None:
+    assert Topology().runtime == "libcni"  # the lab's own runtime stays the default
+    assert Topology.from_mapping({"runtime": "cri"}).to_mapping()["runtime"] == "cri"
+    with pytest.raises(TopologyError, match="runtime must be one of"):
+        Topology(runtime="docker")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.cluster.agents import NodeFiles, agent_argv, agent_flags, nodes_document
+from lab.cluster.agents import (
+    BUNDLE_READY_TIMEOUT,
+    NodeFiles,
+    agent_argv,
+    agent_flags,
+    nodes_document,
+    ready_timeout,
+)
 from lab.topology import Topology, plan
 
 LAB = plan(Topology(nodes=2, backend="vxlan", underlay="routed"), "ml1")
@@ -57,3 +64,15 @@ def test_a_dual_stack_lab_lists_both_families_and_gives_a_cluster_cidr_of_each()
     assert nodes_document(six)["nodes"][0]["internalIP"] == "fd00:172:30::11"
     flags = agent_flags(six.topology, six.nodes[0], NodeFiles(Path("/w/n1")), Path("/w/n"))
     assert flags["--cluster-cidr"] == "fd00:10:244::/56"
+
+
+def test_a_real_runtime_runs_the_plugin_as_the_daemonset_installs_it() -> None:
+    files, nodes_file = NodeFiles(Path("/w/n1")), Path("/w/nodes.json")
+    libcni = agent_flags(LAB.topology, LAB.nodes[0], files, nodes_file)
+    assert libcni["--plugin-install"] == "launcher"  # the lab's own runtime: quicker to install
+    assert ready_timeout(LAB.topology, 30.0) == 30.0
+    cri = Topology(nodes=2, runtime="cri")
+    flags = agent_flags(cri, plan(cri, "ml1").nodes[0], files, nodes_file)
+    assert flags["--plugin-install"] == "bundle"  # its own Python: the node needs none
+    assert flags["--plugin-dir"] == "/w/n1/opt"
+    assert ready_timeout(cri, 30.0) == BUNDLE_READY_TIMEOUT  # ~70 MB copied per node
