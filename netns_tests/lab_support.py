@@ -114,15 +114,20 @@ AGENT_UNDERLAY_CIDR = "192.168.0.0/16"
 FIRST_SEGMENT = {"l2": 50, "routed": 60}
 
 
-def agent_topology(underlay: str, nodes: int = 3) -> Topology:
+def agent_topology(
+    underlay: str, nodes: int = 3, family: str = "ipv4", underlay_family: str = ""
+) -> Topology:
     """Nodes on one L2 segment or on routed subnets, rp_filter=1 (strict) as kind's nodes run; no
     pods (the tests add their own once agents ran); a 1 s resync for agents run in the
-    background."""
+    background. `family`: the pods' IP families (with IPv6 the underlay is fd00:172:30:50::/64
+    on l2, fd00:172:30:6<i>::/64 routed); `underlay_family` when the underlay's differ."""
     return Topology(
         nodes=nodes,
         pods_per_node=0,
         backend="auto",  # the agent's default
         underlay=underlay,
+        family=family,
+        underlay_family=underlay_family,
         underlay_cidr=AGENT_UNDERLAY_CIDR,
         underlay_segment=FIRST_SEGMENT[underlay],
         rp_filter=1,
@@ -146,6 +151,10 @@ class ClusterNode:
     @property
     def ip(self) -> str:
         return self.plan.ip
+
+    @property
+    def ip6(self) -> str:
+        return self.plan.ip6
 
     @property
     def home(self) -> Path:
@@ -173,6 +182,11 @@ class ClusterPod:
     ns: str
     container_id: str
     ip: str
+    ips: tuple[str, ...] = ()  # every address, IPv4 first
+
+    @property
+    def ip6(self) -> str:
+        return next((ip for ip in self.ips if ":" in ip), "")
 
 
 class AgentCluster:
@@ -215,8 +229,8 @@ class AgentCluster:
     ) -> ClusterPod:
         """`capability_args`: what the runtime passes as CapabilityArgs (e.g. portMappings)."""
         pod = self.lab.lab.pod(node.name, role)
-        address = self.lab.add_pod(pod, capability_args, check)
-        return ClusterPod(node, pod.netns, pod.container_id, address)
+        addresses = self.lab.add_pod_addresses(pod, capability_args, check)
+        return ClusterPod(node, pod.netns, pod.container_id, addresses[0], addresses)
 
     def add_outsider(self) -> str:
         """A host on the segment that is not a node: 'outside the cluster' (192.168.50.200)."""
@@ -244,10 +258,16 @@ class AgentCluster:
 
 
 def peer_seen_by(server_ns: str, server_ip: str, client_ns: str, port: int = 7777) -> str:
-    """Connect over TCP from `client_ns` to `server_ip` and return the source address the server
-    saw. Both sockets are opened inside their namespace and stay bound to it."""
+    """Connect over TCP from `client_ns` to `server_ip` (of either family) and return the source
+    address the server saw. Both sockets are opened inside their namespace and stay bound to
+    it."""
+    ipv6 = ":" in server_ip
     with netns.enter(netns.path_of(server_ns)):
-        server = socket.create_server(("0.0.0.0", port))
+        server = socket.create_server(
+            ("::" if ipv6 else "0.0.0.0", port),
+            family=socket.AF_INET6 if ipv6 else socket.AF_INET,
+            dualstack_ipv6=False,
+        )
     with server:
         server.settimeout(5)
         with netns.enter(netns.path_of(client_ns)):

@@ -2,17 +2,21 @@
 
 Layout of `<dataDir>/<network name>/`:
   `10.244.1.7`          the reservation: JSON with containerID, ifname, netns, bootID
-  `owner-<cid>-<ifname>` a symlink to the address file, so DEL finds its address without a scan
-  `last_reserved_ip.0`  where the round-robin search resumes (a freed address is not reused at once)
+  `fd00:10:244:1::7`    the same for an IPv6 address: a dual-stack pod has one of each family
+  `owner-<cid>@<ifname>` a symlink to the IPv4 address file, so DEL finds its address without a
+                        scan; `owner6-<cid>@<ifname>` to the IPv6 one
+  `last_reserved_ip.0`  where the round-robin search resumes (a freed address is not reused at
+                        once); `last_reserved_ip.1` for IPv6: each family has its own round
   `lock`                flock'ed for every change, so concurrent plugin invocations serialise
   `boot_id`             the boot the store was last used in; a new boot triggers the stale sweep
 
-Every change happens under the lock, so the two files of a reservation are consistent for any
-reader holding it.
+Every change happens under the lock, so the files of a reservation are consistent for any reader
+holding it; both addresses of a dual-stack pod are reserved under one lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -21,15 +25,18 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import ip_address
 
 from minicni.fileutil import write_atomic
-from minicni.ipam.range import AddressRange
+from minicni.ipam.range import Address, AddressRange
 
 LAST_RESERVED = "last_reserved_ip.0"
+LAST_RESERVED6 = "last_reserved_ip.1"
 BOOT_ID_FILE = "boot_id"
 LOCK_FILE = "lock"
 OWNER_PREFIX = "owner-"
+OWNER6_PREFIX = "owner6-"
+VERSIONS = (4, 6)
 SYSTEM_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _NAME_MAX = 255  # bytes in one file name (Linux NAME_MAX)
 
@@ -40,7 +47,7 @@ class RangeFullError(Exception):
 
 @dataclass(frozen=True)
 class Reservation:
-    address: IPv4Address
+    address: Address
     container_id: str
     ifname: str
     netns: str = ""
@@ -73,9 +80,10 @@ class AddressStore:
             os.close(fd)  # closing releases the flock
 
     # -- queries (call with the lock held) --------------------------------------------------
-    def find(self, container_id: str, ifname: str) -> Reservation | None:
+    def find(self, container_id: str, ifname: str, version: int = 4) -> Reservation | None:
+        """The attachment's address of IP version `version`, if it has one."""
         try:
-            target = os.readlink(self._path(_owner_name(container_id, ifname)))
+            target = os.readlink(self._path(_owner_name(container_id, ifname, version)))
         except FileNotFoundError:
             return None
         reservation = self._read(target)
@@ -85,6 +93,11 @@ class AddressStore:
         ):
             return None
         return reservation
+
+    def find_all(self, container_id: str, ifname: str) -> list[Reservation]:
+        """The attachment's addresses, IPv4 first."""
+        found = (self.find(container_id, ifname, version) for version in VERSIONS)
+        return [reservation for reservation in found if reservation is not None]
 
     def reservations(self) -> list[Reservation]:
         found = []
@@ -99,8 +112,9 @@ class AddressStore:
     def reserve(
         self, address_range: AddressRange, container_id: str, ifname: str, netns: str
     ) -> Reservation:
-        """Reserve the next free address after the last one handed out (round robin)."""
-        existing = self.find(container_id, ifname)
+        """Reserve the next free address of the range's family after the last one handed out of
+        that family (round robin)."""
+        existing = self.find(container_id, ifname, address_range.version)
         if existing is not None:
             return existing
         for address in _round_robin(address_range, self._last_reserved(address_range)):
@@ -111,25 +125,34 @@ class AddressStore:
                 except BaseException:
                     _unlink_quietly(self._path(str(address)))  # no half-made reservation
                     raise
-                write_atomic(self._path(LAST_RESERVED), str(address).encode(), durable=False)
+                last = _last_reserved_name(address_range.version)
+                write_atomic(self._path(last), str(address).encode(), durable=False)
                 return reservation
         raise RangeFullError(
             f"no free address in {address_range.first}-{address_range.last} "
             f"({address_range.size} addresses, all reserved)"
         )
 
-    def release(self, container_id: str, ifname: str) -> Reservation | None:
-        reservation = self.find(container_id, ifname)
-        _unlink_quietly(self._path(_owner_name(container_id, ifname)))
-        if reservation is not None:
-            _unlink_quietly(self._path(str(reservation.address)))
-        return reservation
+    def release(self, container_id: str, ifname: str) -> list[Reservation]:
+        """Free the attachment's addresses, of every family; what was freed, IPv4 first."""
+        released = []
+        for version in VERSIONS:
+            reservation = self.find(container_id, ifname, version)
+            _unlink_quietly(self._path(_owner_name(container_id, ifname, version)))
+            if reservation is not None:
+                _unlink_quietly(self._path(str(reservation.address)))
+                released.append(reservation)
+        return released
 
     def release_where(self, stale: Callable[[Reservation], bool]) -> list[Reservation]:
         """Release every reservation for which `stale` is true."""
         released = [r for r in self.reservations() if stale(r)]
         for reservation in released:
-            self.release(reservation.container_id, reservation.ifname)
+            version = reservation.address.version
+            owner = self._path(_owner_name(reservation.container_id, reservation.ifname, version))
+            with contextlib.suppress(OSError):
+                if os.path.basename(os.readlink(owner)) == str(reservation.address):
+                    _unlink_quietly(owner)
             _unlink_quietly(self._path(str(reservation.address)))
         return released
 
@@ -157,7 +180,7 @@ class AddressStore:
             with open(self._path(os.path.basename(name))) as f:
                 data = json.load(f)
             return Reservation(
-                address=IPv4Address(os.path.basename(name)),
+                address=ip_address(os.path.basename(name)),
                 container_id=str(data["containerID"]),
                 ifname=str(data["ifname"]),
                 netns=str(data.get("netns", "")),
@@ -188,41 +211,50 @@ class AddressStore:
         return True
 
     def _link_owner(self, reservation: Reservation) -> None:
-        link = self._path(_owner_name(reservation.container_id, reservation.ifname))
+        version = reservation.address.version
+        link = self._path(_owner_name(reservation.container_id, reservation.ifname, version))
         _unlink_quietly(link)
         os.symlink(str(reservation.address), link)
 
-    def _last_reserved(self, address_range: AddressRange) -> IPv4Address | None:
+    def _last_reserved(self, address_range: AddressRange) -> Address | None:
+        text = _read_text(self._path(_last_reserved_name(address_range.version)))
         try:
-            last = IPv4Address(_read_text(self._path(LAST_RESERVED)))
+            last = ip_address(text)
         except ValueError:
             return None
-        return last if address_range.first <= last <= address_range.last else None
+        inside = int(address_range.first) <= int(last) <= int(address_range.last)
+        return last if last.version == address_range.version and inside else None
 
 
-def _round_robin(address_range: AddressRange, last: IPv4Address | None) -> Iterator[IPv4Address]:
+def _round_robin(address_range: AddressRange, last: Address | None) -> Iterator[Address]:
     first, end = int(address_range.first), int(address_range.last)
     start = first if last is None else int(last) + 1
     count = end - first + 1
+    make = type(address_range.first)
     for step in range(count):
-        candidate = IPv4Address(first + (start - first + step) % count)
+        candidate = make(first + (start - first + step) % count)
         if candidate != address_range.gateway:
             yield candidate
 
 
-def _owner_name(container_id: str, ifname: str) -> str:
+def _last_reserved_name(version: int) -> str:
+    return LAST_RESERVED6 if version == 6 else LAST_RESERVED
+
+
+def _owner_name(container_id: str, ifname: str, version: int = 4) -> str:
     # Both parts are validated (no "/"), and container IDs never contain "@".
-    name = f"{OWNER_PREFIX}{container_id}@{ifname}"
+    prefix = OWNER6_PREFIX if version == 6 else OWNER_PREFIX
+    name = f"{prefix}{container_id}@{ifname}"
     if len(name.encode()) <= _NAME_MAX:
         return name
     # The spec puts no limit on container IDs, the file system does. `find` compares the owner
     # recorded in the address file, so even a digest collision could not hand over a reservation.
-    return f"{OWNER_PREFIX}sha256-{hashlib.sha256(name.encode()).hexdigest()}"
+    return f"{prefix}sha256-{hashlib.sha256(name.encode()).hexdigest()}"
 
 
 def _is_address(name: str) -> bool:
     try:
-        IPv4Address(name)
+        ip_address(name)
     except ValueError:
         return False
     return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any, NamedTuple
@@ -213,14 +214,19 @@ def set_hairpin(rtnl: Rtnl, index: int) -> None:
 
 
 def configure_pod_interface(
-    rtnl: Rtnl, index: int, address: str, prefixlen: int, gateway: str | None
+    rtnl: Rtnl,
+    index: int,
+    pod_addresses: Sequence[tuple[str, int]],
+    gateways: Sequence[str] = (),
 ) -> None:
-    """The pod's address, the link up, and its default route via `gateway` (when given)."""
-    rtnl.request(
-        addresses.address_request(index, address, prefixlen), wire.RTM_NEWADDR, wire.CREATE_NEW
-    )
+    """The pod's addresses (address, prefix length: one per family), the link up, and a default
+    route via each of `gateways` (one per family). An IPv6 address is added without duplicate
+    address detection, so it is usable at once, with no sysctl in the pod."""
+    for address, prefixlen in pod_addresses:
+        request = addresses.address_request(index, address, prefixlen)
+        rtnl.request(request, wire.RTM_NEWADDR, wire.CREATE_NEW)
     rtnl.request(link_request(index, up=True), wire.RTM_NEWLINK)
-    if gateway is not None:
+    for gateway in gateways:
         route = routes.route_request(
             None, ip_address(gateway), table=wire.RT_TABLE_MAIN, protocol=RTPROT_STATIC, oif=index
         )

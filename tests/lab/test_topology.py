@@ -134,6 +134,8 @@ def test_shipped_topology_files_load() -> None:
     loaded = {path.name: load_topology(str(path)) for path in folder.glob("*.yaml")}
     assert loaded["default.yaml"] == Topology()
     assert loaded["vxlan-routed.yaml"].underlay == "routed"
+    assert loaded["dual-stack.yaml"].pod_versions == (4, 6)
+    assert loaded["ipv6.yaml"].underlay_versions == (6,)
 
 
 def test_an_ipv4_topology_plans_no_ipv6_at_all() -> None:

@@ -128,9 +128,36 @@ def test_delete_link_tells_whether_there_was_one() -> None:
 def test_an_existing_default_route_in_the_pod_is_named() -> None:
     sock = ScriptedSocket([ack], [ack], [fails(errno.EEXIST)])
     with pytest.raises(NetlinkError) as raised:
-        links.configure_pod_interface(Rtnl(sock), 2, "10.1.0.5", 24, "10.1.0.1")
+        links.configure_pod_interface(Rtnl(sock), 2, [("10.1.0.5", 24)], ["10.1.0.1"])
     assert raised.value.args == (errno.EEXIST, "the container already has a default route")
     assert sock.sent_types() == [wire.RTM_NEWADDR, wire.RTM_NEWLINK, wire.RTM_NEWROUTE]
+
+
+def test_a_dual_stack_pod_gets_both_addresses_then_up_then_a_default_route_each() -> None:
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    sock = ScriptedSocket([ack], [ack], [ack], [ack], [ack])
+    links.configure_pod_interface(
+        Rtnl(sock),
+        2,
+        [("10.1.0.5", 24), ("fd00:1::5", 64)],
+        ["10.1.0.1", "fd00:1::1"],
+    )
+    assert sock.sent_types() == [
+        *[wire.RTM_NEWADDR] * 2,
+        wire.RTM_NEWLINK,
+        *[wire.RTM_NEWROUTE] * 2,
+    ]
+    four, six = sock.sent_message(0, ifaddrmsg), sock.sent_message(1, ifaddrmsg)
+    assert four["flags"] == 0  # IPv4 has no duplicate address detection
+    assert (six["family"], six["flags"] & 0x02) == (wire.AF_INET6, 0x02)  # IFA_F_NODAD
+    route6 = sock.sent_message(4, rtmsg)
+    assert (route6["family"], route6["dst_len"], route6.get_attr("RTA_GATEWAY")) == (
+        wire.AF_INET6,
+        0,
+        "fd00:1::1",
+    )
 
 
 def test_a_missing_link_is_none() -> None:

@@ -22,6 +22,8 @@ from minicni.net.routes import KernelRoute
 from minicni.net.rtnl import Rtnl
 
 OUR_TABLES = (MAIN_TABLE, POLICY_TABLE)
+DEFAULT_PRIORITY = {4: 0, 6: 1024}
+"""The metric the kernel gives a route added without one: IPv6's is IP6_RT_PRIO_USER."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def planned_key(
 ) -> RouteKey | None:
     """The `Route.key` this kernel route (whose `dst_key` is `dst`) amounts to, or None if it
     matches no route we plan. `devices_by_index`: our VXLAN devices, ifindex -> name."""
-    if route.gateway is None or route.priority != 0:
+    if route.gateway is None or route.priority != DEFAULT_PRIORITY[route.dst.version]:
         return None
     device = devices_by_index.get(route.oif)
     if device is not None and not route.onlink:

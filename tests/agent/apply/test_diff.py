@@ -160,3 +160,14 @@ def test_the_kernels_multicast_entries_on_the_device_are_not_peers() -> None:
 
     mld = KernelNeighbour(VX, IPv6Address("ff02::16"), "33:33:00:00:00:16", 0x40)  # NUD_NOARP
     assert diff_peers([], [], [mld]).neigh_delete == ()
+
+
+def test_an_ipv6_route_in_place_has_the_kernels_ipv6_metric() -> None:
+    from ipaddress import IPv6Address, IPv6Network
+
+    dst, via = IPv6Network("fd00:10:244:2::/64"), IPv6Address("fd00:50::12")
+    in_place = KernelRoute(dst, via, 2, False, 1024)
+    assert not diff_routes([in_place], [Route(dst, via)], {})
+    other_metric = KernelRoute(dst, via, 2, False, 100)  # not one we would make: replaced
+    changes = diff_routes([other_metric], [Route(dst, via)], {})
+    assert (changes.add, changes.delete) == ((Route(dst, via),), (other_metric,))
