@@ -47,6 +47,7 @@ RTM_DELADDR = 21
 RTM_GETADDR = 22
 RTM_NEWROUTE = 24
 RTM_GETROUTE = 26
+RTM_GETNSID = 90
 
 HEADER = struct.Struct("=IHHII")  # struct nlmsghdr: length, type, flags, seq, pid
 ATTR = struct.Struct("=HH")  # struct nlattr: length, type

@@ -80,7 +80,9 @@ def test_hostile_command_is_code_4_and_quoted(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "ifname", ["eth%d", "e\x00x", "e\x01", "e\udcff"], ids=["percent", "nul", "control", "surrogate"]
+    "ifname",
+    ["eth%d", "e\x00x", "e\x01", "e\udcff"],
+    ids=["percent", "nul", "control", "surrogate"],
 )
 def test_interface_names_the_kernel_would_rewrite_are_refused(ifname: str) -> None:
     with pytest.raises(CniError) as raised:

@@ -90,9 +90,7 @@ def test_unbounded_json_is_code_6(tmp_path: Path, stdin: bytes) -> None:
 def test_percent_in_env_never_reaches_a_format_string(
     tmp_path: Path, variable: str, value: bytes
 ) -> None:
-    document, _ = run_plugin(
-        tmp_path, env_for(**{variable: value}), json.dumps(CONFIG).encode()
-    )
+    document, _ = run_plugin(tmp_path, env_for(**{variable: value}), json.dumps(CONFIG).encode())
     assert document["code"] == 4
 
 
@@ -147,7 +145,9 @@ def test_a_log_file_that_is_not_a_regular_file_is_not_written(
     tmp_path: Path, log_file: str
 ) -> None:
     """Logs on stdout would break the one-JSON-document contract."""
-    run_plugin(tmp_path, env_for(CNI_CONTAINERID=b"bad/id", MINICNI_LOG_FILE=log_file.encode()), b"{")
+    run_plugin(
+        tmp_path, env_for(CNI_CONTAINERID=b"bad/id", MINICNI_LOG_FILE=log_file.encode()), b"{"
+    )
 
 
 def test_a_fifo_as_log_file_does_not_block(tmp_path: Path) -> None:
