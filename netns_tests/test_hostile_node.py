@@ -160,3 +160,17 @@ def test_an_unmarked_veth_into_the_pod_is_removed_only_with_the_pod_netns(node: 
     assert name in links_in(node.host)
     assert node.run("DEL", None, cid, pod).code == 0
     assert name not in links_in(node.host) and "eth0" not in links_in(pod)
+
+
+def test_a_planted_lock_symlink_is_refused_and_its_target_not_created(
+    node: FakeNode, tmp_path: Path
+) -> None:
+    target = tmp_path / "planted-target"
+    node.store_dir.mkdir(parents=True)
+    os.symlink(target, node.store_dir / "lock")
+    pod, cid = node.pod(), node.container_id()
+    added = node.add(pod, cid)
+    assert added.code != 0 and added.json["code"] == 5, added
+    assert "symlink" in added.json["details"] and "lock" in added.json["details"]
+    assert not target.exists() and not target.is_symlink()
+    assert node.reservations() == {}
