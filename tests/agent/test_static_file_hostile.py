@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from minicni.agent.nodes import NodeEntry
-from minicni.agent.sources import SourceError
-from minicni.agent.sources import static_file
+from minicni.agent.sources import SourceError, static_file
 from minicni.agent.sources.static_file import StaticFileSource
 
 N1 = {"name": "n1", "internalIP": "192.168.50.11", "podCIDR": "10.244.1.0/24"}
