@@ -70,7 +70,7 @@ e2e: setup ## the kind e2e suite (creates and deletes its own cluster; results i
 
 .PHONY: bench
 bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local (run as root)
-	$(BIN)/python scripts/bench_plugin.py
+	$(BIN)/python -m lab.bench.plugin
 
 # The hostile-input campaign of issue 11 in full (root; see README, "Development"). The slices
 # run in `make test`.
@@ -87,4 +87,4 @@ killpoints: setup ## kill -9 at every syscall of ADD (3 node states) and DEL, th
 
 .PHONY: bench-agent
 bench-agent: setup ## minicni-agent: reconcile 1,000 and 5,000 nodes in a namespace (run as root)
-	$(BIN)/python -m minicni.agent.bench
+	$(BIN)/python -m lab.bench.agent

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.kind import REPO_ROOT, KindLab, KindSettings, check_prerequisites, format_missing
+from lab.kind.cluster import KindLab, KindSettings
+from lab.kind.manifests import REPO_ROOT
+from lab.kind.prereqs import check_prerequisites, format_missing
 
 RESULTS = REPO_ROOT / "results" / "e2e"
 # pytest's exit code for "interrupted": the suite did not run, which is not a test failure.

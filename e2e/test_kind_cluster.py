@@ -18,9 +18,8 @@ from typing import Any
 
 import yaml
 
-from lab import report as reports
-from lab.executors import Inventory
-from lab.kind import (
+from lab.kind.cluster import KindLab
+from lab.kind.manifests import (
     AGENT_DAEMONSET,
     AGENT_NAMESPACE,
     AGENT_SELECTOR,
@@ -28,19 +27,19 @@ from lab.kind import (
     KIND_CONFIG,
     NETWORK_NAME,
     PROBE_NAMESPACE,
-    KindLab,
     kind_node_count,
 )
-from lab.kubectl import KubectlExecutor
-from lab.matrix import (
+from lab.matrix import report as reports
+from lab.matrix.cases import (
     NODE_POD_OTHER,
     NODE_POD_SAME,
     POD_POD_OTHER,
     POD_POD_SAME,
     MatrixReport,
-    MatrixRunner,
     build_cases,
 )
+from lab.matrix.executors import Inventory, KubectlExecutor
+from lab.matrix.runner import MatrixRunner
 
 # kubectl exec costs ~0.5 s per probe process: wider timeouts than in network namespaces.
 SENDER_TIMEOUT_S = 3.0

@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from lab.executors import Executor, Inventory, NetnsExecutor
-from lab.matrix import PROTOCOLS, CellResult, MatrixReport, MatrixRunner, build_cases
-from lab.state import STATE_ROOT, LabState, known_labs
+from lab.cluster.state import STATE_ROOT, LabState, known_labs
+from lab.matrix.cases import PROTOCOLS, CellResult, MatrixReport, build_cases
+from lab.matrix.executors import Executor, Inventory, NetnsExecutor
+from lab.matrix.runner import MatrixRunner
 from lab.topology import (
     BACKENDS,
     LIBCNI_GENERATIONS,
@@ -32,7 +33,7 @@ from lab.topology import (
 )
 
 if TYPE_CHECKING:
-    from lab.netns import NetnsLab
+    from lab.cluster.build import NetnsLab
 
 EXIT_OK, EXIT_MATRIX_FAILED, EXIT_ERROR = 0, 1, 2
 TOPOLOGY_FLAGS = (
@@ -173,7 +174,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def command_up(args: argparse.Namespace, progress: Progress) -> tuple[NetnsLab, Inventory]:
-    from lab.netns import NetnsLab
+    from lab.cluster.build import NetnsLab, counted
     from lab.topology import plan
 
     topology = topology_from(args)
@@ -181,7 +182,8 @@ def command_up(args: argparse.Namespace, progress: Progress) -> tuple[NetnsLab, 
     lab = NetnsLab(plan(topology, lab_id), args.state_dir, log=progress.step)
     with progress.phase("up"):
         progress.step(
-            f"lab {lab_id}: {topology.nodes} nodes x {topology.pods_per_node} pods, "
+            f"lab {lab_id}: {counted(topology.nodes, 'node')} x "
+            f"{counted(topology.pods_per_node, 'pod')}, "
             f"plugin {topology.plugin}, backend {topology.backend}, "
             f"underlay {topology.underlay}"
         )
@@ -199,7 +201,7 @@ def command_matrix(
 ) -> MatrixReport:
     """Probe every cell, print the grids, write JSON/JUnit. A kind cluster passes its own
     executor (kubectl exec) and topology description; the netns lab's come from its state."""
-    from lab import report as reports
+    from lab.matrix import report as reports
 
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     cases = build_cases(inventory, protocols)
@@ -226,15 +228,20 @@ def command_matrix(
 
 
 def command_down(args: argparse.Namespace, progress: Progress, lab_ids: Sequence[str]) -> int:
-    from lab.netns import NetnsLab, teardown
+    from lab.cluster.build import NetnsLab, teardown
 
     problems: list[str] = []
     with progress.phase("down"):
+        if not lab_ids:
+            progress.step("no lab is up: nothing to remove")
         for lab_id in lab_ids:
             try:
                 state = LabState.load(lab_id, args.state_dir)
             except FileNotFoundError:
                 state = LabState(lab_id, {}, os.path.join(args.state_dir, lab_id))
+                if not _left_behind(state):
+                    progress.step(f"lab {lab_id}: nothing to remove")
+                    continue
             if state.topology:
                 problems += NetnsLab.from_state(state, args.state_dir, progress.step).down()
             else:  # no state file: remove whatever carries the lab's name
@@ -245,9 +252,16 @@ def command_down(args: argparse.Namespace, progress: Progress, lab_ids: Sequence
     return EXIT_OK
 
 
+def _left_behind(state: LabState) -> bool:
+    """Anything of a lab without a state file: namespaces carrying its name, its work dir."""
+    from lab.cluster.build import lab_namespaces
+
+    return bool(lab_namespaces(state.lab_id)) or os.path.exists(state.work_dir)
+
+
 def unused_lab_id(state_dir: str) -> str:
     """A fresh random id that names no lab here yet (state file or namespaces)."""
-    from lab.netns import lab_namespaces
+    from lab.cluster.build import lab_namespaces
     from lab.topology import new_lab_id
 
     while True:
@@ -305,7 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace, progress: Progress) -> int:
     if args.command == "list":
-        for lab_id in known_labs(args.state_dir):
+        labs = known_labs(args.state_dir)
+        if not labs:  # said on stderr, as kind does: stdout lists labs, one a line
+            print("minicni-lab: no lab is up (`minicni-lab up` starts one)", file=sys.stderr)
+        for lab_id in labs:
             state = LabState.load(lab_id, args.state_dir)
             print(f"{lab_id}  {state.phase:<12} {_describe(state.topology)}")
         return EXIT_OK
@@ -330,8 +347,11 @@ def dispatch(args: argparse.Namespace, progress: Progress) -> int:
         result = command_matrix(args, progress, lab_id, Inventory.from_mapping(state.inventory))
         progress.step(progress.summary())
         return EXIT_OK if result.ok else EXIT_MATRIX_FAILED
-    if args.command == "down":
-        lab_ids = known_labs(args.state_dir) if args.all else [resolve_lab_id(args)]
+    if args.command == "down":  # a lab that is not there is removed already: not an error
+        if args.all:
+            lab_ids = known_labs(args.state_dir)
+        else:
+            lab_ids = [resolve_lab_id(args)] if args.lab_id or known_labs(args.state_dir) else []
         command_down(args, progress, lab_ids)
         progress.step(progress.summary())
         return EXIT_OK
@@ -339,7 +359,7 @@ def dispatch(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def command_run(args: argparse.Namespace, progress: Progress) -> int:
-    from lab.netns import signals_deferred
+    from lab.cluster.processes import signals_deferred
 
     lab, inventory = command_up(args, progress)
     try:

@@ -1,6 +1,6 @@
 """A cluster as data: nodes, pods per node, backend and underlay, plus every name derived from it.
 
-Building the cluster is `lab.netns`; this module only computes names and addresses, so it is pure
+Building the cluster is `lab.cluster`; this module only computes names and addresses, so it is pure
 and unit-tested. Every namespace name starts with the lab id, which is unique per run, so two labs
 never collide and `down` can find what a killed run left behind by prefix.
 """
@@ -171,6 +171,11 @@ class LabPlan:
         )
         _check_length(pod.netns)
         return pod
+
+    def pod_named(self, name: str) -> PodPlan:
+        """The pod whose display name is `name` ("n1/p0"): `pod` read backwards."""
+        node, _, suffix = name.partition("/")
+        return self.pod(node, suffix)
 
     def outsider(self, name: str = "ext", host: int = 200) -> HostPlan:
         """A host on the l2 segment that is not a node: "outside the cluster"."""

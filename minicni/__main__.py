@@ -1,3 +1,3 @@
-from minicni.main import main
+from minicni.plugin.main import main
 
 main()

@@ -1,9 +1,11 @@
 """Shared fixtures for the root tests: a fake host namespace and container namespaces per test, and
 `run_plugin`, which executes the installed `minicni` executable inside the fake host exactly as a
-runtime does (env + config on stdin, one JSON document back on stdout).
+runtime does (env + config on stdin, one JSON document back on stdout); and `agent_cluster`, a
+cluster of node namespaces built by the lab's one builder (`lab.cluster`) for the agent's tests.
 
 Nothing here imports the plugin: the executable is found next to `sys.executable` (the venv's bin
-directory) or named by env MINICNI_PLUGIN. Kernel state is read back with pyroute2.
+directory) or named by env MINICNI_PLUGIN. Kernel state is read back with pyroute2. Whether a test
+needs root is decided in one place, the top-level conftest.py: every test here does.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,10 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
+from lab.cluster.build import NetnsLab, lab_namespaces
+from lab.topology import new_lab_id, plan
 from minicni.net import netns
-
-ROOT_REASON = "needs root: creates network namespaces, veths and bridges"
+from netns_tests.lab_support import AgentCluster, agent_topology
 
 _serial = itertools.count()
 
@@ -271,8 +274,6 @@ class FakeNode:
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[FakeNode]:
     """A fake host namespace per test, removed with everything in it even when the test fails."""
-    if os.geteuid() != 0:
-        pytest.skip(ROOT_REASON)
     name = unique_name("pth")
     path = netns.create(name)
     fake = FakeNode(host=path, tmp=tmp_path, bridge=unique_name("ptb"))
@@ -294,3 +295,26 @@ def _assert_nothing_leaked_to_root(fake: FakeNode) -> None:
     with IPRoute() as ipr:
         leaked = ours & {m.get("ifname") for m in ipr.get_links()}
     assert not leaked, f"links leaked into the root namespace: {leaked}"
+
+
+@pytest.fixture
+def agent_cluster(tmp_path: Path) -> Iterator[Callable[[str], AgentCluster]]:
+    """Builds three node namespaces on an "l2" or "routed" underlay, agents not started (the test
+    runs them); each cluster is removed with everything in it even when the test fails."""
+    labs: list[NetnsLab] = []
+
+    def build(underlay: str) -> AgentCluster:
+        lab = NetnsLab(
+            plan(agent_topology(underlay), new_lab_id()),
+            str(tmp_path / "labs"),
+            start_agents=False,
+        )
+        lab.up()  # a failed up removes what it built
+        labs.append(lab)
+        return AgentCluster(lab)
+
+    yield build
+    for lab in labs:
+        problems = lab.down()
+        assert lab_namespaces(lab.lab.lab_id) == []
+        assert not problems, problems

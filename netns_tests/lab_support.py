@@ -1,25 +1,29 @@
-"""Helpers for the lab's root tests: a lab in a temporary state directory, the matrix, and the
-expected verdict of every cell so a test can show exactly which cells differ."""
+"""Helpers for the root tests that run on a lab.cluster cluster: a lab in a temporary state
+directory, the matrix and the expected verdict of every cell (so a test can show exactly which cells
+differ), and `AgentCluster`, the cluster the agent's tests run their own agents on."""
 
 from __future__ import annotations
 
-import os
+import json
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import pytest
-
-from lab.executors import POD, Endpoint, Inventory, NetnsExecutor
-from lab.matrix import MatrixReport, MatrixRunner, build_cases
-from lab.netns import NetnsLab, lab_namespaces
-from lab.report import render
-from lab.topology import LabPlan, Topology, new_lab_id, plan
-
-needs_root = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates network namespaces"),
-]
+from lab.cluster.agents import NodeFiles, node_entry
+from lab.cluster.build import NetnsLab, lab_namespaces
+from lab.cluster.fabric import ipr_in
+from lab.matrix.cases import MatrixReport, build_cases
+from lab.matrix.executors import POD, Endpoint, Inventory, NetnsExecutor
+from lab.matrix.report import render
+from lab.matrix.runner import MatrixRunner
+from lab.topology import LabPlan, NodePlan, Topology, new_lab_id, plan
+from minicni.agent.routes import RTPROT_MINICNI
+from minicni.net import netns
 
 Expectation = Callable[[str, Endpoint, Endpoint], str]
 
@@ -86,3 +90,155 @@ def masquerade_pods_of(lab: LabPlan, node: str) -> Expectation:
         return "N" if src.kind == POD and src.node == node and dst.node != node else "."
 
     return expected
+
+
+# -- the agent's clusters -----------------------------------------------------------------------
+
+# l2: one segment, 192.168.50.0/24; routed: node <i> on 192.168.6<i>.0/24 (segment 60 + i)
+AGENT_UNDERLAY_CIDR = "192.168.0.0/16"
+FIRST_SEGMENT = {"l2": 50, "routed": 60}
+
+
+def agent_topology(underlay: str, nodes: int = 3) -> Topology:
+    """Nodes on one L2 segment or on routed subnets, rp_filter=1 (strict) as kind's nodes run; no
+    pods (the tests add their own once agents ran); a 1 s resync for agents run in the
+    background."""
+    return Topology(
+        nodes=nodes,
+        pods_per_node=0,
+        backend="auto",  # the agent's default
+        underlay=underlay,
+        underlay_cidr=AGENT_UNDERLAY_CIDR,
+        underlay_segment=FIRST_SEGMENT[underlay],
+        rp_filter=1,
+        agent_resync_seconds=1,
+    )
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    plan: NodePlan
+    files: NodeFiles
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def ns(self) -> str:
+        return self.plan.netns
+
+    @property
+    def ip(self) -> str:
+        return self.plan.ip
+
+    @property
+    def home(self) -> Path:
+        return self.files.home
+
+    @property
+    def conflist(self) -> Path:
+        return self.files.conflist
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.files.bin_dir
+
+    @property
+    def data_dir(self) -> Path:
+        return self.files.ipam_dir
+
+    def entry(self) -> dict[str, str]:
+        return node_entry(self.plan)
+
+
+@dataclass(frozen=True)
+class ClusterPod:
+    node: ClusterNode
+    ns: str
+    container_id: str
+    ip: str
+
+
+class AgentCluster:
+    """A cluster built by lab.cluster without agents running: the test runs them (`once`,
+    `start_agent`), adds pods through the plugin they installed, and reads the kernel."""
+
+    def __init__(self, lab: NetnsLab) -> None:
+        self.lab = lab
+        self.nodes = [ClusterNode(node, lab.files(node)) for node in lab.lab.nodes]
+
+    def once(self, node: ClusterNode, *extra: str) -> tuple[int, dict[str, Any], str]:
+        """Run `minicni-agent --once`: exit code, JSON report, log."""
+        done = self.lab.run_agent_once(node.plan, *extra)
+        return done.returncode, json.loads(done.stdout), done.stderr
+
+    def run_once(self, node: ClusterNode, *extra: str) -> dict[str, Any]:
+        code, report, log = self.once(node, *extra)
+        assert code == 0, f"agent on {node.name} failed: {report['errors']}\n{log}"
+        return report
+
+    def run_once_everywhere(self, *extra: str) -> list[dict[str, Any]]:
+        return [self.run_once(node, *extra) for node in self.nodes]
+
+    def start_agent(self, node: ClusterNode, *extra: str) -> subprocess.Popen[bytes]:
+        return self.lab.start_agent(node.plan, *extra)
+
+    def stop_agent(self, node: ClusterNode) -> int:
+        return self.lab.stop_agent(node.plan)
+
+    def write_nodes(self, entries: list[dict[str, str]] | str) -> None:
+        """Replace the nodes file the agents read (a string is written as it is)."""
+        self.lab.write_nodes(entries if isinstance(entries, str) else {"nodes": entries})
+
+    def add_pod(self, node: ClusterNode, role: str) -> ClusterPod:
+        pod = self.lab.lab.pod(node.name, role)
+        return ClusterPod(node, pod.netns, pod.container_id, self.lab.add_pod(pod))
+
+    def add_outsider(self) -> str:
+        """A host on the segment that is not a node: 'outside the cluster' (192.168.50.200)."""
+        return self.lab.add_outsider().netns
+
+    def routes(self, node: ClusterNode) -> dict[str, dict[str, Any]]:
+        """Our routes on `node`: dst -> {gateway, oif name, proto}."""
+        with ipr_in(node.ns) as ipr:
+            names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+            found = {}
+            for route in ipr.route("dump", table=254):
+                if route["proto"] != RTPROT_MINICNI:
+                    continue
+                dst = f"{route.get('dst')}/{route['dst_len']}"
+                found[dst] = {
+                    "gateway": route.get("gateway"),
+                    "dev": names.get(route.get("oif")),
+                    "onlink": bool(route["flags"] & 4),
+                }
+            return found
+
+    def in_ns(self, ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+
+
+def peer_seen_by(server_ns: str, server_ip: str, client_ns: str, port: int = 7777) -> str:
+    """Connect over TCP from `client_ns` to `server_ip` and return the source address the server
+    saw. Both sockets are opened inside their namespace and stay bound to it."""
+    with netns.enter(netns.path_of(server_ns)):
+        server = socket.create_server(("0.0.0.0", port))
+    with server:
+        server.settimeout(5)
+        with netns.enter(netns.path_of(client_ns)):
+            client = socket.create_connection((server_ip, port), timeout=5)
+        with client:
+            connection, address = server.accept()
+            connection.close()
+            return str(address[0])
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

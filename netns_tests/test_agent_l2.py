@@ -8,28 +8,26 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from minicni.agent.plan import VXLAN_DEVICE
+from minicni.agent.model.plan import VXLAN_DEVICE
 from minicni.net import netns
-from netns_tests.agent_lab import AgentLab, lab, peer_seen_by, wait_for
+from netns_tests.lab_support import AgentCluster, peer_seen_by, wait_for
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[AgentLab]:
-    with lab(tmp_path, "l2") as built:
-        yield built
+def cluster(agent_cluster: Callable[[str], AgentCluster]) -> AgentCluster:
+    return agent_cluster("l2")
 
 
-def our_chains(cluster: AgentLab, ns: str) -> list[str]:
+def our_chains(cluster: AgentCluster, ns: str) -> list[str]:
     saved = cluster.in_ns(ns, "iptables-save").stdout
     return [line for line in saved.splitlines() if "MINICNI" in line]
 
 
-def test_once_writes_conflist_installs_plugin_and_routes(cluster: AgentLab) -> None:
+def test_once_writes_conflist_installs_plugin_and_routes(cluster: AgentCluster) -> None:
     reports = cluster.run_once_everywhere()
     assert all(report["ok"] for report in reports)
     n1, n2, n3 = cluster.nodes
@@ -55,7 +53,7 @@ def test_once_writes_conflist_installs_plugin_and_routes(cluster: AgentLab) -> N
     assert "-A POSTROUTING -j MINICNI-POSTRTG" in our_chains(cluster, n1.ns)
 
 
-def test_restart_changes_nothing(cluster: AgentLab) -> None:
+def test_restart_changes_nothing(cluster: AgentCluster) -> None:
     cluster.run_once_everywhere()
     n1 = cluster.nodes[0]
     routes, chains = cluster.routes(n1), our_chains(cluster, n1.ns)
@@ -72,7 +70,7 @@ def test_restart_changes_nothing(cluster: AgentLab) -> None:
     assert n1.conflist.stat().st_ino == conflist_inode
 
 
-def test_routes_of_others_are_left_alone(cluster: AgentLab) -> None:
+def test_routes_of_others_are_left_alone(cluster: AgentCluster) -> None:
     n1 = cluster.nodes[0]
     # A foreign route to a pod CIDR the agent will not plan, and one it will (a conflict).
     cluster.in_ns(n1.ns, "ip", "route", "add", "10.244.9.0/24", "via", "192.168.50.99")
@@ -86,7 +84,7 @@ def test_routes_of_others_are_left_alone(cluster: AgentLab) -> None:
     assert "10.244.2.0/24" in cluster.routes(n1)
 
 
-def test_pods_across_nodes_keep_their_address(cluster: AgentLab) -> None:
+def test_pods_across_nodes_keep_their_address(cluster: AgentCluster) -> None:
     cluster.run_once_everywhere()
     n1, n2, n3 = cluster.nodes
     a = cluster.add_pod(n1, "pa")
@@ -98,7 +96,7 @@ def test_pods_across_nodes_keep_their_address(cluster: AgentLab) -> None:
     assert peer_seen_by(b.ns, b.ip, n1.ns) == n1.ip  # node -> pod on another node
 
 
-def test_forward_policy_drop_still_forwards_pod_traffic(cluster: AgentLab) -> None:
+def test_forward_policy_drop_still_forwards_pod_traffic(cluster: AgentCluster) -> None:
     for node in cluster.nodes:
         cluster.in_ns(node.ns, "iptables", "-P", "FORWARD", "DROP")
     n1, n2, _ = cluster.nodes
@@ -114,7 +112,7 @@ def test_forward_policy_drop_still_forwards_pod_traffic(cluster: AgentLab) -> No
     assert "-P FORWARD DROP" in policy  # we accept our traffic, we do not change the policy
 
 
-def test_only_traffic_leaving_the_cluster_is_masqueraded(cluster: AgentLab) -> None:
+def test_only_traffic_leaving_the_cluster_is_masqueraded(cluster: AgentCluster) -> None:
     outsider = cluster.add_outsider()
     cluster.run_once_everywhere()
     n1, n2, _ = cluster.nodes
@@ -125,7 +123,7 @@ def test_only_traffic_leaving_the_cluster_is_masqueraded(cluster: AgentLab) -> N
     assert peer_seen_by(b.ns, b.ip, a.ns) == a.ip  # pod -> pod: kept
 
 
-def test_bad_entries_are_skipped_and_reported(cluster: AgentLab) -> None:
+def test_bad_entries_are_skipped_and_reported(cluster: AgentCluster) -> None:
     n1, n2, _ = cluster.nodes
     cluster.write_nodes(
         [
@@ -141,7 +139,7 @@ def test_bad_entries_are_skipped_and_reported(cluster: AgentLab) -> None:
     assert set(cluster.routes(n1)) == {"10.244.2.0/24"}
 
 
-def test_background_agents_follow_the_nodes_file(cluster: AgentLab) -> None:
+def test_background_agents_follow_the_nodes_file(cluster: AgentCluster) -> None:
     n1, n2, _ = cluster.nodes
     for node in cluster.nodes:
         cluster.start_agent(node)
@@ -168,7 +166,7 @@ def test_background_agents_follow_the_nodes_file(cluster: AgentLab) -> None:
     assert set(cluster.routes(n1)) == {"10.244.22.0/24"}  # exiting leaves routes in place
 
 
-def test_health_endpoints(cluster: AgentLab) -> None:
+def test_health_endpoints(cluster: AgentCluster) -> None:
     n1 = cluster.nodes[0]
     cluster.start_agent(n1, "--health-addr", "127.0.0.1:9099")
     path = netns.path_of(n1.ns)
@@ -199,7 +197,7 @@ def test_health_endpoints(cluster: AgentLab) -> None:
     assert "minicni_agent_ready 1" in metrics
 
 
-def test_switching_backend_replaces_routes_and_clears_the_tunnel(cluster: AgentLab) -> None:
+def test_switching_backend_replaces_routes_and_clears_the_tunnel(cluster: AgentCluster) -> None:
     cluster.run_once_everywhere("--backend", "vxlan")
     n1, n2, _ = cluster.nodes
     assert cluster.routes(n1)["10.244.2.0/24"]["dev"] == VXLAN_DEVICE
@@ -216,7 +214,7 @@ def test_switching_backend_replaces_routes_and_clears_the_tunnel(cluster: AgentL
     assert peer_seen_by(b.ns, b.ip, a.ns) == a.ip
 
 
-def test_bundle_install_needs_no_host_python(cluster: AgentLab) -> None:
+def test_bundle_install_needs_no_host_python(cluster: AgentCluster) -> None:
     """The DaemonSet's mode: the plugin and its runtime under --plugin-dir, a launcher in the
     CNI bin dir; a pod is then added through that launcher."""
     n1, n2, _ = cluster.nodes
@@ -234,7 +232,7 @@ def test_bundle_install_needs_no_host_python(cluster: AgentLab) -> None:
     assert peer_seen_by(b.ns, b.ip, a.ns) == a.ip
 
 
-def test_a_restart_on_a_broken_file_plans_from_the_saved_node_set(cluster: AgentLab) -> None:
+def test_a_restart_on_a_broken_file_plans_from_the_saved_node_set(cluster: AgentCluster) -> None:
     cluster.run_once_everywhere()
     n1 = cluster.nodes[0]
     routes = cluster.routes(n1)

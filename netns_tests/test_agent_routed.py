@@ -5,37 +5,35 @@ the policy rule and table that keep pod <-> other-node traffic symmetric under r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from minicni.agent.plan import POLICY_RULE_PRIORITY, POLICY_TABLE, VXLAN_DEVICE
-from netns_tests.agent_lab import AgentLab, LabNode, lab, peer_seen_by
+from minicni.agent.model.plan import POLICY_RULE_PRIORITY, POLICY_TABLE, VXLAN_DEVICE
+from netns_tests.lab_support import AgentCluster, ClusterNode, peer_seen_by
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[AgentLab]:
-    with lab(tmp_path, "routed") as built:
-        yield built
+def cluster(agent_cluster: Callable[[str], AgentCluster]) -> AgentCluster:
+    return agent_cluster("routed")
 
 
-def fdb(cluster: AgentLab, ns: str) -> str:
+def fdb(cluster: AgentCluster, ns: str) -> str:
     return cluster.in_ns(ns, "bridge", "fdb", "show", "dev", VXLAN_DEVICE).stdout
 
 
-def neighbours(cluster: AgentLab, ns: str) -> str:
+def neighbours(cluster: AgentCluster, ns: str) -> str:
     return cluster.in_ns(ns, "ip", "neigh", "show", "dev", VXLAN_DEVICE).stdout
 
 
-def our_rules(cluster: AgentLab, node: LabNode) -> list[dict[str, Any]]:
+def our_rules(cluster: AgentCluster, node: ClusterNode) -> list[dict[str, Any]]:
     """Rules that look up our table, whoever made them, as `ip -j rule` shows them."""
     rules = json.loads(cluster.in_ns(node.ns, "ip", "-j", "rule", "show").stdout)
     return [rule for rule in rules if rule.get("table") == str(POLICY_TABLE)]
 
 
-def table_routes(cluster: AgentLab, node: LabNode) -> dict[str, str]:
+def table_routes(cluster: AgentCluster, node: ClusterNode) -> dict[str, str]:
     """Our table on `node`: destination -> "via <gateway> dev <device> [onlink] proto <n>"."""
     shown = cluster.in_ns(node.ns, "ip", "-j", "route", "show", "table", str(POLICY_TABLE))
     found = {}
@@ -48,12 +46,12 @@ def table_routes(cluster: AgentLab, node: LabNode) -> dict[str, str]:
     return found
 
 
-def rp_filter(cluster: AgentLab, node: LabNode, interface: str) -> int:
+def rp_filter(cluster: AgentCluster, node: ClusterNode, interface: str) -> int:
     path = f"/proc/sys/net/ipv4/conf/{interface}/rp_filter"
     return int(cluster.in_ns(node.ns, "cat", path).stdout)
 
 
-def test_auto_tunnels_to_routed_peers(cluster: AgentLab) -> None:
+def test_auto_tunnels_to_routed_peers(cluster: AgentCluster) -> None:
     reports = cluster.run_once_everywhere()
     assert all(report["vxlan_peers"] == 2 for report in reports)
     n1 = cluster.nodes[0]
@@ -73,14 +71,14 @@ def test_auto_tunnels_to_routed_peers(cluster: AgentLab) -> None:
     assert '"mtu": 1450' in n1.conflist.read_text()
 
 
-def test_host_gw_cannot_reach_routed_peers_and_says_so(cluster: AgentLab) -> None:
+def test_host_gw_cannot_reach_routed_peers_and_says_so(cluster: AgentCluster) -> None:
     code, report, _ = cluster.once(cluster.nodes[0], "--backend", "host-gw")
     assert code == 1
     assert len([e for e in report["errors"] if e.startswith("routes:")]) == 2
     assert cluster.routes(cluster.nodes[0]) == {}
 
 
-def test_pods_across_routed_nodes_keep_their_address(cluster: AgentLab) -> None:
+def test_pods_across_routed_nodes_keep_their_address(cluster: AgentCluster) -> None:
     cluster.run_once_everywhere()
     n1, n2, n3 = cluster.nodes
     a = cluster.add_pod(n1, "pa")
@@ -92,7 +90,7 @@ def test_pods_across_routed_nodes_keep_their_address(cluster: AgentLab) -> None:
     assert peer_seen_by(n2.ns, n2.ip, a.ns) == a.ip  # pod -> other node: no masquerade
 
 
-def test_a_node_leaving_takes_its_tunnel_entries(cluster: AgentLab) -> None:
+def test_a_node_leaving_takes_its_tunnel_entries(cluster: AgentCluster) -> None:
     cluster.run_once_everywhere()
     n1, n2, n3 = cluster.nodes
     cluster.write_nodes([n1.entry(), n2.entry()])
@@ -104,7 +102,7 @@ def test_a_node_leaving_takes_its_tunnel_entries(cluster: AgentLab) -> None:
     assert n2.ip in fdb(cluster, n1.ns)
 
 
-def test_restart_changes_nothing(cluster: AgentLab) -> None:
+def test_restart_changes_nothing(cluster: AgentCluster) -> None:
     cluster.run_once_everywhere()
     n1 = cluster.nodes[0]
 
@@ -127,7 +125,7 @@ def test_restart_changes_nothing(cluster: AgentLab) -> None:
 
 
 def test_pods_and_other_nodes_keep_their_address_under_strict_rp_filter(
-    cluster: AgentLab,
+    cluster: AgentCluster,
 ) -> None:
     """pod -> other node and other node -> pod, both ways, with rp_filter=1 everywhere and
     nothing loosened by the agent."""
@@ -147,7 +145,7 @@ def test_pods_and_other_nodes_keep_their_address_under_strict_rp_filter(
     assert peer_seen_by(n2.ns, n2.ip, n1.ns) == n1.ip  # node -> node: untouched
 
 
-def test_policy_rule_and_table_follow_the_vxlan_peers(cluster: AgentLab) -> None:
+def test_policy_rule_and_table_follow_the_vxlan_peers(cluster: AgentCluster) -> None:
     cluster.run_once_everywhere()
     n1, n2, n3 = cluster.nodes
     rule = {
@@ -183,7 +181,7 @@ def test_policy_rule_and_table_follow_the_vxlan_peers(cluster: AgentLab) -> None
     assert our_rules(cluster, n1) == [rule]
 
 
-def test_own_pod_cidr_change_moves_the_rule(cluster: AgentLab) -> None:
+def test_own_pod_cidr_change_moves_the_rule(cluster: AgentCluster) -> None:
     cluster.run_once_everywhere()
     n1, n2, _ = cluster.nodes
     moved = {**n1.entry(), "podCIDR": "10.244.11.0/24"}
@@ -194,7 +192,7 @@ def test_own_pod_cidr_change_moves_the_rule(cluster: AgentLab) -> None:
 
 
 def test_rules_and_routes_in_our_table_that_are_not_ours_are_left_alone(
-    cluster: AgentLab,
+    cluster: AgentCluster,
 ) -> None:
     n1 = cluster.nodes[0]
     table = str(POLICY_TABLE)

@@ -18,14 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from minicni import bundle
-from minicni.bundle import RuntimeSource, install_bundle
-from minicni.hostinstall import install_plugin
+from minicni.agent.host import bundle
+from minicni.agent.host.bundle import RuntimeSource, install_bundle
+from minicni.agent.host.launcher import install_plugin
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root"),
-]
+pytestmark = pytest.mark.root
 
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 REPO = Path(__file__).resolve().parent.parent

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.executors import NODE, POD, Endpoint
-from lab.fabric import ipr_in, write_sysctls
+from lab.cluster.fabric import ipr_in, write_sysctls
+from lab.matrix.executors import NODE, POD, Endpoint
 from lab.topology import Topology
 from netns_tests.lab_support import (
     assert_matrix,
     masquerade_pods_of,
-    needs_root,
     run_matrix,
     running_lab,
 )
-
-pytestmark = needs_root
 
 TOPOLOGY = Topology(nodes=2, pods_per_node=2, plugin="reference")
 

@@ -1,5 +1,5 @@
 """The default lab: minicni-agent in every node namespace writes the conflist and installs the
-plugin (launcher), lab.runtime adds the pods with it. All `.` on both CI topologies, and the
+plugin (launcher), lab.runtimes.libcni adds the pods with it. All `.` on both CI topologies, and the
 gate still sees faults injected into a running minicni lab."""
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from lab.executors import POD, Endpoint
-from lab.fabric import ipr_in
-from lab.netns import lab_namespaces, pod_attachment, processes_in
-from lab.state import known_labs
+from lab.cluster.build import lab_namespaces, pod_attachment
+from lab.cluster.fabric import ipr_in
+from lab.cluster.processes import processes_in
+from lab.cluster.state import known_labs
+from lab.matrix.executors import POD, Endpoint
 from lab.topology import Topology
 from netns_tests.lab_support import (
     assert_matrix,
     masquerade_pods_of,
-    needs_root,
     run_matrix,
     running_lab,
 )
@@ -34,7 +34,6 @@ def _agent_installed() -> bool:
 
 
 pytestmark = [
-    *needs_root,
     pytest.mark.skipif(not _agent_installed(), reason="minicni-agent is not installed"),
 ]
 

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.netns import lab_namespaces
-from lab.runtime import CniPluginError
-from lab.state import known_labs
+from lab.cluster.build import lab_namespaces
+from lab.cluster.state import known_labs
+from lab.runtimes.libcni import CniPluginError
 from lab.topology import Topology
-from netns_tests.lab_support import assert_matrix, needs_root, run_matrix, running_lab
-
-pytestmark = needs_root
+from netns_tests.lab_support import assert_matrix, run_matrix, running_lab
 
 
 def all_ok(_proto: str, _src: object, _dst: object) -> str:
@@ -71,7 +69,7 @@ def test_pods_get_the_address_the_runtime_reports_and_check_sees_damage(tmp_path
         )
         addresses = [a["local"] for a in json.loads(shown.stdout)[0]["addr_info"]]
         assert addresses == [pod.ip]
-        from lab.netns import pod_attachment
+        from lab.cluster.build import pod_attachment
 
         runtime = lab.runtime_for(lab.lab.nodes[0])
         runtime.check(pod_attachment(lab.lab.pods[0]))  # intact: passes
@@ -92,7 +90,7 @@ def test_down_removes_namespaces_files_and_reservations(tmp_path: Path) -> None:
 
 
 def test_a_failed_up_removes_what_it_built(tmp_path: Path) -> None:
-    from lab.netns import NetnsLab
+    from lab.cluster.build import NetnsLab
     from lab.topology import new_lab_id, plan
 
     lab = NetnsLab(plan(Topology(nodes=2, plugin="reference"), new_lab_id()), str(tmp_path))

@@ -35,14 +35,13 @@ from pathlib import Path
 
 import pytest
 
-from minicni.hostinstall import install_plugin
+from minicni.agent.host.launcher import install_plugin
 from minicni.net import links, netns
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.runtime,
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runs a container runtime"),
 ]
 
 # podman 4.x and containerd 1.6 vendor libcni 1.1, which knows config versions up to 1.0.0.

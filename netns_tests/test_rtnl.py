@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -24,9 +23,9 @@ from minicni.net.rtnl import (
     Rtnl,
     open_route_socket,
 )
-from netns_tests.conftest import ROOT_REASON, unique_name
+from netns_tests.conftest import unique_name
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason=ROOT_REASON)]
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from minicni.agent.service import cli
+
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deployments"
 AGENT = DEPLOY / "manifests" / "minicni.yaml"
@@ -130,9 +132,8 @@ def test_agent_environment_names_real_flags_and_matches_the_mounts() -> None:
         assert env[f"MINICNI_{key}"]["value"] in mounts
 
 
-def test_agent_environment_matches_the_agent_parser_when_present() -> None:
-    """Cross-check with the agent's own command line once branch `agent` is merged."""
-    cli = pytest.importorskip("minicni.agent.cli", reason="minicni-agent (branch agent) not merged")
+def test_agent_environment_matches_the_agent_parser() -> None:
+    """Cross-check with the agent's own command line."""
     parser = cli.build_parser({})
     known = {option for action in parser._actions for option in action.option_strings}
     for item in agent_container()["env"]:

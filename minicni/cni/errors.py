@@ -44,3 +44,8 @@ class CniError(Exception):
 
     def __str__(self) -> str:
         return f"{self.msg}: {self.details}" if self.details else self.msg
+
+
+def invalid_config(key: str, value: object, why: str) -> CniError:
+    """Code 7 naming the config key and showing the value it had."""
+    return CniError(INVALID_NETWORK_CONFIG, f"invalid network config: {key}: {why}", repr(value))

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from minicni.cni import version as cniversion
-from minicni.cni.errors import (
-    DECODING_FAILURE,
-    INTERNAL,
-    INVALID_ENVIRONMENT,
-    UNKNOWN_CONTAINER,
-    CniError,
-)
+from minicni.cni.errors import DECODING_FAILURE, INTERNAL, INVALID_ENVIRONMENT, CniError
+from minicni.cni.validate import validate_container_id, validate_interface_name
 
 log = logging.getLogger("minicni")
 
@@ -39,8 +33,6 @@ _REQUIRED_ENV = {
     "VERSION": (),
 }
 
-_CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
-_IFNAME_MAX_BYTES = 15
 _CNI_VARIABLES = ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 
 # A config is a few hundred bytes; the largest legitimate one, GC's list of attachments, takes
@@ -189,53 +181,6 @@ def _request(command: str, env: Mapping[str, str], config: dict[str, Any], versi
         config=config,
         version=version,
     )
-
-
-def validate_container_id(container_id: str) -> None:
-    """The container ID becomes part of file names: only a safe charset gets through."""
-    if not container_id:
-        raise CniError(UNKNOWN_CONTAINER, "missing containerID")
-    if not _CONTAINER_ID.fullmatch(container_id):
-        raise CniError(INVALID_ENVIRONMENT, "invalid characters in containerID", repr(container_id))
-
-
-def validate_interface_name(ifname: str) -> None:
-    """The reference skeleton's rules, and what the kernel would rewrite: `%` makes a name a
-    template (`eth%d` becomes eth0), a NUL ends it early."""
-    if not ifname:
-        raise CniError(INVALID_ENVIRONMENT, "interface name is empty")
-    try:
-        size = len(ifname.encode())
-    except UnicodeEncodeError:
-        raise CniError(
-            INVALID_ENVIRONMENT, "interface name is not valid UTF-8", ascii(ifname)
-        ) from None
-    if size > _IFNAME_MAX_BYTES:
-        raise CniError(
-            INVALID_ENVIRONMENT,
-            f"interface name is too long (max {_IFNAME_MAX_BYTES} bytes)",
-            repr(ifname),
-        )
-    if ifname in (".", ".."):
-        raise CniError(INVALID_ENVIRONMENT, "interface name is . or ..", repr(ifname))
-    if any(c in "/:" or c.isspace() for c in ifname):
-        raise CniError(
-            INVALID_ENVIRONMENT,
-            "interface name contains / or : or whitespace characters",
-            repr(ifname),
-        )
-    if "%" in ifname:
-        raise CniError(
-            INVALID_ENVIRONMENT,
-            "interface name contains %, which the kernel would replace with a number",
-            repr(ifname),
-        )
-    if not ifname.isprintable():
-        raise CniError(
-            INVALID_ENVIRONMENT,
-            "interface name contains a NUL or another non-printable character",
-            repr(ifname),
-        )
 
 
 def parse_cni_args(raw: str) -> dict[str, str]:

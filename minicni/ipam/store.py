@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from minicni.netconf import AddressRange
+from minicni.ipam.range import AddressRange
 
 LAST_RESERVED = "last_reserved_ip.0"
 BOOT_ID_FILE = "boot_id"

@@ -5,7 +5,7 @@ asyncio and costs ~100 ms of imports (asyncio, ssl, multiprocessing, ...) before
 message; its message classes alone (`ifinfmsg`, `ifaddrmsg`, `rtmsg`) cost a third of that and
 still do all the encoding and decoding. Long-running processes (the agent) keep using `IPRoute`.
 
-Import this module with pyroute2's package __init__ skipped (see `minicni.main`), or it loads
+Import this module with pyroute2's package __init__ skipped (see `minicni.plugin.main`), or it loads
 every protocol pyroute2 has. A `Rtnl` opened inside `netns.enter(path)` stays bound to that
 namespace.
 """

@@ -10,6 +10,7 @@ import pytest
 
 from minicni.cni import skel
 from minicni.cni.errors import CniError
+from minicni.cni.validate import validate_interface_name
 from minicni.cni.version import normalize_result
 
 CONFIG = {"cniVersion": "1.1.0", "name": "n", "type": "minicni", "subnet": "10.1.0.0/24"}
@@ -86,7 +87,7 @@ def test_hostile_command_is_code_4_and_quoted(value: str) -> None:
 )
 def test_interface_names_the_kernel_would_rewrite_are_refused(ifname: str) -> None:
     with pytest.raises(CniError) as raised:
-        skel.validate_interface_name(ifname)
+        validate_interface_name(ifname)
     assert raised.value.code == 4
 
 

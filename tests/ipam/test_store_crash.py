@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from minicni.ipam.range import AddressRange
 from minicni.ipam.store import BOOT_ID_FILE, LAST_RESERVED, LOCK_FILE, AddressStore
-from minicni.netconf import AddressRange
 
 RANGE = AddressRange(
     IPv4Network("10.1.0.0/29"),

@@ -1,0 +1,48 @@
+"""The matrix's endpoints on a kind cluster, read from the probe pods."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lab.matrix.executors import NODE, POD, Endpoint, Inventory
+
+
+def short_node_name(node: str, cluster_name: str) -> str:
+    """`minicni-e2e-worker2` -> `worker2`: grids stay narrow."""
+    prefix = f"{cluster_name}-"
+    return node[len(prefix) :] if node.startswith(prefix) else node
+
+
+def inventory_from(
+    pods: Mapping[str, Any], cluster_name: str = "", name: str = "kind"
+) -> Inventory:
+    """The matrix's endpoints from `kubectl get pods -o json` of the probe pods.
+
+    Per node, in node-name order: its pod-network probe pods (probe-a, probe-b), then the node
+    itself (its hostNetwork probe pod, whose pod IP is the node's address). Pods not running or
+    without an address (a node with no kubelet, a pod being replaced) are left out.
+    """
+
+    by_node: dict[str, list[Endpoint]] = {}
+    for pod in pods.get("items", []):
+        meta, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status", {})
+        node, ip = spec.get("nodeName"), status.get("podIP")
+        if not node or not ip or status.get("phase") != "Running" or meta.get("deletionTimestamp"):
+            continue
+        labels = meta.get("labels", {})
+        role = labels.get("minicni.dev/probe-role")
+        short = short_node_name(node, cluster_name)
+        handle = f"{meta['namespace']}/{meta['name']}"
+        if role == NODE:
+            endpoint = Endpoint(name=short, kind=NODE, node=node, ip=ip, handle=handle)
+        elif role == POD:
+            slot = labels.get("minicni.dev/probe", "probe").removeprefix("probe-")
+            endpoint = Endpoint(name=f"{short}/{slot}", kind=POD, node=node, ip=ip, handle=handle)
+        else:
+            continue
+        by_node.setdefault(node, []).append(endpoint)
+    ordered = []
+    for node in sorted(by_node):
+        ordered += sorted(by_node[node], key=lambda e: (e.kind == NODE, e.name))
+    return Inventory.build(ordered, name=name)

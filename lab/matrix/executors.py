@@ -1,0 +1,119 @@
+"""Where probes run: endpoints of a cluster, and how to run a command at one of them.
+
+One matrix runner serves every kind of cluster: it only asks an executor for the argv that runs a
+probe at an endpoint. The netns lab uses `ip netns exec`; a kind cluster uses `kubectl exec`, where
+an endpoint's handle is "<namespace>/<pod>" and the probe pods run the minicni image, which carries
+the `lab` package: same probes, same verdicts as in network namespaces. Executors only build argv
+lists; they run nothing themselves.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+POD = "pod"
+NODE = "node"
+PROBE_CONTAINER = "probe"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # display name, e.g. "n1/p0" or "n1"
+    kind: str  # "pod" or "node"
+    node: str  # node name the endpoint lives on
+    ip: str  # address others use to reach it
+    handle: str  # how the executor reaches it: netns name, or "<k8s namespace>/<pod name>"
+
+
+class Executor(Protocol):
+    def command(self, endpoint: Endpoint, argv: Sequence[str]) -> list[str]:
+        """The full argv that runs `python -m lab.probes *argv` at `endpoint`."""
+        ...
+
+
+class NetnsExecutor:
+    """Runs probes in named network namespaces with `ip netns exec` (root needed)."""
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+
+    def command(self, endpoint: Endpoint, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", endpoint.handle, self.python, "-m", "lab.probes", *argv]
+
+
+def split_handle(handle: str) -> tuple[str, str]:
+    """("namespace", "pod") from "namespace/pod"; a bare pod name is refused, never guessed."""
+    namespace, sep, pod = handle.partition("/")
+    if not sep or not namespace or not pod or "/" in pod:
+        raise ValueError(f"kubectl endpoint handle {handle!r} is not '<namespace>/<pod>'")
+    return namespace, pod
+
+
+@dataclass(frozen=True)
+class KubectlExecutor:
+    """Runs probes in Kubernetes pods with `kubectl exec`: the kind executor of the matrix."""
+
+    kubeconfig: Path | None = None
+    kubectl: str = "kubectl"
+    container: str | None = PROBE_CONTAINER
+    python: str = "python3"
+    # kubectl's own timeout for the API round trips (not the probe's): a stuck API server fails the
+    # cell with `!` instead of hanging the matrix.
+    request_timeout: str = "30s"
+
+    def base(self) -> list[str]:
+        command = [self.kubectl]
+        if self.kubeconfig is not None:
+            command += ["--kubeconfig", str(self.kubeconfig)]
+        return command
+
+    def command(self, endpoint: Endpoint, argv: Sequence[str]) -> list[str]:
+        namespace, pod = split_handle(endpoint.handle)
+        command = [*self.base(), "--request-timeout", self.request_timeout]
+        command += ["exec", "--namespace", namespace, pod]
+        if self.container:
+            command += ["--container", self.container]
+        return [*command, "--", self.python, "-m", "lab.probes", *argv]
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What the matrix needs to know about a cluster: its endpoints, each tagged with its node.
+
+    Node endpoints are the nodes' own network namespaces (hostNetwork on kind); the order of
+    `endpoints` is the order of rows and columns in the grids.
+    """
+
+    endpoints: tuple[Endpoint, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        names = [e.name for e in self.endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError("endpoint names must be unique")
+        for endpoint in self.endpoints:
+            if endpoint.kind not in (POD, NODE):
+                raise ValueError(f"{endpoint.name}: kind must be pod or node")
+
+    @classmethod
+    def build(cls, endpoints: Iterable[Endpoint], name: str = "") -> Inventory:
+        return cls(tuple(endpoints), name)
+
+    @property
+    def pods(self) -> tuple[Endpoint, ...]:
+        return tuple(e for e in self.endpoints if e.kind == POD)
+
+    @property
+    def nodes(self) -> tuple[Endpoint, ...]:
+        return tuple(e for e in self.endpoints if e.kind == NODE)
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"name": self.name, "endpoints": [asdict(e) for e in self.endpoints]}
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Inventory:
+        return cls(tuple(Endpoint(**e) for e in data["endpoints"]), str(data.get("name", "")))

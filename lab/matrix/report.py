@@ -1,0 +1,151 @@
+"""Readable matrix reports: a grid per protocol, one line per wrong cell, JSON and JUnit XML.
+
+Grids read like the upstream netpol truth tables: rows are sources, columns destinations.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from lab.matrix.cases import NOT_APPLICABLE, OK, CellResult, MatrixReport
+from lab.matrix.executors import Endpoint
+from minicni.fileutil import write_atomic
+
+LEGEND = ". ok   X unreachable   N NATed (wrong source)   ! probe error   - not applicable"
+
+
+def render_grid(report: MatrixReport, proto: str) -> str:
+    endpoints = report.inventory.endpoints
+    verdicts = {
+        (cell.case.src.name, cell.case.dst.name): cell.verdict
+        for cell in report.cells
+        if cell.case.proto == proto
+    }
+    width = max(len(e.name) for e in endpoints)
+    header = f"{proto.upper():<{width}} | " + " ".join(f"{e.name:^{width}}" for e in endpoints)
+    lines = [header, "-" * len(header)]
+    for src in endpoints:
+        row = " ".join(
+            f"{verdicts.get((src.name, dst.name), NOT_APPLICABLE):^{width}}" for dst in endpoints
+        )
+        lines.append(f"{src.name:<{width}} | {row}")
+    return "\n".join(lines)
+
+
+def render_cell_line(cell: CellResult) -> str:
+    case = cell.case
+    tries = f", {cell.attempts} attempts" if cell.attempts > 1 else ""
+    return (
+        f"{cell.verdict} {case.label} ({case.kind}{tries}): {cell.detail}\n"
+        f"    reproduce: {cell.reproduce}"
+    )
+
+
+def render_summary(report: MatrixReport) -> str:
+    counts = report.counts()
+    parts = [f"{counts[v]} {v}" for v in counts if counts[v]]
+    status = "PASS" if report.ok else "FAIL"
+    flaky = len(report.flaky())
+    return (
+        f"{status}: {len(report.cells)} cells ({', '.join(parts) or 'none'})"
+        f"{f', {flaky} flaky' if flaky else ''} in {report.duration_s:.1f} s"
+    )
+
+
+def render(report: MatrixReport) -> str:
+    blocks = [render_grid(report, proto) for proto in report.protocols]
+    blocks.append(LEGEND)
+    wrong = report.wrong()
+    if wrong:
+        blocks.append("Wrong cells:\n" + "\n".join(render_cell_line(c) for c in wrong))
+    flaky = report.flaky()
+    if flaky:
+        blocks.append(
+            "Flaky cells (passed on a retry):\n"
+            + "\n".join(f"  {c.case.label} ({c.attempts} attempts)" for c in flaky)
+        )
+    blocks.append(render_summary(report))
+    return "\n\n".join(blocks)
+
+
+def _endpoint(endpoint: Endpoint) -> dict[str, str]:
+    return {"name": endpoint.name, "kind": endpoint.kind, "node": endpoint.node, "ip": endpoint.ip}
+
+
+def to_json(report: MatrixReport, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    cells = [
+        {
+            "proto": cell.case.proto,
+            "src": cell.case.src.name,
+            "dst": cell.case.dst.name,
+            "case": cell.case.kind,
+            "verdict": cell.verdict,
+            "flaky": cell.flaky,
+            "attempts": cell.attempts,
+            "detail": cell.detail,
+            "observed_src": (cell.observation.receiver or {}).get("observed_src"),
+            "sender_src": (cell.observation.sender or {}).get("local"),
+            "duration_s": round(cell.duration_s, 3),
+            "reproduce": cell.reproduce,
+        }
+        for cell in report.cells
+    ]
+    return {
+        **(extra or {}),
+        "ok": report.ok,
+        "protocols": list(report.protocols),
+        "endpoints": [_endpoint(e) for e in report.inventory.endpoints],
+        "counts": report.counts(),
+        "flaky": len(report.flaky()),
+        "duration_s": round(report.duration_s, 3),
+        "grids": {proto: render_grid(report, proto).splitlines() for proto in report.protocols},
+        "cells": cells,
+    }
+
+
+def to_junit(report: MatrixReport, suite_name: str = "minicni-lab matrix") -> ET.Element:
+    """One test suite per protocol, one test case per cell; wrong cells are failures."""
+    suites = ET.Element("testsuites", name=suite_name)
+    for proto in report.protocols:
+        cells = [c for c in report.cells if c.case.proto == proto]
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=f"{suite_name} {proto}",
+            tests=str(len(cells)),
+            failures=str(sum(c.verdict != OK for c in cells)),
+            errors="0",
+            skipped="0",
+            time=f"{sum(c.duration_s for c in cells):.3f}",
+        )
+        for cell in cells:
+            testcase = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"matrix.{proto}.{cell.case.kind.replace(' ', '_')}",
+                name=f"{cell.case.src.name} -> {cell.case.dst.name}",
+                time=f"{cell.duration_s:.3f}",
+            )
+            if cell.verdict != OK:
+                failure = ET.SubElement(
+                    testcase, "failure", message=f"{cell.verdict}: {cell.detail}", type=cell.verdict
+                )
+                failure.text = f"reproduce: {cell.reproduce}"
+            elif cell.flaky:
+                out = ET.SubElement(testcase, "system-out")
+                out.text = f"flaky: passed on attempt {cell.attempts}"
+    return suites
+
+
+def write_json(report: MatrixReport, path: str, extra: dict[str, Any] | None = None) -> None:
+    text = json.dumps(to_json(report, extra), indent=2) + "\n"
+    write_atomic(path, text.encode(), durable=False)
+
+
+def write_junit(report: MatrixReport, path: str) -> None:
+    root = to_junit(report)
+    ET.indent(root)
+    text = ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    write_atomic(path, text.encode(), durable=False)

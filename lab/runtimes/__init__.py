@@ -1,0 +1,1 @@
+"""What adds pods to a lab's nodes: `libcni.CniRuntime`, a small runtime modelled on libcni."""

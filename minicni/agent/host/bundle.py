@@ -1,0 +1,421 @@
+"""Install the plugin onto a host together with its own Python runtime (install mode "bundle").
+
+Kubernetes node images do not promise a Python (kind's newest have none), and where one exists it
+may be another version, or be linked against another libc. So the agent copies, from its own
+image, everything the plugin process needs under `runtime_dir` (default `/opt/minicni`):
+
+    <runtime_dir>/<version>/bin/python3          the interpreter
+    <runtime_dir>/<version>/lib/                 its shared libraries, the dynamic loader included
+    <runtime_dir>/<version>/lib/python3.X/       the standard library (+ lib-dynload)
+    <runtime_dir>/<version>/site/                minicni and pyroute2
+    <runtime_dir>/<version>/STAMP                what this version was built from
+
+and writes `<cni_bin_dir>/minicni`, a POSIX shell launcher that starts the interpreter through the
+bundled loader (`ld.so --library-path <lib>`), so the host's loader and libc are never used.
+
+Atomicity: a version is built under a temporary name in `runtime_dir` and renamed into place; the
+launcher is written to a temporary name in `cni_bin_dir` and renamed over the old one. The launcher
+names its version directory, so a plugin process that started before an upgrade keeps importing
+from the version it started with; the previous version is kept, older ones are removed.
+
+Why whole standard library instead of only what an import trace shows: pyroute2 and the plugin
+import modules lazily (per command, per error path); a trace would miss some, and the plugin would
+then fail on a node at the worst moment. Only packages a plugin can never use (tests, GUI, IDLE,
+ensurepip, ...) are left out.
+"""
+
+from __future__ import annotations
+
+import compileall
+import hashlib
+import logging
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from minicni import defaults
+from minicni.fileutil import write_atomic
+
+log = logging.getLogger(__name__)
+
+# Bumped whenever the layout or the launcher changes, so an old bundle is rebuilt.
+BUNDLE_FORMAT = 1
+PLUGIN_MODULE = "minicni"  # run as `python -m minicni`, as the "launcher" mode does
+PLUGIN_PACKAGES = ("minicni", "pyroute2")
+STAMP_NAME = "STAMP"
+
+# Top-level parts of the standard library a CNI plugin can never need.
+EXCLUDED_STDLIB = frozenset(
+    {
+        "test",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "turtle.py",
+        "ensurepip",
+        "lib2to3",
+        "pydoc_data",
+        "venv",
+        "site-packages",
+        "dist-packages",
+        "lib-dynload",
+        "__pycache__",
+    }
+)
+# Directories skipped at any depth (test suites inside packages, stale caches of other versions).
+EXCLUDED_ANY_DEPTH = frozenset({"test", "tests", "idle_test", "__pycache__"})
+# Extension modules that pull in terminal, GUI or NIS libraries the plugin never uses (_sqlite3
+# stays: `import pyroute2` imports sqlite3 for its NDB).
+EXCLUDED_EXTENSION_PREFIXES = (
+    "_tkinter",
+    "_curses",
+    "readline",
+    "_dbm",
+    "_gdbm",
+    "_test",
+    "_ctypes_test",
+    "_xxtest",
+    "xx",
+    "nis",  # NIS pulls in libnsl, libtirpc and Kerberos
+    "_crypt",
+    "spwd",
+    "ossaudiodev",
+)
+
+_LDD_LINE = re.compile(r"^\s*(?P<name>\S+)(?:\s+=>\s+(?P<path>\S.*?))?\s+\(0x[0-9a-f]+\)\s*$")
+_LDD_NOT_FOUND = re.compile(r"^\s*(?P<name>\S+)\s+=>\s+not found\s*$")
+
+
+class BundleError(RuntimeError):
+    """The runtime cannot be bundled (a library is missing, the interpreter is unusual...)."""
+
+
+@dataclass(frozen=True)
+class RuntimeSource:
+    """Where the parts of the running interpreter live (defaults: this process's interpreter)."""
+
+    executable: Path
+    stdlib: Path
+    dynload: Path
+    packages: tuple[Path, ...]
+    version: str  # "3.11"
+
+    @classmethod
+    def of_this_process(cls, packages: Sequence[str] = PLUGIN_PACKAGES) -> RuntimeSource:
+        executable = Path(getattr(sys, "_base_executable", sys.executable) or sys.executable)
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        dynload = Path(sysconfig.get_config_var("DESTSHARED") or stdlib / "lib-dynload")
+        return cls(
+            executable=executable.resolve(),
+            stdlib=stdlib,
+            dynload=dynload,
+            packages=tuple(_package_dir(name) for name in packages),
+            version=f"{sys.version_info.major}.{sys.version_info.minor}",
+        )
+
+
+def _package_dir(name: str) -> Path:
+    module = __import__(name)
+    paths = list(getattr(module, "__path__", []))
+    if not paths:
+        raise BundleError(f"{name} is not a package; cannot bundle it")
+    return Path(paths[0]).resolve()
+
+
+def install_bundle(
+    cni_bin_dir: Path,
+    runtime_dir: Path,
+    *,
+    plugin_name: str = defaults.PLUGIN_NAME,
+    source: RuntimeSource | None = None,
+) -> bool:
+    """Make `<cni_bin_dir>/<plugin_name>` run the plugin from a runtime bundled in `runtime_dir`.
+
+    `runtime_dir` must be the path under which the host sees the bundle (the DaemonSet mounts the
+    host's /opt/minicni at the same path in the agent's container). Returns True when something
+    was written, False when an up-to-date bundle and launcher were already in place.
+    """
+    source = source or RuntimeSource.of_this_process()
+    stamp = compute_stamp(source)
+    version_name = f"v{BUNDLE_FORMAT}-{stamp[:16]}"
+    version_dir = runtime_dir / version_name
+    launcher = cni_bin_dir / plugin_name
+    loader_name = _loader_name(source.executable)
+    script = render_launcher(version_dir, loader_name)
+
+    if _is_current(version_dir, stamp) and _read_bytes(launcher) == script.encode():
+        log.debug("plugin bundle %s already installed", version_dir)
+        return False
+
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    cni_bin_dir.mkdir(parents=True, exist_ok=True)
+    if not _is_current(version_dir, stamp):
+        _build_version(source, runtime_dir, version_dir, stamp)
+    write_atomic(str(launcher), script.encode(), 0o755)
+    _prune_versions(runtime_dir, keep={version_name})
+    log.info("installed plugin %s running the bundle %s", launcher, version_dir)
+    return True
+
+
+def compute_stamp(source: RuntimeSource) -> str:
+    """A digest of everything the bundle is made from; a change anywhere means a rebuild."""
+    digest = hashlib.sha256()
+    digest.update(f"format={BUNDLE_FORMAT}\nentry={PLUGIN_MODULE}\n".encode())
+    digest.update(f"python={sys.version}\n".encode())
+    for root in (source.executable, *source.packages):
+        for path in _walk_files(root):
+            info = path.stat()
+            digest.update(f"{path}|{info.st_size}|{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def render_launcher(version_dir: Path, loader_name: str) -> str:
+    """The shell launcher; it names the version directory, so it switches versions atomically."""
+    home = str(version_dir)
+    if any(char in home for char in "'\n\\") or not version_dir.is_absolute():
+        raise BundleError(f"runtime directory {home!r} must be absolute and plainly quotable")
+    return f"""#!/bin/sh
+# minicni CNI plugin launcher, written by minicni-agent (install mode "bundle").
+# Runs the plugin with the Python runtime bundled in the directory below, through that runtime's
+# own dynamic loader and libraries: the node needs no Python, and its libc does not matter.
+# Isolated mode (-I): the runtime's environment (PYTHONPATH, PYTHONHOME...) cannot reach it; the
+# module path comes from bin/python3._pth.
+home='{home}'
+exec "$home/lib/{loader_name}" --library-path "$home/lib" \\
+    "$home/bin/python3" -I -S -B -m {PLUGIN_MODULE} "$@"
+"""
+
+
+# --- building a version -------------------------------------------------------------------------
+
+
+def _build_version(source: RuntimeSource, runtime_dir: Path, version_dir: Path, stamp: str) -> None:
+    staging = Path(tempfile.mkdtemp(dir=runtime_dir, prefix=f".{version_dir.name}."))
+    try:
+        _populate(source, staging, final=version_dir)
+        (staging / STAMP_NAME).write_text(stamp + "\n")
+        staging.chmod(0o755)
+        if version_dir.exists():  # a broken or foreign leftover under our name: replace it
+            shutil.rmtree(version_dir)
+        os.rename(staging, version_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _populate(source: RuntimeSource, staging: Path, *, final: Path) -> None:
+    bin_dir, lib_dir = staging / "bin", staging / "lib"
+    stdlib_dest = lib_dir / f"python{source.version}"
+    site_dest = staging / "site"
+    for directory in (bin_dir, lib_dir, stdlib_dest, site_dest):
+        directory.mkdir(parents=True, exist_ok=True)
+
+    interpreter = bin_dir / "python3"
+    shutil.copy2(source.executable, interpreter)
+    # A ._pth file beside the interpreter fixes sys.path (relative to bin/) and turns on isolated
+    # mode: no environment variable is needed to find the standard library or the packages.
+    (bin_dir / "python3._pth").write_text(
+        f"../lib/{stdlib_dest.name}\n../lib/{stdlib_dest.name}/lib-dynload\n../site\n"
+    )
+    _copy_tree(source.stdlib, stdlib_dest, top_excluded=EXCLUDED_STDLIB)
+    for package in source.packages:
+        _copy_tree(package, site_dest / package.name, top_excluded=frozenset())
+
+    loader = _elf_interpreter(source.executable)
+    if loader is None:
+        raise BundleError(f"{source.executable} has no ELF interpreter (static build?)")
+    elves = [source.executable]
+    dynload_dest = stdlib_dest / "lib-dynload"
+    dynload_dest.mkdir()
+    for module in sorted(source.dynload.glob("*.so")):
+        if not module.name.startswith(EXCLUDED_EXTENSION_PREFIXES):
+            elves.append(module)
+
+    libraries: dict[str, Path] = {}
+    for elf in elves:
+        try:
+            needed = shared_libraries(elf, loader)
+        except BundleError as error:
+            if elf == source.executable:
+                raise
+            log.warning("leaving out %s: %s", elf.name, error)
+            continue
+        libraries.update(needed)
+        if elf != source.executable:
+            shutil.copy2(elf, dynload_dest / elf.name)
+    libraries[Path(loader).name] = Path(loader)
+    for name, path in sorted(libraries.items()):
+        shutil.copy2(path.resolve(), lib_dir / name)
+
+    _compile(stdlib_dest, final / "lib" / stdlib_dest.name)
+    _compile(site_dest, final / "site")
+
+
+def _copy_tree(src: Path, dest: Path, *, top_excluded: frozenset[str]) -> None:
+    """Copy sources and data, keeping mtimes (compiled files stay valid), skipping exclusions."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skipped = {n for n in names if n in EXCLUDED_ANY_DEPTH or n.endswith((".pyc", ".pyo"))}
+        if Path(directory) == src:
+            skipped |= {n for n in names if n in top_excluded or n.startswith("config-")}
+        return skipped
+
+    shutil.copytree(src, dest, ignore=ignore, dirs_exist_ok=True, symlinks=False)
+    _copy_valid_caches(src, dest, top_excluded)
+
+
+def _copy_valid_caches(src: Path, dest: Path, top_excluded: frozenset[str]) -> None:
+    """Reuse the source's compiled files: they match the copied sources (same size and mtime)."""
+    tag = sys.implementation.cache_tag
+    for cache in src.rglob("__pycache__"):
+        relative = cache.parent.relative_to(src)
+        if relative.parts and (
+            relative.parts[0] in top_excluded or EXCLUDED_ANY_DEPTH & set(relative.parts)
+        ):
+            continue
+        target_dir = dest / relative
+        if not target_dir.is_dir():
+            continue
+        for compiled in cache.glob(f"*.{tag}.pyc"):
+            if (target_dir / (compiled.name.split(".")[0] + ".py")).exists():
+                (target_dir / "__pycache__").mkdir(exist_ok=True)
+                shutil.copy2(compiled, target_dir / "__pycache__" / compiled.name)
+
+
+def _compile(tree: Path, recorded_as: Path) -> None:
+    """Compile what has no valid cache yet; the plugin runs with -B and never writes one."""
+    ok = compileall.compile_dir(
+        tree, quiet=2, ddir=str(recorded_as), workers=1, legacy=False, force=False
+    )
+    if not ok:
+        log.warning("some modules under %s did not compile; they will compile at import", tree)
+
+
+# --- ELF and the dynamic loader -------------------------------------------------------------------
+
+_PT_INTERP = 3
+
+
+def _elf_interpreter(path: Path) -> str | None:
+    """The PT_INTERP path of an ELF executable (its dynamic loader), or None if it has none."""
+    with path.open("rb") as handle:
+        header = handle.read(64)
+        if header[:4] != b"\x7fELF":
+            raise BundleError(f"{path} is not an ELF file")
+        is_64 = header[4] == 2
+        endian = "<" if header[5] == 1 else ">"
+        if is_64:
+            (phoff,) = struct.unpack_from(endian + "Q", header, 0x20)
+            phentsize, phnum = struct.unpack_from(endian + "HH", header, 0x36)
+        else:
+            (phoff,) = struct.unpack_from(endian + "I", header, 0x1C)
+            phentsize, phnum = struct.unpack_from(endian + "HH", header, 0x2A)
+        for index in range(phnum):
+            handle.seek(phoff + index * phentsize)
+            entry = handle.read(phentsize)
+            (p_type,) = struct.unpack_from(endian + "I", entry, 0)
+            if p_type != _PT_INTERP:
+                continue
+            if is_64:
+                (offset,) = struct.unpack_from(endian + "Q", entry, 0x08)
+                (size,) = struct.unpack_from(endian + "Q", entry, 0x20)
+            else:
+                (offset,) = struct.unpack_from(endian + "I", entry, 0x04)
+                (size,) = struct.unpack_from(endian + "I", entry, 0x10)
+            handle.seek(offset)
+            return handle.read(size).rstrip(b"\0").decode()
+    return None
+
+
+def _loader_name(executable: Path) -> str:
+    loader = _elf_interpreter(executable)
+    if loader is None:
+        raise BundleError(f"{executable} has no ELF interpreter (static build?)")
+    return Path(loader).name
+
+
+def shared_libraries(elf: Path, loader: str) -> dict[str, Path]:
+    """The shared libraries `elf` loads, name -> file, as the loader resolves them (`ld.so --list`,
+    which is what ldd runs; asking the loader itself needs no ldd script on the image)."""
+    result = subprocess.run(
+        [loader, "--list", str(elf)], capture_output=True, text=True, check=False, timeout=30
+    )
+    if result.returncode != 0:
+        raise BundleError(f"{loader} --list {elf} failed: {result.stderr.strip() or result.stdout}")
+    return parse_loader_list(result.stdout, loader)
+
+
+def parse_loader_list(output: str, loader: str) -> dict[str, Path]:
+    """Parse `ld.so --list` output; the vDSO and the loader itself are not files to copy here."""
+    libraries: dict[str, Path] = {}
+    missing = []
+    for line in output.splitlines():
+        if not line.strip() or "statically linked" in line:
+            continue
+        not_found = _LDD_NOT_FOUND.match(line)
+        if not_found:
+            missing.append(not_found["name"])
+            continue
+        match = _LDD_LINE.match(line)
+        if match is None or match["path"] is None:
+            continue  # vDSO ("linux-vdso.so.1 (0x...)") or the loader on its own line
+        path = match["path"]
+        if os.path.realpath(path) == os.path.realpath(loader):
+            continue
+        libraries[match["name"]] = Path(path)
+    if missing:
+        raise BundleError(f"libraries not found: {', '.join(missing)}")
+    return libraries
+
+
+# --- versions -------------------------------------------------------------------------------------
+
+
+def _is_current(version_dir: Path, stamp: str) -> bool:
+    return _read_bytes(version_dir / STAMP_NAME).decode(errors="replace").strip() == stamp
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _prune_versions(runtime_dir: Path, keep: set[str]) -> None:
+    versions = sorted(
+        (entry for entry in runtime_dir.iterdir() if entry.is_dir() and entry.name.startswith("v")),
+        key=lambda entry: entry.stat().st_mtime,
+        reverse=True,
+    )
+    # Keep the newest older version too: a plugin process started before this install may still
+    # be importing from it.
+    survivors = set(keep)
+    older = [v for v in versions if v.name not in keep]
+    if older:
+        survivors.add(older[0].name)
+    for entry in versions:
+        if entry.name not in survivors:
+            shutil.rmtree(entry, ignore_errors=True)
+    for leftover in runtime_dir.glob(".v*"):  # staging directories of an interrupted install
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    if root.is_file():
+        yield root
+        return
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_ANY_DEPTH)
+        for name in sorted(filenames):
+            if not name.endswith((".pyc", ".pyo")):
+                yield Path(directory) / name

@@ -1,0 +1,87 @@
+"""The pieces of the "bundle" install that need no root: reading the loader's library list, the
+ELF interpreter, and the launcher script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minicni.agent.host.bundle import (
+    BundleError,
+    _elf_interpreter,
+    parse_loader_list,
+    render_launcher,
+)
+
+LDD_OUTPUT = """\
+\tlinux-vdso.so.1 (0x00007ffd1b3f2000)
+\tlibpython3.11.so.1.0 => /usr/local/bin/../lib/libpython3.11.so.1.0 (0x00007f2d0c800000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f2d0c61e000)
+\tlibm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f2d0c53f000)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007f2d0ceb6000)
+"""
+
+
+def test_loader_list_gives_each_library_by_the_name_it_is_loaded_under() -> None:
+    libraries = parse_loader_list(LDD_OUTPUT, "/lib64/ld-linux-x86-64.so.2")
+    assert libraries == {
+        "libpython3.11.so.1.0": Path("/usr/local/bin/../lib/libpython3.11.so.1.0"),
+        "libc.so.6": Path("/lib/x86_64-linux-gnu/libc.so.6"),
+        "libm.so.6": Path("/lib/x86_64-linux-gnu/libm.so.6"),
+    }
+
+
+def test_loader_list_with_a_missing_library_names_it() -> None:
+    output = LDD_OUTPUT + "\tlibffi.so.8 => not found\n"
+    with pytest.raises(BundleError, match=r"libffi\.so\.8"):
+        parse_loader_list(output, "/lib64/ld-linux-x86-64.so.2")
+
+
+def test_elf_interpreter_of_this_python_is_a_dynamic_loader() -> None:
+    loader = _elf_interpreter(Path(sys.executable).resolve())
+    assert loader is not None and Path(loader).name.startswith("ld-")
+    assert Path(loader).exists()
+
+
+def test_elf_interpreter_refuses_a_non_elf_file(tmp_path: Path) -> None:
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(BundleError, match="not an ELF"):
+        _elf_interpreter(script)
+
+
+def test_launcher_is_valid_sh_and_runs_the_plugin_through_the_bundled_loader() -> None:
+    script = render_launcher(Path("/opt/minicni/v1-abc"), "ld-linux-x86-64.so.2")
+    assert script.startswith("#!/bin/sh\n")
+    check = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True, check=False)
+    assert check.returncode == 0, check.stderr
+    assert "home='/opt/minicni/v1-abc'" in script
+    assert '"$home/lib/ld-linux-x86-64.so.2" --library-path "$home/lib"' in script
+    assert '-I -S -B -m minicni "$@"' in script
+
+
+@pytest.mark.parametrize("bad", ["relative/dir", "/opt/it's", "/opt/a\nb"])
+def test_launcher_refuses_a_runtime_dir_it_cannot_quote(bad: str) -> None:
+    with pytest.raises(BundleError):
+        render_launcher(Path(bad), "ld.so")
+
+
+def test_a_failed_build_leaves_no_partial_version_and_no_launcher(tmp_path: Path) -> None:
+    from minicni.agent.host.bundle import RuntimeSource, install_bundle
+
+    here = RuntimeSource.of_this_process()
+    broken = RuntimeSource(
+        executable=here.executable,
+        stdlib=tmp_path / "no-such-stdlib",
+        dynload=here.dynload,
+        packages=here.packages,
+        version=here.version,
+    )
+    runtime_dir, bin_dir = tmp_path / "opt-minicni", tmp_path / "cni-bin"
+    with pytest.raises(OSError):
+        install_bundle(bin_dir, runtime_dir, source=broken)
+    assert list(runtime_dir.iterdir()) == []
+    assert not (bin_dir / "minicni").exists()

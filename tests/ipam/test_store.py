@@ -1,0 +1,261 @@
+"""The address store in a temporary directory: round robin, a full range, release, the boot sweep,
+and reservations from several processes at once."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from minicni.ipam.range import AddressRange
+from minicni.ipam.store import (
+    BOOT_ID_FILE,
+    LAST_RESERVED,
+    AddressStore,
+    RangeFullError,
+    Reservation,
+)
+
+
+def address_range(cidr: str = "10.1.0.0/29", first: str = "", last: str = "") -> AddressRange:
+    subnet = IPv4Network(cidr)
+    return AddressRange(
+        subnet=subnet,
+        first=IPv4Address(first) if first else subnet.network_address + 1,
+        last=IPv4Address(last) if last else subnet.broadcast_address - 1,
+        gateway=subnet.network_address + 1,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> AddressStore:
+    return AddressStore(str(tmp_path / "net"), boot_id="boot-1")
+
+
+def reserve(store: AddressStore, rng: AddressRange, cid: str, ifname: str = "eth0") -> Reservation:
+    with store.locked():
+        return store.reserve(rng, cid, ifname, f"/run/netns/{cid}")
+
+
+def test_first_reservation_skips_the_gateway_and_is_written_down(store: AddressStore) -> None:
+    r = reserve(store, address_range(), "c1")
+    assert r == Reservation(IPv4Address("10.1.0.2"), "c1", "eth0", "/run/netns/c1", "boot-1")
+    data = json.loads(Path(store.directory, "10.1.0.2").read_text())
+    assert data == {
+        "containerID": "c1",
+        "ifname": "eth0",
+        "netns": "/run/netns/c1",
+        "bootID": "boot-1",
+    }
+    assert Path(store.directory, LAST_RESERVED).read_text().strip() == "10.1.0.2"
+    with store.locked():
+        assert store.find("c1", "eth0") == r
+        assert store.find("c1", "eth1") is None
+        assert store.find("c2", "eth0") is None
+
+
+def test_same_owner_gets_the_same_address(store: AddressStore) -> None:
+    rng = address_range()
+    first = reserve(store, rng, "c1")
+    assert reserve(store, rng, "c1") == first
+    assert reserve(store, rng, "c1", "net1").address != first.address
+
+
+def test_round_robin_does_not_reuse_a_just_freed_address(store: AddressStore) -> None:
+    rng = address_range()
+    a = reserve(store, rng, "a").address
+    b = reserve(store, rng, "b").address
+    with store.locked():
+        store.release("a", "eth0")
+    c = reserve(store, rng, "c").address
+    assert (str(a), str(b), str(c)) == ("10.1.0.2", "10.1.0.3", "10.1.0.4")
+
+
+def test_round_robin_wraps_around(store: AddressStore) -> None:
+    rng = address_range()  # .2 .. .6 usable
+    got = [str(reserve(store, rng, f"c{i}").address) for i in range(5)]
+    assert got == ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6"]
+    with store.locked():
+        store.release("c1", "eth0")  # .3
+    assert str(reserve(store, rng, "again").address) == "10.1.0.3"
+
+
+def test_gateway_inside_range_is_never_handed_out(store: AddressStore) -> None:
+    subnet = IPv4Network("10.1.0.0/29")
+    rng = AddressRange(
+        subnet, IPv4Address("10.1.0.1"), IPv4Address("10.1.0.6"), IPv4Address("10.1.0.4")
+    )
+    got = {str(reserve(store, rng, f"c{i}").address) for i in range(rng.size)}
+    assert got == {"10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.5", "10.1.0.6"}
+
+
+def test_range_full(store: AddressStore) -> None:
+    rng = address_range()
+    for i in range(rng.size):
+        reserve(store, rng, f"c{i}")
+    with pytest.raises(RangeFullError, match=r"10\.1\.0\.1-10\.1\.0\.6"):
+        reserve(store, rng, "one-too-many")
+    with store.locked():
+        assert store.find("one-too-many", "eth0") is None
+        assert len(store.reservations()) == rng.size
+        store.release("c3", "eth0")
+    assert str(reserve(store, rng, "fits-now").address) == "10.1.0.5"
+
+
+def test_last_reserved_outside_a_changed_range_starts_at_the_beginning(
+    store: AddressStore,
+) -> None:
+    reserve(store, address_range("10.9.0.0/24"), "old")
+    assert str(reserve(store, address_range("10.1.0.0/29"), "new").address) == "10.1.0.2"
+
+
+def test_release(store: AddressStore) -> None:
+    rng = address_range()
+    r = reserve(store, rng, "c1")
+    with store.locked():
+        assert store.release("c1", "eth0") == r
+        assert store.release("c1", "eth0") is None
+        assert store.find("c1", "eth0") is None
+        assert store.reservations() == []
+    left = sorted(os.listdir(store.directory))
+    assert left == sorted(["lock", LAST_RESERVED])
+
+
+def test_release_of_unknown_owner_on_a_fresh_store(tmp_path: Path) -> None:
+    fresh = AddressStore(str(tmp_path / "never-used"), boot_id="b")
+    with fresh.locked():
+        assert fresh.release("nobody", "eth0") is None
+        assert fresh.reservations() == []
+
+
+def test_release_leaves_other_interfaces_of_the_container(store: AddressStore) -> None:
+    rng = address_range()
+    reserve(store, rng, "c1", "eth0")
+    net1 = reserve(store, rng, "c1", "net1")
+    with store.locked():
+        store.release("c1", "eth0")
+        assert store.reservations() == [net1]
+
+
+def test_release_where(store: AddressStore) -> None:
+    rng = address_range()
+    keep = reserve(store, rng, "keep")
+    for cid in ("gone-1", "gone-2"):
+        reserve(store, rng, cid)
+    with store.locked():
+        released = store.release_where(lambda r: r.container_id.startswith("gone"))
+        assert sorted(r.container_id for r in released) == ["gone-1", "gone-2"]
+        assert store.reservations() == [keep]
+        assert store.find("gone-1", "eth0") is None
+    assert not [n for n in os.listdir(store.directory) if n.startswith("owner-gone")]
+
+
+def test_boot_sweep(tmp_path: Path) -> None:
+    directory = str(tmp_path / "net")
+    live_netns = tmp_path / "live-netns"
+    live_netns.touch()
+    rng = address_range()
+    before = AddressStore(directory, boot_id="boot-old")
+    with before.locked():
+        assert before.sweep_previous_boots() == []  # first use: records the boot
+        gone = before.reserve(rng, "gone", "eth0", str(tmp_path / "deleted-netns"))
+        no_netns = before.reserve(rng, "no-netns", "eth0", "")
+        kept = before.reserve(rng, "kept", "eth0", str(live_netns))
+    assert Path(directory, BOOT_ID_FILE).read_text().strip() == "boot-old"
+
+    after = AddressStore(directory, boot_id="boot-new")
+    with after.locked():
+        current = after.reserve(rng, "current", "eth0", str(tmp_path / "not-yet-created"))
+    with after.locked():
+        released = after.sweep_previous_boots()
+        assert sorted(r.address for r in released) == sorted([gone.address, no_netns.address])
+        assert sorted(r.container_id for r in after.reservations()) == ["current", "kept"]
+        assert after.find("kept", "eth0") == kept
+        assert after.find("current", "eth0") == current
+        assert after.sweep_previous_boots() == []  # once per boot
+    assert Path(directory, BOOT_ID_FILE).read_text().strip() == "boot-new"
+
+
+def test_no_sweep_without_a_boot_id(tmp_path: Path) -> None:
+    directory = str(tmp_path / "net")
+    with AddressStore(directory, boot_id="old").locked() as old:
+        old.sweep_previous_boots()
+        old.reserve(address_range(), "c", "eth0", "/nonexistent")
+    with AddressStore(directory, boot_id="").locked() as unknown:
+        assert unknown.sweep_previous_boots() == []
+        assert len(unknown.reservations()) == 1
+
+
+def test_real_boot_id_is_read() -> None:
+    boot_id = AddressStore("/nonexistent").boot_id
+    assert boot_id == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def test_long_container_id(store: AddressStore) -> None:
+    """Container IDs have no length limit in the spec; the store must not turn one into an
+    over-long file name, nor leave a half-made reservation when it cannot write one."""
+    rng = address_range()
+    cid = "c" * 300
+    r = reserve(store, rng, cid)
+    with store.locked():
+        assert store.find(cid, "eth0") == r
+        assert store.find("c" * 299, "eth0") is None
+        assert store.release(cid, "eth0") == r
+        assert store.reservations() == []
+
+
+def test_failed_owner_link_leaves_no_reservation(
+    store: AddressStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the owner link cannot be written (disk full) the address file goes too, or it leaks."""
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "symlink", disk_full)
+    with pytest.raises(OSError), store.locked():
+        store.reserve(address_range(), "c", "eth0", "")
+    monkeypatch.undo()
+    with store.locked():
+        assert store.reservations() == []
+    assert str(reserve(store, address_range(), "c").address) == "10.1.0.2"
+
+
+# -- several processes at once ---------------------------------------------------------------
+def _reserve_many(directory: str, worker: int, count: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    store = AddressStore(directory, boot_id="b")
+    rng = address_range("10.2.0.0/24")
+    got = []
+    for i in range(count):
+        with store.locked():
+            got.append(str(store.reserve(rng, f"w{worker}-{i}", "eth0", "").address))
+    out.put(got)
+
+
+def test_concurrent_reservations_from_several_processes(tmp_path: Path) -> None:
+    directory = str(tmp_path / "net")
+    workers, each = 6, 20
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    processes = [
+        context.Process(target=_reserve_many, args=(directory, w, each, out))
+        for w in range(workers)
+    ]
+    for p in processes:
+        p.start()
+    results = [out.get(timeout=60) for _ in processes]
+    for p in processes:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    addresses = [a for got in results for a in got]
+    assert len(addresses) == workers * each
+    assert len(set(addresses)) == workers * each, "two owners got the same address"
+    store = AddressStore(directory, boot_id="b")
+    with store.locked():
+        owners = {(r.container_id, str(r.address)) for r in store.reservations()}
+    assert len(owners) == workers * each
+    assert {a for _, a in owners} == set(addresses)

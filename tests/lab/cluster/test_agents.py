@@ -1,0 +1,40 @@
+"""The agent's command line as the lab writes it: each node's own files, one value per flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab.cluster.agents import NodeFiles, agent_argv, agent_flags, nodes_document
+from lab.topology import Topology, plan
+
+LAB = plan(Topology(nodes=2, backend="vxlan", underlay="routed"), "ml1")
+
+
+def test_the_flags_name_the_nodes_own_files(tmp_path: Path) -> None:
+    node = LAB.nodes[1]
+    flags = agent_flags(LAB.topology, node, NodeFiles(tmp_path / "n2"), tmp_path / "nodes.json")
+    assert (flags["--node-name"], flags["--backend"]) == ("n2", "vxlan")
+    assert flags["--nodes-file"] == str(tmp_path / "nodes.json")
+    for flag in ("--cni-conf-dir", "--cni-bin-dir", "--state-dir", "--ipam-data-dir"):
+        assert Path(flags[flag]).parent == tmp_path / "n2", flag
+    assert flags["--plugin-log-file"].startswith(str(tmp_path / "n2"))
+
+
+def test_a_flag_the_caller_gives_replaces_the_labs_and_the_agent_runs_in_the_node() -> None:
+    node = LAB.nodes[0]
+    flags = agent_flags(LAB.topology, node, NodeFiles(Path("/w/n1")), Path("/w/nodes.json"))
+    argv = agent_argv(node, flags, ("--once", "--backend", "host-gw"))
+    assert argv[:4] == ["ip", "netns", "exec", "ml1-n1"]
+    assert argv[4].endswith("minicni-agent")
+    assert argv.count("--backend") == 1
+    assert argv[-3:] == ["--once", "--backend", "host-gw"]
+    assert all(argv.count(flag) == 1 for flag in flags)
+
+
+def test_the_nodes_file_lists_every_node_as_kubernetes_names_it() -> None:
+    assert nodes_document(LAB) == {
+        "nodes": [
+            {"name": "n1", "internalIP": "172.30.1.2", "podCIDR": "10.244.1.0/24"},
+            {"name": "n2", "internalIP": "172.30.2.2", "podCIDR": "10.244.2.0/24"},
+        ]
+    }

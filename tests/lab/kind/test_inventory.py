@@ -1,0 +1,45 @@
+"""The matrix's endpoints on a kind cluster, read from `kubectl get pods -o json`."""
+
+from __future__ import annotations
+
+from lab.kind.inventory import inventory_from, short_node_name
+
+
+def _pod(
+    name: str, node: str, ip: str | None, probe: str, role: str, phase: str = "Running"
+) -> dict[str, object]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "minicni-e2e",
+            "labels": {"minicni.dev/probe": probe, "minicni.dev/probe-role": role},
+        },
+        "spec": {"nodeName": node},
+        "status": {"phase": phase, "podIP": ip},
+    }
+
+
+def test_inventory_has_two_pods_and_the_node_per_node_in_order() -> None:
+    pods = {
+        "items": [
+            _pod("probe-host-x", "mc-worker", "172.18.0.3", "probe-host", "node"),
+            _pod("probe-b-1", "mc-worker", "10.244.1.3", "probe-b", "pod"),
+            _pod("probe-a-1", "mc-worker", "10.244.1.2", "probe-a", "pod"),
+            _pod("probe-a-0", "mc-control-plane", "10.244.0.2", "probe-a", "pod"),
+            _pod("probe-a-9", "mc-ghost", None, "probe-a", "pod", phase="Pending"),
+        ]
+    }
+    inventory = inventory_from(pods, cluster_name="mc")
+    assert [(e.name, e.kind, e.ip) for e in inventory.endpoints] == [
+        ("control-plane/a", "pod", "10.244.0.2"),
+        ("worker/a", "pod", "10.244.1.2"),
+        ("worker/b", "pod", "10.244.1.3"),
+        ("worker", "node", "172.18.0.3"),
+    ]
+    assert inventory.endpoints[-1].handle == "minicni-e2e/probe-host-x"
+    assert inventory.endpoints[-1].node == "mc-worker"
+
+
+def test_short_node_name_drops_the_cluster_prefix_only() -> None:
+    assert short_node_name("minicni-e2e-worker2", "minicni-e2e") == "worker2"
+    assert short_node_name("node-1", "minicni-e2e") == "node-1"

@@ -1,0 +1,12 @@
+"""A small inventory the matrix tests share: two nodes, two pods on n1, one on n2."""
+
+from __future__ import annotations
+
+from lab.matrix.executors import NODE, POD, Endpoint, Inventory
+
+N1 = Endpoint("n1", NODE, "n1", "172.30.0.11", "ml1-n1")
+N2 = Endpoint("n2", NODE, "n2", "172.30.0.12", "ml1-n2")
+P10 = Endpoint("n1/p0", POD, "n1", "10.244.1.2", "ml1-n1p0")
+P11 = Endpoint("n1/p1", POD, "n1", "10.244.1.3", "ml1-n1p1")
+P20 = Endpoint("n2/p0", POD, "n2", "10.244.2.2", "ml1-n2p0")
+INVENTORY = Inventory.build([N1, N2, P10, P11, P20])

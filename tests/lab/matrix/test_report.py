@@ -1,0 +1,92 @@
+"""Report rendering: grids, wrong-cell lines with a reproduce command, JSON and JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from lab.matrix.cases import Case, CellResult, MatrixReport, Observation, case_kind
+from lab.matrix.executors import NODE, POD, Endpoint, Inventory
+from lab.matrix.report import render, render_grid, to_json, write_json, write_junit
+
+N1 = Endpoint("n1", NODE, "n1", "172.30.0.11", "ml1-n1")
+P10 = Endpoint("n1/p0", POD, "n1", "10.244.1.2", "ml1-n1p0")
+P20 = Endpoint("n2/p0", POD, "n2", "10.244.2.2", "ml1-n2p0")
+INVENTORY = Inventory.build([N1, P10, P20])
+
+
+def cell(
+    src: Endpoint, dst: Endpoint, verdict: str, attempts: int = 1, proto: str = "tcp"
+) -> CellResult:
+    case = Case(case_kind(src, dst) or "", proto, src, dst, 31000)
+    observation = Observation({"local": src.ip, "reply": verdict == "."}, {"observed_src": src.ip})
+    detail = "" if verdict == "." else "the probe never arrived"
+    return CellResult(case, verdict, detail, attempts, observation, 0.25, reproduce="recv & send")
+
+
+def report() -> MatrixReport:
+    cells = [
+        cell(N1, P10, "."),
+        cell(N1, P20, "X"),
+        cell(P10, N1, "."),
+        cell(P10, P20, "N"),
+        cell(P20, N1, "!"),
+        cell(P20, P10, ".", attempts=2),
+    ]
+    return MatrixReport(INVENTORY, ("tcp",), cells, duration_s=1.5)
+
+
+def test_grid_rows_are_sources_columns_destinations() -> None:
+    grid = render_grid(report(), "tcp").splitlines()
+    assert grid[0].split() == ["TCP", "|", "n1", "n1/p0", "n2/p0"]
+    assert grid[2].split() == ["n1", "|", "-", ".", "X"]
+    assert grid[3].split() == ["n1/p0", "|", ".", "-", "N"]
+    assert grid[4].split() == ["n2/p0", "|", "!", ".", "-"]
+
+
+def test_render_lists_each_wrong_cell_with_a_reproduce_command_and_the_flaky_ones() -> None:
+    text = render(report())
+    wrong = [line for line in text.splitlines() if line[:2] in ("X ", "N ", "! ")]
+    assert wrong == [
+        "X tcp n1 -> n2/p0 (node->pod other node): the probe never arrived",
+        "N tcp n1/p0 -> n2/p0 (pod->pod other node): the probe never arrived",
+        "! tcp n2/p0 -> n1 (pod->other node): the probe never arrived",
+    ]
+    assert text.count("reproduce: recv & send") == 3
+    assert "n2/p0 -> n1/p0 (2 attempts)" in text
+    assert text.splitlines()[-1] == "FAIL: 6 cells (3 ., 1 X, 1 N, 1 !), 1 flaky in 1.5 s"
+
+
+def test_json_has_every_cell_and_the_counts(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "matrix.json"
+    write_json(report(), str(path), {"lab": "ml1"})
+    data = json.loads(path.read_text())
+    assert data["lab"] == "ml1"
+    assert data["ok"] is False
+    assert data["counts"] == {".": 3, "X": 1, "N": 1, "!": 1, "-": 0}
+    assert len(data["cells"]) == 6
+    flaky = [c for c in data["cells"] if c["flaky"]]
+    assert [(c["src"], c["dst"], c["attempts"]) for c in flaky] == [("n2/p0", "n1/p0", 2)]
+    assert data["grids"]["tcp"][2].split() == ["n1", "|", "-", ".", "X"]
+
+
+def test_a_passing_report_says_pass() -> None:
+    passing = MatrixReport(INVENTORY, ("tcp",), [cell(N1, P10, ".")], 0.5)
+    assert to_json(passing)["ok"] is True
+    assert render(passing).splitlines()[-1] == "PASS: 1 cells (1 .) in 0.5 s"
+
+
+def test_junit_has_one_suite_per_protocol_and_a_failure_per_wrong_cell(tmp_path: Path) -> None:
+    cells = [*report().cells, cell(N1, P10, ".", proto="udp")]
+    path = tmp_path / "matrix.xml"
+    write_junit(MatrixReport(INVENTORY, ("tcp", "udp"), cells, 2.0), str(path))
+    root = ET.parse(path).getroot()
+    suites = root.findall("testsuite")
+    assert [(s.get("tests"), s.get("failures")) for s in suites] == [("6", "3"), ("1", "0")]
+    failures = root.findall(".//failure")
+    assert sorted(f.get("type") for f in failures) == ["!", "N", "X"]
+    assert all((f.text or "").startswith("reproduce: ") for f in failures)
+    names = [t.get("name") for t in root.iter("testcase")]
+    assert "n1 -> n2/p0" in names
+    assert any("flaky" in (o.text or "") for o in root.iter("system-out"))

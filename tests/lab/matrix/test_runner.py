@@ -1,0 +1,111 @@
+"""The runner drives real probe processes over 127.0.0.1 through an executor that runs them
+locally: no root, no namespace, traffic only on loopback."""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Sequence
+
+from lab.matrix.cases import NATED, NOT_APPLICABLE, OK, PROBE_ERROR, UNREACHABLE, build_cases
+from lab.matrix.executors import POD, Endpoint, Inventory
+from lab.matrix.runner import MatrixRunner
+
+
+class LoopbackExecutor:
+    """Runs probes right here, receivers listening on 127.0.0.1 only. `break_port` makes every
+    receiver listen elsewhere (the probe never arrives); `recv_error` makes receivers fail."""
+
+    def __init__(self, break_port: bool = False, recv_error: bool = False) -> None:
+        self.break_port = break_port
+        self.recv_error = recv_error
+
+    def command(self, endpoint: Endpoint, argv: Sequence[str]) -> list[str]:
+        argv = list(argv)
+        if argv[0] == "recv":
+            argv += ["--bind", "127.0.0.1"]
+            if self.break_port:
+                argv[argv.index("--port") + 1] = str(int(argv[argv.index("--port") + 1]) + 1)
+            if self.recv_error:
+                argv += ["--bind", "192.0.2.1"]  # not an address of this host: bind fails
+        return [sys.executable, "-m", "lab.probes", *argv]
+
+
+def loopback_inventory(src_ip: str) -> Inventory:
+    return Inventory.build(
+        [
+            Endpoint("a/p0", POD, "a", src_ip, "-"),
+            Endpoint("b/p0", POD, "b", "127.0.0.1", "-"),
+        ]
+    )
+
+
+def run_loopback(executor: LoopbackExecutor, src_ip: str = "127.0.0.1", retries: int = 0):  # type: ignore[no-untyped-def]
+    inventory = loopback_inventory(src_ip)
+    cases = [
+        c
+        for c in build_cases(inventory, ["tcp", "udp"], port_base=random.randint(40000, 60000))
+        if c.dst.name == "b/p0"
+    ]
+    runner = MatrixRunner(executor, timeout=0.5, retries=retries, workers=4)
+    return runner.run(inventory, cases)
+
+
+def test_runner_ok_over_loopback() -> None:
+    report = run_loopback(LoopbackExecutor())
+    assert [c.verdict for c in report.cells] == [OK, OK]
+    assert report.ok
+    assert all(c.observation.receiver["observed_src"] == "127.0.0.1" for c in report.cells)  # type: ignore[index]
+
+
+def test_runner_sees_a_wrong_source_as_nat() -> None:
+    # the pod claims 127.0.0.2 but the probe leaves from 127.0.0.1: exactly what NAT looks like
+    report = run_loopback(LoopbackExecutor(), src_ip="127.0.0.2")
+    assert [c.verdict for c in report.cells] == [NATED, NATED]
+    assert not report.ok
+
+
+def test_runner_sees_a_lost_probe_as_unreachable_and_retries_it() -> None:
+    report = run_loopback(LoopbackExecutor(break_port=True), retries=1)
+    assert [c.verdict for c in report.cells] == [UNREACHABLE, UNREACHABLE]
+    assert [c.attempts for c in report.cells] == [2, 2]
+    assert all("reproduce" not in c.detail and c.reproduce for c in report.cells)
+
+
+def test_runner_reports_a_probe_that_cannot_run_as_an_error() -> None:
+    report = run_loopback(LoopbackExecutor(recv_error=True))
+    assert [c.verdict for c in report.cells] == [PROBE_ERROR, PROBE_ERROR]
+    assert "receiver" in report.cells[0].detail
+
+
+class FlakyExecutor(LoopbackExecutor):
+    """Breaks the first attempt of every cell only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def command(self, endpoint: Endpoint, argv: Sequence[str]) -> list[str]:
+        port = argv[list(argv).index("--port") + 1]
+        self.break_port = argv[0] == "recv" and port not in self.seen
+        if argv[0] == "recv":
+            self.seen.add(port)
+        return super().command(endpoint, argv)
+
+
+def test_a_cell_that_passes_on_retry_is_ok_and_flaky() -> None:
+    inventory = loopback_inventory("127.0.0.1")
+    cases = [c for c in build_cases(inventory, ["udp"], port_base=random.randint(40000, 60000))]
+    report = MatrixRunner(FlakyExecutor(), timeout=0.5, retries=2, workers=1).run(
+        inventory, cases[:1]
+    )
+    (cell,) = report.cells
+    assert (cell.verdict, cell.attempts, cell.flaky) == (OK, 2, True)
+    assert report.flaky() == [cell]
+
+
+def test_report_lookup_of_missing_cells_is_not_applicable() -> None:
+    report = run_loopback(LoopbackExecutor())
+    a, b = report.inventory.endpoints
+    assert report.verdict("tcp", a, b) == OK
+    assert report.verdict("icmp", a, b) == NOT_APPLICABLE

@@ -1,0 +1,136 @@
+"""Topology as data: derived names and addresses, validation, YAML loading."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from lab.topology import IFNAMSIZ, Topology, TopologyError, load_topology, new_lab_id, plan
+
+
+def test_default_cluster_is_three_nodes_with_two_pods_each() -> None:
+    lab = plan(Topology(), "mlab12")
+    assert [n.name for n in lab.nodes] == ["n1", "n2", "n3"]
+    assert [p.name for p in lab.pods] == ["n1/p0", "n1/p1", "n2/p0", "n2/p1", "n3/p0", "n3/p1"]
+    assert [n.pod_cidr for n in lab.nodes] == ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]
+
+
+def test_l2_nodes_share_one_segment_and_routed_nodes_each_have_their_own() -> None:
+    l2 = plan(Topology(underlay="l2"), "ml1")
+    assert {ipaddress.ip_interface(f"{n.ip}/{n.prefixlen}").network for n in l2.nodes} == {
+        ipaddress.ip_network("172.30.0.0/24")
+    }
+    assert l2.fabric_netns == "ml1-sw"
+    routed = plan(Topology(underlay="routed", backend="vxlan"), "ml1")
+    networks = {ipaddress.ip_interface(f"{n.ip}/{n.prefixlen}").network for n in routed.nodes}
+    assert len(networks) == 3
+    for node in routed.nodes:
+        assert ipaddress.ip_address(node.gateway) in ipaddress.ip_network(f"{node.ip}/24", False)
+    assert routed.fabric_netns == "ml1-rt"
+
+
+def test_underlay_segment_picks_the_subnets() -> None:
+    l2 = plan(Topology(underlay_cidr="192.168.0.0/16", underlay_segment=50), "ml1")
+    assert (l2.nodes[0].ip, l2.nodes[0].gateway) == ("192.168.50.11", "192.168.50.1")
+    routed = Topology(
+        underlay="routed", backend="vxlan", underlay_cidr="192.168.0.0/16", underlay_segment=60
+    )
+    assert [n.ip for n in plan(routed, "ml1").nodes] == [
+        "192.168.61.2",
+        "192.168.62.2",
+        "192.168.63.2",
+    ]
+    with pytest.raises(TopologyError, match="too few /24"):
+        Topology(underlay="routed", backend="vxlan", underlay_segment=253)
+
+
+def test_extra_pods_and_an_outsider_are_named_like_the_rest() -> None:
+    lab = plan(Topology(pods_per_node=1), "ml1")
+    assert lab.pod("n1", "p0") == lab.pods[0]
+    extra = lab.pod("n2", "pa")
+    assert (extra.netns, extra.container_id) == ("ml1-n2pa", "ml1-n2-pa")
+    outsider = lab.outsider()
+    assert (outsider.netns, outsider.ip, outsider.peer) == ("ml1-ext", "172.30.0.200", "ext-up")
+    with pytest.raises(TopologyError, match="taken"):
+        lab.outsider(host=11)
+    with pytest.raises(TopologyError, match="longer"):
+        lab.pod("n1", "much-too-long")
+    with pytest.raises(TopologyError, match="l2"):
+        plan(Topology(underlay="routed", backend="vxlan"), "ml1").outsider()
+
+
+def test_every_name_fits_an_interface_name_even_for_the_largest_lab() -> None:
+    lab = plan(Topology(nodes=99, pods_per_node=99), "mlffff")
+    names = lab.all_netns() + [n.peer for n in lab.nodes]
+    assert max(len(name) for name in names) <= IFNAMSIZ
+    assert len(set(lab.all_netns())) == len(lab.all_netns())
+
+
+def test_names_of_two_labs_never_collide() -> None:
+    first, second = plan(Topology(), "mla"), plan(Topology(), "mlb")
+    assert not set(first.all_netns()) & set(second.all_netns())
+    assert all(name.startswith("mla-") for name in first.all_netns())
+
+
+def test_lab_ids_are_short_and_random() -> None:
+    ids = {new_lab_id() for _ in range(50)}
+    assert len(ids) > 40
+    assert all(len(i) == 6 and i.startswith("ml") for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"nodes": 0}, "nodes"),
+        ({"backend": "flannel"}, "backend"),
+        ({"underlay": "wan"}, "underlay"),
+        ({"underlay": "routed", "backend": "host-gw"}, "L2"),
+        ({"cluster_cidr": "172.30.0.0/16"}, "overlap"),
+        ({"cluster_cidr": "10.0.0.0/23", "nodes": 3}, "too few"),
+        ({"cluster_cidr": "fd00::/64"}, "IPv4"),
+        ({"mtu": 500}, "mtu"),
+        ({"rp_filter": 3}, "rp_filter"),
+    ],
+)
+def test_unbuildable_topologies_are_refused_with_the_reason(
+    values: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TopologyError, match=message):
+        Topology.from_mapping(values)
+
+
+def test_reference_plugins_may_use_a_routed_underlay_because_the_lab_routes() -> None:
+    Topology(underlay="routed", backend="host-gw", plugin="reference")
+
+
+def test_bad_lab_ids_are_refused() -> None:
+    with pytest.raises(TopologyError):
+        plan(Topology(), "much-too-long-id")
+
+
+def test_yaml_file_with_dashed_keys(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text("nodes: 2\npods-per-node: 3\nbackend: vxlan\nunderlay: routed\n")
+    topology = load_topology(str(path))
+    assert (topology.nodes, topology.pods_per_node, topology.backend) == (2, 3, "vxlan")
+
+
+def test_yaml_unknown_keys_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text("nodes: 2\npods: 3\n")
+    with pytest.raises(TopologyError, match="pods"):
+        load_topology(str(path))
+
+
+def test_topology_round_trips_through_a_mapping() -> None:
+    topology = Topology(nodes=4, forward_drop=True)
+    assert Topology.from_mapping(topology.to_mapping()) == topology
+
+
+def test_shipped_topology_files_load() -> None:
+    folder = Path(__file__).resolve().parents[2] / "lab" / "topologies"
+    loaded = {path.name: load_topology(str(path)) for path in folder.glob("*.yaml")}
+    assert loaded["default.yaml"] == Topology()
+    assert loaded["vxlan-routed.yaml"].underlay == "routed"
