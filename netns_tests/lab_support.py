@@ -22,7 +22,7 @@ from lab.matrix.executors import POD, Endpoint, Inventory, NetnsExecutor
 from lab.matrix.report import render
 from lab.matrix.runner import MatrixRunner
 from lab.topology import LabPlan, NodePlan, Topology, new_lab_id, plan
-from minicni.agent.routes import RTPROT_MINICNI
+from minicni.defaults import ROUTE_PROTOCOL as RTPROT_MINICNI
 from minicni.net import netns
 
 Expectation = Callable[[str, Endpoint, Endpoint], str]

@@ -151,6 +151,9 @@ class StaticFileSource:
 
     def fetch(self) -> list[NodeEntry]:
         self._seen = self._signature()
+        # Before reading: when the file turns out unusable, the end of a grace must still be one
+        # change, not a change on every poll.
+        self._drop_expired()
         text = read_bounded(self.path)
         try:
             entries = entries_from_document(parse_document(text))
@@ -174,11 +177,16 @@ class StaticFileSource:
                     self.path,
                     self.vanish_grace,
                 )
-        for name, (_, deadline) in list(self._vanished.items()):
-            if name in listed or deadline <= now:
-                del self._vanished[name]
+        for name in [name for name in self._vanished if name in listed]:
+            del self._vanished[name]
+        self._drop_expired()
         self._listed = listed
         return [entry for entry, _ in self._vanished.values()]
+
+    def _drop_expired(self) -> None:
+        now = time.monotonic()
+        for name in [name for name, (_, deadline) in self._vanished.items() if deadline <= now]:
+            del self._vanished[name]
 
     def _grace_ended(self) -> bool:
         return any(deadline <= time.monotonic() for _, deadline in self._vanished.values())

@@ -135,3 +135,21 @@ def test_a_node_back_within_the_grace_was_never_gone(tmp_path: Path) -> None:
 
 def test_the_default_grace_is_short(tmp_path: Path) -> None:
     assert 1 <= static_file.VANISH_GRACE_SECONDS <= 10
+
+
+def test_an_unreadable_file_after_the_grace_does_not_spin_the_loop(tmp_path: Path) -> None:
+    """The end of a grace is one change, not a change forever while the file stays broken."""
+    path = tmp_path / "nodes.json"
+    path.write_text(json.dumps({"nodes": [N1, N2]}))
+    source = StaticFileSource(path, vanish_grace=0.2)
+    source.fetch()
+    path.write_text(json.dumps({"nodes": [N1]}))
+    source.fetch()
+    time.sleep(0.3)
+    path.write_text("{ broken")
+    assert source.wait(1, threading.Event()) is True  # the grace ended, and the file changed
+    with pytest.raises(SourceError):
+        source.fetch()
+    started = time.monotonic()
+    assert source.wait(0.6, threading.Event()) is False
+    assert time.monotonic() - started >= 0.5
