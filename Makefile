@@ -88,3 +88,11 @@ killpoints: setup ## kill -9 at every syscall of ADD (3 node states) and DEL, th
 .PHONY: bench-agent
 bench-agent: setup ## minicni-agent: reconcile 1,000 and 5,000 nodes in a namespace (run as root)
 	$(BIN)/python -m lab.bench.agent
+
+.PHONY: bench-node-source
+bench-node-source: setup ## the Kubernetes node source: lists of 5,000 13.5 KB Nodes (memory, CPU, time)
+	$(BIN)/python -m lab.bench.node_source
+
+.PHONY: bench-firewall-read
+bench-firewall-read: setup ## reading our iptables chains beside 25,000 kube-proxy rules (run as root)
+	$(BIN)/python -m lab.bench.firewall_read

@@ -298,14 +298,14 @@ def _assert_nothing_leaked_to_root(fake: FakeNode) -> None:
 
 
 @pytest.fixture
-def agent_cluster(tmp_path: Path) -> Iterator[Callable[[str], AgentCluster]]:
+def agent_cluster(tmp_path: Path) -> Iterator[Callable[..., AgentCluster]]:
     """Builds three node namespaces on an "l2" or "routed" underlay, agents not started (the test
     runs them); each cluster is removed with everything in it even when the test fails."""
     labs: list[NetnsLab] = []
 
-    def build(underlay: str) -> AgentCluster:
+    def build(underlay: str, nodes: int = 3) -> AgentCluster:
         lab = NetnsLab(
-            plan(agent_topology(underlay), new_lab_id()),
+            plan(agent_topology(underlay, nodes), new_lab_id()),
             str(tmp_path / "labs"),
             start_agents=False,
         )

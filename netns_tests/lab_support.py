@@ -22,7 +22,7 @@ from lab.matrix.executors import POD, Endpoint, Inventory, NetnsExecutor
 from lab.matrix.report import render
 from lab.matrix.runner import MatrixRunner
 from lab.topology import LabPlan, NodePlan, Topology, new_lab_id, plan
-from minicni.defaults import ROUTE_PROTOCOL as RTPROT_MINICNI
+from minicni.defaults import ROUTE_PROTOCOL
 from minicni.net import netns
 
 Expectation = Callable[[str, Endpoint, Endpoint], str]
@@ -191,9 +191,17 @@ class AgentCluster:
         """Replace the nodes file the agents read (a string is written as it is)."""
         self.lab.write_nodes(entries if isinstance(entries, str) else {"nodes": entries})
 
-    def add_pod(self, node: ClusterNode, role: str) -> ClusterPod:
+    def add_pod(
+        self,
+        node: ClusterNode,
+        role: str,
+        capability_args: dict[str, Any] | None = None,
+        check: bool = True,
+    ) -> ClusterPod:
+        """`capability_args`: what the runtime passes as CapabilityArgs (e.g. portMappings)."""
         pod = self.lab.lab.pod(node.name, role)
-        return ClusterPod(node, pod.netns, pod.container_id, self.lab.add_pod(pod))
+        address = self.lab.add_pod(pod, capability_args, check)
+        return ClusterPod(node, pod.netns, pod.container_id, address)
 
     def add_outsider(self) -> str:
         """A host on the segment that is not a node: 'outside the cluster' (192.168.50.200)."""
@@ -205,7 +213,7 @@ class AgentCluster:
             names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
             found = {}
             for route in ipr.route("dump", table=254):
-                if route["proto"] != RTPROT_MINICNI:
+                if route["proto"] != ROUTE_PROTOCOL:
                     continue
                 dst = f"{route.get('dst')}/{route['dst_len']}"
                 found[dst] = {

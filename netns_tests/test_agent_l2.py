@@ -168,12 +168,12 @@ def test_background_agents_follow_the_nodes_file(cluster: AgentCluster) -> None:
 
 def test_health_endpoints(cluster: AgentCluster) -> None:
     n1 = cluster.nodes[0]
-    cluster.start_agent(n1, "--health-addr", "127.0.0.1:9099")
+    cluster.start_agent(n1, "--health-addr", "127.0.0.1:28109")
     path = netns.path_of(n1.ns)
 
     def get(url: str) -> tuple[int, str]:
         with netns.enter(path):
-            connection = http.client.HTTPConnection("127.0.0.1", 9099, timeout=2)
+            connection = http.client.HTTPConnection("127.0.0.1", 28109, timeout=2)
             connection.connect()  # the socket is made inside the node's namespace
         try:
             connection.request("GET", url)

@@ -10,18 +10,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from minicni.net import netns
-from minicni.net.rtnl import (
+from minicni.net.rtnl import Rtnl, open_route_socket
+from minicni.net.wire import (
     NLM_F_CREATE,
     NLM_F_EXCL,
     RTM_DELLINK,
     RTM_GETLINK,
     RTM_NEWLINK,
-    Rtnl,
-    open_route_socket,
+    NetlinkError,
 )
 from netns_tests.conftest import unique_name
 
@@ -132,3 +131,56 @@ def test_an_error_carries_the_kernels_explanation(namespace: str) -> None:
         client.request(request, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
     assert raised.value.code == errno.EOPNOTSUPP
     assert "Unknown device type" in str(raised.value)
+
+
+def test_a_batch_of_routes_is_acked_one_by_one_and_dumped_back_typed(namespace: str) -> None:
+    """More routes than one datagram holds, on a strict socket with the agent's receive buffer:
+    each request gets its own outcome, and the typed dump (filtered by protocol in the kernel)
+    reads back exactly what `ip` shows."""
+    from ipaddress import IPv4Address, IPv4Network
+
+    from minicni.net import links, routes, wire
+    from minicni.net.addresses import address_request
+
+    count = 1200  # three datagrams
+    with netns.enter(netns.path_of(namespace)):
+        client = Rtnl(strict=True, receive_buffer=1 << 20)
+    with client:
+        peer = links.link_request(name="d1")  # brought up once it exists
+        info = {"attrs": [("VETH_INFO_PEER", peer)]}
+        pair = links.link_request(
+            name="d0",
+            up=True,
+            linkinfo={"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", info)]},
+        )
+        client.request(pair, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
+        link, far = links.find_link(client, "d0"), links.find_link(client, "d1")
+        assert link is not None and far is not None
+        client.request(links.link_request(far.index, up=True), RTM_NEWLINK)
+        client.request(
+            address_request(link.index, "192.168.77.1", 24), wire.RTM_NEWADDR, NLM_F_CREATE
+        )
+        wanted = [IPv4Network(f"10.{i // 250}.{i % 250}.0/24") for i in range(count)]
+        requests = [
+            (
+                routes.route_request(
+                    dst, IPv4Address("192.168.77.2"), table=254, protocol=109, oif=link.index
+                ),
+                wire.RTM_NEWROUTE,
+                wire.CREATE_NEW,
+            )
+            for dst in [*wanted, wanted[0]]  # the last one again: EEXIST, for it alone
+        ]
+        outcomes = client.batch(requests)
+        dumped = routes.dump_routes(client, protocol=109)
+    *added, again = outcomes
+    assert added == [None] * count
+    assert again is not None and again.code == errno.EEXIST
+    assert sorted(r.dst for r in dumped) == sorted(wanted)
+    shown = subprocess.run(
+        ["ip", "-n", namespace, "-j", "route", "show", "proto", "109"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert len(json.loads(shown.stdout)) == count

@@ -27,7 +27,7 @@ KUBERNETES_VERSIONS = ("1.32.0", kubernetes_validate.latest_version())
 AGENT_FLAGS = {
     "node-name", "cluster-cidr", "backend", "nodes-file", "kubeconfig", "cni-conf-dir",
     "cni-bin-dir", "state-dir", "health-addr", "resync-seconds", "once", "ipam-data-dir",
-    "plugin-install", "plugin-dir", "plugin-log-file",
+    "plugin-install", "plugin-dir", "plugin-log-file", "cni-exclusive", "install-only",
 }  # fmt: skip
 
 
@@ -58,6 +58,23 @@ def test_manifests_validate_strictly_against_kubernetes_schemas(path: Path, vers
         kubernetes_validate.validate(doc, version, strict=True)
 
 
+def test_role_grants_only_reading_the_two_config_maps_that_say_the_pod_cidr() -> None:
+    (role,) = by_kind(AGENT, "Role")
+    assert role["metadata"]["namespace"] == "kube-system"
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["kubeadm-config", "kube-proxy"],
+            "verbs": ["get"],
+        }
+    ]
+    (binding,) = by_kind(AGENT, "RoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "minicni"}  # fmt: skip
+    assert binding["subjects"][0]["name"] == "minicni"
+
+
 def test_cluster_role_grants_only_reading_nodes_and_patching_their_status() -> None:
     (role,) = by_kind(AGENT, "ClusterRole")
     granted = {
@@ -82,10 +99,11 @@ def test_cluster_role_grants_only_reading_nodes_and_patching_their_status() -> N
     assert agent_daemonset()["spec"]["template"]["spec"]["serviceAccountName"] == "minicni"
 
 
-def test_agent_runs_on_every_node_in_the_host_network_as_a_critical_pod() -> None:
+def test_agent_runs_on_every_linux_node_in_the_host_network_as_a_critical_pod() -> None:
     daemonset = agent_daemonset()
     spec = daemonset["spec"]["template"]["spec"]
     assert daemonset["metadata"]["namespace"] == "kube-system"
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}  # not on Windows nodes
     assert spec["hostNetwork"] is True
     assert spec["priorityClassName"] == "system-node-critical"
     assert {"operator": "Exists"} in spec["tolerations"]  # every taint, every effect
@@ -141,16 +159,41 @@ def test_agent_environment_matches_the_agent_parser() -> None:
         assert flag in known, f"{item['name']} has no {flag} in minicni-agent"
 
 
-def test_health_probes_hit_the_port_the_agent_serves() -> None:
+def test_health_probes_hit_the_loopback_address_the_agent_serves() -> None:
     container = agent_container()
     env = {item["name"]: item.get("value") for item in container["env"]}
-    port = int(env["MINICNI_HEALTH_ADDR"].rpartition(":")[2])
-    (declared,) = container["ports"]
-    assert declared["containerPort"] == port
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": declared["name"]}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": declared["name"]}
-    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    host, _, port = env["MINICNI_HEALTH_ADDR"].rpartition(":")
+    assert host == "127.0.0.1"  # /metrics is not open on the node's interfaces
+    assert "ports" not in container  # nothing listens on the node's addresses
+    probe = {"host": "127.0.0.1", "port": int(port)}
+    assert container["livenessProbe"]["httpGet"] == {**probe, "path": "/healthz"}
+    assert container["readinessProbe"]["httpGet"] == {**probe, "path": "/readyz"}
+    assert container["startupProbe"]["httpGet"] == {**probe, "path": "/healthz"}
     assert set(container["resources"]["requests"]) == {"cpu", "memory"}
+
+
+def test_an_init_container_installs_with_only_the_capability_writing_needs() -> None:
+    spec = agent_daemonset()["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    assert init["args"] == ["--install-only"]
+    assert init["image"] == agent_container()["image"]
+    assert init["env"] == agent_container()["env"]  # the same settings: the same conflist
+    security = init["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}
+    assert security["allowPrivilegeEscalation"] is False
+    mounts = {m["mountPath"] for m in init["volumeMounts"]}
+    assert {"/opt/cni/bin", "/etc/cni/net.d", "/opt/minicni"} <= mounts
+
+
+def test_an_image_that_is_not_there_fails_at_once_and_the_manifest_says_how_to_load_it() -> None:
+    """The image is not published: Never gives ErrImageNeverPull instead of a pull retried in
+    ImagePullBackOff, and the header says what to build and load."""
+    spec = agent_daemonset()["spec"]["template"]["spec"]
+    for container in spec["containers"] + spec["initContainers"]:
+        assert container["imagePullPolicy"] == "Never"
+    header = AGENT.read_text().split("apiVersion:", 1)[0]
+    assert "make image" in header and "kind load image-archive" in header
+    assert "ctr -n k8s.io images import" in header
 
 
 def test_kind_config_has_no_cni_one_control_plane_two_workers_and_a_pod_subnet() -> None:
@@ -163,7 +206,7 @@ def test_kind_config_has_no_cni_one_control_plane_two_workers_and_a_pod_subnet()
     roles = [node["role"] for node in config["nodes"]]
     assert sorted(roles) == ["control-plane", "worker", "worker"]
     env = {item["name"]: item.get("value") for item in agent_container()["env"]}
-    assert ipaddress.IPv4Network(env["MINICNI_CLUSTER_CIDR"]) == pod_subnet
+    assert env["MINICNI_CLUSTER_CIDR"] == "auto"  # read from the cluster, cannot disagree
 
 
 def test_probe_workloads_put_two_pods_and_a_host_network_pod_on_every_node() -> None:

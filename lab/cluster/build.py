@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -215,10 +216,14 @@ class NetnsLab:
             endpoints.append(Endpoint(pod.name, POD, pod.node, ip, pod.netns))
         return Inventory.build(endpoints, name=self.lab.lab_id)
 
-    def add_pod(self, pod: PodPlan) -> str:
-        """One more pod on a lab that is up (`LabPlan.pod` names it): its address."""
+    def add_pod(
+        self, pod: PodPlan, capability_args: Mapping[str, Any] | None = None, check: bool = True
+    ) -> str:
+        """One more pod on a lab that is up (`LabPlan.pod` names it): its address.
+        `capability_args`: what the runtime passes as libcni CapabilityArgs (portMappings);
+        `check`: CHECK after ADD (containerd never does)."""
         self._create_pod_namespace(pod)
-        return self._attach_pod(pod)
+        return self._attach_pod(pod, capability_args, check)
 
     def _create_pod_namespace(self, pod: PodPlan) -> None:
         with self._state_lock:
@@ -226,11 +231,14 @@ class NetnsLab:
         self._create_namespace(pod.netns)
         fabric.bring_up_loopback(pod.netns)
 
-    def _attach_pod(self, pod: PodPlan) -> str:
+    def _attach_pod(
+        self, pod: PodPlan, capability_args: Mapping[str, Any] | None = None, check: bool = True
+    ) -> str:
         runtime = self.runtime_for(self.lab.node(pod.node))
-        attachment = pod_attachment(pod)
+        attachment = replace(pod_attachment(pod), capability_args=capability_args or {})
         result = runtime.add(attachment)
-        runtime.check(attachment)
+        if check:
+            runtime.check(attachment)
         ip = pod_address(result)
         with self._state_lock:
             self.state.pods[pod.name]["ip"] = ip

@@ -18,7 +18,7 @@ import json
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from minicni.fileutil import write_atomic
@@ -60,6 +60,10 @@ class Attachment:
     netns: str  # path, e.g. /run/netns/ml3f2a-n1p0
     ifname: str = "eth0"
     args: tuple[tuple[str, str], ...] = ()  # CNI_ARGS pairs
+    capability_args: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    """libcni's CapabilityArgs, e.g. {"portMappings": [{"hostPort": 8080, "containerPort": 80,
+    "protocol": "tcp"}]}: each plugin gets, as `runtimeConfig`, those it declares in its
+    `capabilities` (kubelet's runtime passes a pod's hostPorts this way)."""
 
     def cni_args(self) -> str:
         return ";".join(f"{key}={value}" for key, value in self.args)
@@ -150,6 +154,7 @@ class CniRuntime:
             "ifName": attachment.ifname,
             "networkName": self.network_name,
             "cniArgs": [list(pair) for pair in attachment.args],
+            "capabilityArgs": dict(attachment.capability_args),
             "config": self.conflist,
             "result": result,
         }
@@ -163,10 +168,21 @@ class CniRuntime:
         raise FileNotFoundError(f"plugin {plugin_type!r} not found in {':'.join(self.bin_dirs)}")
 
     def network_config(
-        self, plugin: Mapping[str, Any], prev_result: Mapping[str, Any] | None
+        self,
+        plugin: Mapping[str, Any],
+        prev_result: Mapping[str, Any] | None,
+        capability_args: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """What a plugin of the list sees on stdin (libcni's buildOneConfig)."""
+        """What a plugin of the list sees on stdin (libcni's buildOneConfig, with
+        injectRuntimeConfig: only the capabilities the plugin declares)."""
         config = {"cniVersion": self.version, "name": self.network_name, **plugin}
+        declared = plugin.get("capabilities")
+        if isinstance(declared, Mapping) and capability_args:
+            runtime_config = {
+                name: value for name, value in capability_args.items() if declared.get(name) is True
+            }
+            if runtime_config:
+                config["runtimeConfig"] = runtime_config
         if prev_result is not None:
             config["prevResult"] = prev_result
         return config
@@ -190,7 +206,8 @@ class CniRuntime:
                     "CNI_ARGS": attachment.cni_args(),
                 }
             )
-        stdin = json.dumps(self.network_config(plugin, prev_result)).encode()
+        capability_args = attachment.capability_args if attachment is not None else None
+        stdin = json.dumps(self.network_config(plugin, prev_result, capability_args)).encode()
         completed = subprocess.run(
             [*self.exec_prefix, self.plugin_path(plugin_type)],
             input=stdin,

@@ -1,4 +1,5 @@
-"""Links, addresses and routes through rtnetlink, each helper idempotent and race tolerant.
+"""Links through rtnetlink: look one up, create the bridge, the veth pair and the VXLAN device,
+configure and delete them; each helper idempotent and race tolerant.
 
 Every helper takes an open `Rtnl` bound to the namespace it works in and builds its requests with
 pyroute2's message classes. Failures are raised as `NetlinkError`; the plugin turns them into CNI
@@ -10,46 +11,32 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from ipaddress import ip_address
+from typing import Any, NamedTuple
 
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.nsidmsg import nsidmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from minicni.net.rtnl import (
-    NLM_F_CREATE,
-    NLM_F_EXCL,
-    RTM_DELADDR,
-    RTM_DELLINK,
-    RTM_GETADDR,
-    RTM_GETLINK,
-    RTM_GETNSID,
-    RTM_GETROUTE,
-    RTM_NEWADDR,
-    RTM_NEWLINK,
-    RTM_NEWROUTE,
-    RTM_SETLINK,
-    Rtnl,
-)
+from minicni.net import addresses, routes, wire
+from minicni.net.rtnl import Rtnl
+from minicni.net.wire import NetlinkError
 
-AF_INET = 2
-AF_INET6 = 10
-AF_BRIDGE = 7
-IFF_UP = 0x1
 DEFAULT_MTU = 1500
-RT_TABLE_MAIN = 254
-RTPROT_STATIC = 4  # the protocol IPRoute gave the pod's default route; kept for continuity
-RTN_UNICAST = 1
+RTPROT_STATIC = wire.RTPROT_STATIC  # the protocol IPRoute gave the pod's default route; kept
 BRIDGE_MODE_HAIRPIN = 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # replies without the counters: smaller, quicker to decode
-NLA_F_NESTED = 0x8000  # the bridge reads IFLA_PROTINFO as a nest only when flagged so
-CREATE_NEW = NLM_F_CREATE | NLM_F_EXCL
 IFALIAS_MAX = 255  # bytes (IFALIASZ - 1)
 NETNSA_NSID_NOT_ASSIGNED = 0xFFFFFFFF  # -1 as the uint32 pyroute2 decodes
+
+
+class Vxlan(NamedTuple):
+    """What a VXLAN link is bound to: its VNI, local address, underlay link and UDP port."""
+
+    vni: int | None
+    local: str | None
+    underlay: int | None
+    port: int | None
 
 
 @dataclass(frozen=True)
@@ -61,6 +48,7 @@ class Link:
     kind: str | None
     master: int | None
     up: bool = False
+    vxlan: Vxlan | None = None
     alias: str | None = None
     peer_netnsid: int | None = None  # a veth's: where its peer is, as seen from this namespace
 
@@ -89,7 +77,7 @@ def link_request(
     msg["family"] = family
     msg["index"] = index
     if up:
-        msg["flags"] = msg["change"] = IFF_UP
+        msg["flags"] = msg["change"] = wire.IFF_UP
     pairs = [] if name is None else [("IFLA_IFNAME", name)]
     pairs += [(f"IFLA_{key.upper()}", value) for key, value in attrs.items()]
     msg["attrs"] = pairs
@@ -97,16 +85,30 @@ def link_request(
 
 
 def _link_from(message: Any) -> Link:
+    kind = message.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
     return Link(
         index=message["index"],
         name=message.get_attr("IFLA_IFNAME"),
         mac=message.get_attr("IFLA_ADDRESS"),
         mtu=message.get_attr("IFLA_MTU"),
-        kind=message.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND"),
+        kind=kind,
         master=message.get_attr("IFLA_MASTER"),
-        up=bool(message["flags"] & IFF_UP),
+        up=bool(message["flags"] & wire.IFF_UP),
+        vxlan=_vxlan_from(message) if kind == "vxlan" else None,
         alias=message.get_attr("IFLA_IFALIAS"),
         peer_netnsid=message.get_attr("IFLA_LINK_NETNSID"),
+    )
+
+
+def _vxlan_from(message: Any) -> Vxlan:
+    data = message.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    if data is None:
+        return Vxlan(None, None, None, None)
+    return Vxlan(
+        vni=data.get_attr("IFLA_VXLAN_ID"),
+        local=data.get_attr("IFLA_VXLAN_LOCAL"),
+        underlay=data.get_attr("IFLA_VXLAN_LINK"),
+        port=data.get_attr("IFLA_VXLAN_PORT"),
     )
 
 
@@ -114,7 +116,7 @@ def get_link(rtnl: Rtnl, name: str | None = None, index: int = 0) -> Link | None
     """The link called `name` (or numbered `index`), None if there is none."""
     request = link_request(index, name, ext_mask=RTEXT_FILTER_SKIP_STATS)
     try:
-        return _link_from(rtnl.request(request, RTM_GETLINK)[0])
+        return _link_from(rtnl.request(request, wire.RTM_GETLINK)[0])
     except NetlinkError as exc:
         if exc.code == errno.ENODEV:
             return None
@@ -145,7 +147,7 @@ def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
             linkinfo={"attrs": [("IFLA_INFO_KIND", "bridge")]},
         )
         try:
-            rtnl.request(request, RTM_NEWLINK, CREATE_NEW)
+            rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
@@ -157,78 +159,15 @@ def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
             errno.EEXIST, f"{name} exists but is a {bridge.kind or 'non-bridge'} link"
         )
     if not bridge.up:
-        rtnl.request(link_request(bridge.index, up=True), RTM_NEWLINK)
+        rtnl.request(link_request(bridge.index, up=True), wire.RTM_NEWLINK)
     return bridge
-
-
-def address_request(index: int, address: str, prefixlen: int) -> Any:
-    msg = ifaddrmsg()
-    msg["family"] = AF_INET6 if ":" in address else AF_INET
-    msg["prefixlen"] = prefixlen
-    msg["index"] = index
-    # IFA_LOCAL is the address itself; IFA_ADDRESS the peer, the same on a broadcast link.
-    local = [("IFA_LOCAL", address)] if msg["family"] == AF_INET else []
-    msg["attrs"] = [*local, ("IFA_ADDRESS", address)]
-    return msg
-
-
-def _addresses(rtnl: Rtnl, index: int, family: int = 0) -> Iterable[tuple[str, int]]:
-    """(address, prefixlen) on link `index`; the kernel dumps them all, the filter is ours."""
-    request = ifaddrmsg()
-    request["family"] = family
-    for message in rtnl.dump(request, RTM_GETADDR):
-        if message["index"] == index:
-            yield message.get_attr("IFA_ADDRESS"), message["prefixlen"]
-
-
-def ensure_address(rtnl: Rtnl, index: int, address: str, prefixlen: int) -> list[str]:
-    """Put `address/prefixlen` on the link; remove IPv4 addresses of other subnets from it.
-
-    A node whose pod CIDR changed keeps the old gateway address on its bridge; rather than fail
-    every pod with "already has an IP address different from ..." the stale one is replaced.
-    Returns the addresses removed.
-    """
-    wanted = f"{address}/{prefixlen}"
-    removed = []
-    present = False
-    for existing, existing_len in list(_addresses(rtnl, index, AF_INET)):
-        current = f"{existing}/{existing_len}"
-        if current == wanted:
-            present = True
-            continue
-        try:
-            rtnl.request(address_request(index, existing, existing_len), RTM_DELADDR)
-        except NetlinkError as exc:
-            if exc.code != errno.EADDRNOTAVAIL:  # removed meanwhile by a concurrent ADD
-                raise
-        removed.append(current)
-    if not present:
-        try:
-            rtnl.request(address_request(index, address, prefixlen), RTM_NEWADDR, CREATE_NEW)
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
-                raise
-    return removed
-
-
-def _routes(rtnl: Rtnl, family: int) -> Iterable[Any]:
-    """Routes of the main table (the kernel dumps every table; the filter is ours)."""
-    request = rtmsg()
-    request["family"] = family
-    for route in rtnl.dump(request, RTM_GETROUTE):
-        if (route.get_attr("RTA_TABLE") or route["table"]) == RT_TABLE_MAIN:
-            yield route
 
 
 def default_route_mtu(rtnl: Rtnl) -> int:
     """MTU of the interface that holds the IPv4 default route, else 1500."""
-    for route in _routes(rtnl, AF_INET):
-        oif = route.get_attr("RTA_OIF")
-        if route["dst_len"] == 0 and oif:
-            link = get_link(rtnl, index=oif)
-            if link is not None:
-                return int(link.mtu)
-    return DEFAULT_MTU
+    index = routes.default_route_ifindex(rtnl)
+    link = get_link(rtnl, index=index) if index is not None else None
+    return int(link.mtu) if link is not None else DEFAULT_MTU
 
 
 def veth_request(
@@ -257,19 +196,19 @@ def create_veth_pair(
     the caller decides whether it may go).
     """
     request = veth_request(host_ifname, pod_ifname, pod_netns_fd, mtu, bridge_index)
-    rtnl.request(request, RTM_NEWLINK, CREATE_NEW)
+    rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
 
 
 def set_alias(rtnl: Rtnl, name: str, alias: str) -> None:
     """The kernel ignores IFLA_IFALIAS when it creates a link: one request more, by name."""
-    rtnl.request(link_request(name=name, ifalias=alias), RTM_NEWLINK)
+    rtnl.request(link_request(name=name, ifalias=alias), wire.RTM_NEWLINK)
 
 
 def netns_id(rtnl: Rtnl, netns_fd: int) -> int | None:
     """The id under which `rtnl`'s namespace knows the namespace of `netns_fd` (None: none)."""
     request = nsidmsg()
     request["attrs"] = [("NETNSA_FD", netns_fd)]
-    (reply,) = rtnl.request(request, RTM_GETNSID)
+    (reply,) = rtnl.request(request, wire.RTM_GETNSID)
     nsid = reply.get_attr("NETNSA_NSID")
     return None if nsid is None or nsid == NETNSA_NSID_NOT_ASSIGNED else int(nsid)
 
@@ -288,10 +227,10 @@ def is_attachment_veth(rtnl: Rtnl, link: Link, alias: str, pod_netns_fd: int | N
     return link.peer_netnsid == netns_id(rtnl, pod_netns_fd)
 
 
-def delete_link(rtnl: Rtnl, name: str) -> bool:
-    """Delete a link by name; False if it was not there."""
+def delete_link(rtnl: Rtnl, name: str | None = None, index: int = 0) -> bool:
+    """Delete a link by name (or index); False if it was not there."""
     try:
-        rtnl.request(link_request(name=name), RTM_DELLINK)
+        rtnl.request(link_request(index, name), wire.RTM_DELLINK)
     except NetlinkError as exc:
         if exc.code in (errno.ENODEV, errno.ENOENT):
             return False
@@ -305,47 +244,49 @@ def set_hairpin(rtnl: Rtnl, index: int) -> None:
     protinfo = (
         "IFLA_PROTINFO",
         {"attrs": [("IFLA_BRPORT_MODE", BRIDGE_MODE_HAIRPIN)]},
-        NLA_F_NESTED,
+        wire.NLA_F_NESTED,  # the bridge reads IFLA_PROTINFO as a nest only when flagged so
     )
-    request = link_request(index, family=AF_BRIDGE)
+    request = link_request(index, family=wire.AF_BRIDGE)
     request["attrs"].append(protinfo)
-    rtnl.request(request, RTM_SETLINK)
+    rtnl.request(request, wire.RTM_SETLINK)
 
 
 def configure_pod_interface(
     rtnl: Rtnl, index: int, address: str, prefixlen: int, gateway: str | None, alias: str = ""
 ) -> None:
-    rtnl.request(address_request(index, address, prefixlen), RTM_NEWADDR, CREATE_NEW)
+    """The pod's address, the link up (with the attachment's mark as alias, in the same
+    request), and its default route via `gateway` (when given)."""
+    rtnl.request(
+        addresses.address_request(index, address, prefixlen), wire.RTM_NEWADDR, wire.CREATE_NEW
+    )
     up = link_request(index, up=True)
     if alias:
         up["attrs"].append(("IFLA_IFALIAS", alias))
-    rtnl.request(up, RTM_NEWLINK)
+    rtnl.request(up, wire.RTM_NEWLINK)
     if gateway is not None:
-        route = rtmsg()
-        route["family"] = AF_INET
-        route["table"] = RT_TABLE_MAIN
-        route["proto"] = RTPROT_STATIC
-        route["type"] = RTN_UNICAST
-        route["attrs"] = [("RTA_GATEWAY", gateway), ("RTA_OIF", index)]
+        route = routes.route_request(
+            None, ip_address(gateway), table=wire.RT_TABLE_MAIN, protocol=RTPROT_STATIC, oif=index
+        )
         try:
-            rtnl.request(route, RTM_NEWROUTE, CREATE_NEW)
+            rtnl.request(route, wire.RTM_NEWROUTE, wire.CREATE_NEW)
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 raise NetlinkError(exc.code, "the container already has a default route") from exc
             raise
 
 
-def interface_addresses(rtnl: Rtnl, index: int) -> set[str]:
-    return {f"{address}/{prefixlen}" for address, prefixlen in _addresses(rtnl, index)}
-
-
-def has_route(rtnl: Rtnl, dst: str, gateway: str | None) -> bool:
-    """True if the main table holds a route to `dst` (via `gateway` when given)."""
-    network, _, length = dst.partition("/")
-    ipv6 = ":" in dst
-    for route in _routes(rtnl, AF_INET6 if ipv6 else AF_INET):
-        route_dst = route.get_attr("RTA_DST") or ("::" if ipv6 else "0.0.0.0")
-        same_dst = route_dst == network and route["dst_len"] == int(length or (128 if ipv6 else 32))
-        if same_dst and (gateway is None or route.get_attr("RTA_GATEWAY") == gateway):
-            return True
-    return False
+def vxlan_request(name: str, vxlan: Vxlan, mac: str, mtu: int) -> Any:
+    """A VXLAN link (down, learning off: every FDB entry is set by us) for RTM_NEWLINK."""
+    data = [
+        ("IFLA_VXLAN_ID", vxlan.vni),
+        ("IFLA_VXLAN_LOCAL", vxlan.local),
+        ("IFLA_VXLAN_LINK", vxlan.underlay),
+        ("IFLA_VXLAN_PORT", vxlan.port),
+        ("IFLA_VXLAN_LEARNING", 0),
+    ]
+    return link_request(
+        name=name,
+        address=mac,
+        mtu=mtu,
+        linkinfo={"attrs": [("IFLA_INFO_KIND", "vxlan"), ("IFLA_INFO_DATA", {"attrs": data})]},
+    )

@@ -15,16 +15,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from minicni.cni import errors
 from minicni.cni.errors import CniError
 from minicni.cni.skel import Request
 from minicni.cni.version import normalize_result
 from minicni.ipam.store import AddressStore, RangeFullError, Reservation
-from minicni.net import links, netns
+from minicni.net import addresses, links, netns, routes
 from minicni.net.rtnl import Rtnl
 from minicni.net.sysctl import ensure_sysctl
+from minicni.net.wire import NetlinkError
 from minicni.plugin.config import NetConf, parse_netconf
 from minicni.plugin.result import add_result
 
@@ -226,11 +225,11 @@ def _ensure_bridge(host: Rtnl, conf: NetConf) -> links.Link:
     with step(f"setting up bridge {conf.bridge}"):
         bridge = links.ensure_bridge(host, conf.bridge)
         if conf.is_default_gateway:
-            removed = links.ensure_address(
+            changes = addresses.ensure_address(
                 host, bridge.index, str(conf.range.gateway), conf.range.subnet.prefixlen
             )
-            if removed:
-                log.warning("removed stale addresses %s from %s", removed, conf.bridge)
+            if changes.removed:
+                log.warning("removed stale addresses %s from %s", changes.removed, conf.bridge)
     with step("enabling IPv4 forwarding"):
         ensure_sysctl("net.ipv4.ip_forward", "1")
     return bridge
@@ -304,7 +303,7 @@ def check(request: Request) -> None:
                 break
         else:
             _check_failed(f"prevResult lists no sandbox interface named {request.ifname}")
-        present = links.interface_addresses(pod, pod_end.index)
+        present = addresses.interface_addresses(pod, pod_end.index)
         expected_ips = [
             ip for ip in prev.get("ips", []) if ip.get("interface", pod_position) == pod_position
         ]
@@ -312,7 +311,7 @@ def check(request: Request) -> None:
             if ip["address"] not in present:
                 _check_failed(f"address {ip['address']} is missing on {request.ifname}")
         for route in prev.get("routes", []):
-            if not links.has_route(pod, route["dst"], route.get("gw")):
+            if not routes.has_route(pod, route["dst"], route.get("gw")):
                 _check_failed(
                     f"route {route['dst']} via {route.get('gw')} is missing in the container"
                 )

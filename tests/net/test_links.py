@@ -8,15 +8,14 @@ import struct
 from collections.abc import Callable
 
 import pytest
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from minicni.net import links, rtnl
+from minicni.net import links, wire
 from minicni.net.rtnl import Rtnl
-from tests.rtnl_fakes import ScriptedSocket, ack, done, fails, link_reply
+from minicni.net.wire import NetlinkError
+from tests.rtnl_fakes import ScriptedSocket, ack, fails, link_reply
 
-CREATE_NEW = rtnl.NLM_F_REQUEST | rtnl.NLM_F_ACK | rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
+CREATE_NEW = wire.NLM_F_REQUEST | wire.NLM_F_ACK | wire.NLM_F_CREATE | wire.NLM_F_EXCL
 
 
 def bridge_reply(up: bool = True, kind: str = "bridge") -> Callable[[int], bytes]:
@@ -27,20 +26,20 @@ def bridge_reply(up: bool = True, kind: str = "bridge") -> Callable[[int], bytes
 
 
 def sent_flags(sock: ScriptedSocket, position: int) -> int:
-    return int(rtnl.HEADER.unpack_from(sock.sent[position])[2])
+    return int(wire.HEADER.unpack_from(sock.sent[position])[2])
 
 
 def test_an_existing_bridge_that_is_up_costs_one_request() -> None:
     sock = ScriptedSocket([bridge_reply(), ack])
     bridge = links.ensure_bridge(Rtnl(sock), "cni0")
     assert (bridge.index, bridge.mac, bridge.kind) == (4, "02:00:00:00:00:04", "bridge")
-    assert sock.sent_types() == [rtnl.RTM_GETLINK]
+    assert sock.sent_types() == [wire.RTM_GETLINK]
 
 
 def test_a_bridge_that_is_down_is_brought_up() -> None:
     sock = ScriptedSocket([bridge_reply(up=False), ack], [ack])
     links.ensure_bridge(Rtnl(sock), "cni0")
-    assert sock.sent_types() == [rtnl.RTM_GETLINK, rtnl.RTM_NEWLINK]
+    assert sock.sent_types() == [wire.RTM_GETLINK, wire.RTM_NEWLINK]
     up = sock.sent_message(1)
     assert (up["index"], up["flags"], up["change"]) == (4, 1, 1)
 
@@ -48,7 +47,7 @@ def test_a_bridge_that_is_down_is_brought_up() -> None:
 def test_a_missing_bridge_is_created_up_with_a_pinned_mac() -> None:
     sock = ScriptedSocket([fails(errno.ENODEV)], [ack], [bridge_reply(), ack])
     links.ensure_bridge(Rtnl(sock), "cni0")
-    assert sock.sent_types() == [rtnl.RTM_GETLINK, rtnl.RTM_NEWLINK, rtnl.RTM_GETLINK]
+    assert sock.sent_types() == [wire.RTM_GETLINK, wire.RTM_NEWLINK, wire.RTM_GETLINK]
     assert sent_flags(sock, 1) == CREATE_NEW
     created = sock.sent_message(1)
     assert created.get_attr("IFLA_IFNAME") == "cni0"
@@ -97,11 +96,21 @@ def test_a_link_holding_the_host_name_is_left_to_the_caller() -> None:
     with pytest.raises(NetlinkError) as raised:
         links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1500, bridge_index=4)
     assert raised.value.code == errno.EEXIST
-    assert sock.sent_types() == [rtnl.RTM_NEWLINK]
+    assert sock.sent_types() == [wire.RTM_NEWLINK]
 
 
 def _veth(alias: str | None = None, peer_netnsid: int | None = None) -> links.Link:
-    return links.Link(7, "vethabc", "00:00:00:00:00:01", 1500, "veth", 4, True, alias, peer_netnsid)
+    return links.Link(
+        7,
+        "vethabc",
+        "00:00:00:00:00:01",
+        1500,
+        "veth",
+        4,
+        True,
+        alias=alias,
+        peer_netnsid=peer_netnsid,
+    )
 
 
 def test_a_veth_with_the_attachments_alias_is_ours() -> None:
@@ -111,7 +120,7 @@ def test_a_veth_with_the_attachments_alias_is_ours() -> None:
     assert links.is_attachment_veth(Rtnl(sock), _veth(mark), mark, None)
     assert not links.is_attachment_veth(Rtnl(sock), _veth("minicni c2/eth0"), mark, None)
     assert not links.is_attachment_veth(Rtnl(sock), _veth("someone's"), mark, 9)
-    bridge = links.Link(7, "vethabc", "00:00:00:00:00:01", 1500, "bridge", None, True, mark)
+    bridge = links.Link(7, "vethabc", "00:00:00:00:00:01", 1500, "bridge", None, True, alias=mark)
     assert not links.is_attachment_veth(Rtnl(sock), bridge, mark, 9)
     assert sock.sent == []
 
@@ -124,13 +133,13 @@ def test_the_alias_of_a_long_container_id_fits_the_kernels_limit() -> None:
 def test_hairpin_is_a_bridge_setlink_with_a_nested_protinfo() -> None:
     sock = ScriptedSocket([ack])
     links.set_hairpin(Rtnl(sock), 7)
-    assert sock.sent_types() == [rtnl.RTM_SETLINK]
+    assert sock.sent_types() == [wire.RTM_SETLINK]
     sent = sock.sent_message(0)
-    assert (sent["family"], sent["index"]) == (links.AF_BRIDGE, 7)
+    assert (sent["family"], sent["index"]) == (wire.AF_BRIDGE, 7)
     assert sent.get_nested("IFLA_PROTINFO", "IFLA_BRPORT_MODE") == 1
     # The bridge reads IFLA_PROTINFO as attributes only with NLA_F_NESTED set.
     (nla_type,) = struct.unpack_from("=H", sock.sent[0], 16 + 16 + 2)
-    assert nla_type == links.NLA_F_NESTED | 12  # IFLA_PROTINFO
+    assert nla_type == wire.NLA_F_NESTED | 12  # IFLA_PROTINFO
 
 
 def test_delete_link_tells_whether_there_was_one() -> None:
@@ -140,52 +149,50 @@ def test_delete_link_tells_whether_there_was_one() -> None:
     assert links.delete_link(client, "vethabc") is False
 
 
-def address_reply(seq: int, index: int, address: str, prefixlen: int) -> bytes:
-    msg = links.address_request(index, address, prefixlen)
-    data = bytearray(rtnl.encode_request(msg, rtnl.RTM_NEWADDR, 0, seq))
-    struct.pack_into("=H", data, 6, 0x2)
-    return bytes(data)
-
-
-def test_ensure_address_keeps_the_wanted_one_and_removes_other_subnets() -> None:
-    sock = ScriptedSocket(
-        [
-            lambda seq: (
-                address_reply(seq, 4, "10.1.0.1", 24)
-                + address_reply(seq, 4, "10.2.0.1", 24)
-                + address_reply(seq, 5, "10.3.0.1", 24)  # another link's: untouched
-                + done(seq)
-            )
-        ],
-        [ack],
-    )
-    assert links.ensure_address(Rtnl(sock), 4, "10.2.0.1", 24) == ["10.1.0.1/24"]
-    assert sock.sent_types() == [rtnl.RTM_GETADDR, rtnl.RTM_DELADDR]
-    removed = sock.sent_message(1, ifaddrmsg)
-    assert (removed["index"], removed.get_attr("IFA_LOCAL"), removed["prefixlen"]) == (
-        4,
-        "10.1.0.1",
-        24,
-    )
-
-
-def test_ensure_address_adds_a_missing_one() -> None:
-    sock = ScriptedSocket([done], [fails(errno.EEXIST)])  # a concurrent ADD was quicker
-    assert links.ensure_address(Rtnl(sock), 4, "10.2.0.1", 24) == []
-    added = sock.sent_message(1, ifaddrmsg)
-    assert sent_flags(sock, 1) == CREATE_NEW
-    assert (added.get_attr("IFA_LOCAL"), added.get_attr("IFA_ADDRESS")) == ("10.2.0.1", "10.2.0.1")
-
-
 def test_an_existing_default_route_in_the_pod_is_named() -> None:
     sock = ScriptedSocket([ack], [ack], [fails(errno.EEXIST)])
     with pytest.raises(NetlinkError) as raised:
         links.configure_pod_interface(Rtnl(sock), 2, "10.1.0.5", 24, "10.1.0.1")
     assert raised.value.args == (errno.EEXIST, "the container already has a default route")
-    assert sock.sent_types() == [rtnl.RTM_NEWADDR, rtnl.RTM_NEWLINK, rtnl.RTM_NEWROUTE]
+    assert sock.sent_types() == [wire.RTM_NEWADDR, wire.RTM_NEWLINK, wire.RTM_NEWROUTE]
 
 
 def test_a_missing_link_is_none() -> None:
     sock = ScriptedSocket([fails(errno.ENODEV)])
     assert links.find_link(Rtnl(sock), "eth0") is None
     assert isinstance(sock.sent_message(0), ifinfmsg)
+
+
+def test_a_vxlan_link_is_created_down_without_learning_and_read_back() -> None:
+    vxlan = links.Vxlan(vni=1, local="192.168.50.11", underlay=2, port=8472)
+    request = links.vxlan_request("minicni-vxlan", vxlan, "0e:6d:c0:a8:32:0b", 1450)
+    data = [
+        ("IFLA_VXLAN_ID", 1),
+        ("IFLA_VXLAN_LOCAL", "192.168.50.11"),
+        ("IFLA_VXLAN_LINK", 2),
+        ("IFLA_VXLAN_PORT", 8472),
+    ]
+    info = {"attrs": [("IFLA_INFO_KIND", "vxlan"), ("IFLA_INFO_DATA", {"attrs": data})]}
+    sock = ScriptedSocket(
+        [ack], [lambda seq: link_reply(seq, 9, "minicni-vxlan", 0, IFLA_LINKINFO=info), ack]
+    )
+    client = Rtnl(sock)
+    client.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
+    sent = sock.sent_message(0)
+    assert sent["flags"] == 0  # down until it is configured
+    assert (sent.get_attr("IFLA_ADDRESS"), sent.get_attr("IFLA_MTU")) == ("0e:6d:c0:a8:32:0b", 1450)
+    sent_data = sent.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    assert sent_data.get_attr("IFLA_VXLAN_LEARNING") == 0
+    assert (sent_data.get_attr("IFLA_VXLAN_ID"), sent_data.get_attr("IFLA_VXLAN_PORT")) == (1, 8472)
+    # The port goes out in network byte order (the kernel's be16): 8472 is 0x2118.
+    assert bytes.fromhex("2118") in sock.sent[0]
+    link = links.find_link(client, "minicni-vxlan")
+    assert link is not None and link.kind == "vxlan"
+    assert link.vxlan == vxlan
+
+
+def test_a_link_is_deleted_by_index_too() -> None:
+    sock = ScriptedSocket([ack])
+    assert links.delete_link(Rtnl(sock), index=9) is True
+    sent = sock.sent_message(0)
+    assert (sent["index"], sent.get_attr("IFLA_IFNAME")) == (9, None)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
 
-from minicni.agent.apply import rtnl_dump
+from minicni.net import links, routes
+from minicni.net.addresses import KernelAddress
+from minicni.net.rtnl import Rtnl
 
-DEFAULT_MTU = 1500
+DEFAULT_MTU = links.DEFAULT_MTU
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class Underlay:
 
 
 def connected_subnets(
-    addresses: Iterable[rtnl_dump.KernelAddress],
+    addresses: Iterable[KernelAddress],
     cluster_cidr: IPv4Network,
     exclude_ifindexes: Iterable[int] = (),
 ) -> list[IPv4Network]:
@@ -33,7 +34,8 @@ def connected_subnets(
     for address in addresses:
         network = address.network
         if (
-            address.ifindex in excluded
+            not isinstance(network, IPv4Network)
+            or address.ifindex in excluded
             or address.local.is_loopback
             or network.prefixlen >= 32
             or network.overlaps(cluster_cidr)
@@ -43,29 +45,21 @@ def connected_subnets(
     return sorted(subnets)
 
 
-def ifindex_of_address(addresses: Iterable[rtnl_dump.KernelAddress], ip: IPv4Address) -> int | None:
+def ifindex_of_address(addresses: Iterable[KernelAddress], ip: IPv4Address) -> int | None:
     for address in addresses:
         if address.local == ip:
             return address.ifindex
     return None
 
 
-def link_mtu(ipr: Any, ifindex: int) -> int:
-    return int(ipr.link("get", index=ifindex)[0].get("mtu"))
-
-
-def default_route_ifindex(ipr: Any) -> int | None:
-    for route in ipr.route("dump", table=254):
-        if route["dst_len"] == 0 and route.get("oif"):
-            return int(route.get("oif"))
-    return None
-
-
-def find_underlay(ipr: Any, node_ip: IPv4Address) -> Underlay | None:
+def find_underlay(
+    rtnl: Rtnl, node_ip: IPv4Address, addresses: Iterable[KernelAddress]
+) -> Underlay | None:
     """The interface carrying the node's own address, else the default route's interface."""
-    index = ifindex_of_address(rtnl_dump.dump_addresses(), node_ip)
+    index = ifindex_of_address(addresses, node_ip)
     if index is None:
-        index = default_route_ifindex(ipr)
-    if index is None:
+        index = routes.default_route_ifindex(rtnl)
+    link = links.get_link(rtnl, index=index) if index is not None else None
+    if link is None:
         return None
-    return Underlay(index, link_mtu(ipr, index))
+    return Underlay(link.index, int(link.mtu))

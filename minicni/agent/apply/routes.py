@@ -9,20 +9,19 @@ that collides with a foreign route fails with EEXIST and is reported, not forced
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from minicni.agent.apply import rtnl_dump
-from minicni.agent.apply.netlink_batch import Failure, send_batched
-from minicni.agent.apply.rtnl_dump import KernelRoute
+from minicni.agent.apply.changes import Failure, Request, send_changes
 from minicni.agent.model.plan import MAIN_TABLE, POLICY_TABLE, DstKey, Route, RouteKey
 from minicni.defaults import ROUTE_PROTOCOL
+from minicni.net import routes, wire
+from minicni.net.routes import KernelRoute
+from minicni.net.rtnl import Rtnl
 
 OUR_TABLES = (MAIN_TABLE, POLICY_TABLE)
-_RT_SCOPE_UNIVERSE = 0
-_RTN_UNICAST = 1
-_RTNH_F_ONLINK = 4
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,11 @@ class RouteResult:
         )
 
 
-def planned_key(route: KernelRoute, vxlan_ifindex: int | None, vxlan_name: str) -> RouteKey | None:
-    """The `Route.key` this kernel route amounts to, or None if it matches no route we plan."""
+def planned_key(
+    route: KernelRoute, dst: DstKey, vxlan_ifindex: int | None, vxlan_name: str
+) -> RouteKey | None:
+    """The `Route.key` this kernel route (whose `dst_key` is `dst`) amounts to, or None if it
+    matches no route we plan."""
     if route.gateway is None or route.priority != 0:
         return None
     device = None
@@ -70,8 +72,7 @@ def planned_key(route: KernelRoute, vxlan_ifindex: int | None, vxlan_name: str) 
             return None
         device = vxlan_name
     src = int(route.prefsrc) if route.prefsrc is not None else None
-    table, dst, dst_len = route.dst_key
-    return (table, dst, dst_len, int(route.gateway), device, src)
+    return (*dst, int(route.gateway), device, src)
 
 
 def diff_routes(
@@ -85,7 +86,7 @@ def diff_routes(
     delete: list[KernelRoute] = []
     for route in current:
         dst = route.dst_key
-        planned = planned_key(route, vxlan_ifindex, vxlan_name)
+        planned = planned_key(route, dst, vxlan_ifindex, vxlan_name)
         if planned is None or dst not in wanted or dst in present:
             delete.append(route)
         else:
@@ -103,13 +104,13 @@ def _by_key(routes: list[Route]) -> tuple[Route, ...]:
 
 
 class RouteApplier:
-    """Applies route changes through one pyroute2 IPRoute socket."""
+    """Applies route changes through the agent's rtnetlink client, in batches."""
 
-    def __init__(self, ipr: Any) -> None:
-        self._ipr = ipr
+    def __init__(self, rtnl: Rtnl) -> None:
+        self._rtnl = rtnl
 
     def current(self) -> list[KernelRoute]:
-        return rtnl_dump.dump_routes(ROUTE_PROTOCOL, OUR_TABLES)
+        return routes.dump_routes(self._rtnl, protocol=ROUTE_PROTOCOL, tables=OUR_TABLES)
 
     def reconcile(
         self, desired: Iterable[Route], vxlan_ifindex: int | None, vxlan_name: str
@@ -122,20 +123,16 @@ class RouteApplier:
         if not changes:
             return result
         # Delete first: a podCIDR that moved to another node frees its old destination.
-        delete_failures = send_batched(
-            self._ipr, changes.delete, self._delete_message, self._delete_one
+        delete_failures = send_changes(
+            self._rtnl, changes.delete, _delete_request, tolerate=(errno.ESRCH,)
         )
-        add_failures = send_batched(
-            self._ipr,
-            changes.add,
-            lambda r: self._change_message(r, "create", vxlan_ifindex),
-            lambda r: self._change_one(r, "add", vxlan_ifindex),
+        add_failures = send_changes(
+            self._rtnl, changes.add, lambda r: _change_request(r, wire.CREATE_NEW, vxlan_ifindex)
         )
-        replace_failures = send_batched(
-            self._ipr,
+        replace_failures = send_changes(
+            self._rtnl,
             changes.replace,
-            lambda r: self._change_message(r, "replace", vxlan_ifindex),
-            lambda r: self._change_one(r, "replace", vxlan_ifindex),
+            lambda r: _change_request(r, wire.CREATE_OR_REPLACE, vxlan_ifindex),
         )
         failures: list[Failure[Any]] = [*delete_failures, *add_failures, *replace_failures]
         failed = {failure.item for failure in failures}
@@ -155,97 +152,32 @@ class RouteApplier:
         result.failures = failures
         return result
 
-    @staticmethod
-    def _fields(route: Route, vxlan_ifindex: int | None) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "dst": str(route.dst.network_address),
-            "dst_len": route.dst.prefixlen,
-            "gateway": str(route.gateway),
-            "table": route.table,
-            "proto": ROUTE_PROTOCOL,
-            "scope": _RT_SCOPE_UNIVERSE,
-            "type": _RTN_UNICAST,
-        }
-        if route.device is not None:
-            if vxlan_ifindex is None:
-                raise RuntimeError(f"route {route.dst} needs {route.device}, which is absent")
-            fields["oif"] = vxlan_ifindex
-            fields["flags"] = _RTNH_F_ONLINK
-        if route.src is not None:
-            fields["prefsrc"] = str(route.src)
-        return fields
 
-    def _change_message(self, route: Route, mode: str, vxlan_ifindex: int | None) -> Any:
-        from pyroute2.netlink.nlsocket import NetlinkRequest
-        from pyroute2.netlink.rtnl import RTM_NEWROUTE
-
-        fields = self._fields(route, vxlan_ifindex)
-        return _rtmsg(RTM_NEWROUTE, NetlinkRequest.flags[mode], fields)
-
-    def _change_one(self, route: Route, command: str, vxlan_ifindex: int | None) -> None:
-        self._ipr.route(command, **self._fields(route, vxlan_ifindex))
-
-    @staticmethod
-    def _delete_fields(route: KernelRoute) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "dst": str(route.dst.network_address),
-            "dst_len": route.dst.prefixlen,
-            "table": route.table,
-            "proto": ROUTE_PROTOCOL,
-            "priority": route.priority,
-        }
-        if route.gateway is not None:
-            fields["gateway"] = str(route.gateway)
-        return fields
-
-    def _delete_message(self, route: KernelRoute) -> Any:
-        from pyroute2.netlink.nlsocket import NetlinkRequest
-        from pyroute2.netlink.rtnl import RTM_DELROUTE
-
-        return _rtmsg(RTM_DELROUTE, NetlinkRequest.flags["req"], self._delete_fields(route))
-
-    def _delete_one(self, route: KernelRoute) -> None:
-        import errno
-
-        from pyroute2 import NetlinkError
-
-        try:
-            self._ipr.route("del", **self._delete_fields(route))
-        except NetlinkError as error:
-            if error.code != errno.ESRCH:  # already gone: what we wanted
-                raise
+def _change_request(route: Route, flags: int, vxlan_ifindex: int | None) -> Request:
+    """Add (CREATE_NEW: a foreign route in the way is reported) or replace one of our routes;
+    a VXLAN route goes onlink through the device."""
+    if route.device is not None and vxlan_ifindex is None:
+        raise RuntimeError(f"route {route.dst} needs {route.device}, which is absent")
+    message = routes.route_request(
+        route.dst,
+        route.gateway,
+        table=route.table,
+        protocol=ROUTE_PROTOCOL,
+        oif=vxlan_ifindex if route.device is not None else None,
+        onlink=route.device is not None,
+        prefsrc=route.src,
+    )
+    return message, wire.RTM_NEWROUTE, flags
 
 
-_HEADER_FIELDS = ("dst_len", "proto", "scope", "type", "flags")
-_ATTRS = {
-    "dst": "RTA_DST",
-    "gateway": "RTA_GATEWAY",
-    "oif": "RTA_OIF",
-    "priority": "RTA_PRIORITY",
-    "prefsrc": "RTA_PREFSRC",
-    "table": "RTA_TABLE",
-}
-_RT_TABLE_COMPAT = 252
-"""What the one-byte header field holds for a table number above 255 (RTA_TABLE has it all)."""
-
-
-def _rtmsg(msg_type: int, flags: int, fields: dict[str, Any]) -> Any:
-    from pyroute2.netlink import NLM_F_ACK
-    from pyroute2.netlink.rtnl.rtmsg import rtmsg
-
-    message = rtmsg()
-    message["family"] = 2
-    for name in _HEADER_FIELDS:
-        message[name] = fields.get(name, 0)
-    table = fields["table"]
-    message["table"] = table if table < 256 else _RT_TABLE_COMPAT
-    # RTA_TABLE only where the header cannot hold the number: one attribute less to encode on
-    # each of thousands of main-table routes.
-    message["attrs"] = [
-        (_ATTRS[name], fields[name])
-        for name in _ATTRS
-        if name in fields and (name != "table" or table > 255)
-    ]
-    message["header"]["type"] = msg_type
-    message["header"]["flags"] = flags | NLM_F_ACK
-    return message
+def _delete_request(route: KernelRoute) -> Request:
+    """The route as dumped (any type: 0), so exactly it goes."""
+    message = routes.route_request(
+        route.dst,
+        route.gateway,
+        table=route.table,
+        protocol=ROUTE_PROTOCOL,
+        priority=route.priority,
+        route_type=0,
+    )
+    return message, wire.RTM_DELROUTE, 0

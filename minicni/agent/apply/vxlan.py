@@ -9,14 +9,12 @@ entries of peers that left are deleted.
 from __future__ import annotations
 
 import errno
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from minicni.agent.apply import rtnl_dump
-from minicni.agent.apply.netlink_batch import Failure, send_batched
+from minicni.agent.apply.changes import Failure, send_changes
 from minicni.agent.model.plan import (
     VXLAN_DEVICE,
     VXLAN_PORT,
@@ -25,10 +23,14 @@ from minicni.agent.model.plan import (
     vtep_address,
     vtep_mac,
 )
+from minicni.net import addresses, links, wire
+from minicni.net.addresses import KernelAddress
+from minicni.net.neighbours import KernelNeighbour, dump_neighbours, neighbour_request
+from minicni.net.rtnl import Rtnl
+from minicni.net.wire import IPAddress
 
-NUD_PERMANENT = 0x80
-NTF_SELF = 0x02
-AF_BRIDGE = 7
+_GONE = (errno.ENOENT, errno.ESRCH)
+"""What deleting an entry that is already gone answers: what we wanted."""
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,18 @@ class VxlanDevice:
     def address(self) -> IPv4Address:
         return vtep_address(self.pod_cidr)
 
+    @property
+    def binding(self) -> links.Vxlan:
+        """VNI, local address, underlay link and port, as the kernel reports them."""
+        return links.Vxlan(VXLAN_VNI, str(self.local_ip), self.underlay_ifindex, VXLAN_PORT)
+
 
 @dataclass(frozen=True)
 class PeerChanges:
     fdb_upsert: tuple[VxlanPeer, ...] = ()
-    fdb_delete: tuple[rtnl_dump.KernelNeighbour, ...] = ()
+    fdb_delete: tuple[KernelNeighbour, ...] = ()
     neigh_upsert: tuple[VxlanPeer, ...] = ()
-    neigh_delete: tuple[rtnl_dump.KernelNeighbour, ...] = ()
+    neigh_delete: tuple[KernelNeighbour, ...] = ()
 
 
 @dataclass
@@ -66,14 +73,14 @@ class PeerResult:
 
 def diff_peers(
     peers: Iterable[VxlanPeer],
-    fdb: Iterable[rtnl_dump.KernelNeighbour],
-    neighbours: Iterable[rtnl_dump.KernelNeighbour],
+    fdb: Iterable[KernelNeighbour],
+    neighbours: Iterable[KernelNeighbour],
 ) -> PeerChanges:
     """FDB: one permanent entry per peer MAC pointing at its node IP. Neighbours: one permanent
     entry per peer VTEP address with its MAC. Anything else on the device is stale."""
     peers = list(peers)
     wanted_fdb = {peer.vtep_mac: peer for peer in peers}
-    wanted_neigh = {peer.vtep_ip: peer for peer in peers}
+    wanted_neigh: dict[IPAddress, VxlanPeer] = {peer.vtep_ip: peer for peer in peers}
     fdb_ok: set[str] = set()
     fdb_delete = []
     for entry in fdb:
@@ -82,7 +89,7 @@ def diff_peers(
             fdb_ok.add(peer.vtep_mac)
         elif entry.dst is not None:
             fdb_delete.append(entry)
-    neigh_ok: set[IPv4Address] = set()
+    neigh_ok: set[IPAddress] = set()
     neigh_delete = []
     for entry in neighbours:
         if entry.dst is None:
@@ -90,7 +97,7 @@ def diff_peers(
         peer = wanted_neigh.get(entry.dst)
         if peer is None:
             neigh_delete.append(entry)
-        elif entry.lladdr == peer.vtep_mac and entry.state & NUD_PERMANENT:
+        elif entry.lladdr == peer.vtep_mac and entry.state & wire.NUD_PERMANENT:
             neigh_ok.add(entry.dst)
     return PeerChanges(
         fdb_upsert=tuple(p for p in peers if p.vtep_mac not in fdb_ok),
@@ -100,175 +107,101 @@ def diff_peers(
     )
 
 
-def _ndmsg(msg_type: int, flags: int, family: int, ifindex: int, **attrs: Any) -> Any:
-    from pyroute2.netlink import NLM_F_ACK
-    from pyroute2.netlink.rtnl.ndmsg import ndmsg
-
-    message = ndmsg()
-    message["family"] = family
-    message["ifindex"] = ifindex
-    message["state"] = NUD_PERMANENT
-    message["flags"] = NTF_SELF if family == AF_BRIDGE else 0
-    message["attrs"] = [(name, value) for name, value in attrs.items() if value is not None]
-    message["header"]["type"] = msg_type
-    message["header"]["flags"] = flags | NLM_F_ACK
-    return message
-
-
 class VxlanApplier:
-    def __init__(self, ipr: Any) -> None:
-        self._ipr = ipr
+    """Our VXLAN device and its peers' entries, through the agent's rtnetlink client."""
+
+    def __init__(self, rtnl: Rtnl) -> None:
+        self._rtnl = rtnl
 
     def ifindex(self, name: str = VXLAN_DEVICE) -> int | None:
-        found = self._ipr.link_lookup(ifname=name)
-        return int(found[0]) if found else None
+        link = links.find_link(self._rtnl, name)
+        return link.index if link is not None else None
 
-    def ensure_device(self, device: VxlanDevice) -> tuple[int, bool]:
-        """Create or correct the device; returns (ifindex, whether anything changed)."""
+    def ensure_device(
+        self, device: VxlanDevice, present: Iterable[KernelAddress] | None = None
+    ) -> tuple[int, bool]:
+        """Create or correct the device; returns (ifindex, whether anything changed).
+        `present`: the node's IPv4 addresses as the caller dumped them already."""
         changed = False
-        index = self.ifindex(device.name)
-        if index is not None and not self._matches(index, device):
-            self._ipr.link("del", index=index)
-            index = None
-        if index is None:
+        link = links.find_link(self._rtnl, device.name)
+        if link is not None and link.vxlan != device.binding:
+            links.delete_link(self._rtnl, index=link.index)
+            link = None
+        if link is None:
             self._create(device)
             changed = True
-            index = self.ifindex(device.name)
-            if index is None:
+            present = None  # a new device: its addresses are not in the caller's dump
+            link = links.find_link(self._rtnl, device.name)
+            if link is None:
                 raise RuntimeError(f"VXLAN device {device.name} vanished after creation")
-        link = self._ipr.link("get", index=index)[0]
-        if link.get("address") != device.mac or link.get("mtu") != device.mtu:
-            self._ipr.link("set", index=index, address=device.mac, mtu=device.mtu)
+        if link.mac != device.mac or link.mtu != device.mtu:
+            request = links.link_request(link.index, address=device.mac, mtu=device.mtu)
+            self._rtnl.request(request, wire.RTM_NEWLINK)
             changed = True
-        changed |= self._ensure_address(index, device.address)
-        if not link["flags"] & 1:  # IFF_UP
-            self._ipr.link("set", index=index, state="up")
+        address = str(device.address)
+        changed |= bool(addresses.ensure_address(self._rtnl, link.index, address, 32, present))
+        if not link.up:
+            self._rtnl.request(links.link_request(link.index, up=True), wire.RTM_NEWLINK)
             changed = True
-        return index, changed
+        return link.index, changed
 
     def _create(self, device: VxlanDevice) -> None:
-        from pyroute2 import NetlinkError
-
+        request = links.vxlan_request(device.name, device.binding, device.mac, device.mtu)
         try:
-            self._ipr.link(
-                "add",
-                ifname=device.name,
-                kind="vxlan",
-                vxlan_id=VXLAN_VNI,
-                vxlan_local=str(device.local_ip),
-                vxlan_link=device.underlay_ifindex,
-                vxlan_port=VXLAN_PORT,
-                vxlan_learning=0,
-                address=device.mac,
-                mtu=device.mtu,
-            )
-        except NetlinkError as error:
+            self._rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
+        except wire.NetlinkError as error:
             if error.code != errno.EEXIST:  # another agent won the race: fine
                 raise
 
-    def _matches(self, index: int, device: VxlanDevice) -> bool:
-        link = self._ipr.link("get", index=index)[0]
-        info = link.get(("IFLA_LINKINFO", "IFLA_INFO_KIND"))
-        if info != "vxlan":
-            return False
-        data = link.get(("IFLA_LINKINFO", "IFLA_INFO_DATA")) or {}
-        return bool(
-            data.get("IFLA_VXLAN_ID") == VXLAN_VNI
-            and data.get("IFLA_VXLAN_LOCAL") == str(device.local_ip)
-            and data.get("IFLA_VXLAN_LINK") == device.underlay_ifindex
-            and data.get("IFLA_VXLAN_PORT") == VXLAN_PORT
-        )
-
-    def _ensure_address(self, index: int, address: IPv4Address) -> bool:
-        present = [a for a in rtnl_dump.dump_addresses() if a.ifindex == index]
-        changed = False
-        for other in present:
-            if other.local != address or other.network.prefixlen != 32:
-                self._ipr.addr(
-                    "del", index=index, address=str(other.local), prefixlen=other.network.prefixlen
-                )
-                changed = True
-        if not any(a.local == address and a.network.prefixlen == 32 for a in present):
-            self._ipr.addr("replace", index=index, address=str(address), prefixlen=32)
-            changed = True
-        return changed
-
     def upsert_peers(self, index: int, changes: PeerChanges) -> PeerResult:
-        from pyroute2.netlink.nlsocket import NetlinkRequest
-        from pyroute2.netlink.rtnl import RTM_NEWNEIGH
-
-        replace = NetlinkRequest.flags["replace"]
-        failures = send_batched(
-            self._ipr,
+        replace = wire.CREATE_OR_REPLACE
+        failures = send_changes(
+            self._rtnl,
             changes.fdb_upsert,
-            lambda p: _ndmsg(
-                RTM_NEWNEIGH,
+            lambda p: (
+                neighbour_request(wire.AF_BRIDGE, index, p.node_ip, p.vtep_mac),
+                wire.RTM_NEWNEIGH,
                 replace,
-                AF_BRIDGE,
-                index,
-                NDA_LLADDR=p.vtep_mac,
-                NDA_DST=str(p.node_ip),
-            ),
-            lambda p: self._ipr.fdb(
-                "replace", ifindex=index, lladdr=p.vtep_mac, dst=str(p.node_ip)
             ),
         )
-        failures += send_batched(
-            self._ipr,
+        failures += send_changes(
+            self._rtnl,
             changes.neigh_upsert,
-            lambda p: _ndmsg(
-                RTM_NEWNEIGH,
+            lambda p: (
+                neighbour_request(wire.AF_INET, index, p.vtep_ip, p.vtep_mac),
+                wire.RTM_NEWNEIGH,
                 replace,
-                socket.AF_INET,
-                index,
-                NDA_DST=str(p.vtep_ip),
-                NDA_LLADDR=p.vtep_mac,
-            ),
-            lambda p: self._ipr.neigh(
-                "replace", ifindex=index, dst=str(p.vtep_ip), lladdr=p.vtep_mac, state=NUD_PERMANENT
             ),
         )
         changed = len(changes.fdb_upsert) + len(changes.neigh_upsert) - len(failures)
         return PeerResult(changed, failures)
 
     def delete_stale(self, index: int, changes: PeerChanges) -> PeerResult:
-        from pyroute2.netlink.nlsocket import NetlinkRequest
-        from pyroute2.netlink.rtnl import RTM_DELNEIGH
-
-        request = NetlinkRequest.flags["req"]
-        failures = send_batched(
-            self._ipr,
+        failures = send_changes(
+            self._rtnl,
             changes.fdb_delete,
-            lambda e: _ndmsg(
-                RTM_DELNEIGH, request, AF_BRIDGE, index, NDA_LLADDR=e.lladdr, NDA_DST=str(e.dst)
-            ),
-            lambda e: self._ignore_missing(
-                self._ipr.fdb, "del", ifindex=index, lladdr=e.lladdr, dst=str(e.dst)
-            ),
+            lambda e: (_entry_request(wire.AF_BRIDGE, index, e, e.lladdr), wire.RTM_DELNEIGH, 0),
+            tolerate=_GONE,
         )
-        failures += send_batched(
-            self._ipr,
+        failures += send_changes(
+            self._rtnl,
             changes.neigh_delete,
-            lambda e: _ndmsg(RTM_DELNEIGH, request, socket.AF_INET, index, NDA_DST=str(e.dst)),
-            lambda e: self._ignore_missing(self._ipr.neigh, "del", ifindex=index, dst=str(e.dst)),
+            lambda e: (_entry_request(wire.AF_INET, index, e), wire.RTM_DELNEIGH, 0),
+            tolerate=_GONE,
         )
         changed = len(changes.fdb_delete) + len(changes.neigh_delete) - len(failures)
         return PeerResult(changed, failures)
 
-    @staticmethod
-    def _ignore_missing(call: Any, *args: Any, **kwargs: Any) -> None:
-        from pyroute2 import NetlinkError
-
-        try:
-            call(*args, **kwargs)
-        except NetlinkError as error:
-            if error.code not in (errno.ENOENT, errno.ESRCH):
-                raise
-
-    def current_peers(
-        self, index: int
-    ) -> tuple[list[rtnl_dump.KernelNeighbour], list[rtnl_dump.KernelNeighbour]]:
+    def current_peers(self, index: int) -> tuple[list[KernelNeighbour], list[KernelNeighbour]]:
         return (
-            rtnl_dump.dump_neighbours(AF_BRIDGE, index),
-            rtnl_dump.dump_neighbours(socket.AF_INET, index),
+            dump_neighbours(self._rtnl, wire.AF_BRIDGE, index),
+            dump_neighbours(self._rtnl, wire.AF_INET, index),
         )
+
+
+def _entry_request(
+    family: int, index: int, entry: KernelNeighbour, lladdr: str | None = None
+) -> Any:
+    if entry.dst is None:  # diff_peers never deletes an entry without an address
+        raise ValueError(f"entry {entry} has no address")
+    return neighbour_request(family, index, entry.dst, lladdr)

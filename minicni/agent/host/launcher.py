@@ -10,7 +10,10 @@ Modes:
 
 from __future__ import annotations
 
+import errno
+import os
 import shlex
+import stat
 import sys
 from pathlib import Path
 
@@ -48,3 +51,21 @@ def install_plugin(
 
         return install_bundle(cni_bin_dir, runtime_dir)
     raise ValueError(f"unknown plugin install mode {mode!r}; expected one of {', '.join(MODES)}")
+
+
+def host_write_error(error: OSError) -> str:
+    """An OSError, and for a permission error on a host directory who owns it: the long-running
+    agent has NET_ADMIN and NET_RAW only, so as root it still obeys the permission bits."""
+    text = f"{type(error).__name__}: {error}"
+    if error.errno not in (errno.EACCES, errno.EPERM) or not error.filename:
+        return text
+    directory = os.path.dirname(os.fspath(error.filename)) or "."
+    try:
+        status = os.stat(directory)
+    except OSError:
+        return text
+    return (
+        f"{text} ({directory} is owned by uid {status.st_uid}, mode "
+        f"{stat.S_IMODE(status.st_mode):04o}: `minicni-agent --install-only`, run with "
+        "CAP_DAC_OVERRIDE as the DaemonSet's init container does, writes there)"
+    )

@@ -1,8 +1,14 @@
 """The node's CNI network configuration list: what it says (`minicni.agent.host.conflist` writes
-it)."""
+it).
+
+With a `portmap` to chain (hostPort, as kindnet and flannel chain it), every plugin of the list
+must accept the version a runtime picks for the whole list, so the list offers only the versions
+both speak.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -26,6 +32,30 @@ class ConflistSettings:
     data_dir: str
     log_file: str = defaults.LOG_FILE
     bridge: str = defaults.BRIDGE
+    portmap_versions: tuple[str, ...] | None = None
+    """The versions of a `portmap` to chain (`minicni.agent.host.portmap`); None: not chained."""
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def versions(settings: ConflistSettings) -> tuple[str, list[str]]:
+    """`cniVersion` and `cniVersions`: with portmap only the versions both speak, and
+    `cniVersion` the highest of them up to 1.0.0 (what libcni 1.1 runtimes accept)."""
+    common = [v for v in CNI_VERSIONS if v in (settings.portmap_versions or CNI_VERSIONS)]
+    capped = [v for v in common if _version_key(v) <= _version_key(CNI_VERSION)]
+    return max(capped, key=_version_key), common
+
+
+def chains_portmap(settings: ConflistSettings) -> bool:
+    """portmap is chained when one is there and it speaks a version we do (up to 1.0.0)."""
+    if not settings.portmap_versions:
+        return False
+    return any(
+        v in settings.portmap_versions and _version_key(v) <= _version_key(CNI_VERSION)
+        for v in CNI_VERSIONS
+    )
 
 
 def render(settings: ConflistSettings) -> str:
@@ -39,10 +69,18 @@ def render(settings: ConflistSettings) -> str:
         "dataDir": settings.data_dir,
         "logFile": settings.log_file,
     }
+    plugins = [plugin]
+    if not chains_portmap(settings):
+        settings = dataclasses.replace(settings, portmap_versions=None)
+    else:
+        # hostPort, as kindnet and flannel chain it; snat (portmap's default, spelt out) makes a
+        # pod that reaches its own hostPort through the node's address see a reply (hairpin)
+        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
+    version, offered = versions(settings)
     document = {
-        "cniVersion": CNI_VERSION,
-        "cniVersions": list(CNI_VERSIONS),
+        "cniVersion": version,
+        "cniVersions": offered,
         "name": defaults.NETWORK_NAME,
-        "plugins": [plugin],
+        "plugins": plugins,
     }
     return json.dumps(document, indent=2) + "\n"

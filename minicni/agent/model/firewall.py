@@ -7,8 +7,9 @@ itself: an accept in a separate nftables table would not override another table'
 POSTROUTING: `MINICNI-POSTRTG` masquerades pod traffic only when it leaves the cluster: pod->pod
 and pod->node (every node address is listed) keep the pod's source address.
 
-Pure: `minicni.agent.apply.firewall` runs iptables-save and iptables-restore with what this
-module computes.
+Pure: `minicni.agent.apply.firewall` reads our chains back (`iptables -S`) and runs
+iptables-restore with what this module computes, in the backend `minicni.agent.apply.xtables`
+finds the node using.
 """
 
 from __future__ import annotations
@@ -65,14 +66,15 @@ def masquerade_spec(cluster_cidr: IPv4Network, node_ips: Iterable[IPv4Address]) 
 
 
 def parse_chain(save_output: str, spec: ChainSpec) -> ChainState:
-    """Our chain's rules and the number of jumps to it, from `iptables-save -t <table>`."""
+    """Our chain's rules and the number of jumps to it, from `iptables-save -t <table>` or from
+    `iptables -S <our chain>` and `iptables -S <built-in chain>` (the same rule syntax)."""
     rules: list[str] = []
     exists = False
     jumps = 0
     own_prefix = f"-A {spec.chain} "
     for line in save_output.splitlines():
         line = line.strip()
-        if line.startswith(f":{spec.chain} "):
+        if line.startswith(f":{spec.chain} ") or line == f"-N {spec.chain}":
             exists = True
         elif line.startswith(own_prefix):
             rules.append(line)
@@ -99,3 +101,12 @@ def render_restore(sections: dict[str, list[str]]) -> str:
         if lines:
             text += [f"*{table}", *lines, "COMMIT"]
     return "\n".join(text) + "\n" if text else ""
+
+
+def removal_section(spec: ChainSpec, state: ChainState) -> list[str]:
+    """iptables-restore lines that remove our chain and its jumps (from a backend we left)."""
+    if not state.exists:
+        return []
+    lines = [f":{spec.chain} - [0:0]"]  # declaring it flushes it
+    lines += [f"-D {spec.builtin} -j {spec.chain}"] * state.jumps
+    return [*lines, f"-X {spec.chain}"]

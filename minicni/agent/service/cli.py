@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -26,8 +27,16 @@ from minicni.agent.service.config import AgentConfig
 from minicni.agent.service.metrics import Metrics
 from minicni.agent.service.reconciler import Reconciler
 from minicni.agent.service.sources import NodeSource
+from minicni.agent.service.sources.backoff import Backoff
 
 ENV_PREFIX = "MINICNI_"
+AUTO = "auto"
+DEFAULT_HEALTH_ADDR = "127.0.0.1:28109"
+"""Loopback only, and a port no common node component uses (Calico/Canal's Felix has 9099;
+see tests/test_agent_cli.py for the ports checked)."""
+DISCOVERY_ATTEMPTS = 8
+STUCK_LOOP_SECONDS = 300.0
+"""A reconcile pass that has not ended after this long hangs (its subprocesses time out at 30 s)."""
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
 log = logging.getLogger("minicni.agent")
@@ -54,7 +63,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--node-name", "this node's name", environ.get("NODE_NAME") or socket.gethostname())
     option(
         "--cluster-cidr",
-        "the cluster's pod CIDR (every node's podCIDR lies in it)",
+        "the cluster's pod CIDR (every node's podCIDR lies in it); `auto` reads it from the "
+        "cluster (kube-system ConfigMaps kubeadm-config, else kube-proxy)",
         defaults.CLUSTER_CIDR,
     )
     option(
@@ -96,23 +106,52 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         choices=["iptables", "none"],
     )
     option("--mtu", "pod MTU (default: the underlay's, less 50 for vxlan and auto)")
-    option("--health-addr", "host:port for /healthz, /readyz, /metrics; empty to disable", ":9099")
+    option(
+        "--health-addr",
+        "host:port for /healthz, /readyz, /metrics (loopback: kubelet probes 127.0.0.1 in the "
+        "node's network); empty to disable",
+        DEFAULT_HEALTH_ADDR,
+    )
     option("--resync-seconds", "full reconcile period", "10")
     option("--log-level", "DEBUG, INFO, WARNING or ERROR", "INFO")
-    parser.add_argument(
-        "--once",
-        action="store_true",
-        default=environ.get(env_name("--once"), "").lower() in TRUE_WORDS,
-        help=f"reconcile once, print a JSON report, exit 0 if all went well [{env_name('--once')}]",
+
+    def switch(flag: str, help: str) -> None:
+        default = environ.get(env_name(flag), "").lower() in TRUE_WORDS
+        parser.add_argument(
+            flag, action="store_true", default=default, help=f"{help} [{env_name(flag)}]"
+        )
+
+    switch("--once", "reconcile once, print a JSON report, exit 0 if all went well")
+    switch(
+        "--install-only",
+        "install the plugin and write this node's conflist, then exit (an init container with "
+        "the capabilities writing into the host's directories needs); print a JSON report",
+    )
+    switch(
+        "--cni-exclusive",
+        "own the CNI config dir: rename every other config file to <name>.minicni_bak, as "
+        "Cilium's cni.exclusive does (without it, a config that sorts first keeps the agent "
+        "not ready)",
     )
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> AgentConfig:
+def parse_cluster_cidr(text: str) -> ipaddress.IPv4Network | None:
+    """The --cluster-cidr value; None for `auto` (read from the cluster later)."""
+    if text == AUTO:
+        return None
     try:
-        cluster_cidr = ipaddress.IPv4Network(args.cluster_cidr, strict=True)
+        return ipaddress.IPv4Network(text, strict=True)
     except ValueError as error:
         raise ValueError(f"--cluster-cidr: {error}") from None
+
+
+def config_from_args(
+    args: argparse.Namespace, cluster_cidr: ipaddress.IPv4Network | None = None
+) -> AgentConfig:
+    cluster_cidr = cluster_cidr or parse_cluster_cidr(args.cluster_cidr)
+    if cluster_cidr is None:
+        raise ValueError("--cluster-cidr auto must be resolved before the configuration")
     mtu = int(args.mtu) if args.mtu else None
     if mtu is not None and not 576 <= mtu <= 65535:
         raise ValueError(f"--mtu {mtu} is out of range")
@@ -131,6 +170,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         plugin_log_file=args.plugin_log_file,
         firewall=args.firewall,
         mtu=mtu,
+        cni_exclusive=args.cni_exclusive,
     )
 
 
@@ -154,7 +194,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         stream=sys.stderr,
     )
     try:
-        config = config_from_args(args)
+        cluster_cidr = parse_cluster_cidr(args.cluster_cidr)
+        if cluster_cidr is None and args.nodes_file:
+            raise ValueError(
+                "--cluster-cidr auto reads the cluster: it needs the Kubernetes source"
+            )
+        config_from_args(args, cluster_cidr or ipaddress.IPv4Network("0.0.0.0/0"))  # validation
         resync_seconds = float(args.resync_seconds)
         if resync_seconds <= 0:
             raise ValueError("--resync-seconds must be positive")
@@ -166,14 +211,55 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except Exception as error:  # no kubeconfig, no in-cluster account: say so, exit non-zero
         log.error("cannot set up the node source: %s: %s", type(error).__name__, error)
         return 1
-    reconciler = Reconciler(config, metrics)
     try:
-        if args.once:
-            return run_once(source, reconciler)
-        return run_service(args, source, reconciler, metrics, resync_seconds)
+        if cluster_cidr is None:
+            cluster_cidr = discover_cluster_cidr(source)
+            if cluster_cidr is None:
+                return 1
+        reconciler = Reconciler(config_from_args(args, cluster_cidr), metrics)
+        try:
+            if args.install_only:
+                return run_install(source, reconciler)
+            if args.once:
+                return run_once(source, reconciler)
+            return run_service(args, source, reconciler, metrics, resync_seconds)
+        finally:
+            reconciler.close()
     finally:
         source.close()
-        reconciler.close()
+
+
+def discover_cluster_cidr(source: NodeSource) -> ipaddress.IPv4Network | None:
+    """--cluster-cidr auto: the cluster's pod CIDR from its ConfigMaps, retried while the API
+    server does not answer; None (logged) when the cluster does not say."""
+    from minicni.agent.service.sources.kube import KubeNodeSource, read_cluster_cidr
+
+    assert isinstance(source, KubeNodeSource)
+    backoff = Backoff()
+    for attempt in range(DISCOVERY_ATTEMPTS):
+        try:
+            cidr, where = read_cluster_cidr(source.api)
+        except LookupError as error:
+            log.error("--cluster-cidr auto: %s", error)
+            return None
+        except Exception as error:  # the API server may not answer yet
+            delay = backoff.next_delay()
+            log.warning("reading the cluster CIDR failed (%s), retrying in %.1f s", error, delay)
+            if attempt + 1 < DISCOVERY_ATTEMPTS:
+                time.sleep(delay)
+            continue
+        log.info("cluster CIDR %s, from %s", cidr, where)
+        return cidr
+    log.error("--cluster-cidr auto: the API server did not answer; giving up")
+    return None
+
+
+def run_install(source: NodeSource, reconciler: Reconciler) -> int:
+    from minicni.agent.service.loop import install
+
+    report = install(source, reconciler, threading.Event())
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0 if reconciler.installed else 1
 
 
 def run_once(source: NodeSource, reconciler: Reconciler) -> int:
@@ -203,9 +289,18 @@ def run_service(
     signal.signal(signal.SIGINT, request_stop)
     server = None
     if args.health_addr:
-        from minicni.agent.service.health import HealthServer, parse_address
+        from minicni.agent.service.health import AgentHealth, HealthServer, parse_address
 
-        server = HealthServer(parse_address(args.health_addr), metrics, lambda: reconciler.ready)
+        health = AgentHealth(
+            reconciler.not_ready_reasons,
+            lambda: reconciler.last_pass,
+            source,
+            stuck_after=max(STUCK_LOOP_SECONDS, 6 * resync_seconds),
+            warnings=reconciler.warnings,
+        )
+        server = HealthServer(
+            parse_address(args.health_addr), metrics, health.live, health.ready, health.warnings
+        )
         server.start()
         log.info("serving /healthz, /readyz, /metrics on %s", args.health_addr)
     try:

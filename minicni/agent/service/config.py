@@ -24,3 +24,4 @@ class AgentConfig:
     plugin_log_file: str = defaults.LOG_FILE
     firewall: str = defaults.FIREWALL
     mtu: int | None = None
+    cni_exclusive: bool = False

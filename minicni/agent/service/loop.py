@@ -10,8 +10,10 @@ import logging
 import threading
 
 from minicni.agent.model.nodes import NodeEntry
-from minicni.agent.service.reconciler import Reconciler, Report
+from minicni.agent.service.reconciler import Reconciler
+from minicni.agent.service.report import Report
 from minicni.agent.service.sources import NodeSource, SourceError
+from minicni.agent.service.sources.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,20 @@ def reconcile_once(source: NodeSource, reconciler: Reconciler) -> Report:
     return reconciler.reconcile(fetch_entries(source))
 
 
+def install(source: NodeSource, reconciler: Reconciler, stop: threading.Event) -> Report:
+    """`--install-only`: the plugin and the conflist, retried (with backoff) until this node is
+    in the node set with a pod CIDR, as flannel's init waits for its lease. A plugin that cannot
+    be installed ends it at once: retrying would not give the container more rights."""
+    backoff = Backoff()
+    while True:
+        report = reconciler.install(fetch_entries(source))
+        if reconciler.installed or reconciler.plugin_failed or stop.is_set():
+            return report
+        delay = backoff.next_delay()
+        log.info("install: %s; retrying in %.1f s", "; ".join(report.errors), delay)
+        stop.wait(delay)
+
+
 def run(
     source: NodeSource,
     reconciler: Reconciler,
@@ -37,9 +53,18 @@ def run(
     resync_seconds: float,
 ) -> None:
     reported_ready = False
+    source_health = source.health()
     while not stop.is_set():
         report = reconciler.reconcile(fetch_entries(source))
         _log_report(report)
+        health = source.health()
+        reconciler.metrics.set("node_source_ready", 1.0 if health.ready else 0.0)
+        if health != source_health:
+            if health.reason:
+                log.warning("%s", health.reason)
+            else:
+                log.info("node source: keeping the node set current again")
+        source_health = health
         if reconciler.ready and not reported_ready:
             try:
                 source.report_ready(reconciler.config.node_name)

@@ -42,8 +42,39 @@ FAMILIES = (
     _Family("bad_node_entries_total", "counter", "Node entries skipped, by reason."),
     _Family("errors_total", "counter", "Errors, by stage."),
     _Family("firewall_rewrites_total", "counter", "Times our iptables chains were rewritten."),
+    _Family(
+        "iptables_backend",
+        "gauge",
+        "1 for the iptables backend our chains are in (legacy or nft), as the node's other "
+        "components use it.",
+    ),
     _Family("conflist_writes_total", "counter", "Times the CNI conflist was (re)written."),
+    _Family(
+        "conflist_in_effect",
+        "gauge",
+        "1 while our conflist is the first config file, the one the runtime loads.",
+    ),
+    _Family(
+        "conflist_shadowed",
+        "gauge",
+        "1 for the config file the runtime loads instead of ours (its path in `file`).",
+    ),
+    _Family(
+        "conflists_moved_aside_total",
+        "counter",
+        "Other config files renamed to *.minicni_bak (--cni-exclusive).",
+    ),
     _Family("ready", "gauge", "1 once the conflist is written and the first reconcile is done."),
+    _Family(
+        "loopback_plugin_present",
+        "gauge",
+        "1 when the CNI bin dir has the `loopback` plugin containerd runs for every sandbox.",
+    ),
+    _Family(
+        "node_source_ready",
+        "gauge",
+        "1 while the node source keeps the node set current (0: stale, see /readyz).",
+    ),
 )
 
 

@@ -10,62 +10,30 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
-from minicni.agent.apply import hostnet, rtnl_dump
+from minicni import defaults
+from minicni.agent.apply import hostnet
 from minicni.agent.apply.firewall import IptablesFirewall
-from minicni.agent.apply.routes import RouteApplier, RouteResult
-from minicni.agent.apply.rules import RuleApplier
-from minicni.agent.apply.vxlan import PeerChanges, PeerResult, VxlanApplier, VxlanDevice, diff_peers
+from minicni.agent.apply.network import NetworkApplier, NodeView
 from minicni.agent.host import conflist, state
-from minicni.agent.model.conflist import ConflistSettings
+from minicni.agent.host.companions import missing_loopback
+from minicni.agent.host.launcher import host_write_error
+from minicni.agent.host.portmap import PortmapProbe
+from minicni.agent.model.conflist import ConflistSettings, chains_portmap
 from minicni.agent.model.nodes import Node, NodeEntry, NodeProblem, validate_entries
-from minicni.agent.model.plan import (
-    MAIN_TABLE,
-    POLICY_TABLE,
-    VXLAN_DEVICE,
-    VXLAN_OVERHEAD,
-    Plan,
-    plan_node,
-    pod_mtu,
-)
+from minicni.agent.model.plan import pod_mtu
 from minicni.agent.service.config import AgentConfig
 from minicni.agent.service.metrics import Metrics
-from minicni.net.sysctl import ensure_sysctl
+from minicni.agent.service.report import Report, record_failure, record_network
+from minicni.net.addresses import KernelAddress, dump_addresses
+from minicni.net.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
 
 PLUGIN_RECHECK_SECONDS = 300.0
 """The plugin is installed at start and checked again this often, not on every node change."""
-
-
-@dataclass
-class Report:
-    """What one reconcile did; printed as JSON by `--once`."""
-
-    ok: bool = True
-    nodes: int = 0
-    problems: list[str] = field(default_factory=list)
-    routes: int = 0
-    routes_added: int = 0
-    routes_replaced: int = 0
-    routes_deleted: int = 0
-    vxlan_peers: int = 0
-    vxlan_changes: int = 0
-    peer_node_routes: int = 0
-    peer_node_route_changes: int = 0
-    policy_rule: bool = False
-    policy_rule_changes: int = 0
-    conflist_written: bool = False
-    plugin_installed: bool = False
-    firewall_rewritten: bool = False
-    mtu: int | None = None
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+RECEIVE_BUFFER = 1 << 20
+"""Room for the acks of a batch of BATCH_SIZE requests (a few hundred bytes of buffer each)."""
 
 
 class StageError(Exception):
@@ -77,32 +45,82 @@ class StageError(Exception):
 
 
 class Reconciler:
-    def __init__(self, config: AgentConfig, metrics: Metrics, ipr: Any = None) -> None:
+    def __init__(self, config: AgentConfig, metrics: Metrics, rtnl: Rtnl | None = None) -> None:
         self.config = config
         self.metrics = metrics
-        self._ipr = ipr
+        self._rtnl = rtnl
         self._last_good: dict[str, Node] = state.load_nodes(config.state_dir)
         self._last_problems: list[NodeProblem] = []
         self._conflist_ok = False
         self._reconciled = False
         self._plugin_ok = config.plugin_install == "none"
         self._next_install = 0.0
+        self._firewall: IptablesFirewall | None = None
+        self._portmap = PortmapProbe(config.cni_bin_dir)
+        self._own_problem: str | None = None
+        self._shadowed_by: str | None = None
+        self._plugin_error: str | None = None
+        self._conflist_written = False
+        self._warnings: dict[str, str] = {}
+        self.last_pass = time.monotonic()
+        """When the last reconcile ended (monotonic): the liveness check reads it."""
+
+    @property
+    def installed(self) -> bool:
+        """The plugin is installed and our conflist written (in effect or not)."""
+        return self._plugin_ok and self._conflist_written
+
+    @property
+    def plugin_failed(self) -> bool:
+        return self._plugin_error is not None
 
     @property
     def ready(self) -> bool:
-        return self._conflist_ok and self._reconciled and self._plugin_ok
+        return not self.not_ready_reasons()
 
-    def _kernel(self) -> Any:
-        if self._ipr is None:
-            from pyroute2 import IPRoute
+    def not_ready_reasons(self) -> list[str]:
+        reasons = []
+        if self._own_problem:
+            reasons.append(self._own_problem)
+        if not self._plugin_ok:
+            reasons.append(f"the plugin is not installed: {self._plugin_error or 'not yet'}")
+        if self._shadowed_by:
+            reasons.append(
+                f"conflist not in effect: the runtime loads {self._shadowed_by} "
+                f"(the first config file), not {defaults.CONFLIST_NAME}"
+            )
+        elif not self._conflist_ok:
+            reasons.append("the conflist is not written yet")
+        if not self._reconciled:
+            reasons.append("no complete reconcile yet")
+        return reasons
 
-            self._ipr = IPRoute()
-        return self._ipr
+    def warnings(self) -> list[str]:
+        """What the node lacks that minicni cannot fix and that does not hold the node back."""
+        return list(self._warnings.values())
+
+    def _warn(self, check: str, message: str | None, report: Report) -> None:
+        """Keep a warning while it holds; log it when it appears and when it clears."""
+        before = self._warnings.pop(check, None)
+        if message is not None:
+            self._warnings[check] = message
+            if message != before:
+                log.warning("%s", message)
+        elif before is not None:
+            log.info("%s: resolved", check)
+        report.warnings = self.warnings()
+
+    def _kernel(self) -> Rtnl:
+        """One socket for the agent's life. Strict: the kernel filters the route dump by our
+        protocol. Its receive buffer holds the acks of a whole batch."""
+        if self._rtnl is None:
+            self._rtnl = Rtnl(strict=True, receive_buffer=RECEIVE_BUFFER)
+        return self._rtnl
 
     def close(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        if self._rtnl is not None:
+            self._rtnl.close()
+            self._rtnl = None
 
     def reconcile(self, entries: list[NodeEntry] | None) -> Report:
         """Entries from the source, or None when the source failed (plan from the last good set)."""
@@ -121,13 +139,11 @@ class Reconciler:
         self.metrics.observe("reconcile_duration_seconds", report.seconds)
         self.metrics.set("last_reconcile_timestamp_seconds", time.time())
         self.metrics.set("ready", 1.0 if self.ready else 0.0)
+        self.last_pass = time.monotonic()
         return report
 
-    def _fail(self, report: Report, stage: str, message: str) -> None:
-        report.ok = False
-        report.errors.append(f"{stage}: {message}")
-        self.metrics.inc("errors_total", stage=stage)
-        log.error("%s: %s", stage, message)
+    def _fail(self, report: Report, stage: str, message: str, *, log_it: bool = True) -> None:
+        record_failure(report, self.metrics, stage, message, log_it=log_it)
 
     def _node_set(self, entries: list[NodeEntry] | None, report: Report) -> dict[str, Node]:
         if entries is None:
@@ -158,40 +174,114 @@ class Reconciler:
         self._last_problems = problems
 
     def _apply(self, nodes: dict[str, Node], report: Report) -> None:
-        config = self.config
-        report.nodes = len(nodes)
-        self.metrics.set("nodes", len(nodes))
-        own = nodes.get(config.node_name)
-        if own is None:
-            raise StageError("own_node", f"node {config.node_name!r} has no valid entry yet")
-        ipr = self._kernel()
-        underlay = hostnet.find_underlay(ipr, own.internal_ip)
-        underlay_mtu = underlay.mtu if underlay else hostnet.DEFAULT_MTU
-        report.mtu = config.mtu or pod_mtu(underlay_mtu, config.backend)
-        # The plugin first: a runtime that finds the conflist executes the plugin straight away.
-        if time.monotonic() >= self._next_install:
-            self._install_plugin(report)
-        if self._plugin_ok:
-            self._write_conflist(own, report.mtu, report)
-        self._apply_network(nodes, own, underlay, underlay_mtu, report)
-        if config.firewall == "iptables":
+        own, addresses, underlay = self._install_host(nodes, report)
+        view = NodeView(
+            nodes, own, self.config.backend, self.config.cluster_cidr, addresses, underlay
+        )
+        record_network(report, self.metrics, NetworkApplier(self._kernel()).apply(view))
+        if self.config.firewall == "iptables":
             self._apply_firewall(nodes, report)
         # Ready after one complete pass: a peer whose route fails is reported and retried, but
         # must not keep this node's pods (and, with Kubernetes, the whole node) off the network.
         self._reconciled = True
 
+    def install(self, entries: list[NodeEntry] | None) -> Report:
+        """What `--install-only` does: the plugin and the conflist, written into the host's
+        directories (by an init container with the capabilities writing there needs), and
+        nothing of the network."""
+        started = time.perf_counter()
+        report = Report()
+        self._next_install = 0.0
+        try:
+            self._install_host(self._node_set(entries, report), report)
+        except StageError as error:
+            self._fail(report, error.stage, str(error))
+        report.seconds = round(time.perf_counter() - started, 6)
+        return report
+
+    def _own_node(self, nodes: dict[str, Node]) -> Node:
+        own = nodes.get(self.config.node_name)
+        if own is not None:
+            self._own_problem = None
+            return own
+        problem = next((p for p in self._last_problems if p.node == self.config.node_name), None)
+        if problem is None:
+            self._own_problem = (
+                f"node {self.config.node_name!r} is not in the node set or has no pod CIDR yet"
+            )
+        elif problem.kind == "pod_cidr_outside_cluster":
+            self._own_problem = (
+                f"node {self.config.node_name!r}: {problem.detail}: --cluster-cidr "
+                "(MINICNI_CLUSTER_CIDR) must be the cluster's pod CIDR (kube-controller-manager "
+                "--cluster-cidr, kubeadm networking.podSubnet), or `auto` to read it"
+            )
+        else:
+            self._own_problem = f"node {self.config.node_name!r} is unusable: {problem.detail}"
+        raise StageError("own_node", self._own_problem)
+
+    def _install_host(
+        self, nodes: dict[str, Node], report: Report
+    ) -> tuple[Node, tuple[KernelAddress, ...], hostnet.Underlay | None]:
+        """The plugin, then the conflist (a runtime that finds the conflist executes the plugin
+        straight away), then whether the runtime will use it."""
+        config = self.config
+        report.nodes = len(nodes)
+        self.metrics.set("nodes", len(nodes))
+        own = self._own_node(nodes)
+        rtnl = self._kernel()
+        addresses = tuple(dump_addresses(rtnl))
+        underlay = hostnet.find_underlay(rtnl, own.internal_ip, addresses)
+        underlay_mtu = underlay.mtu if underlay else hostnet.DEFAULT_MTU
+        report.mtu = config.mtu or pod_mtu(underlay_mtu, config.backend)
+        if time.monotonic() >= self._next_install:
+            self._install_plugin(report)
+        if self._plugin_ok:
+            self._write_conflist(own, report.mtu, report)
+        loopback = missing_loopback(config.cni_bin_dir)
+        self.metrics.set("loopback_plugin_present", 0.0 if loopback else 1.0)
+        self._warn("loopback", loopback, report)
+        return own, addresses, underlay
+
     def _write_conflist(self, own: Node, mtu: int, report: Report) -> None:
         settings = ConflistSettings(
-            own.pod_cidr, mtu, self.config.ipam_data_dir, self.config.plugin_log_file
+            own.pod_cidr,
+            mtu,
+            self.config.ipam_data_dir,
+            self.config.plugin_log_file,
+            portmap_versions=self._portmap.versions(),
         )
+        report.portmap_chained = chains_portmap(settings)
         try:
             report.conflist_written = conflist.write_conflist(self.config.cni_conf_dir, settings)
         except OSError as error:
-            self._fail(report, "conflist", str(error))
+            self._conflist_ok = False
+            self._fail(report, "conflist", host_write_error(error))
             return
         if report.conflist_written:
             self.metrics.inc("conflist_writes_total")
-        self._conflist_ok = True
+        self._conflist_written = True
+        self._conflist_ok = self._in_effect(report)
+
+    def _in_effect(self, report: Report) -> bool:
+        """Whether the runtime will use our conflist: it loads only the first config file."""
+        try:
+            placement = conflist.ensure_first(self.config.cni_conf_dir, self.config.cni_exclusive)
+        except OSError as error:
+            self._fail(report, "conflist", host_write_error(error))
+            return False
+        if placement.moved:
+            self.metrics.inc("conflists_moved_aside_total", len(placement.moved))
+        shadowed = placement.shadowed_by
+        report.conflist_shadowed_by = shadowed
+        self.metrics.set("conflist_in_effect", 0.0 if shadowed else 1.0)
+        by_file = {shadowed: 1.0} if shadowed else {}
+        self.metrics.replace_family("conflist_shadowed", by_file, "file")
+        changed = shadowed != self._shadowed_by
+        self._shadowed_by = shadowed
+        if shadowed is None:
+            return True
+        self._fail(report, "conflist", conflist.shadowing_message(shadowed), log_it=changed)
+        return False
 
     def _install_plugin(self, report: Report) -> None:
         mode = self.config.plugin_install
@@ -204,140 +294,31 @@ class Reconciler:
                 self.config.cni_bin_dir, mode=mode, runtime_dir=self.config.plugin_dir
             )
             self._plugin_ok = True
+            self._plugin_error = None
             self._next_install = time.monotonic() + PLUGIN_RECHECK_SECONDS
-        except Exception as error:  # reported and retried on the next resync
-            self._fail(report, "plugin_install", f"{type(error).__name__}: {error}")
-
-    def _apply_network(
-        self,
-        nodes: dict[str, Node],
-        own: Node,
-        underlay: hostnet.Underlay | None,
-        underlay_mtu: int,
-        report: Report,
-    ) -> None:
-        """Plan, then the VXLAN device if a peer needs it, the peers' FDB/neighbour entries, the
-        routes (which need them), the policy rule (which needs its table filled and emptied of
-        stale routes) and last the stale entries (which routes no longer use)."""
-        ipr = self._kernel()
-        self._ensure_forwarding(report)
-        vxlan = VxlanApplier(ipr)
-        vxlan_index = vxlan.ifindex()
-        plan = self._plan(nodes, own, vxlan_index)
-        if plan.vxlan_peers:
-            vxlan_index = self._ensure_vxlan(vxlan, own, underlay, underlay_mtu, report)
-            if vxlan_index is None:  # no tunnel (reported): do not route into a missing device
-                plan = plan.without_vxlan()
-        peers = PeerChanges()
-        if vxlan_index is not None:
-            peers = diff_peers(plan.vxlan_peers, *vxlan.current_peers(vxlan_index))
-            self._count_peer_changes(report, vxlan.upsert_peers(vxlan_index, peers))
-        routes = RouteApplier(ipr).reconcile(plan.all_routes(), vxlan_index, VXLAN_DEVICE)
-        self._report_failures(report, "routes", routes.failures)
-        self._apply_rule(plan, routes, report)
-        if vxlan_index is not None:
-            self._count_peer_changes(report, vxlan.delete_stale(vxlan_index, peers))
-        report.vxlan_peers = len(plan.vxlan_peers)
-        self._record_route_counts(routes, report)
-        self._record_route_metrics(plan, report)
-
-    def _apply_rule(self, plan: Plan, routes: RouteResult, report: Report) -> None:
-        """The rule only while our table holds peer routes, and never over a stale one: if a
-        stale route could not be deleted, the rule goes (pod <-> VXLAN peer node traffic falls
-        back to the main table, asymmetric but still routed) until a later pass fixes it."""
-        wanted = plan.rule
-        if wanted is not None and routes.failed_deletes(POLICY_TABLE):
-            self._fail(report, "policy_rule", "stale routes left in our table: rule withdrawn")
-            wanted = None
-        result = RuleApplier(self._kernel()).reconcile(wanted)
-        self._report_failures(report, "policy_rule", result.failures)
-        report.policy_rule = result.present
-        report.policy_rule_changes = result.changed
-        if result.changed:
-            self.metrics.inc("policy_rule_changes_total", result.changed)
-
-    @staticmethod
-    def _record_route_counts(routes: RouteResult, report: Report) -> None:
-        main = routes.counts(MAIN_TABLE)
-        report.routes = main.total
-        report.routes_added = main.added
-        report.routes_replaced = main.replaced
-        report.routes_deleted = main.deleted
-        policy = routes.counts(POLICY_TABLE)
-        report.peer_node_routes = policy.total
-        report.peer_node_route_changes = policy.added + policy.replaced + policy.deleted
-
-    def _ensure_forwarding(self, report: Report) -> None:
-        """Pod traffic is forwarded by the node (the plugin sets this too, on its first pod).
-        Read first: where /proc/sys is read-only (a container) and it is already on, fine."""
-        try:
-            ensure_sysctl("net.ipv4.ip_forward", "1")
-        except OSError as error:
-            self._fail(report, "sysctl", f"cannot enable net.ipv4.ip_forward: {error}")
-
-    def _ensure_vxlan(
-        self,
-        vxlan: VxlanApplier,
-        own: Node,
-        underlay: hostnet.Underlay | None,
-        underlay_mtu: int,
-        report: Report,
-    ) -> int | None:
-        """Our VXLAN device's index, created or corrected; None if it cannot be had."""
-        if underlay is None:
-            self._fail(report, "vxlan", f"no interface holds {own.internal_ip}")
-            return vxlan.ifindex()
-        device = VxlanDevice(
-            own.internal_ip, underlay.ifindex, own.pod_cidr, underlay_mtu - VXLAN_OVERHEAD
-        )
-        try:
-            index, _ = vxlan.ensure_device(device)
-        except Exception as error:  # netlink refused: report, route what host-gw can
-            self._fail(report, "vxlan", f"cannot set up {device.name}: {error}")
-            return vxlan.ifindex()
-        return index
-
-    def _plan(self, nodes: dict[str, Node], own: Node, vxlan_index: int | None) -> Plan:
-        subnets = hostnet.connected_subnets(
-            rtnl_dump.dump_addresses(),
-            self.config.cluster_cidr,
-            [vxlan_index] if vxlan_index is not None else [],
-        )
-        return plan_node(nodes, own.name, self.config.backend, subnets)
-
-    def _count_peer_changes(self, report: Report, result: PeerResult) -> None:
-        report.vxlan_changes += result.changed
-        if result.changed:
-            self.metrics.inc("vxlan_peer_changes_total", result.changed)
-        self._report_failures(report, "vxlan", result.failures)
-
-    def _record_route_metrics(self, plan: Plan, report: Report) -> None:
-        vxlan_routes = sum(1 for route in plan.routes if route.device is not None)
-        by_backend = {"host-gw": len(plan.routes) - vxlan_routes, "vxlan": vxlan_routes}
-        self.metrics.replace_family("routes", by_backend, "backend")
-        self.metrics.set("peer_node_routes", report.peer_node_routes)
-        self.metrics.set("policy_rules", 1.0 if report.policy_rule else 0.0)
-        if report.peer_node_route_changes:
-            self.metrics.inc("peer_node_route_changes_total", report.peer_node_route_changes)
-        for op, count in (
-            ("add", report.routes_added),
-            ("replace", report.routes_replaced),
-            ("delete", report.routes_deleted),
-        ):
-            if count:
-                self.metrics.inc("route_changes_total", count, op=op)
-
-    def _report_failures(self, report: Report, stage: str, failures: list[Any]) -> None:
-        for failure in failures:
-            self._fail(report, stage, f"{failure.item}: {failure.reason}")
+        except OSError as error:  # reported and retried on the next resync
+            self._plugin_ok = False
+            self._plugin_error = host_write_error(error)
+            self._fail(report, "plugin_install", self._plugin_error)
+        except Exception as error:
+            self._plugin_ok = False
+            self._plugin_error = f"{type(error).__name__}: {error}"
+            self._fail(report, "plugin_install", self._plugin_error)
 
     def _apply_firewall(self, nodes: dict[str, Node], report: Report) -> None:
+        if self._firewall is None:
+            self._firewall = IptablesFirewall()
         try:
-            report.firewall_rewritten = IptablesFirewall().apply(
+            report.firewall_rewritten = self._firewall.apply(
                 self.config.cluster_cidr, (node.internal_ip for node in nodes.values())
             )
         except Exception as error:  # missing iptables, a failed restore: reported, retried
             self._fail(report, "firewall", f"{type(error).__name__}: {error}")
             return
+        finally:
+            backend = self._firewall.backend
+            report.firewall_backend = backend.value if backend else None
+            if backend is not None:
+                self.metrics.replace_family("iptables_backend", {backend.value: 1.0}, "backend")
         if report.firewall_rewritten:
             self.metrics.inc("firewall_rewrites_total")

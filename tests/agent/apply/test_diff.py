@@ -3,9 +3,11 @@
 from ipaddress import IPv4Address, IPv4Network
 
 from minicni.agent.apply.routes import diff_routes
-from minicni.agent.apply.rtnl_dump import KernelNeighbour, KernelRoute
-from minicni.agent.apply.vxlan import AF_BRIDGE, NUD_PERMANENT, diff_peers
+from minicni.agent.apply.vxlan import diff_peers
 from minicni.agent.model.plan import POLICY_TABLE, VXLAN_DEVICE, Route, VxlanPeer
+from minicni.net.neighbours import KernelNeighbour
+from minicni.net.routes import KernelRoute
+from minicni.net.wire import AF_BRIDGE, NUD_PERMANENT
 
 VX = 7  # ifindex of the VXLAN device in these tests
 SRC = IPv4Address("192.168.50.11")

@@ -1,16 +1,22 @@
 """Our policy rule: which rules are ours, what the diff keeps, adds and deletes (no kernel)."""
 
+import errno
 from ipaddress import IPv4Network
 from typing import Any
 
 import pytest
+from pyroute2.netlink.rtnl.fibmsg import fibmsg
 
-from minicni.agent.apply.rules import FR_ACT_TO_TBL, KernelRule, diff_rules, kernel_rule
+from minicni.agent.apply.rules import RuleApplier, diff_rules
 from minicni.agent.model.plan import POLICY_RULE_PRIORITY, POLICY_TABLE, PolicyRule
 from minicni.defaults import ROUTE_PROTOCOL
+from minicni.net import wire
+from minicni.net.rtnl import Rtnl
+from minicni.net.rules import KernelRule
+from minicni.net.wire import FR_ACT_TO_TBL
+from tests.rtnl_fakes import ScriptedSocket, ack, done, fails, rule_reply
 
 WANTED = PolicyRule(IPv4Network("10.244.1.0/24"))
-UNSET = 0xFFFFFFFF
 
 
 def krule(
@@ -69,51 +75,29 @@ def test_no_vxlan_peer_left_deletes_our_rule_only() -> None:
     assert changes.delete == (krule(),)
 
 
-def dumped(attrs: list[tuple[str, Any]], **header: int) -> KernelRule:
-    fields = {"family": 2, "dst_len": 0, "src_len": 24, "tos": 0, "action": 1, "flags": 0}
-    fields.update(header)
-    return kernel_rule(fields, attrs)
+def our_rule(seq: int, src: str = "10.244.9.0") -> bytes:
+    header = {"family": 2, "src_len": 24, "action": 1, "table": 252}
+    attrs: list[tuple[str, Any]] = [
+        ("FRA_TABLE", POLICY_TABLE),
+        ("FRA_PRIORITY", POLICY_RULE_PRIORITY),
+        ("FRA_SRC", src),
+        ("FRA_PROTOCOL", ROUTE_PROTOCOL),
+    ]
+    return rule_reply(seq, header, attrs)
 
 
-OUR_ATTRS: list[tuple[str, Any]] = [
-    ("FRA_TABLE", POLICY_TABLE),
-    ("FRA_SUPPRESS_PREFIXLEN", UNSET),
-    ("FRA_PROTOCOL", ROUTE_PROTOCOL),
-    ("FRA_PRIORITY", POLICY_RULE_PRIORITY),
-    ("FRA_SRC", "10.244.1.0"),
-]
+def test_a_moved_rule_is_added_before_the_old_one_goes() -> None:
+    sock = ScriptedSocket([lambda seq: our_rule(seq) + done(seq)], [ack], [ack])
+    result = RuleApplier(Rtnl(sock)).reconcile(WANTED)
+    assert (result.changed, result.present, result.failures) == (2, True, [])
+    assert sock.sent_types() == [wire.RTM_GETRULE, wire.RTM_NEWRULE, wire.RTM_DELRULE]
+    assert sock.sent_message(1, fibmsg).get_attr("FRA_SRC") == "10.244.1.0"
+    assert sock.sent_message(2, fibmsg).get_attr("FRA_SRC") == "10.244.9.0"
 
 
-def test_a_dumped_rule_is_read_with_every_field_kept_for_its_deletion() -> None:
-    rule = dumped(OUR_ATTRS)
-    assert rule == krule()
-    fields = dict(rule.fields)
-    assert fields["table"] == POLICY_TABLE and fields["src"] == "10.244.1.0"
-    assert fields["src_len"] == 24 and fields["protocol"] == ROUTE_PROTOCOL
-
-
-@pytest.mark.parametrize(
-    ("extra", "header"),
-    [
-        ([("FRA_IIFNAME", "eth0")], {}),
-        ([("FRA_FWMARK", 1)], {}),
-        ([("FRA_SUPPRESS_PREFIXLEN", 0)], {}),
-        ([], {"dst_len": 8}),
-        ([], {"flags": 2}),  # FIB_RULE_INVERT: `not from ...`
-    ],
-)
-def test_anything_narrowing_a_dumped_rule_makes_it_selective(
-    extra: list[tuple[str, Any]], header: dict[str, int]
-) -> None:
-    replaced = {name for name, _ in extra}
-    attrs = [attr for attr in OUR_ATTRS if attr[0] not in replaced] + extra
-    assert dumped(attrs, **header).selective
-
-
-def test_a_rule_without_priority_attribute_is_priority_zero() -> None:
-    rule = kernel_rule(
-        {"family": 2, "dst_len": 0, "src_len": 0, "tos": 0, "action": 1, "flags": 0},
-        [("FRA_TABLE", 255), ("FRA_PROTOCOL", 2)],
-    )
-    assert (rule.priority, rule.src, rule.table) == (0, None, 255)
-    assert dict(rule.fields)["priority"] == 0
+def test_a_rule_the_kernel_refuses_is_reported_and_not_present() -> None:
+    sock = ScriptedSocket([done], [fails(errno.EPERM)])
+    result = RuleApplier(Rtnl(sock)).reconcile(WANTED)
+    assert not result.present and result.changed == 0
+    [failure] = result.failures
+    assert failure.item == WANTED and "Operation not permitted" in failure.reason

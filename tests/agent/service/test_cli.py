@@ -62,3 +62,39 @@ def test_bad_values_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
         main([*argv, "--nodes-file", "/nonexistent", "--once"], environ={})
     assert exited.value.code == 2
     assert "minicni-agent" in capsys.readouterr().err
+
+
+def test_cluster_cidr_auto_needs_the_kubernetes_source(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--cluster-cidr", "auto", "--nodes-file", "/nonexistent", "--once"], environ={})
+    assert exited.value.code == 2
+    assert "needs the Kubernetes source" in capsys.readouterr().err
+
+
+def test_switches_from_the_environment() -> None:
+    args = build_parser({"MINICNI_INSTALL_ONLY": "1", "MINICNI_CNI_EXCLUSIVE": "true"}).parse_args(
+        []
+    )
+    assert args.install_only and config_from_args(args).cni_exclusive
+    assert not build_parser({}).parse_args([]).cni_exclusive
+
+
+# Ports node components of the field listen on (hostNetwork), health and metrics included:
+# Calico/Canal Felix 9099 (health) 9091 (metrics), Typha 5473 9093 9098, BIRD 179; Cilium 4240
+# 4244 9876 9879 9890 9891 9962-9965; Antrea 10349-10351; kube-router 20241 20244; Weave
+# 6781-6784; flannel 8285 8472; kindnet 19080; kube-proxy 10249 10256; kubelet 10248 10250 10255;
+# controller-manager 10257; scheduler 10259; etcd 2379-2381; API server 6443; node-exporter 9100;
+# MetalLB 7472 7946; kube-vip 2112; ingress-nginx 10254; CoreDNS 8080 8181 9153; VXLAN 4789.
+WELL_KNOWN_NODE_PORTS = {
+    179, 2112, 2379, 2380, 2381, 4240, 4244, 4789, 5473, 6443, 6781, 6782, 6783, 6784, 7472,
+    7946, 8080, 8181, 8285, 8472, 9091, 9093, 9098, 9099, 9100, 9153, 9876, 9879, 9890, 9891,
+    9962, 9963, 9964, 9965, 10248, 10249, 10250, 10254, 10255, 10256, 10257, 10259, 10349,
+    10350, 10351, 19080, 20241, 20244,
+}  # fmt: skip
+
+
+def test_health_listens_on_loopback_on_a_port_nobody_else_uses() -> None:
+    host, _, port = build_parser({}).parse_args([]).health_addr.rpartition(":")
+    assert host == "127.0.0.1"  # /metrics is not open on every node interface
+    assert int(port) not in WELL_KNOWN_NODE_PORTS
+    assert int(port) < 32768  # below Linux's ephemeral range: no outgoing connection holds it

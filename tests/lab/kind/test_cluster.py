@@ -56,5 +56,12 @@ def test_deploy_applies_then_waits_step_by_step_in_order(monkeypatch: pytest.Mon
         "rollout status --namespace minicni-e2e",
     ]
     assert calls[2][4] == "daemonset/minicni" and calls[4][4] == "deployment/coredns"
-    assert applied[0] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"]
+    assert applied[0] == [
+        "ServiceAccount",
+        "ClusterRole",
+        "Role",
+        "RoleBinding",
+        "ClusterRoleBinding",
+        "DaemonSet",
+    ]
     assert applied[1] == ["Namespace", "DaemonSet", "DaemonSet", "DaemonSet"]

@@ -200,3 +200,26 @@ def test_libcni_1_1_refuses_a_1_1_0_result_as_containerd_1_6_does(
     with pytest.raises(CniPluginError, match=r"unsupported CNI result version '1\.1\.0'"):
         rt.add(ATTACHMENT)
     assert rt.cached_result(ATTACHMENT) is None
+
+
+def test_capability_args_reach_only_plugins_that_declare_them(
+    plugins: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """libcni's injectRuntimeConfig: a plugin gets `runtimeConfig` with the capabilities it
+    declares true, on ADD, CHECK and DEL; the others see none."""
+    bin_dir, log = plugins
+    rt = runtime(bin_dir, tmp_path, capabilities={"portMappings": True, "bandwidth": False})
+    mappings = [{"hostPort": 30080, "containerPort": 8080, "protocol": "tcp"}]
+    attachment = Attachment(
+        "c1", "/run/netns/x", capability_args={"portMappings": mappings, "bandwidth": {"x": 1}}
+    )
+    rt.add(attachment)
+    rt.check(attachment)
+    rt.delete(attachment)
+    for call in calls(log):
+        config = call["config"]
+        assert isinstance(config, dict)
+        if call["type"] == "second":
+            assert config["runtimeConfig"] == {"portMappings": mappings}, call["command"]
+        else:
+            assert "runtimeConfig" not in config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Protocol
 
 from minicni.agent.model.nodes import NodeEntry
@@ -10,6 +11,16 @@ from minicni.agent.model.nodes import NodeEntry
 
 class SourceError(Exception):
     """The source could not give a node set now (unreadable, unparsable, API down)."""
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """`live` false: the source is stuck and a restart may help (/healthz); `ready` false: its node
+    set may be stale (/readyz). `reason` says why, for the log and the endpoints."""
+
+    live: bool = True
+    ready: bool = True
+    reason: str = ""
 
 
 class NodeSource(Protocol):
@@ -21,5 +32,8 @@ class NodeSource(Protocol):
 
     def report_ready(self, node_name: str) -> None:
         """Called once the node's network is up."""
+
+    def health(self) -> SourceHealth:
+        """Whether the node set is being kept current."""
 
     def close(self) -> None: ...

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from minicni.agent.model.nodes import NodeEntry
-from minicni.agent.service.sources import SourceError
+from minicni.agent.service.sources import SourceError, SourceHealth
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,11 @@ class StaticFileSource:
 
     def report_ready(self, node_name: str) -> None:
         """Nothing to tell a file."""
+
+    def health(self) -> SourceHealth:
+        """A file that cannot be read is reported by each reconcile, which keeps the last good
+        node set; nothing here can hang."""
+        return SourceHealth()
 
     def close(self) -> None:
         """Nothing to release."""
