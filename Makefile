@@ -102,6 +102,19 @@ bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local 
 bench-cri: setup ## pod start through containerd's CRI: minicni (bundle) beside bridge + host-local (root)
 	$(BIN)/python -m lab.bench.cri
 
+# The hostile-input campaign of issue 11 in full (root; see README, "Development"). The slices
+# run in `make test`.
+FUZZ_EXAMPLES ?= 3000
+FUZZ_SEED ?= 11
+
+.PHONY: fuzz killpoints
+fuzz: setup ## generated hostile inputs through the installed plugin: FUZZ_EXAMPLES from FUZZ_SEED
+	MINICNI_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) MINICNI_FUZZ_SEED=$(FUZZ_SEED) \
+		$(BIN)/pytest -s netns_tests/test_fuzz.py $(PYTEST_ARGS)
+
+killpoints: setup ## kill -9 at every syscall of ADD (3 node states) and DEL, then DEL (root)
+	MINICNI_KILLPOINTS=full $(BIN)/pytest -s netns_tests/test_killpoints.py $(PYTEST_ARGS)
+
 .PHONY: bench-agent
 bench-agent: setup ## minicni-agent: reconcile 1,000 and 5,000 nodes in a namespace (run as root)
 	$(BIN)/python -m lab.bench.agent
