@@ -43,3 +43,19 @@ def test_inventory_has_two_pods_and_the_node_per_node_in_order() -> None:
 def test_short_node_name_drops_the_cluster_prefix_only() -> None:
     assert short_node_name("minicni-e2e-worker2", "minicni-e2e") == "worker2"
     assert short_node_name("node-1", "minicni-e2e") == "node-1"
+
+
+def test_a_dual_stack_pod_and_node_have_an_address_of_each_family() -> None:
+    pods = {
+        "items": [
+            _pod("probe-a-1", "mc-worker", "fd00:10:244:1::5", "probe-a", "pod"),
+            _pod("probe-host-x", "mc-worker", "172.18.0.3", "probe-host", "node"),
+        ]
+    }
+    pods["items"][0]["status"]["podIPs"] = [{"ip": "fd00:10:244:1::5"}, {"ip": "10.244.1.5"}]
+    pods["items"][1]["status"]["podIPs"] = [{"ip": "172.18.0.3"}, {"ip": "fc00:f853::3"}]
+    inventory = inventory_from(pods, cluster_name="mc")
+    pod, node = inventory.endpoints
+    assert pod.addresses == ("10.244.1.5", "fd00:10:244:1::5")  # IPv4 first, as the lab's
+    assert node.address("ipv6") == "fc00:f853::3"
+    assert inventory.families == ("ipv4", "ipv6")
