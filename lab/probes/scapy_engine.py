@@ -62,7 +62,10 @@ def scapy_receive(args: SimpleNamespace, emit: Emit) -> None:
     emit(proto, {"received": observed is not None, "observed_src": observed})
 
 
-def scapy_send_icmp(dst: str, token: bytes, deadline: float) -> bool:
+def scapy_send_icmp(dst: str, token: bytes, deadline: float, src: str | None = None) -> bool:
+    """Echo requests crafted by scapy from `src` (the address the kernel picks towards `dst`:
+    scapy's own route table ignores a route's preferred source, and would send an IPv6 probe
+    from, say, the VXLAN device's VTEP address instead of the node's)."""
     from scapy.config import conf
     from scapy.layers.inet import ICMP, IP
     from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
@@ -78,9 +81,9 @@ def scapy_send_icmp(dst: str, token: bytes, deadline: float) -> bool:
     ident = int.from_bytes(os.urandom(2), "big")
     while (left := deadline - time.monotonic()) > 0:
         if ipv6:
-            request = IPv6(dst=dst) / ICMPv6EchoRequest(id=ident, data=token)
+            request = IPv6(src=src, dst=dst) / ICMPv6EchoRequest(id=ident, data=token)
         else:
-            request = IP(dst=dst) / ICMP(id=ident) / token
+            request = IP(src=src, dst=dst) / ICMP(id=ident) / token
         answer = sr1(request, timeout=min(left, 0.5), verbose=False)
         if answer is None:
             continue

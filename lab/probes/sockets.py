@@ -229,7 +229,7 @@ def announce_ready() -> None:
 # ---------------------------------------------------------------- senders
 
 
-def send_icmp(dst: str, token: bytes, deadline: float) -> bool:
+def send_icmp(dst: str, token: bytes, deadline: float, _src: str | None = None) -> bool:
     """Echo requests every 200 ms until a reply with our identifier and token comes back;
     ICMPv6 to an IPv6 destination."""
     ident = int.from_bytes(os.urandom(2), "big")
@@ -322,7 +322,7 @@ def send_one(proto: str, args: SimpleNamespace) -> dict[str, Any]:
     start = time.monotonic()
     local: str | None = source_address_towards(args.dst)
     if proto == "icmp":
-        reply = icmp_sender(args.dst, token, deadline)
+        reply = icmp_sender(args.dst, token, deadline, local)
     elif proto == "tcp":
         reply, connected_from = send_tcp(args.dst, args.port, token, deadline)
         local = connected_from or local
