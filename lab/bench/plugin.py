@@ -222,6 +222,12 @@ def main() -> int:
     parser.add_argument("--concurrent", type=int, default=20, help="simultaneous ADDs")
     parser.add_argument("--minicni", type=Path, default=None, help="the installed executable")
     parser.add_argument(
+        "--family",
+        choices=("ipv4", "dual"),
+        default="ipv4",
+        help="dual: both plugins give each pod an IPv4 and an IPv6 address",
+    )
+    parser.add_argument(
         "--plugin-env",
         action="append",
         default=[],
@@ -242,6 +248,7 @@ def main() -> int:
     executable = args.minicni or default_minicni()
     extra_env = dict(item.split("=", 1) for item in args.plugin_env)
     tag = uuid.uuid4().hex[:4]
+    dual = args.family == "dual"
     work = Path(tempfile.mkdtemp(prefix="minicni-pluginbench-"))
     subjects = [
         Subject(
@@ -252,7 +259,7 @@ def main() -> int:
                 "name": "benchmini",
                 "type": "minicni",
                 "bridge": f"bmini{tag}",
-                "subnet": "10.99.1.0/24",
+                "subnet": ["10.99.1.0/24", "fd00:99:1::/64"] if dual else "10.99.1.0/24",
                 "mtu": 1500,
                 "dataDir": str(work / "minicni"),
                 "logFile": str(work / "minicni.log"),
@@ -276,7 +283,8 @@ def main() -> int:
                 "mtu": 1500,
                 "ipam": {
                     "type": "host-local",
-                    "subnet": "10.99.2.0/24",
+                    "ranges": [[{"subnet": "10.99.2.0/24"}]]
+                    + ([[{"subnet": "fd00:99:2::/64"}]] if dual else []),
                     "dataDir": str(work / "host-local"),
                 },
             },
@@ -293,6 +301,7 @@ def main() -> int:
         if extra_env:
             print(f"plugin environment adds: {extra_env}")
         print(f"{args.runs} ADDs then {args.runs} DELs each, interleaved, fresh netns per pod")
+        print(f"pods get {'an IPv4 and an IPv6 address' if dual else 'an IPv4 address'}")
         print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
         measure_add_del(subjects, args.runs, tag)
         for subject in subjects:

@@ -312,3 +312,20 @@ def test_an_ipv6_range_fills_up_on_its_own(store: AddressStore) -> None:
         with pytest.raises(RangeFullError):
             store.reserve(six, "c3", "eth0", "/n")
         assert store.reserve(address_range(), "c3", "eth0", "/n")  # IPv4 still has room
+
+
+def test_the_reboot_sweep_releases_both_families_of_a_pod_of_an_earlier_boot(
+    tmp_path: Path,
+) -> None:
+    directory = str(tmp_path / "net")
+    before = AddressStore(directory, boot_id="boot-1")
+    with before.locked():
+        before.sweep_previous_boots()
+        before.reserve(address_range(), "old", "eth0", "/run/netns/gone-with-the-boot")
+        before.reserve(range6(), "old", "eth0", "/run/netns/gone-with-the-boot")
+    after = AddressStore(directory, boot_id="boot-2")
+    with after.locked():
+        swept = after.sweep_previous_boots()
+        assert sorted(str(r.address) for r in swept) == ["10.1.0.2", "fd00:1::2"]
+        assert after.reservations() == []
+    assert not [n for n in os.listdir(directory) if n.startswith("owner")]
