@@ -222,9 +222,9 @@ def command_up(args: argparse.Namespace, progress: Progress) -> tuple[NetnsLab, 
         progress.step(
             f"lab {lab_id}: {counted(topology.nodes, 'node')} x "
             f"{counted(topology.pods_per_node, 'pod')}, "
-            f"{topology.family}, plugin {topology.plugin}, agent {topology.agent}, "
-            f"runtime {topology.runtime}, backend {topology.backend}, "
-            f"underlay {topology.underlay}"
+            f"plugin {topology.plugin}, agent {topology.agent}, runtime {topology.runtime}, "
+            f"backend {topology.backend}, underlay {topology.underlay}"
+            + (f", family {topology.family}" if topology.family != "ipv4" else "")
         )
         inventory = lab.up()
     return lab, inventory

@@ -10,12 +10,15 @@ from pathlib import Path
 from lab.cluster.fabric import ipr_in, write_sysctls
 from lab.matrix.executors import NODE, POD, Endpoint
 from lab.topology import Topology
+from minicni.net import netns
+from netns_tests.conftest import ping
 from netns_tests.lab_support import (
     assert_matrix,
     is_ipv6,
     masquerade_pods_of,
     run_matrix,
     running_lab,
+    wait_for,
 )
 
 TOPOLOGY = Topology(nodes=2, pods_per_node=2, plugin="reference")
@@ -46,7 +49,15 @@ def test_ip6tables_masquerade_turns_only_the_ipv6_cells_of_its_pods_into_n(tmp_p
 
 def test_ipv6_forwarding_off_cuts_the_ipv6_cells_routed_through_the_node(tmp_path: Path) -> None:
     with running_lab(DUAL, str(tmp_path)) as (lab, inventory):
-        write_sysctls(lab.lab.node("n1").netns, {"net/ipv6/conf/all/forwarding": "0"})
+        n1 = lab.lab.node("n1")
+        write_sysctls(n1.netns, {"net/ipv6/conf/all/forwarding": "0"})
+        # the switch takes the kernel a moment (the first echo to n1's own pod right after it is
+        # lost): probe only once n1 reaches its pod again, as it must
+        (pod,) = (e for e in inventory.pods if e.node == "n1")
+        wait_for(
+            lambda: ping(netns.path_of(n1.netns), pod.address("ipv6") or ""),
+            what="n1 reaching its own pod over IPv6 again",
+        )
 
         def expected(grid: str, src: Endpoint, dst: Endpoint) -> str:
             # IPv4 keeps flowing; over IPv6, n1 routes nothing between its pods and the
