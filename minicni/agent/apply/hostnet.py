@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from minicni.agent.model.nodes import ClusterCidrs, IPAddress, IPNetwork
+from minicni.agent.model.nodes import ClusterCidrs, IPAddress, IPNetwork, overlap
 from minicni.net import links, routes
 from minicni.net.addresses import KernelAddress
 from minicni.net.rtnl import Rtnl
@@ -39,17 +39,11 @@ def connected_subnets(
             or address.local.is_loopback
             or (network.version == 6 and address.local.is_link_local)
             or network.prefixlen >= network.max_prefixlen
-            or (cluster is not None and _overlap(network, cluster))
+            or (cluster is not None and overlap(network, cluster))
         ):
             continue
         subnets.add(network)
     return sorted(subnets, key=lambda n: (n.version, int(n.network_address), n.prefixlen))
-
-
-def _overlap(first: IPNetwork, second: IPNetwork) -> bool:
-    return int(first.network_address) <= int(second.broadcast_address) and int(
-        second.network_address
-    ) <= int(first.broadcast_address)
 
 
 def ifindex_of_address(addresses: Iterable[KernelAddress], ip: IPAddress) -> int | None:

@@ -24,6 +24,20 @@ def family_name(version: int) -> str:
     return f"IPv{version}"
 
 
+def other_version(version: int) -> int:
+    """The other IP version: 6 for 4, 4 for 6."""
+    return 6 if version == 4 else 4
+
+
+def overlap(first: IPNetwork, second: IPNetwork) -> bool:
+    """Two networks of one family share an address (integers: no mixed-family comparisons)."""
+    return (
+        first.version == second.version
+        and int(first.network_address) <= int(second.broadcast_address)
+        and int(second.network_address) <= int(first.broadcast_address)
+    )
+
+
 @dataclass(frozen=True)
 class ClusterCidrs:
     """The cluster's pod CIDR of each family it has: IPv4, IPv6 or both (dual-stack), as
@@ -31,10 +45,16 @@ class ClusterCidrs:
 
     v4: IPv4Network | None = None
     v6: IPv6Network | None = None
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.v4 is None and self.v6 is None:
             raise ValueError("a cluster CIDR is needed")
+        object.__setattr__(self, "_hash", hash((self.v4, self.v6)))
+
+    def __hash__(self) -> int:
+        """Computed once: validation looks every entry up in a cache keyed with it."""
+        return self._hash
 
     @classmethod
     def of(cls, networks: Iterable[IPNetwork]) -> ClusterCidrs:
@@ -320,17 +340,19 @@ class _ClaimedRanges:
     def claim(self, node: Node) -> tuple[IPNetwork, Node, IPNetwork] | None:
         """Record `node`'s CIDRs and return None, or return (its CIDR, the node whose CIDR it
         overlaps, that CIDR) and record nothing."""
-        places = []
-        for cidr in node.pod_cidrs:
-            starts, owners = self._starts[cidr.version], self._owners[cidr.version]
-            start, end = int(cidr.network_address), int(cidr.broadcast_address)
+        found = []
+        for version, cidr in ((4, node.pod_cidr), (6, node.pod_cidr6)):
+            if cidr is None:
+                continue
+            starts, owners = self._starts[version], self._owners[version]
+            start = int(cidr.network_address)
             at = bisect.bisect_left(starts, start)
             if at > 0 and int(owners[at - 1][0].broadcast_address) >= start:
                 return (cidr, owners[at - 1][1], owners[at - 1][0])
-            if at < len(starts) and starts[at] <= end:
+            if at < len(starts) and starts[at] <= int(cidr.broadcast_address):
                 return (cidr, owners[at][1], owners[at][0])
-            places.append((cidr, at, start))
-        for cidr, at, start in places:
-            self._starts[cidr.version].insert(at, start)
-            self._owners[cidr.version].insert(at, (cidr, node))
+            found.append((version, cidr, at, start))
+        for version, cidr, at, start in found:
+            self._starts[version].insert(at, start)
+            self._owners[version].insert(at, (cidr, node))
         return None

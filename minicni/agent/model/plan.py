@@ -41,7 +41,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_network
 
-from minicni.agent.model.nodes import VERSIONS, IPAddress, IPNetwork, Node, family_name
+from minicni.agent.model.nodes import (
+    IPAddress,
+    IPNetwork,
+    Node,
+    family_name,
+    other_version,
+)
 
 VXLAN_DEVICE = "minicni-vxlan"
 """The VXLAN device over the IPv4 underlay. No dot in the name: sysctl keys name devices with
@@ -215,7 +221,7 @@ def on_local_subnet(address: IPAddress, local_subnets: Iterable[IPNetwork]) -> b
 def tunnel_version(own: Node | None, peer: Node, pod_version: int) -> int | None:
     """The underlay family that carries `pod_version` traffic to `peer`: its own, when both ends
     have an address of it, else the other one; None when the two share no underlay family."""
-    for version in (pod_version, 10 - pod_version):
+    for version in (pod_version, other_version(pod_version)):
         if peer.address(version) is not None and (own is None or own.address(version)):
             return version
     return None
@@ -247,6 +253,11 @@ def plan_node(
     """
     subnets = tuple(local_subnets)
     own = nodes.get(self_name)
+    # our pod CIDRs as integer ranges, once: every peer's CIDR is checked against them
+    own_ranges = {
+        cidr.version: (int(cidr.network_address), int(cidr.broadcast_address))
+        for cidr in (own.pod_cidrs if own is not None else ())
+    }
     routes: set[Route] = set()
     peers: set[VxlanPeer] = set()
     peer_node_routes: dict[IPAddress, Route] = {}
@@ -254,31 +265,29 @@ def plan_node(
     for node in nodes.values():
         if node.name == self_name:
             continue
-        for version in VERSIONS:
-            pod_cidr = node.cidr(version)
+        for version, pod_cidr in ((4, node.pod_cidr), (6, node.pod_cidr6)):
             if pod_cidr is None:
                 continue
-            own_cidr = own.cidr(version) if own is not None else None
-            if own_cidr is not None and _overlap(pod_cidr, own_cidr):
+            own_range = own_ranges.get(version)
+            if own_range is not None and _overlaps(pod_cidr, own_range):
                 continue
             if not uses_vxlan(node, backend, subnets, version):
-                gateway = node.address(version)
-                if gateway is None:
+                if node.address(version) is None:
                     unroutable.append(_no_host_gw(node, version))
                 else:
-                    routes.add(_host_gw_to(pod_cidr, gateway))
+                    routes.add(_host_gw_to(node, version))
                 continue
             underlay = tunnel_version(own, node, version)
             if underlay is None:
                 unroutable.append(_no_tunnel(node, version))
                 continue
             src = own.address(version) if own is not None else None
-            route, peer = _tunnel_to(node, pod_cidr, underlay, src)
+            route, peer = _tunnel_to(node, version, underlay, src)
             routes.add(route)
             peers.add(peer)
             peer_ip = node.address(version)
             if own is not None and peer_ip is not None and peer_ip != own.address(version):
-                peer_node_routes[peer_ip] = _peer_node_route(peer_ip, route)
+                peer_node_routes[peer_ip] = _peer_node_route(node, version, route)
     rules = frozenset(
         PolicyRule(cidr)
         for cidr in (own.pod_cidrs if own is not None else ())
@@ -293,11 +302,8 @@ def plan_node(
     )
 
 
-def _overlap(first: IPNetwork, second: IPNetwork) -> bool:
-    """Two networks of one family share an address."""
-    return int(first.network_address) <= int(second.broadcast_address) and int(
-        second.network_address
-    ) <= int(first.broadcast_address)
+def _overlaps(network: IPNetwork, bounds: tuple[int, int]) -> bool:
+    return int(network.network_address) <= bounds[1] and bounds[0] <= int(network.broadcast_address)
 
 
 def _no_host_gw(node: Node, version: int) -> str:
@@ -317,11 +323,13 @@ def _no_tunnel(node: Node, version: int) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _tunnel_to(
-    node: Node, pod_cidr: IPNetwork, underlay: int, src: IPAddress | None
+    node: Node, version: int, underlay: int, src: IPAddress | None
 ) -> tuple[Route, VxlanPeer]:
-    """Cached, like `_host_gw_to`: a resync plans the same peers again."""
+    """Cached, like `_host_gw_to` (a Node hashes in one step): a resync plans the same peers
+    again."""
     node_ip = node.address(underlay)
-    assert node_ip is not None  # tunnel_version chose a family the peer has an address of
+    pod_cidr = node.cidr(version)
+    assert node_ip is not None and pod_cidr is not None  # plan_node checked both
     device = vxlan_device(underlay)
     vtep_ip = vtep_address(pod_cidr)
     peer = VxlanPeer(node_ip, vtep_ip, vtep_mac(node_ip), device)
@@ -329,9 +337,11 @@ def _tunnel_to(
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _peer_node_route(peer_ip: IPAddress, pod_route: Route) -> Route:
+def _peer_node_route(node: Node, version: int, pod_route: Route) -> Route:
     """Through the tunnel, with the same gateway (and so neighbour) as the pod CIDR route. No
     `src`: only traffic that already has a pod address as its source is routed here."""
+    peer_ip = node.address(version)
+    assert peer_ip is not None
     return Route(
         ip_network(peer_ip),
         pod_route.gateway,
@@ -341,7 +351,9 @@ def _peer_node_route(peer_ip: IPAddress, pod_route: Route) -> Route:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _host_gw_to(pod_cidr: IPNetwork, gateway: IPAddress) -> Route:
+def _host_gw_to(node: Node, version: int) -> Route:
+    pod_cidr, gateway = node.cidr(version), node.address(version)
+    assert pod_cidr is not None and gateway is not None  # plan_node checked both
     return Route(pod_cidr, gateway)
 
 
@@ -350,7 +362,7 @@ def tunnel_versions(own: Node, pod_versions: Iterable[int]) -> frozenset[int]:
     family's own when the node has an address of it, else the other family's."""
     found = set()
     for version in pod_versions:
-        for underlay in (version, 10 - version):
+        for underlay in (version, other_version(version)):
             if own.address(underlay) is not None:
                 found.add(underlay)
                 break
