@@ -254,7 +254,7 @@ def plan_node(
     subnets = tuple(local_subnets)
     own = nodes.get(self_name)
     # our pod CIDRs as integer ranges, once: every peer's CIDR is checked against them
-    own_ranges = {
+    own_ranges: dict[int, tuple[int, int]] = {
         cidr.version: (int(cidr.network_address), int(cidr.broadcast_address))
         for cidr in (own.pod_cidrs if own is not None else ())
     }
