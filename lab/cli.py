@@ -46,6 +46,7 @@ TOPOLOGY_FLAGS = (
     "forward_drop",
     "rp_filter",
     "mtu",
+    "services",
 )
 
 
@@ -120,6 +121,13 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
         "--rp-filter", type=int, choices=(0, 1, 2), help="nodes' rp_filter (default 1, as kind)"
     )
     group.add_argument("--mtu", type=int)
+    group.add_argument(
+        "--services",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ClusterIP Services (TCP, UDP) in front of every node's first pod, with "
+        "kube-proxy's iptables rules on every node, and their cells in the matrix (default: on)",
+    )
     group.add_argument("--id", dest="lab_id", help="lab id (default: random, e.g. ml3f2a)")
 
 
@@ -289,7 +297,16 @@ def _topology_of(state_dir: str, lab_id: str) -> dict[str, Any]:
 
 
 def _describe(topology: dict[str, Any]) -> str:
-    keys = ("nodes", "pods_per_node", "plugin", "backend", "underlay", "forward_drop", "rp_filter")
+    keys = (
+        "nodes",
+        "pods_per_node",
+        "plugin",
+        "backend",
+        "underlay",
+        "forward_drop",
+        "rp_filter",
+        "services",
+    )
     return ", ".join(f"{key}={topology[key]}" for key in keys if key in topology)
 
 

@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lab.cluster import agents, fabric
+from lab.cluster import agents, fabric, services
 from lab.cluster.processes import kill_processes_in, signals_deferred
 from lab.cluster.state import STATE_ROOT, LabState
 from lab.matrix.executors import NODE, POD, Endpoint, Inventory
@@ -111,6 +111,11 @@ class NetnsLab:
                 if self.start_agents:
                     self._start_agents()
             inventory = self._add_pods()
+            if self.lab.services:
+                backends = services.install(self.lab, self.pod_ips(inventory))
+                shown = ", ".join(sorted(set(backends.values())))
+                self.log(f"kube-proxy's rules for {counted(len(self.lab.services), 'Service')} "
+                         f"on every node (iptables {shown})")  # fmt: skip
             self.state.inventory = inventory.to_mapping()
             self.state.phase = "up"
             self.save_state()
@@ -214,7 +219,12 @@ class NetnsLab:
             endpoints.append(Endpoint(node.name, NODE, node.name, node.ip, node.netns))
         for pod, ip in zip(self.lab.pods, addresses, strict=True):
             endpoints.append(Endpoint(pod.name, POD, pod.node, ip, pod.netns))
-        return Inventory.build(endpoints, name=self.lab.lab_id)
+        lab_services = services.matrix_services(self.lab.services)
+        return Inventory.build(endpoints, name=self.lab.lab_id, services=lab_services)
+
+    @staticmethod
+    def pod_ips(inventory: Inventory) -> dict[str, str]:
+        return {pod.name: pod.ip for pod in inventory.pods}
 
     def add_pod(
         self, pod: PodPlan, capability_args: Mapping[str, Any] | None = None, check: bool = True
