@@ -129,7 +129,10 @@ def to_json(report: MatrixReport, extra: dict[str, Any] | None = None) -> dict[s
         "ok": report.ok,
         "protocols": list(report.protocols),
         "endpoints": [_endpoint(e) for e in report.inventory.endpoints],
-        "services": [asdict(service) for service in report.services],
+        "services": [
+            {**asdict(service), "endpoints": list(service.endpoints)}
+            for service in report.services
+        ],
         "counts": report.counts(),
         "flaky": len(report.flaky()),
         "duration_s": round(report.duration_s, 3),
