@@ -130,8 +130,7 @@ def to_json(report: MatrixReport, extra: dict[str, Any] | None = None) -> dict[s
         "protocols": list(report.protocols),
         "endpoints": [_endpoint(e) for e in report.inventory.endpoints],
         "services": [
-            {**asdict(service), "endpoints": list(service.endpoints)}
-            for service in report.services
+            {**asdict(service), "endpoints": list(service.endpoints)} for service in report.services
         ],
         "counts": report.counts(),
         "flaky": len(report.flaky()),
