@@ -350,6 +350,11 @@ def dispatch(args: argparse.Namespace, progress: Progress) -> int:
             print(
                 f"{endpoint.name:<8} {endpoint.kind:<5} {endpoint.ip:<15} netns {endpoint.handle}"
             )
+        for service in inventory.services:
+            address = f"{service.cluster_ip}:{service.port}/{service.proto}"
+            endpoints = ", ".join(service.endpoints)
+            target = f"(port {service.target_port})"
+            print(f"{service.name:<14} {address:<22} Service -> {endpoints} {target}")
         print(
             f"lab {lab_id} is up: `minicni-lab matrix --id {lab_id}`, "
             f"`minicni-lab down --id {lab_id}`"

@@ -14,6 +14,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from lab.cluster import services
 from lab.cluster.build import NetnsLab
 from lab.cluster.fabric import write_sysctls
 from lab.cluster.kubeproxy import SERVICES_CHAIN
@@ -48,6 +49,8 @@ def test_kube_proxys_rules_are_on_every_node_in_the_backend_it_uses(tmp_path: Pa
     topology = Topology(nodes=2, pods_per_node=1, plugin="reference", forward_drop=True)
     with running_lab(topology, str(tmp_path)) as (lab, inventory):
         assert [s.name for s in inventory.services] == ["probe-tcp", "probe-udp"]
+        # applied once more: the same rules, no second jump
+        assert services.install(lab.lab, lab.pod_ips(inventory)) == {"n1": "nft", "n2": "nft"}
         for node in ("n1", "n2"):
             rules = in_node(lab, node, "iptables-nft-save", "-t", "nat")
             # one jump from each hook, a Service chain per Service, an endpoint chain per pod
@@ -110,3 +113,14 @@ def test_hairpin_off_on_a_pods_port_breaks_exactly_its_cells_through_its_own_ser
         report = run_matrix(inventory, ("icmp", "tcp", "udp"), retries=0)
         assert sum(expected(cell.case) == "X" for cell in report.cells) == 2  # TCP, UDP
         assert_cells(report, expected)
+
+
+def test_on_a_node_whose_kubelet_uses_legacy_iptables_the_rules_go_there(tmp_path: Path) -> None:
+    topology = Topology(nodes=1, pods_per_node=1, plugin="reference")
+    with running_lab(topology, str(tmp_path)) as (lab, inventory):
+        # kubelet marks the backend it uses with this chain; iptables-wrappers follows it
+        in_node(lab, "n1", "iptables-legacy", "-t", "mangle", "-N", "KUBE-IPTABLES-HINT")
+        assert services.install(lab.lab, lab.pod_ips(inventory)) == {"n1": "legacy"}
+        legacy = in_node(lab, "n1", "iptables-legacy-save", "-t", "nat")
+        assert legacy.count("-j DNAT --to-destination") == 2
+        assert legacy.count("-j KUBE-SERVICES") == 2
