@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.cluster.agents import NodeFiles, agent_argv, agent_flags, nodes_document
+from lab.cluster.agents import (
+    BUNDLE_READY_TIMEOUT,
+    NodeFiles,
+    agent_argv,
+    agent_flags,
+    nodes_document,
+    ready_timeout,
+)
 from lab.topology import Topology, plan
 
 LAB = plan(Topology(nodes=2, backend="vxlan", underlay="routed"), "ml1")
@@ -38,3 +45,15 @@ def test_the_nodes_file_lists_every_node_as_kubernetes_names_it() -> None:
             {"name": "n2", "internalIP": "172.30.2.2", "podCIDR": "10.244.2.0/24"},
         ]
     }
+
+
+def test_a_real_runtime_runs_the_plugin_as_the_daemonset_installs_it() -> None:
+    files, nodes_file = NodeFiles(Path("/w/n1")), Path("/w/nodes.json")
+    libcni = agent_flags(LAB.topology, LAB.nodes[0], files, nodes_file)
+    assert libcni["--plugin-install"] == "launcher"  # the lab's own runtime: quicker to install
+    assert ready_timeout(LAB.topology, 30.0) == 30.0
+    cri = Topology(nodes=2, runtime="cri")
+    flags = agent_flags(cri, plan(cri, "ml1").nodes[0], files, nodes_file)
+    assert flags["--plugin-install"] == "bundle"  # its own Python: the node needs none
+    assert flags["--plugin-dir"] == "/w/n1/opt"
+    assert ready_timeout(cri, 30.0) == BUNDLE_READY_TIMEOUT  # ~70 MB copied per node
