@@ -219,8 +219,7 @@ def observations(
             result[case] = Observation(error=servers.errors[case.dst.name])
             continue
         answer = answers.get(case.dst.name)
-        sender = {k: v for k, v in client.items() if k not in ("answers", "unanswered")}
-        sender["unanswered"] = client.get("unanswered") or []
+        sender = {key: value for key, value in client.items() if key != "answers"}
         sender["reply"] = answer is not None
         sender["reply_src"] = answer.get("reply_src") if answer else None
         seen = servers.log.get(answer["token"]) if answer else None
