@@ -24,10 +24,14 @@ def ip_json(path: str, *argv: str) -> list[dict[str, Any]]:
 
 
 def test_a_leftover_host_veth_of_a_killed_add_is_replaced(node: FakeNode) -> None:
+    """A veth carrying this pod's mark (minicni made it): replaced. An unmarked one whose peer
+    is elsewhere could be anyone's: see test_hostile_node.py."""
     pod, cid = node.pod(), node.container_id()
     leftover = host_veth_name(cid, "eth0")
     made = in_netns(node.host, "ip", "link", "add", leftover, "type", "veth", "peer", "lost0")
     assert made.returncode == 0, made.stderr
+    marked = in_netns(node.host, "ip", "link", "set", leftover, "alias", f"minicni {cid}/eth0")
+    assert marked.returncode == 0, marked.stderr
 
     added = node.add(pod, cid)
     assert added.code == 0, added

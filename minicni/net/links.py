@@ -16,6 +16,7 @@ from ipaddress import ip_address
 from typing import Any, NamedTuple
 
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.nsidmsg import nsidmsg
 
 from minicni.net import addresses, routes, wire
 from minicni.net.rtnl import Rtnl
@@ -25,6 +26,8 @@ DEFAULT_MTU = 1500
 RTPROT_STATIC = wire.RTPROT_STATIC  # the protocol IPRoute gave the pod's default route; kept
 BRIDGE_MODE_HAIRPIN = 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # replies without the counters: smaller, quicker to decode
+IFALIAS_MAX = 255  # bytes (IFALIASZ - 1)
+NETNSA_NSID_NOT_ASSIGNED = 0xFFFFFFFF  # -1 as the uint32 pyroute2 decodes
 
 
 class BridgeNetfilter(NamedTuple):
@@ -57,6 +60,8 @@ class Link:
     master: int | None
     up: bool = False
     vxlan: Vxlan | None = None
+    alias: str | None = None
+    peer_netnsid: int | None = None  # a veth's: where its peer is, as seen from this namespace
     netfilter: BridgeNetfilter | None = None
     """A bridge's netfilter switches; None for other links, or a kernel built without bridge
     netfilter (it reports no such attribute)."""
@@ -66,6 +71,15 @@ def host_veth_name(container_id: str, ifname: str) -> str:
     """Deterministic host-side name, so DEL and GC find the veth without any saved state."""
     digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()
     return f"veth{digest[:11]}"
+
+
+def attachment_alias(container_id: str, ifname: str) -> str:
+    """The alias (IFLA_IFALIAS) minicni gives both ends of an attachment's veth: its mark, by
+    which DEL and GC tell their own link from anyone else's, and a hint for `ip link`."""
+    alias = f"minicni {container_id}/{ifname}"
+    if len(alias.encode()) <= IFALIAS_MAX:
+        return alias
+    return f"minicni sha256:{hashlib.sha256(f'{container_id}/{ifname}'.encode()).hexdigest()}"
 
 
 def link_request(
@@ -96,6 +110,8 @@ def _link_from(message: Any) -> Link:
         master=message.get_attr("IFLA_MASTER"),
         up=bool(message["flags"] & wire.IFF_UP),
         vxlan=_vxlan_from(message) if kind == "vxlan" else None,
+        alias=message.get_attr("IFLA_IFALIAS"),
+        peer_netnsid=message.get_attr("IFLA_LINK_NETNSID"),
         netfilter=netfilter,
     )
 
@@ -226,16 +242,39 @@ def create_veth_pair(
     created directly in the pod namespace, so it never exists under its final name (say, eth0)
     on the host, where that name is usually taken.
 
-    A host end left over by a killed ADD for the same container has the same name: it is
-    replaced. Raises EEXIST if the pod end's name is taken in the pod namespace.
+    Raises EEXIST if either name is taken (a link already called `host_ifname` is left alone:
+    the caller decides whether it may go).
     """
     request = veth_request(host_ifname, pod_ifname, pod_netns_fd, mtu, bridge_index)
-    try:
-        rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST or not delete_link(rtnl, host_ifname):
-            raise
-        rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
+    rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
+
+
+def set_alias(rtnl: Rtnl, name: str, alias: str) -> None:
+    """The kernel ignores IFLA_IFALIAS when it creates a link: one request more, by name."""
+    rtnl.request(link_request(name=name, ifalias=alias), wire.RTM_NEWLINK)
+
+
+def netns_id(rtnl: Rtnl, netns_fd: int) -> int | None:
+    """The id under which `rtnl`'s namespace knows the namespace of `netns_fd` (None: none)."""
+    request = nsidmsg()
+    request["attrs"] = [("NETNSA_FD", netns_fd)]
+    (reply,) = rtnl.request(request, wire.RTM_GETNSID)
+    nsid = reply.get_attr("NETNSA_NSID")
+    return None if nsid is None or nsid == NETNSA_NSID_NOT_ASSIGNED else int(nsid)
+
+
+def is_attachment_veth(rtnl: Rtnl, link: Link, alias: str, pod_netns_fd: int | None) -> bool:
+    """Whether minicni made `link` for the attachment whose mark is `alias`: a veth with that
+    alias, or an unmarked veth whose peer lives in the pod's namespace (an ADD killed between
+    creating the pair and marking it, or a pod made before veths were marked)."""
+    if link.kind != "veth":
+        return False
+    if link.alias:
+        return link.alias == alias
+    if pod_netns_fd is None or link.peer_netnsid is None:
+        return False
+    # The dump that produced `link` gave the pod's namespace an id if it had none.
+    return link.peer_netnsid == netns_id(rtnl, pod_netns_fd)
 
 
 def delete_link(rtnl: Rtnl, name: str | None = None, index: int = 0) -> bool:
@@ -263,13 +302,17 @@ def set_hairpin(rtnl: Rtnl, index: int) -> None:
 
 
 def configure_pod_interface(
-    rtnl: Rtnl, index: int, address: str, prefixlen: int, gateway: str | None
+    rtnl: Rtnl, index: int, address: str, prefixlen: int, gateway: str | None, alias: str = ""
 ) -> None:
-    """The pod's address, the link up, and its default route via `gateway` (when given)."""
+    """The pod's address, the link up (with the attachment's mark as alias, in the same
+    request), and its default route via `gateway` (when given)."""
     rtnl.request(
         addresses.address_request(index, address, prefixlen), wire.RTM_NEWADDR, wire.CREATE_NEW
     )
-    rtnl.request(link_request(index, up=True), wire.RTM_NEWLINK)
+    up = link_request(index, up=True)
+    if alias:
+        up["attrs"].append(("IFLA_IFALIAS", alias))
+    rtnl.request(up, wire.RTM_NEWLINK)
     if gateway is not None:
         route = routes.route_request(
             None, ip_address(gateway), table=wire.RT_TABLE_MAIN, protocol=RTPROT_STATIC, oif=index

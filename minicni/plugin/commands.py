@@ -8,6 +8,7 @@ no link behind.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -48,10 +49,39 @@ def open_netlink(netns_path: str | None = None) -> Rtnl:
 
 
 def require_netns(path: str) -> None:
-    if not os.path.exists(path):
-        raise CniError(errors.UNKNOWN_CONTAINER, "network namespace does not exist", path)
-    if netns.same_netns(path, netns.current_netns_path()):
-        raise CniError(8, "CNI_NETNS is the plugin's own network namespace", path)
+    """CNI_NETNS names a network namespace other than the plugin's own; checked without ever
+    blocking (a FIFO) or opening anything else."""
+    try:
+        fd = netns.open_netns(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise CniError(
+            errors.UNKNOWN_CONTAINER, "network namespace does not exist", repr(path)
+        ) from None
+    except netns.NotNetworkNamespace as exc:
+        raise CniError(
+            errors.INVALID_ENVIRONMENT, f"CNI_NETNS {exc.strerror}", repr(path)
+        ) from None
+    except OSError as exc:
+        raise CniError(
+            errors.INVALID_ENVIRONMENT, f"CNI_NETNS cannot be opened: {exc.strerror}", repr(path)
+        ) from None
+    try:
+        ours = os.stat(netns.current_netns_path())
+        theirs = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino):
+        raise CniError(8, "CNI_NETNS is the plugin's own network namespace", repr(path))
+
+
+def _open_netns_quietly(path: str) -> int | None:
+    """For DEL and GC, which go on without the pod's namespace."""
+    if not path:
+        return None
+    try:
+        return netns.open_netns(path)
+    except OSError:
+        return None
 
 
 def _store(conf: NetConf) -> AddressStore:
@@ -78,14 +108,13 @@ def add(request: Request) -> dict[str, Any]:
         undo.callback(_release, conf, request)
         bridge = _ensure_bridge(host, conf)
         host_name = links.host_veth_name(request.container_id, request.ifname)
+        alias = links.attachment_alias(request.container_id, request.ifname)
         with step("creating the veth pair"):
             mtu = conf.mtu or links.default_route_mtu(host)
-            with open(request.netns, "rb") as pod_ns:
-                links.create_veth_pair(
-                    host, host_name, request.ifname, pod_ns.fileno(), mtu, bridge.index
-                )
+            _create_veth_pair(host, request, host_name, alias, mtu, bridge.index)
         undo.callback(links.delete_link, host, host_name)
         with step("attaching the host veth to the bridge"):
+            links.set_alias(host, host_name, alias)
             host_end = _must_find(host, host_name)
             if conf.hairpin:
                 links.set_hairpin(host, host_end.index)
@@ -97,6 +126,7 @@ def add(request: Request) -> dict[str, Any]:
                 str(reservation.address),
                 conf.range.subnet.prefixlen,
                 str(conf.range.gateway) if conf.is_default_gateway else None,
+                alias,
             )
         undo.pop_all()  # success: keep everything
         log.info(
@@ -122,6 +152,68 @@ def _reserve(conf: NetConf, request: Request) -> Reservation:
             raise CniError(
                 errors.ADDRESS_RANGE_FULL, "no address left for the pod", str(exc)
             ) from None
+
+
+def _create_veth_pair(
+    host: Rtnl, request: Request, host_name: str, alias: str, mtu: int, bridge_index: int
+) -> None:
+    """Create the pair; a link already holding the host name is replaced only if minicni made
+    it for this very attachment (an ADD killed half-way, a sandbox re-created under the same
+    container ID). Any other link is left alone, and ADD fails with code 104."""
+    pod_ns = netns.open_netns(request.netns)
+    try:
+        try:
+            links.create_veth_pair(host, host_name, request.ifname, pod_ns, mtu, bridge_index)
+            return
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+        existing = links.find_link(host, host_name)
+        if existing is None:  # the name taken was the pod end's, since the check at the start
+            raise CniError(
+                errors.INTERFACE_EXISTS,
+                f"interface {request.ifname} already exists in the container",
+                repr(request.netns),
+            )
+        if not links.is_attachment_veth(host, existing, alias, pod_ns):
+            raise CniError(
+                errors.HOST_LINK_CONFLICT,
+                f"host interface {host_name} exists and was not made by minicni for this pod: "
+                "left alone",
+                f"a {existing.kind or 'plain'} link with alias {existing.alias!r}; "
+                "remove or rename it, then retry",
+            )
+        log.info("replacing %s, left by an earlier ADD of this pod", host_name)
+        links.delete_link(host, host_name)
+        links.create_veth_pair(host, host_name, request.ifname, pod_ns, mtu, bridge_index)
+    finally:
+        os.close(pod_ns)
+
+
+def _delete_host_veth(host: Rtnl, container_id: str, ifname: str, netns_path: str) -> bool:
+    """Delete the attachment's host veth if minicni made it; a foreign link is left alone."""
+    name = links.host_veth_name(container_id, ifname)
+    link = links.find_link(host, name)
+    if link is None:
+        return False
+    pod_ns = _open_netns_quietly(netns_path)
+    try:
+        alias = links.attachment_alias(container_id, ifname)
+        ours = links.is_attachment_veth(host, link, alias, pod_ns)
+    finally:
+        if pod_ns is not None:
+            os.close(pod_ns)
+    if not ours:
+        log.warning(
+            "leaving %s alone: a %s link minicni did not make for %s/%s (alias %r)",
+            name,
+            link.kind or "plain",
+            container_id,
+            ifname,
+            link.alias,
+        )
+        return False
+    return links.delete_link(host, name)
 
 
 def _release(conf: NetConf, request: Request) -> Reservation | None:
@@ -157,7 +249,7 @@ def delete(request: Request) -> None:
     conf = parse_netconf(request.config)
     host_name = links.host_veth_name(request.container_id, request.ifname)
     with step(f"deleting {host_name}"), open_netlink() as host:
-        removed = links.delete_link(host, host_name)
+        removed = _delete_host_veth(host, request.container_id, request.ifname, request.netns)
     if not removed and request.netns:
         _delete_pod_end(request)
     with step("releasing the address"):
@@ -171,7 +263,8 @@ def delete(request: Request) -> None:
 
 
 def _delete_pod_end(request: Request) -> None:
-    """Remove a pod-side veth whose host end is already gone (a half-finished DEL)."""
+    """Remove a pod-side veth whose host end is gone or was moved away, if it carries this
+    attachment's mark: the name CNI_IFNAME alone does not make a link minicni's."""
     try:
         pod = open_netlink(request.netns)
     except OSError as exc:
@@ -180,7 +273,8 @@ def _delete_pod_end(request: Request) -> None:
         return
     with step(f"deleting {request.ifname} in the container"), pod:
         link = links.find_link(pod, request.ifname)
-        if link is not None and link.kind == "veth":
+        alias = links.attachment_alias(request.container_id, request.ifname)
+        if link is not None and link.kind == "veth" and link.alias == alias:
             links.delete_link(pod, request.ifname)
 
 
@@ -249,9 +343,10 @@ def gc(request: Request) -> None:
     if stale:
         with step("deleting stale host veths"), open_netlink() as host:
             for reservation in stale:
-                links.delete_link(
-                    host, links.host_veth_name(reservation.container_id, reservation.ifname)
-                )
+                if reservation.container_id:  # empty: an unreadable file, owner unknown
+                    _delete_host_veth(
+                        host, reservation.container_id, reservation.ifname, reservation.netns
+                    )
     for reservation in stale:
         log.info(
             "GC released %s of %s/%s",

@@ -151,20 +151,44 @@ def test_the_veth_pair_is_made_in_one_request_on_the_bridge() -> None:
     assert pod["flags"] == 0  # the kernel cannot bring a veth up before its peer exists
 
 
-def test_a_leftover_host_veth_of_a_killed_add_is_replaced() -> None:
-    sock = ScriptedSocket([fails(errno.EEXIST)], [ack], [ack])
-    links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1500, bridge_index=4)
-    assert sock.sent_types() == [wire.RTM_NEWLINK, wire.RTM_DELLINK, wire.RTM_NEWLINK]
-    assert sock.sent_message(1).get_attr("IFLA_IFNAME") == "vethabc"
-    first, again = sock.sent[0], sock.sent[2]
-    assert (first[:8], first[12:]) == (again[:8], again[12:])  # the same request, a new seq
-
-
-def test_a_taken_pod_name_is_not_mistaken_for_a_leftover() -> None:
-    sock = ScriptedSocket([fails(errno.EEXIST)], [fails(errno.ENODEV)])
+def test_a_link_holding_the_host_name_is_left_to_the_caller() -> None:
+    """Never delete a link on EEXIST: it may be someone else's (the caller checks the mark)."""
+    sock = ScriptedSocket([fails(errno.EEXIST)])
     with pytest.raises(NetlinkError) as raised:
         links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1500, bridge_index=4)
     assert raised.value.code == errno.EEXIST
+    assert sock.sent_types() == [wire.RTM_NEWLINK]
+
+
+def _veth(alias: str | None = None, peer_netnsid: int | None = None) -> links.Link:
+    return links.Link(
+        7,
+        "vethabc",
+        "00:00:00:00:00:01",
+        1500,
+        "veth",
+        4,
+        True,
+        alias=alias,
+        peer_netnsid=peer_netnsid,
+    )
+
+
+def test_a_veth_with_the_attachments_alias_is_ours() -> None:
+    mark = links.attachment_alias("c1", "eth0")
+    assert mark == "minicni c1/eth0"
+    sock = ScriptedSocket()
+    assert links.is_attachment_veth(Rtnl(sock), _veth(mark), mark, None)
+    assert not links.is_attachment_veth(Rtnl(sock), _veth("minicni c2/eth0"), mark, None)
+    assert not links.is_attachment_veth(Rtnl(sock), _veth("someone's"), mark, 9)
+    bridge = links.Link(7, "vethabc", "00:00:00:00:00:01", 1500, "bridge", None, True, alias=mark)
+    assert not links.is_attachment_veth(Rtnl(sock), bridge, mark, 9)
+    assert sock.sent == []
+
+
+def test_the_alias_of_a_long_container_id_fits_the_kernels_limit() -> None:
+    mark = links.attachment_alias("c" * 300, "eth0")
+    assert len(mark.encode()) <= 255 and mark != links.attachment_alias("c" * 299, "eth0")
 
 
 def test_hairpin_is_a_bridge_setlink_with_a_nested_protinfo() -> None:
