@@ -54,6 +54,7 @@ TOPOLOGY_FLAGS = (
     "forward_drop",
     "rp_filter",
     "mtu",
+    "services",
 )
 
 
@@ -158,6 +159,13 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
         "--rp-filter", type=int, choices=(0, 1, 2), help="nodes' rp_filter (default 1, as kind)"
     )
     group.add_argument("--mtu", type=int)
+    group.add_argument(
+        "--services",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ClusterIP Services (TCP, UDP) in front of every node's first pod, with "
+        "kube-proxy's iptables rules on every node, and their cells in the matrix (default: on)",
+    )
     group.add_argument("--id", dest="lab_id", help="lab id (default: random, e.g. ml3f2a)")
 
 
@@ -339,6 +347,7 @@ def _describe(topology: dict[str, Any]) -> str:
         "underlay",
         "forward_drop",
         "rp_filter",
+        "services",
     )
     return ", ".join(f"{key}={topology[key]}" for key in keys if key in topology)
 
@@ -382,6 +391,11 @@ def dispatch(args: argparse.Namespace, progress: Progress) -> int:
         for endpoint in inventory.endpoints:
             addresses = " ".join(endpoint.addresses)
             print(f"{endpoint.name:<8} {endpoint.kind:<5} {addresses:<15} netns {endpoint.handle}")
+        for service in inventory.services:
+            address = f"{service.cluster_ip}:{service.port}/{service.proto}"
+            endpoints = ", ".join(service.endpoints)
+            target = f"(port {service.target_port})"
+            print(f"{service.name:<14} {address:<22} Service -> {endpoints} {target}")
         print(
             f"lab {lab_id} is up: `minicni-lab matrix --id {lab_id}`, "
             f"`minicni-lab down --id {lab_id}`"

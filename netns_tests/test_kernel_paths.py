@@ -81,3 +81,29 @@ def test_what_an_add_leaves_in_the_kernel(node: FakeNode) -> None:
         "eth0",
         "static",
     )
+
+
+def bridge_netfilter(node: FakeNode) -> tuple[int, int]:
+    (bridge,) = ip_json(node.host, "link", "show", node.bridge)
+    data = bridge["linkinfo"]["info_data"]
+    return data["nf_call_iptables"], data["nf_call_ip6tables"]
+
+
+def test_the_bridge_sends_its_traffic_through_iptables_whatever_the_sysctl(
+    node: FakeNode,
+) -> None:
+    # the node's own switch off, as on a host that never loaded the k8s sysctls
+    in_netns(node.host, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0")
+    assert node.add(node.pod(), node.container_id()).code == 0
+    assert bridge_netfilter(node) == (1, 1)
+
+
+def test_an_adopted_bridge_gets_its_netfilter_switches_on(node: FakeNode) -> None:
+    # made by someone else (an older minicni, an admin) without them
+    made = in_netns(node.host, "ip", "link", "add", node.bridge, "type", "bridge")
+    assert made.returncode == 0, made.stderr
+    assert bridge_netfilter(node) == (0, 0)
+    assert node.add(node.pod(), node.container_id()).code == 0
+    assert bridge_netfilter(node) == (1, 1)
+    assert node.add(node.pod(), node.container_id()).code == 0  # already on: unchanged, fine
+    assert bridge_netfilter(node) == (1, 1)

@@ -12,7 +12,7 @@ import errno
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from typing import Any, NamedTuple
 
@@ -29,6 +29,17 @@ BRIDGE_MODE_HAIRPIN = 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # replies without the counters: smaller, quicker to decode
 IFALIAS_MAX = 255  # bytes (IFALIASZ - 1)
 NETNSA_NSID_NOT_ASSIGNED = 0xFFFFFFFF  # -1 as the uint32 pyroute2 decodes
+
+
+class BridgeNetfilter(NamedTuple):
+    """The bridge's own switches that send its bridged IPv4 / IPv6 traffic through iptables
+    (IFLA_BR_NF_CALL_IPTABLES / _IP6TABLES); each is ORed with the node's sysctl
+    net.bridge.bridge-nf-call-ip(6)tables. With br_netfilter they keep Services working on the
+    bridge even on a node where that sysctl is 0: a reply between two pods of one bridge then
+    passes conntrack, which undoes the Service's DNAT."""
+
+    iptables: bool
+    ip6tables: bool
 
 
 class Vxlan(NamedTuple):
@@ -52,6 +63,9 @@ class Link:
     vxlan: Vxlan | None = None
     alias: str | None = None
     peer_netnsid: int | None = None  # a veth's: where its peer is, as seen from this namespace
+    netfilter: BridgeNetfilter | None = None
+    """A bridge's netfilter switches; None for other links, or a kernel built without bridge
+    netfilter (it reports no such attribute)."""
 
 
 def host_veth_name(container_id: str, ifname: str) -> str:
@@ -87,6 +101,7 @@ def link_request(
 
 def _link_from(message: Any) -> Link:
     kind = message.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+    netfilter = _bridge_netfilter_from(message) if kind == "bridge" else None
     return Link(
         index=message["index"],
         name=message.get_attr("IFLA_IFNAME"),
@@ -98,7 +113,18 @@ def _link_from(message: Any) -> Link:
         vxlan=_vxlan_from(message) if kind == "vxlan" else None,
         alias=message.get_attr("IFLA_IFALIAS"),
         peer_netnsid=message.get_attr("IFLA_LINK_NETNSID"),
+        netfilter=netfilter,
     )
+
+
+def _bridge_netfilter_from(message: Any) -> BridgeNetfilter | None:
+    data = message.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    if data is None:
+        return None
+    iptables = data.get_attr("IFLA_BR_NF_CALL_IPTABLES")
+    if iptables is None:
+        return None
+    return BridgeNetfilter(bool(iptables), bool(data.get_attr("IFLA_BR_NF_CALL_IP6TABLES")))
 
 
 def _vxlan_from(message: Any) -> Vxlan:
@@ -135,8 +161,19 @@ def random_mac() -> str:
     return ":".join(f"{octet:02x}" for octet in octets)
 
 
+BRIDGE_NETFILTER_ON = (("IFLA_BR_NF_CALL_IPTABLES", 1), ("IFLA_BR_NF_CALL_IP6TABLES", 1))
+
+
+def _bridge_info(*data: tuple[str, int]) -> dict[str, Any]:
+    attrs: list[tuple[str, Any]] = [("IFLA_INFO_KIND", "bridge")]
+    if data:
+        attrs.append(("IFLA_INFO_DATA", {"attrs": list(data)}))
+    return {"attrs": attrs}
+
+
 def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
-    """The bridge, up; created unless it exists, another invocation winning the race is fine."""
+    """The bridge, up, its netfilter switches on (`BridgeNetfilter`); created unless it exists,
+    another invocation winning the race is fine. An existing bridge costs one request."""
     bridge = get_link(rtnl, name)
     if bridge is None:
         # A fixed MAC from the start: otherwise the bridge takes the lowest port MAC and changes
@@ -145,7 +182,7 @@ def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
             name=name,
             up=True,
             address=random_mac(),
-            linkinfo={"attrs": [("IFLA_INFO_KIND", "bridge")]},
+            linkinfo=_bridge_info(*BRIDGE_NETFILTER_ON),
         )
         try:
             rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
@@ -161,7 +198,20 @@ def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
         )
     if not bridge.up:
         rtnl.request(link_request(bridge.index, up=True), wire.RTM_NEWLINK)
+    if ensure_bridge_netfilter(rtnl, bridge):
+        bridge = replace(bridge, netfilter=BridgeNetfilter(True, True))
     return bridge
+
+
+def ensure_bridge_netfilter(rtnl: Rtnl, bridge: Link) -> bool:
+    """Turn the bridge's netfilter switches on unless `bridge` (as just read) shows them on;
+    True if a request was sent. A kernel that reports no switches (built without bridge
+    netfilter) is left alone. Idempotent: setting a switch that is on changes nothing."""
+    if bridge.netfilter is None or all(bridge.netfilter):
+        return False
+    request = link_request(bridge.index, linkinfo=_bridge_info(*BRIDGE_NETFILTER_ON))
+    rtnl.request(request, wire.RTM_NEWLINK)
+    return True
 
 
 def default_route_mtu(rtnl: Rtnl) -> int:
@@ -303,3 +353,21 @@ def vxlan_request(name: str, vxlan: Vxlan, mac: str, mtu: int) -> Any:
         mtu=mtu,
         linkinfo={"attrs": [("IFLA_INFO_KIND", "vxlan"), ("IFLA_INFO_DATA", {"attrs": data})]},
     )
+
+
+class BridgePort(NamedTuple):
+    ifindex: int
+    name: str
+    hairpin: bool
+
+
+def bridge_ports(rtnl: Rtnl, bridge_index: int) -> list[BridgePort]:
+    """The ports of a bridge with their hairpin mode, from one dump of the bridge family."""
+    ports = []
+    for message in rtnl.dump(link_request(family=wire.AF_BRIDGE), wire.RTM_GETLINK):
+        if message.get_attr("IFLA_MASTER") != bridge_index:
+            continue
+        mode = message.get_nested("IFLA_PROTINFO", "IFLA_BRPORT_MODE")
+        name = message.get_attr("IFLA_IFNAME")
+        ports.append(BridgePort(message["index"], name, mode == BRIDGE_MODE_HAIRPIN))
+    return ports

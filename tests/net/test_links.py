@@ -13,13 +13,21 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from minicni.net import links, wire
 from minicni.net.rtnl import Rtnl
 from minicni.net.wire import NetlinkError
-from tests.rtnl_fakes import ScriptedSocket, ack, fails, link_reply
+from tests.rtnl_fakes import ScriptedSocket, ack, done, fails, link_reply
 
 CREATE_NEW = wire.NLM_F_REQUEST | wire.NLM_F_ACK | wire.NLM_F_CREATE | wire.NLM_F_EXCL
 
 
-def bridge_reply(up: bool = True, kind: str = "bridge") -> Callable[[int], bytes]:
-    info = {"attrs": [("IFLA_INFO_KIND", kind)]}
+def bridge_reply(
+    up: bool = True, kind: str = "bridge", netfilter: tuple[int, int] | None = None
+) -> Callable[[int], bytes]:
+    """The bridge as the kernel reports it; `netfilter`: its IFLA_BR_NF_CALL_IPTABLES and
+    _IP6TABLES (None: a kernel without bridge netfilter, which reports neither)."""
+    info: dict[str, list[tuple[str, object]]] = {"attrs": [("IFLA_INFO_KIND", kind)]}
+    if netfilter is not None:
+        data = [("IFLA_BR_NF_CALL_IPTABLES", netfilter[0])]
+        data.append(("IFLA_BR_NF_CALL_IP6TABLES", netfilter[1]))
+        info["attrs"].append(("IFLA_INFO_DATA", {"attrs": data}))
     return lambda seq: link_reply(
         seq, 4, "cni0", 0, flags=int(up), IFLA_ADDRESS="02:00:00:00:00:04", IFLA_LINKINFO=info
     )
@@ -55,6 +63,59 @@ def test_a_missing_bridge_is_created_up_with_a_pinned_mac() -> None:
     assert created["flags"] & 1 and created["change"] & 1
     first_octet = int(created.get_attr("IFLA_ADDRESS").split(":")[0], 16)
     assert first_octet & 0x03 == 0x02  # locally administered, unicast
+
+
+def test_a_new_bridge_is_created_with_its_netfilter_switches_on() -> None:
+    sock = ScriptedSocket([fails(errno.ENODEV)], [ack], [bridge_reply(netfilter=(1, 1)), ack])
+    bridge = links.ensure_bridge(Rtnl(sock), "cni0")
+    data = sock.sent_message(1).get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    assert data.get_attr("IFLA_BR_NF_CALL_IPTABLES") == 1
+    assert data.get_attr("IFLA_BR_NF_CALL_IP6TABLES") == 1
+    assert bridge.netfilter == links.BridgeNetfilter(True, True)
+    assert len(sock.sent) == 3  # read back on: nothing more to send
+
+
+def test_an_adopted_bridge_without_netfilter_gets_it_in_one_more_request() -> None:
+    sock = ScriptedSocket([bridge_reply(netfilter=(0, 1)), ack], [ack])
+    bridge = links.ensure_bridge(Rtnl(sock), "cni0")
+    assert sock.sent_types() == [wire.RTM_GETLINK, wire.RTM_NEWLINK]
+    changed = sock.sent_message(1)
+    assert sent_flags(sock, 1) & (wire.NLM_F_CREATE | wire.NLM_F_EXCL) == 0  # a change, not a new
+    assert changed["index"] == 4
+    assert changed.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "bridge"
+    data = changed.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    assert data.get_attr("IFLA_BR_NF_CALL_IPTABLES") == 1
+    assert data.get_attr("IFLA_BR_NF_CALL_IP6TABLES") == 1
+    assert bridge.netfilter == links.BridgeNetfilter(True, True)
+
+
+def test_a_bridge_with_netfilter_on_or_unknown_costs_one_request() -> None:
+    for netfilter in ((1, 1), None):
+        sock = ScriptedSocket([bridge_reply(netfilter=netfilter), ack])
+        links.ensure_bridge(Rtnl(sock), "cni0")
+        assert sock.sent_types() == [wire.RTM_GETLINK]
+
+
+def test_bridge_ports_are_read_with_their_hairpin_mode() -> None:
+    def port(seq: int, index: int, name: str, master: int, mode: int) -> bytes:
+        protinfo = {"attrs": [("IFLA_BRPORT_MODE", mode)]}
+        return link_reply(
+            seq, index, name, family=wire.AF_BRIDGE, IFLA_MASTER=master, IFLA_PROTINFO=protinfo
+        )
+
+    sock = ScriptedSocket(
+        [
+            lambda seq: (
+                port(seq, 7, "vetha", 4, 1)
+                + port(seq, 8, "vethb", 4, 0)
+                + port(seq, 9, "other", 5, 1)
+                + done(seq)
+            )
+        ]
+    )
+    ports = links.bridge_ports(Rtnl(sock), 4)
+    assert ports == [links.BridgePort(7, "vetha", True), links.BridgePort(8, "vethb", False)]
+    assert sock.sent_message(0)["family"] == wire.AF_BRIDGE
 
 
 def test_a_bridge_created_meanwhile_by_another_add_is_fine() -> None:

@@ -59,3 +59,59 @@ def test_a_dual_stack_pod_and_node_have_an_address_of_each_family() -> None:
     assert pod.addresses == ("10.244.1.5", "fd00:10:244:1::5")  # IPv4 first, as the lab's
     assert node.address("ipv6") == "fc00:f853::3"
     assert inventory.families == ("ipv4", "ipv6")
+
+
+def test_services_come_with_the_ready_endpoints_kube_proxy_knows() -> None:
+    pods = {
+        "items": [
+            _pod("probe-a-1", "mc-worker", "10.244.1.2", "probe-a", "pod"),
+            _pod("probe-a-0", "mc-control-plane", "10.244.0.2", "probe-a", "pod"),
+            _pod("probe-b-0", "mc-control-plane", "10.244.0.3", "probe-b", "pod"),
+        ]
+    }
+    services = {
+        "items": [
+            {
+                "metadata": {"name": "probe-udp"},
+                "spec": {
+                    "type": "ClusterIP",
+                    "clusterIP": "10.96.7.8",
+                    "ports": [{"protocol": "UDP", "port": 53, "targetPort": 30080}],
+                },
+            },
+            {  # a named target port, a headless Service: not what the matrix can probe
+                "metadata": {"name": "named"},
+                "spec": {"clusterIP": "10.96.7.9", "ports": [{"port": 80, "targetPort": "web"}]},
+            },
+            {"metadata": {"name": "headless"}, "spec": {"clusterIP": "None", "ports": []}},
+        ]
+    }
+
+    def endpoint(pod: str, ready: bool) -> dict[str, object]:
+        return {
+            "conditions": {"ready": ready},
+            "targetRef": {"kind": "Pod", "namespace": "minicni-e2e", "name": pod},
+        }
+
+    slices = {
+        "items": [
+            {
+                "metadata": {"labels": {"kubernetes.io/service-name": "probe-udp"}},
+                "endpoints": [endpoint("probe-a-1", True), endpoint("probe-a-0", True)],
+            },
+            {  # a second slice of the same Service: a pod not ready, one not in the inventory
+                "metadata": {"labels": {"kubernetes.io/service-name": "probe-udp"}},
+                "endpoints": [endpoint("probe-b-0", False), endpoint("elsewhere", True)],
+            },
+        ]
+    }
+    inventory = inventory_from(pods, "mc", "kind", services, slices)
+    (service,) = inventory.services
+    assert (service.name, service.proto, service.cluster_ip, service.port) == (
+        "probe-udp",
+        "udp",
+        "10.96.7.8",
+        53,
+    )
+    assert (service.target_port, service.endpoints) == (30080, ("control-plane/a", "worker/a"))
+    assert inventory_from(pods, "mc").services == ()
