@@ -78,6 +78,8 @@ def services_from(
         spec, name = item.get("spec", {}), item["metadata"]["name"]
         if spec.get("type", "ClusterIP") != "ClusterIP" or spec.get("clusterIP") in (None, "None"):
             continue
+        if ":" in spec["clusterIP"]:
+            continue  # the Service probes speak IPv4 (an IPv6-only cluster has no Service cells)
         for port in spec.get("ports", []):
             proto, target = str(port.get("protocol", "TCP")).lower(), port.get("targetPort")
             if proto not in ("tcp", "udp") or not isinstance(target, int):

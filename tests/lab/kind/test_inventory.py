@@ -115,3 +115,32 @@ def test_services_come_with_the_ready_endpoints_kube_proxy_knows() -> None:
     )
     assert (service.target_port, service.endpoints) == (30080, ("control-plane/a", "worker/a"))
     assert inventory_from(pods, "mc").services == ()
+
+
+def test_an_ipv6_service_is_left_out_the_service_probes_speak_ipv4() -> None:
+    pods = {"items": [_pod("probe-a-1", "mc-worker", "fd00:10:244:1::2", "probe-a", "pod")]}
+    services = {
+        "items": [
+            {
+                "metadata": {"name": "probe-tcp"},
+                "spec": {
+                    "clusterIP": "fd00:10:96::20",
+                    "ports": [{"protocol": "TCP", "port": 80, "targetPort": 30080}],
+                },
+            }
+        ]
+    }
+    slices = {
+        "items": [
+            {
+                "metadata": {"labels": {"kubernetes.io/service-name": "probe-tcp"}},
+                "endpoints": [
+                    {
+                        "conditions": {"ready": True},
+                        "targetRef": {"namespace": "minicni-e2e", "name": "probe-a-1"},
+                    }
+                ],
+            }
+        ]
+    }
+    assert inventory_from(pods, "mc", "kind", services, slices).services == ()
