@@ -6,6 +6,9 @@ Layout of `<dataDir>/<network name>/`:
   `last_reserved_ip.0`  where the round-robin search resumes (a freed address is not reused at once)
   `lock`                flock'ed for every change, so concurrent plugin invocations serialise
   `boot_id`             the boot the store was last used in; a new boot triggers the stale sweep
+  `deleting-<cid>@<ifname>` a DEL answered before it finished (the agent's CNI server answers
+                        once this is written, then deletes the links and releases the address):
+                        JSON with containerID and ifname; removed by the release
 
 Every change happens under the lock, so the two files of a reservation are consistent for any
 reader holding it.
@@ -30,6 +33,7 @@ LAST_RESERVED = "last_reserved_ip.0"
 BOOT_ID_FILE = "boot_id"
 LOCK_FILE = "lock"
 OWNER_PREFIX = "owner-"
+DELETING_PREFIX = "deleting-"
 SYSTEM_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _NAME_MAX = 255  # bytes in one file name (Linux NAME_MAX)
 
@@ -119,11 +123,47 @@ class AddressStore:
         )
 
     def release(self, container_id: str, ifname: str) -> Reservation | None:
+        """Free the attachment's address; this also ends a DEL recorded by `mark_deleting`."""
         reservation = self.find(container_id, ifname)
         _unlink_quietly(self._path(_owner_name(container_id, ifname)))
         if reservation is not None:
             _unlink_quietly(self._path(str(reservation.address)))
+        _unlink_quietly(self._path(_deleting_name(container_id, ifname)))
         return reservation
+
+    # -- DELs answered before they finished ----------------------------------------------------
+    def mark_deleting(self, container_id: str, ifname: str) -> None:
+        """Record that the attachment's DEL was answered and must be finished (lock held).
+
+        Written, not fsynced: it must outlive the process that answered (a kill -9 leaves it
+        in the page cache), not the node: after a crash the links are gone with the boot and the
+        reservation goes with the sweep of `sweep_previous_boots`.
+        """
+        body = json.dumps({"containerID": container_id, "ifname": ifname}).encode()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self._path(_deleting_name(container_id, ifname)), flags, 0o600)
+        try:
+            os.write(fd, body)
+        finally:
+            os.close(fd)
+
+    def is_deleting(self, container_id: str, ifname: str) -> bool:
+        """Whether a recorded DEL of the attachment is unfinished (one lstat; no lock needed)."""
+        return os.path.lexists(self._path(_deleting_name(container_id, ifname)))
+
+    def pending_deletes(self) -> list[tuple[str, str]]:
+        """(container ID, ifname) of every recorded DEL not finished yet."""
+        pending = []
+        for entry in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
+            if not entry.startswith(DELETING_PREFIX):
+                continue
+            try:
+                with open(self._path(entry), "rb") as f:
+                    data = json.loads(f.read(4096))
+                pending.append((str(data["containerID"]), str(data["ifname"])))
+            except (OSError, ValueError, KeyError, TypeError):
+                _unlink_quietly(self._path(entry))  # unreadable: it can name no attachment
+        return pending
 
     def release_where(self, stale: Callable[[Reservation], bool]) -> list[Reservation]:
         """Release every reservation for which `stale` is true."""
@@ -211,13 +251,21 @@ def _round_robin(address_range: AddressRange, last: IPv4Address | None) -> Itera
 
 
 def _owner_name(container_id: str, ifname: str) -> str:
+    return _attachment_file(OWNER_PREFIX, container_id, ifname)
+
+
+def _deleting_name(container_id: str, ifname: str) -> str:
+    return _attachment_file(DELETING_PREFIX, container_id, ifname)
+
+
+def _attachment_file(prefix: str, container_id: str, ifname: str) -> str:
     # Both parts are validated (no "/"), and container IDs never contain "@".
-    name = f"{OWNER_PREFIX}{container_id}@{ifname}"
+    name = f"{prefix}{container_id}@{ifname}"
     if len(name.encode()) <= _NAME_MAX:
         return name
     # The spec puts no limit on container IDs, the file system does. `find` compares the owner
     # recorded in the address file, so even a digest collision could not hand over a reservation.
-    return f"{OWNER_PREFIX}sha256-{hashlib.sha256(name.encode()).hexdigest()}"
+    return f"{prefix}sha256-{hashlib.sha256(name.encode()).hexdigest()}"
 
 
 def _is_address(name: str) -> bool:

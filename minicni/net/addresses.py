@@ -43,14 +43,17 @@ class AddressChanges(NamedTuple):
         return bool(self.removed) or self.added
 
 
-def dump_addresses(rtnl: Rtnl, family: int = wire.AF_INET) -> list[KernelAddress]:
-    """Every address of `family` (AF_UNSPEC: of every family) on every link."""
+def dump_addresses(rtnl: Rtnl, family: int = wire.AF_INET, index: int = 0) -> list[KernelAddress]:
+    """Every address of `family` (AF_UNSPEC: of every family) on every link, or on link `index`
+    only. On a strict socket the kernel itself dumps only that link's: a node with 1,000 pods
+    need not send them all to a plugin that wants the bridge's."""
     request = ifaddrmsg()
     request["family"] = family
+    request["index"] = index
 
     def decode(message: bytes) -> KernelAddress | None:
-        ifa_family, prefixlen, _, _, index = _IFADDRMSG.unpack_from(message, wire.HEADER.size)
-        if family and ifa_family != family:
+        ifa_family, prefixlen, _, _, ifindex = _IFADDRMSG.unpack_from(message, wire.HEADER.size)
+        if (family and ifa_family != family) or (index and ifindex != index):
             return None
         local = peer = None
         for attr, value in wire.attributes(message, wire.HEADER.size + _IFADDRMSG.size):
@@ -61,7 +64,7 @@ def dump_addresses(rtnl: Rtnl, family: int = wire.AF_INET) -> list[KernelAddress
         packed = local or peer  # IFA_LOCAL is the address itself; IPv6 has only IFA_ADDRESS
         if packed is None:
             return None
-        return KernelAddress(index, wire.network(packed, prefixlen), wire.address(packed))
+        return KernelAddress(ifindex, wire.network(packed, prefixlen), wire.address(packed))
 
     return rtnl.dump(request, wire.RTM_GETADDR, decode)
 
@@ -79,7 +82,7 @@ def address_request(index: int, address: str, prefixlen: int) -> Any:
 
 def interface_addresses(rtnl: Rtnl, index: int) -> set[str]:
     """`address/prefixlen` of every address, of any family, on link `index`."""
-    return {a.cidr for a in dump_addresses(rtnl, wire.AF_UNSPEC) if a.ifindex == index}
+    return {a.cidr for a in dump_addresses(rtnl, wire.AF_UNSPEC, index)}
 
 
 def ensure_address(
@@ -98,7 +101,7 @@ def ensure_address(
     wanted = f"{address}/{prefixlen}"
     removed: list[str] = []
     found = False
-    for existing in dump_addresses(rtnl) if present is None else present:
+    for existing in dump_addresses(rtnl, index=index) if present is None else present:
         if existing.ifindex != index or existing.network.version != 4:
             continue
         if existing.cidr == wanted:

@@ -52,21 +52,29 @@ def open_route_socket(*, strict: bool = False, receive_buffer: int = 0) -> socke
         socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, wire.NETLINK_ROUTE
     )
     try:
-        sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_CAP_ACK, 1)
-        sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_EXT_ACK, 1)
-        if strict:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_GET_STRICT_CHK, 1)
-        if receive_buffer:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, wire.SO_RCVBUFFORCE, receive_buffer)
-            except PermissionError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        sock.bind((0, 0))  # the kernel picks our port id
+        adopt_route_socket(sock, strict=strict, receive_buffer=receive_buffer)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def adopt_route_socket(
+    sock: socket.socket, *, strict: bool = False, receive_buffer: int = 0
+) -> None:
+    """Set up and bind a NETLINK_ROUTE socket made elsewhere, as `open_route_socket` does its own
+    (the agent's CNI server gets one, made inside a pod's namespace, from the plugin's shim)."""
+    sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_CAP_ACK, 1)
+    sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_EXT_ACK, 1)
+    if strict:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_GET_STRICT_CHK, 1)
+    if receive_buffer:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, wire.SO_RCVBUFFORCE, receive_buffer)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.bind((0, 0))  # the kernel picks our port id
 
 
 def encode_request(msg: Any, msg_type: int, flags: int, seq: int) -> bytes:

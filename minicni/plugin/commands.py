@@ -4,6 +4,9 @@ which needs no kernel, is in `status`).
 ADD is a transaction: each step that changes something registers its undo on an ExitStack, and any
 failure unwinds them all before the error is returned, so a failed ADD leaves no reservation and
 no link behind.
+
+Every command takes a `CommandContext` (see `context`): how it reaches the pod's namespace, and
+whether it runs in the plugin's own process or in the agent's CNI server.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from minicni.cni.errors import CniError
 from minicni.cni.skel import Request
 from minicni.cni.version import normalize_result
 from minicni.ipam.store import AddressStore, RangeFullError, Reservation
-from minicni.net import addresses, links, netns, routes
+from minicni.net import addresses, links, routes
 from minicni.net.rtnl import Rtnl
 from minicni.net.sysctl import ensure_sysctl
 from minicni.net.wire import NetlinkError
 from minicni.plugin.config import NetConf, parse_netconf
+from minicni.plugin.context import CommandContext, PodNetns
 from minicni.plugin.result import add_result
 
 log = logging.getLogger("minicni")
@@ -40,18 +44,9 @@ def step(what: str) -> Iterator[None]:
         raise CniError(errors.IO_FAILURE, f"{what} failed", str(exc)) from exc
 
 
-def open_netlink(netns_path: str | None = None) -> Rtnl:
-    if netns_path is None:
-        return Rtnl()
-    with netns.enter(netns_path):
-        return Rtnl()
-
-
-def require_netns(path: str) -> None:
-    if not os.path.exists(path):
-        raise CniError(errors.UNKNOWN_CONTAINER, "network namespace does not exist", path)
-    if netns.same_netns(path, netns.current_netns_path()):
-        raise CniError(8, "CNI_NETNS is the plugin's own network namespace", path)
+def open_host_netlink() -> Rtnl:
+    """Strict: the kernel filters dumps by the request (the bridge's addresses, not the node's)."""
+    return Rtnl(strict=True)
 
 
 def _store(conf: NetConf) -> AddressStore:
@@ -59,13 +54,15 @@ def _store(conf: NetConf) -> AddressStore:
 
 
 # -- ADD ------------------------------------------------------------------------------------------
-def add(request: Request) -> dict[str, Any]:
+def add(request: Request, ctx: CommandContext) -> dict[str, Any]:
     conf = parse_netconf(request.config)
-    require_netns(request.netns)
+    pod_netns = ctx.pod(request.netns)
+    pod_netns.require()
+    _finish_recorded_delete(conf, request)
     with ExitStack() as stack:
         with step("opening netlink sockets"):
-            host = stack.enter_context(open_netlink())
-            pod = stack.enter_context(open_netlink(request.netns))
+            host = stack.enter_context(open_host_netlink())
+            pod = stack.enter_context(pod_netns.rtnl())
         with step("looking up the pod interface"):
             if links.find_link(pod, request.ifname) is not None:
                 raise CniError(
@@ -76,19 +73,19 @@ def add(request: Request) -> dict[str, Any]:
         undo = stack.enter_context(ExitStack())
         reservation = _reserve(conf, request)
         undo.callback(_release, conf, request)
-        bridge = _ensure_bridge(host, conf)
+        bridge = _ensure_bridge(host, conf, ctx)
         host_name = links.host_veth_name(request.container_id, request.ifname)
         with step("creating the veth pair"):
             mtu = conf.mtu or links.default_route_mtu(host)
-            with open(request.netns, "rb") as pod_ns:
-                links.create_veth_pair(
-                    host, host_name, request.ifname, pod_ns.fileno(), mtu, bridge.index
-                )
+            pod_fd = pod_netns.open_fd()
+            try:
+                links.create_veth_pair(host, host_name, request.ifname, pod_fd, mtu, bridge.index)
+            finally:
+                os.close(pod_fd)
         undo.callback(links.delete_link, host, host_name)
         with step("attaching the host veth to the bridge"):
             host_end = _must_find(host, host_name)
-            if conf.hairpin:
-                links.set_hairpin(host, host_end.index)
+            links.bring_up_port(host, host_end.index, conf.hairpin)
         with step("configuring the pod interface"):
             pod_end = _must_find(pod, request.ifname)
             links.configure_pod_interface(
@@ -97,6 +94,7 @@ def add(request: Request) -> dict[str, Any]:
                 str(reservation.address),
                 conf.range.subnet.prefixlen,
                 str(conf.range.gateway) if conf.is_default_gateway else None,
+                ipv6=conf.has_ipv6,
             )
         undo.pop_all()  # success: keep everything
         log.info(
@@ -125,11 +123,15 @@ def _reserve(conf: NetConf, request: Request) -> Reservation:
 
 
 def _release(conf: NetConf, request: Request) -> Reservation | None:
+    return _release_attachment(conf, request.container_id, request.ifname)
+
+
+def _release_attachment(conf: NetConf, container_id: str, ifname: str) -> Reservation | None:
     with _store(conf).locked() as store:
-        return store.release(request.container_id, request.ifname)
+        return store.release(container_id, ifname)
 
 
-def _ensure_bridge(host: Rtnl, conf: NetConf) -> links.Link:
+def _ensure_bridge(host: Rtnl, conf: NetConf, ctx: CommandContext) -> links.Link:
     with step(f"setting up bridge {conf.bridge}"):
         bridge = links.ensure_bridge(host, conf.bridge)
         if conf.is_default_gateway:
@@ -138,8 +140,9 @@ def _ensure_bridge(host: Rtnl, conf: NetConf) -> links.Link:
             )
             if changes.removed:
                 log.warning("removed stale addresses %s from %s", changes.removed, conf.bridge)
-    with step("enabling IPv4 forwarding"):
-        ensure_sysctl("net.ipv4.ip_forward", "1")
+    if ctx.writes_sysctls:  # the agent's server checked it before taking the request
+        with step("enabling IPv4 forwarding"):
+            ensure_sysctl("net.ipv4.ip_forward", "1")
     return bridge
 
 
@@ -151,49 +154,96 @@ def _must_find(rtnl: Rtnl, name: str) -> links.Link:
 
 
 # -- DEL ------------------------------------------------------------------------------------------
-def delete(request: Request) -> None:
+def delete(request: Request, ctx: CommandContext) -> None:
     """Best effort and repeatable: links first (so an address is never reused while still on a
-    live interface), then the reservation, even when the netns is long gone."""
+    live interface), then the reservation, even when the netns is long gone.
+
+    Served by the agent, the DEL is answered as soon as it is recorded in the store (a
+    `deleting-` marker): the kernel takes tens of milliseconds to unregister a veth (an RCU
+    barrier), which the runtime need not wait for. The links and the address go after the answer
+    (`ctx.deferred`); the address only once its link is gone. Until then the marker stands, and
+    whoever next meets the attachment finishes the DEL first: the server's next request for it
+    (which waits for the deferred work), an in-process ADD, CHECK or DEL, GC, or the agent at its
+    next start.
+    """
     conf = parse_netconf(request.config)
-    host_name = links.host_veth_name(request.container_id, request.ifname)
-    with step(f"deleting {host_name}"), open_netlink() as host:
+    pod_netns = ctx.pod(request.netns) if request.netns else None
+    if not ctx.served:
+        _delete_now(conf, request.container_id, request.ifname, pod_netns)
+        return
+    with step(f"recording the DEL in {conf.store_dir}"), _store(conf).locked() as store:
+        store.mark_deleting(request.container_id, request.ifname)
+    ctx.deferred.append(lambda: _delete_now(conf, request.container_id, request.ifname, pod_netns))
+
+
+def _delete_now(conf: NetConf, container_id: str, ifname: str, pod_netns: PodNetns | None) -> None:
+    host_name = links.host_veth_name(container_id, ifname)
+    with step(f"deleting {host_name}"), open_host_netlink() as host:
         removed = links.delete_link(host, host_name)
-    if not removed and request.netns:
-        _delete_pod_end(request)
+    if not removed and pod_netns is not None:
+        _delete_pod_end(pod_netns, container_id, ifname)
     with step("releasing the address"):
-        released = _release(conf, request)
+        released = _release_attachment(conf, container_id, ifname)
     log.info(
         "DEL %s/%s: released %s",
-        request.container_id,
-        request.ifname,
+        container_id,
+        ifname,
         released.address if released else "nothing",
     )
 
 
-def _delete_pod_end(request: Request) -> None:
+def _finish_recorded_delete(conf: NetConf, request: Request) -> None:
+    """An earlier DEL of this attachment was answered but not finished (the agent was stopped
+    meanwhile): finish it now, so it cannot later take what this command makes. The pod side is
+    left alone: the namespace may be a new sandbox's."""
+    if _store(conf).is_deleting(request.container_id, request.ifname):
+        log.info("finishing the earlier DEL of %s/%s", request.container_id, request.ifname)
+        _delete_now(conf, request.container_id, request.ifname, None)
+
+
+def finish_recorded_deletes(store_dir: str) -> list[str]:
+    """Every DEL recorded in the store and not finished: finished now (the agent at start-up).
+    Returns the attachments finished."""
+    store = AddressStore(store_dir)
+    with store.locked():
+        pending = store.pending_deletes()
+    finished = []
+    for container_id, ifname in pending:
+        host_name = links.host_veth_name(container_id, ifname)
+        with step(f"deleting {host_name}"), open_host_netlink() as host:
+            links.delete_link(host, host_name)
+        with step("releasing the address"), store.locked():
+            store.release(container_id, ifname)
+        finished.append(f"{container_id}/{ifname}")
+    return finished
+
+
+def _delete_pod_end(pod_netns: PodNetns, container_id: str, ifname: str) -> None:
     """Remove a pod-side veth whose host end is already gone (a half-finished DEL)."""
     try:
-        pod = open_netlink(request.netns)
+        pod = pod_netns.rtnl()
     except OSError as exc:
         # Gone, or an empty file left where a runtime had mounted it: its links went with it.
-        log.info("DEL %s: netns %s is gone (%s)", request.container_id, request.netns, exc)
+        log.info("DEL %s: netns %s is gone (%s)", container_id, pod_netns.path, exc)
         return
-    with step(f"deleting {request.ifname} in the container"), pod:
-        link = links.find_link(pod, request.ifname)
+    with step(f"deleting {ifname} in the container"), pod:
+        link = links.find_link(pod, ifname)
         if link is not None and link.kind == "veth":
-            links.delete_link(pod, request.ifname)
+            links.delete_link(pod, ifname)
 
 
 # -- CHECK ----------------------------------------------------------------------------------------
-def check(request: Request) -> None:
+def check(request: Request, ctx: CommandContext) -> None:
     conf = parse_netconf(request.config)
     if conf.prev_result is None:
         raise CniError(
             errors.INVALID_NETWORK_CONFIG, "invalid network config: CHECK needs prevResult"
         )
     prev = normalize_result(dict(conf.prev_result))
-    require_netns(request.netns)
-    with step("reading the container's interfaces"), open_netlink(request.netns) as pod:
+    pod_netns = ctx.pod(request.netns)
+    pod_netns.require()
+    _finish_recorded_delete(conf, request)
+    with step("reading the container's interfaces"), pod_netns.rtnl() as pod:
         pod_end = links.find_link(pod, request.ifname)
         if pod_end is None:
             _check_failed(f"interface {request.ifname} is missing in the container")
@@ -229,7 +279,7 @@ def check(request: Request) -> None:
     if not any(ip["address"].split("/")[0] == str(reservation.address) for ip in expected_ips):
         _check_failed(f"the reserved address {reservation.address} is not in prevResult")
     host_name = links.host_veth_name(request.container_id, request.ifname)
-    with step("reading the host veth"), open_netlink() as host:
+    with step("reading the host veth"), open_host_netlink() as host:
         host_end = links.find_link(host, host_name)
         bridge = links.find_link(host, conf.bridge)
     if host_end is None or bridge is None or host_end.master != bridge.index:
@@ -241,13 +291,15 @@ def _check_failed(msg: str) -> None:
 
 
 # -- GC -------------------------------------------------------------------------------------------
-def gc(request: Request) -> None:
+def gc(request: Request, ctx: CommandContext) -> None:
     conf = parse_netconf(request.config)
     valid = _valid_attachments(request.config)
+    with step("finishing recorded DELs"):
+        finish_recorded_deletes(conf.store_dir)
     with step("releasing stale reservations"), _store(conf).locked() as store:
         stale = store.release_where(lambda r: (r.container_id, r.ifname) not in valid)
     if stale:
-        with step("deleting stale host veths"), open_netlink() as host:
+        with step("deleting stale host veths"), open_host_netlink() as host:
             for reservation in stale:
                 links.delete_link(
                     host, links.host_veth_name(reservation.container_id, reservation.ifname)

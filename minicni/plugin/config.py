@@ -37,6 +37,12 @@ class NetConf:
     def store_dir(self) -> str:
         return f"{self.data_dir.rstrip('/')}/{self.name}"
 
+    @property
+    def has_ipv6(self) -> bool:
+        """Whether pods get an IPv6 address: then their interface keeps IPv6 address generation
+        (its link-local address). IPv4 only for now; dual-stack (issue 13) turns this on."""
+        return False
+
 
 def parse_netconf(raw: Mapping[str, Any]) -> NetConf:
     name = validate_network_name(raw.get("name"))

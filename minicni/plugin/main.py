@@ -6,8 +6,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # A runtime passes its own environment on to the plugin: PYTHONDONTWRITEBYTECODE there would make
 # every ADD recompile minicni's modules (15-20 ms idle, ~50 ms on a loaded node). Writing the
@@ -16,25 +17,45 @@ sys.dont_write_bytecode = False
 
 from minicni.cni import skel  # noqa: E402 -- imported after the line above, so it is cached
 
+if TYPE_CHECKING:
+    from minicni.plugin.context import CommandContext
+
 LOG_FILE_ENV = "MINICNI_LOG_FILE"
 
 
 class Commands:
     """Each command imports only what it needs, on first use: VERSION nothing, STATUS (which
-    containerd calls every few seconds) no netlink, the others the kernel-facing plugin."""
+    containerd calls every few seconds) no netlink, the others the kernel-facing plugin.
+
+    `context` makes the `CommandContext` the commands run in (see `minicni.plugin.context`): by
+    default the plugin's own process."""
+
+    def __init__(self, context: Callable[[], CommandContext] | None = None) -> None:
+        self._make_context = context
+        self._context: CommandContext | None = None
+
+    @property
+    def context(self) -> CommandContext:
+        if self._context is None:
+            if self._make_context is None:
+                from minicni.plugin.context import in_process
+
+                self._make_context = in_process
+            self._context = self._make_context()
+        return self._context
 
     def add(self, request: skel.Request) -> dict[str, Any]:
-        result: dict[str, Any] = _plugin().add(request)
+        result: dict[str, Any] = _plugin().add(request, self.context)
         return result
 
     def delete(self, request: skel.Request) -> None:
-        _plugin().delete(request)
+        _plugin().delete(request, self.context)
 
     def check(self, request: skel.Request) -> None:
-        _plugin().check(request)
+        _plugin().check(request, self.context)
 
     def gc(self, request: skel.Request) -> None:
-        _plugin().gc(request)
+        _plugin().gc(request, self.context)
 
     def status(self, request: skel.Request) -> None:
         from minicni.plugin.status import status
