@@ -46,6 +46,7 @@ TOPOLOGY_FLAGS = (
     "forward_drop",
     "rp_filter",
     "mtu",
+    "fast_path",
 )
 
 
@@ -120,6 +121,13 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
         "--rp-filter", type=int, choices=(0, 1, 2), help="nodes' rp_filter (default 1, as kind)"
     )
     group.add_argument("--mtu", type=int)
+    group.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_false",
+        default=None,
+        help="the agents serve no CNI requests (no --cni-socket): the plugin runs in-process",
+    )
     group.add_argument("--id", dest="lab_id", help="lab id (default: random, e.g. ml3f2a)")
 
 
@@ -289,7 +297,16 @@ def _topology_of(state_dir: str, lab_id: str) -> dict[str, Any]:
 
 
 def _describe(topology: dict[str, Any]) -> str:
-    keys = ("nodes", "pods_per_node", "plugin", "backend", "underlay", "forward_drop", "rp_filter")
+    keys = (
+        "nodes",
+        "pods_per_node",
+        "plugin",
+        "backend",
+        "underlay",
+        "forward_drop",
+        "rp_filter",
+        "fast_path",
+    )
     return ", ".join(f"{key}={topology[key]}" for key in keys if key in topology)
 
 

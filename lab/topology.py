@@ -46,6 +46,9 @@ class Topology:
     # long enough that a fault injected into a running lab stays visible for a matrix run; the
     # agent still repairs it on the next resync, which is the point of a level-triggered agent
     agent_resync_seconds: int = 30
+    # the agents serve CNI requests (minicni-agent --cni-socket) and the plugin they install is
+    # the shim; False: no server, the plugin runs in-process on every call
+    fast_path: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 99:

@@ -73,6 +73,10 @@ class NodeFiles:
     def agent_log(self) -> Path:
         return self.home / "agent.log"
 
+    @property
+    def cni_socket(self) -> Path:  # /run/minicni/cni.sock
+        return self.home / "run" / "cni.sock"
+
     def create(self) -> None:
         for directory in (
             self.conf_dir,
@@ -100,6 +104,7 @@ def agent_flags(
         "--plugin-log-file": str(files.plugin_log),
         "--plugin-install": "launcher",
         "--plugin-dir": str(files.plugin_dir),
+        "--cni-socket": str(files.cni_socket) if topology.fast_path else "",
         "--health-addr": AGENT_HEALTH_ADDR,
         "--resync-seconds": str(topology.agent_resync_seconds),
     }
@@ -133,9 +138,14 @@ def run_agent_once(argv: Sequence[str], timeout: float = 60.0) -> subprocess.Com
 
 
 def await_ready(
-    node: NodePlan, files: NodeFiles, process: subprocess.Popen[bytes], timeout: float
+    node: NodePlan,
+    files: NodeFiles,
+    process: subprocess.Popen[bytes],
+    timeout: float,
+    serving: bool = True,
 ) -> None:
-    """Ready = the conflist is written, the plugin installed and /readyz answers 200."""
+    """Ready = the conflist is written, the plugin installed, /readyz answers 200 and, when the
+    agent serves CNI requests (`serving`), its socket is there."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -145,6 +155,7 @@ def await_ready(
         if (
             files.conflist.exists()
             and (files.bin_dir / "minicni").exists()
+            and (not serving or files.cni_socket.exists())
             and http_ok(node.netns, AGENT_HEALTH_ADDR, "/readyz")
         ):
             return

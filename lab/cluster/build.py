@@ -154,7 +154,7 @@ class NetnsLab:
         for node in self.lab.nodes:
             self.start_agent(node)
         for node in self.lab.nodes:
-            agents.await_ready(node, self.files(node), self.agents[node.name], self.agent_timeout)
+            self.await_agent(node)
         self.log(f"{counted(len(self.lab.nodes), 'agent')} ready ({self.lab.topology.backend})")
 
     # ------------------------------------------------------------ agents
@@ -176,6 +176,24 @@ class NetnsLab:
         self.state.agents.pop(node.name, None)
         self.save_state()
         return agents.stop_agent(process)
+
+    def kill_agent(self, node: NodePlan) -> None:
+        """SIGKILL, as the OOM killer does: none of the agent's own clean-up runs."""
+        process = self.agents.pop(node.name)
+        self.state.agents.pop(node.name, None)
+        self.save_state()
+        process.kill()
+        process.wait()
+
+    def await_agent(self, node: NodePlan) -> None:
+        """Until the node's agent (started with `start_agent`) is ready, as `up` waits."""
+        agents.await_ready(
+            node,
+            self.files(node),
+            self.agents[node.name],
+            self.agent_timeout,
+            serving=self.lab.topology.fast_path,
+        )
 
     def run_agent_once(self, node: NodePlan, *extra: str) -> subprocess.CompletedProcess[str]:
         return agents.run_agent_once(self.agent_argv(node, "--once", *extra))

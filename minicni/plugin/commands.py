@@ -159,21 +159,26 @@ def delete(request: Request, ctx: CommandContext) -> None:
     live interface), then the reservation, even when the netns is long gone.
 
     Served by the agent, the DEL is answered as soon as it is recorded in the store (a
-    `deleting-` marker): the kernel takes tens of milliseconds to unregister a veth (an RCU
+    `deleting-` record): the kernel takes tens of milliseconds to unregister a veth (an RCU
     barrier), which the runtime need not wait for. The links and the address go after the answer
-    (`ctx.deferred`); the address only once its link is gone. Until then the marker stands, and
-    whoever next meets the attachment finishes the DEL first: the server's next request for it
-    (which waits for the deferred work), an in-process ADD, CHECK or DEL, GC, or the agent at its
-    next start.
+    (`ctx.deferred`), the address only once its link is gone. Until then the record stands, and
+    whoever next meets the attachment finishes the DEL first (`_finish_recorded_delete`): the
+    server's next request for it (which waits for the deferred work), an in-process ADD, CHECK
+    or DEL, GC, or the agent at its next start.
     """
     conf = parse_netconf(request.config)
     pod_netns = ctx.pod(request.netns) if request.netns else None
+    cid, ifname = request.container_id, request.ifname
     if not ctx.served:
-        _delete_now(conf, request.container_id, request.ifname, pod_netns)
+        _delete_now(conf, cid, ifname, pod_netns)
         return
+    host_name = links.host_veth_name(cid, ifname)
+    with step(f"looking up {host_name}"), open_host_netlink() as host:
+        host_end = links.find_link(host, host_name)
     with step(f"recording the DEL in {conf.store_dir}"), _store(conf).locked() as store:
-        store.mark_deleting(request.container_id, request.ifname)
-    ctx.deferred.append(lambda: _delete_now(conf, request.container_id, request.ifname, pod_netns))
+        store.mark_deleting(cid, ifname)
+    index = host_end.index if host_end is not None else None
+    ctx.deferred.append(lambda: _finish_served_delete(conf, cid, ifname, index, pod_netns))
 
 
 def _delete_now(conf: NetConf, container_id: str, ifname: str, pod_netns: PodNetns | None) -> None:
@@ -184,6 +189,30 @@ def _delete_now(conf: NetConf, container_id: str, ifname: str, pod_netns: PodNet
         _delete_pod_end(pod_netns, container_id, ifname)
     with step("releasing the address"):
         released = _release_attachment(conf, container_id, ifname)
+    _log_released(container_id, ifname, released)
+
+
+def _finish_served_delete(
+    conf: NetConf, container_id: str, ifname: str, index: int | None, pod_netns: PodNetns | None
+) -> None:
+    """The work of a served DEL, after its answer. The host veth goes by the index it had when
+    the DEL was recorded, and the address only if the record still stands: whoever finished the
+    DEL meanwhile (an in-process ADD, while the agent was refusing work) may already have made a
+    new veth of the same name, and a new reservation, which must stay."""
+    removed = False
+    if index is not None:
+        with step(f"deleting link {index}"), open_host_netlink() as host:
+            removed = links.delete_link(host, index=index)
+    if not removed and pod_netns is not None:
+        _delete_pod_end(pod_netns, container_id, ifname)
+    with step("releasing the address"), _store(conf).locked() as store:
+        if not store.is_deleting(container_id, ifname):
+            return
+        released = store.release(container_id, ifname)
+    _log_released(container_id, ifname, released)
+
+
+def _log_released(container_id: str, ifname: str, released: Reservation | None) -> None:
     log.info(
         "DEL %s/%s: released %s",
         container_id,
@@ -195,27 +224,34 @@ def _delete_now(conf: NetConf, container_id: str, ifname: str, pod_netns: PodNet
 def _finish_recorded_delete(conf: NetConf, request: Request) -> None:
     """An earlier DEL of this attachment was answered but not finished (the agent was stopped
     meanwhile): finish it now, so it cannot later take what this command makes. The pod side is
-    left alone: the namespace may be a new sandbox's."""
-    if _store(conf).is_deleting(request.container_id, request.ifname):
-        log.info("finishing the earlier DEL of %s/%s", request.container_id, request.ifname)
-        _delete_now(conf, request.container_id, request.ifname, None)
+    left alone: the namespace may be a new sandbox's. Cheap when there is none: one lstat."""
+    store = _store(conf)
+    if store.is_deleting(request.container_id, request.ifname):
+        with step("finishing an earlier DEL"):
+            _finish_recorded(store, request.container_id, request.ifname)
+
+
+def _finish_recorded(store: AddressStore, container_id: str, ifname: str) -> bool:
+    """Finish a recorded DEL, all of it under the store's lock: no ADD of the attachment can
+    reserve and make its veth in between. False when it was finished meanwhile."""
+    with store.locked():
+        if not store.is_deleting(container_id, ifname):
+            return False
+        log.info("finishing the recorded DEL of %s/%s", container_id, ifname)
+        with open_host_netlink() as host:
+            links.delete_link(host, links.host_veth_name(container_id, ifname))
+        released = store.release(container_id, ifname)
+    _log_released(container_id, ifname, released)
+    return True
 
 
 def finish_recorded_deletes(store_dir: str) -> list[str]:
-    """Every DEL recorded in the store and not finished: finished now (the agent at start-up).
-    Returns the attachments finished."""
+    """Every DEL recorded in the store and not finished, finished now (by the agent at start-up,
+    and by GC). Returns the attachments finished, as `container/ifname`."""
     store = AddressStore(store_dir)
     with store.locked():
         pending = store.pending_deletes()
-    finished = []
-    for container_id, ifname in pending:
-        host_name = links.host_veth_name(container_id, ifname)
-        with step(f"deleting {host_name}"), open_host_netlink() as host:
-            links.delete_link(host, host_name)
-        with step("releasing the address"), store.locked():
-            store.release(container_id, ifname)
-        finished.append(f"{container_id}/{ifname}")
-    return finished
+    return [f"{cid}/{ifname}" for cid, ifname in pending if _finish_recorded(store, cid, ifname)]
 
 
 def _delete_pod_end(pod_netns: PodNetns, container_id: str, ifname: str) -> None:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from minicni.plugin.context import CommandContext
 
 LOG_FILE_ENV = "MINICNI_LOG_FILE"
+FAST_PATH_UNAVAILABLE_ENV = "MINICNI_FAST_PATH_UNAVAILABLE"
+"""Set by the shim (minicni.agent.host.shim) when the agent could not take the request: why."""
 
 
 class Commands:
@@ -138,6 +140,9 @@ def main() -> None:
     else:
         if os.environ.get("CNI_COMMAND") != "VERSION":
             setup_logging(stdin)
+            why = os.environ.get(FAST_PATH_UNAVAILABLE_ENV)
+            if why is not None:  # how an operator sees fallbacks: the agent cannot count them
+                logging.getLogger("minicni").warning("fast path unavailable (%s): in-process", why)
         code, out = skel.dispatch(os.environ, stdin, load_plugin)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()

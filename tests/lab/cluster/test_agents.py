@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from lab.cluster.agents import NodeFiles, agent_argv, agent_flags, nodes_document
@@ -38,3 +39,15 @@ def test_the_nodes_file_lists_every_node_as_kubernetes_names_it() -> None:
             {"name": "n2", "internalIP": "172.30.2.2", "podCIDR": "10.244.2.0/24"},
         ]
     }
+
+
+def test_the_agents_serve_cni_requests_on_a_socket_of_their_node_unless_told_not_to(
+    tmp_path: Path,
+) -> None:
+    node = LAB.nodes[0]
+    files = NodeFiles(tmp_path / "n1")
+    served = agent_flags(LAB.topology, node, files, tmp_path / "nodes.json")
+    assert served["--cni-socket"] == str(files.cni_socket)
+    assert files.cni_socket.is_relative_to(tmp_path / "n1")
+    topology = replace(LAB.topology, fast_path=False)
+    assert agent_flags(topology, node, files, tmp_path / "nodes.json")["--cni-socket"] == ""
