@@ -1,4 +1,4 @@
-# minicni — run `sudo make lab` (the connectivity matrix) or `sudo make test` on a fresh machine.
+# minicni — as root, run `make lab` (the connectivity matrix) or `make test` on a fresh machine.
 SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -30,11 +30,16 @@ lab: setup ## the connectivity matrix: 3 nodes x 2 pods in network namespaces, u
 	$(BIN)/minicni-lab run --nodes 3 --pods-per-node 2 $(LAB_ARGS)
 
 # The CI gate: host-gw on one L2 segment, vxlan between nodes on routed subnets (with the FORWARD
-# policy DROP Docker sets, and a runtime of the containerd 1.6/1.7 generation, libcni 1.1), and a
-# small cluster probed with the scapy engine as a cross-check of the socket probes. The agents serve
-# CNI requests (the fast path) in every run but the scapy one, whose pods are added by the plugin
+# policy DROP Docker sets, and a runtime of the containerd 1.6/1.7 generation, libcni 1.1), a
+# small cluster probed with the scapy engine as a cross-check of the socket probes, and nodes as a
+# real cluster runs them: the DaemonSet as written, its agents run from the built image
+# ($(IMAGE_ARCHIVE), `make image-offline`) with the manifest's pod spec, and pods made through a
+# containerd 1.6 per node as kubelet makes them, running what those agents installed. With
+# LAB_CI_IMAGE=0 (no image) that run has the checkout's agents instead. The agents serve CNI
+# requests (the fast path) in every run but the scapy one, whose pods are added by the plugin
 # in-process (--no-fast-path), as when the agent is down. All run even if one fails; JSON + JUnit
 # land in results/.
+LAB_CI_IMAGE ?= 1
 lab-ci: setup
 	@rc=0; \
 	$(BIN)/minicni-lab run --backend host-gw --underlay l2 \
@@ -43,36 +48,61 @@ lab-ci: setup
 		--json results/lab-vxlan-routed.json --junit results/lab-vxlan-routed.xml $(LAB_ARGS) || rc=1; \
 	$(BIN)/minicni-lab run --nodes 2 --pods-per-node 1 --backend auto --underlay routed --engine scapy \
 		--no-fast-path --json results/lab-scapy.json --junit results/lab-scapy.xml $(LAB_ARGS) || rc=1; \
+	if [ "$(LAB_CI_IMAGE)" = 1 ]; then \
+	MINICNI_IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) $(BIN)/minicni-lab run --agent image --runtime cri \
+		--backend auto --underlay routed --forward-drop \
+		--json results/lab-image-cri.json --junit results/lab-image-cri.xml $(LAB_ARGS) || rc=1; \
+	else \
+	$(BIN)/minicni-lab run --runtime cri --nodes 2 --pods-per-node 2 --backend vxlan --underlay routed \
+		--forward-drop --json results/lab-cri.json --junit results/lab-cri.xml $(LAB_ARGS) || rc=1; \
+	fi; \
 	exit $$rc
 
 clean-lab: ## remove every lab, also one left behind by a killed run
 	$(BIN)/minicni-lab down --all
 
-# --- image and kind (issue 5): need Docker, kind and kubectl ----------------------------------
+# --- image and kind --------------------------------------------------------------------------
 IMAGE_REPO ?= ghcr.io/minicni
 IMAGE_NAME ?= minicni
 TAG ?= dev
 IMAGE := $(IMAGE_REPO)/$(IMAGE_NAME):$(TAG)
+# The saved image (docker-archive) that the lab (--agent image) and the root tests load.
+IMAGE_ARCHIVE ?= build/image/minicni.tar
+# The Debian base of `image-offline`, kept between runs (CI points it outside its fresh clone).
+IMAGE_CACHE_DIR ?= .cache/image
+IMAGE_ENV := IMAGE=$(IMAGE) IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) IMAGE_CACHE_DIR=$(IMAGE_CACHE_DIR)
 KIND_CLUSTER ?= minicni-e2e
-KIND_ENV := MINICNI_E2E_CLUSTER=$(KIND_CLUSTER) MINICNI_E2E_IMAGE=$(IMAGE)
+KIND_ENV := MINICNI_E2E_CLUSTER=$(KIND_CLUSTER) MINICNI_E2E_IMAGE=$(or $(MINICNI_E2E_IMAGE),$(IMAGE))
 
-.PHONY: image kind-up kind-down e2e
+.PHONY: venv image image-offline kind-up kind-down e2e
 
-image: ## build the agent image from deployments/Dockerfile as $(IMAGE_REPO)/$(IMAGE_NAME):$(TAG)
-	docker build -f deployments/Dockerfile -t $(IMAGE) .
+# Only the venv: the targets that drive kind run beside a Docker engine, whose containerd.io the
+# Debian packages of `setup` would conflict with, so they never touch the host's packages.
+venv:
+	MINICNI_SKIP_APT=1 scripts/setup-host.sh
 
-kind-up: setup ## build the image, create a kind cluster with minicni, wait until it is ready (kept)
+image: ## build the agent image (Docker or podman: CONTAINER_ENGINE) on the Dockerfile's base
+	$(IMAGE_ENV) scripts/build-image.sh
+
+image-offline: ## the same without any registry: a base made from Debian packages (mmdebstrap)
+	$(IMAGE_ENV) scripts/build-image.sh --offline
+
+kind-up: venv ## build the image, create a kind cluster with minicni, wait until it is ready (kept)
 	$(KIND_ENV) $(BIN)/python -m lab.kind up
 
-kind-down: setup ## delete the kind cluster made by kind-up
+kind-down: venv ## delete the kind cluster made by kind-up
 	$(KIND_ENV) $(BIN)/python -m lab.kind down
 
-e2e: setup ## the kind e2e suite (creates and deletes its own cluster; results in results/e2e/)
+e2e: venv ## the kind e2e suite (creates and deletes its own cluster; results in results/e2e/)
 	$(KIND_ENV) $(BIN)/pytest e2e $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local (run as root)
 	$(BIN)/python -m lab.bench.plugin
+
+.PHONY: bench-cri
+bench-cri: setup ## pod start through containerd's CRI: minicni (bundle) beside bridge + host-local (root)
+	$(BIN)/python -m lab.bench.cri
 
 .PHONY: bench-agent
 bench-agent: setup ## minicni-agent: reconcile 1,000 and 5,000 nodes in a namespace (run as root)

@@ -7,9 +7,7 @@ import os
 
 import pytest
 
-ROOT_REASON = (
-    "needs root (network namespaces, netlink, /run/netns): run as root, e.g. `sudo make test`"
-)
+ROOT_REASON = "needs root (network namespaces, netlink, /run/netns): run `make test` as root"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

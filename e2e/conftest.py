@@ -1,8 +1,8 @@
 """The kind e2e session: one cluster for the whole run, created, deployed and torn down here.
 
-    tox -e e2e                          # build the image, create the cluster, test, delete it
-    MINICNI_E2E_KEEP=1 tox -e e2e       # keep the cluster afterwards (and re-use it next time)
-    MINICNI_E2E_BUILD=0 MINICNI_E2E_IMAGE=minicni:pr-7 tox -e e2e   # an image built already
+    make e2e                            # build the image, create the cluster, test, delete it
+    MINICNI_E2E_KEEP=1 make e2e         # keep the cluster afterwards (and re-use it next time)
+    MINICNI_E2E_BUILD=0 MINICNI_E2E_IMAGE=minicni:pr-7 make e2e   # an image built already
 
 Without Docker, kind or kubectl the run stops before collecting anything, with a message naming
 what is missing and how to get it. Results (matrix JSON + JUnit, diagnostics) go to results/e2e/.
@@ -11,6 +11,7 @@ what is missing and how to get it. Results (matrix JSON + JUnit, diagnostics) go
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,10 +26,18 @@ RESULTS = REPO_ROOT / "results" / "e2e"
 EXIT_PREREQUISITES_MISSING = 2
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """Before anything runs: without Docker, kind or kubectl, say once what is missing and stop
+    (only when every path asked for is the e2e suite; in a wider run its tests skip instead)."""
+    here = Path(__file__).resolve().parent
+    asked = [Path(str(arg).split("::")[0]).resolve() for arg in config.args]
+    if not asked or not all(path == here or here in path.parents for path in asked):
+        return None
     missing = check_prerequisites()
-    if missing:
-        pytest.exit(format_missing(missing), returncode=EXIT_PREREQUISITES_MISSING)
+    if not missing:
+        return None
+    sys.stderr.write(format_missing(missing) + "\n")
+    return EXIT_PREREQUISITES_MISSING
 
 
 def _settings(config: pytest.Config) -> KindSettings:

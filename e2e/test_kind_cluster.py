@@ -90,7 +90,11 @@ def node_facts(kind_lab: KindLab) -> dict[str, tuple[str, str]]:
 
 
 def routes_to(kind_lab: KindLab, probe_host: str, cidr: str) -> str:
-    return kind_lab.pod_exec(probe_host, ["ip", "-4", "route", "show", "exact", cidr]).strip()
+    """The routes to `cidr` on the node of hostNetwork probe pod `probe_host`, as the node shows
+    them (the image carries no iproute2: the agent programs routes through netlink)."""
+    namespace, _, pod = probe_host.partition("/")
+    node = kind_lab.kubectl("get", "pod", "-n", namespace, pod, "-o", "jsonpath={.spec.nodeName}")
+    return kind_lab.node_exec(node.strip(), ["ip", "-4", "route", "show", "exact", cidr]).strip()
 
 
 def wait_until(what: str, check: Callable[[], bool], deadline_s: float = ROUTE_DEADLINE_S) -> None:

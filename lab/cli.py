@@ -23,9 +23,11 @@ from lab.matrix.cases import PROTOCOLS, CellResult, MatrixReport, build_cases
 from lab.matrix.executors import Executor, Inventory, NetnsExecutor
 from lab.matrix.runner import MatrixRunner
 from lab.topology import (
+    AGENTS,
     BACKENDS,
     LIBCNI_GENERATIONS,
     PLUGINS,
+    RUNTIMES,
     UNDERLAYS,
     Topology,
     TopologyError,
@@ -42,7 +44,10 @@ TOPOLOGY_FLAGS = (
     "backend",
     "underlay",
     "plugin",
+    "agent",
+    "image",
     "libcni",
+    "runtime",
     "forward_drop",
     "rp_filter",
     "mtu",
@@ -106,10 +111,28 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
         help="minicni (agent + plugin) or reference (bridge + host-local)",
     )
     group.add_argument(
+        "--agent",
+        choices=AGENTS,
+        help="process: minicni-agent from this checkout; image: the DaemonSet's pod spec "
+        "(deployments/manifests/minicni.yaml) run with podman from the built image",
+    )
+    group.add_argument(
+        "--image",
+        metavar="NAME",
+        help="with --agent image: an image of the host's podman (default: the one "
+        "`make image-offline` saved)",
+    )
+    group.add_argument(
         "--libcni",
         choices=LIBCNI_GENERATIONS,
         help="the lab runtime's libcni generation: 1.1 as containerd 1.6/1.7 and podman 4 "
         "(cniVersion only), 1.2 as containerd 2.x (highest of cniVersions; the default)",
+    )
+    group.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="libcni: the lab's own runtime runs the plugin (the default); cri: a containerd 1.6 "
+        "per node, pods created through its CRI as kubelet creates them",
     )
     group.add_argument(
         "--forward-drop",
@@ -192,7 +215,8 @@ def command_up(args: argparse.Namespace, progress: Progress) -> tuple[NetnsLab, 
         progress.step(
             f"lab {lab_id}: {counted(topology.nodes, 'node')} x "
             f"{counted(topology.pods_per_node, 'pod')}, "
-            f"plugin {topology.plugin}, backend {topology.backend}, "
+            f"plugin {topology.plugin}, agent {topology.agent}, runtime {topology.runtime}, "
+            f"backend {topology.backend}, "
             f"underlay {topology.underlay}"
         )
         inventory = lab.up()
@@ -301,6 +325,8 @@ def _describe(topology: dict[str, Any]) -> str:
         "nodes",
         "pods_per_node",
         "plugin",
+        "agent",
+        "runtime",
         "backend",
         "underlay",
         "forward_drop",

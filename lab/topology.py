@@ -17,7 +17,12 @@ IFNAMSIZ = 15
 BACKENDS = ("host-gw", "vxlan", "auto")
 UNDERLAYS = ("l2", "routed")
 PLUGINS = ("minicni", "reference")
+# process: minicni-agent from this checkout, one process per node; image: the DaemonSet's pod spec
+# run with podman from the built image (lab.cluster.daemonset)
+AGENTS = ("process", "image")
 LIBCNI_GENERATIONS = ("1.1", "1.2")  # the runtime's libcni: 1.1 = containerd 1.6/1.7, podman 4
+# libcni: the lab's own runtime (lab.runtimes.libcni); cri: containerd per node, through its CRI
+RUNTIMES = ("libcni", "cri")
 LAB_ID_PREFIX = "ml"
 
 
@@ -34,7 +39,8 @@ class Topology:
     backend: str = "host-gw"
     underlay: str = "l2"
     plugin: str = "minicni"
-    libcni: str = "1.2"
+    libcni: str = "1.2"  # the generation of the lab's own runtime (containerd's is its own)
+    runtime: str = "libcni"
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_prefix: int = 24
     underlay_cidr: str = "172.30.0.0/16"
@@ -46,6 +52,8 @@ class Topology:
     # long enough that a fault injected into a running lab stays visible for a matrix run; the
     # agent still repairs it on the next resync, which is the point of a level-triggered agent
     agent_resync_seconds: int = 30
+    agent: str = "process"
+    image: str = ""  # with agent "image": an image of the host's podman; "" = the saved archive
     # the agents serve CNI requests (minicni-agent --cni-socket) and the plugin they install is
     # the shim; False: no server, the plugin runs in-process on every call
     fast_path: bool = True
@@ -61,8 +69,16 @@ class Topology:
             raise TopologyError(f"underlay must be one of {UNDERLAYS}, got {self.underlay!r}")
         if self.plugin not in PLUGINS:
             raise TopologyError(f"plugin must be one of {PLUGINS}, got {self.plugin!r}")
+        if self.agent not in AGENTS:
+            raise TopologyError(f"agent must be one of {AGENTS}, got {self.agent!r}")
+        if self.agent == "image" and self.plugin != "minicni":
+            raise TopologyError("agent image runs minicni's DaemonSet: use plugin minicni")
+        if self.image and self.agent != "image":
+            raise TopologyError("an image is only run with agent image")
         if self.libcni not in LIBCNI_GENERATIONS:
             raise TopologyError(f"libcni must be one of {LIBCNI_GENERATIONS}, got {self.libcni!r}")
+        if self.runtime not in RUNTIMES:
+            raise TopologyError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.backend == "host-gw" and self.underlay == "routed" and self.plugin == "minicni":
             raise TopologyError("host-gw needs one L2 segment: use underlay l2 or backend vxlan")
         cluster = _network(self.cluster_cidr, "cluster_cidr")

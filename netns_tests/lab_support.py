@@ -1,12 +1,17 @@
 """Helpers for the root tests that run on a lab.cluster cluster: a lab in a temporary state
 directory, the matrix and the expected verdict of every cell (so a test can show exactly which cells
-differ), and `AgentCluster`, the cluster the agent's tests run their own agents on."""
+differ), `AgentCluster`, the cluster the agent's tests run their own agents on, and `runtime_node`,
+one node on which a real runtime (containerd's CRI, podman, ctr) runs what the agent installed."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -250,3 +255,123 @@ def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "cond
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# -- one node for a real runtime ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuntimeNode:
+    """A one-node lab whose agent has not run: a test runs `minicni-agent --once` (`run_agent`),
+    then points a real runtime at exactly the conf and bin dirs it wrote, as on a node the
+    DaemonSet set up. With the CRI runtime the lab's containerd already runs on those dirs."""
+
+    lab: NetnsLab
+    plan: NodePlan
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def ns(self) -> str:
+        return self.plan.netns
+
+    @property
+    def path(self) -> str:
+        return netns.path_of(self.plan.netns)
+
+    @property
+    def files(self) -> NodeFiles:
+        return self.lab.files(self.plan)
+
+    @property
+    def home(self) -> Path:
+        return self.files.home
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.files.conf_dir
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.files.bin_dir
+
+    @property
+    def pod_cidr(self) -> str:
+        return self.plan.pod_cidr
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.plan.pod_cidr)
+
+    @property
+    def gateway(self) -> str:
+        return str(self.subnet.network_address + 1)
+
+    def run_agent(self, *extra: str) -> dict[str, Any]:
+        """`minicni-agent --once` on the node, with the lab's flags (and `extra`): its report."""
+        done = self.lab.run_agent_once(self.plan, *extra)
+        assert done.returncode == 0, f"minicni-agent --once failed:\n{done.stdout}\n{done.stderr}"
+        report: dict[str, Any] = json.loads(done.stdout)
+        assert report["conflist_written"] and report["plugin_installed"], report
+        return report
+
+    # -- what the agent wrote -------------------------------------------------------------------
+
+    def conflist_path(self) -> Path:
+        found = sorted(self.conf_dir.glob("*.conflist"))
+        assert len(found) == 1, f"expected the agent's one conflist in {self.conf_dir}: {found}"
+        return found[0]
+
+    def conflist(self) -> dict[str, Any]:
+        return json.loads(self.conflist_path().read_text())  # type: ignore[no-any-return]
+
+    @property
+    def network(self) -> str:
+        return str(self.conflist()["name"])
+
+    @property
+    def bridge(self) -> str:
+        return str(self.conflist()["plugins"][0]["bridge"])
+
+    @property
+    def store(self) -> Path:
+        """The address store the conflist names: `<dataDir>/<network name>`."""
+        conflist = self.conflist()
+        return Path(str(conflist["plugins"][0]["dataDir"]), str(conflist["name"]))
+
+    def reservations(self) -> dict[str, str]:
+        """address -> containerID of every reservation file in the store."""
+        if not self.store.is_dir():
+            return {}
+        found = {}
+        for entry in self.store.iterdir():
+            with contextlib.suppress(ValueError):
+                ipaddress.IPv4Address(entry.name)
+                found[entry.name] = json.loads(entry.read_text())["containerID"]
+        return found
+
+    def plugin_log_tail(self, size: int = 3000) -> str:
+        log = Path(self.conflist()["plugins"][0]["logFile"])
+        return log.read_text()[-size:] if log.exists() else "(no plugin log)"
+
+
+@contextmanager
+def runtime_node(runtime: str = "libcni") -> Iterator[RuntimeNode]:
+    """One node (`runtime` "cri": with its containerd running), removed with everything in it
+    even when the test fails. Its state lives in a short temp dir: a runtime's unix sockets go
+    under the node's directory, and a socket path may not exceed 107 bytes."""
+    state_root = tempfile.mkdtemp(prefix="mlrt-")
+    try:
+        topology = Topology(nodes=1, pods_per_node=0, runtime=runtime)
+        lab = NetnsLab(plan(topology, new_lab_id()), state_root, start_agents=False)
+        lab.up()  # a failed up removes what it built
+        try:
+            yield RuntimeNode(lab, lab.lab.nodes[0])
+        finally:
+            problems = lab.down()
+        assert lab_namespaces(lab.lab.lab_id) == []
+        assert not problems, problems
+    finally:
+        shutil.rmtree(state_root, ignore_errors=True)

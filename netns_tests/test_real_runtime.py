@@ -1,11 +1,15 @@
 """A real CNI consumer runs minicni: podman (CNI backend) and containerd's `ctr run --cni`.
 
-Each test gives the runtime a private "node": a network namespace made for the test, in which
-podman (or ctr) runs, so the bridge, the host veths and the `ip_forward` the plugin enables land
-there and never on the real host; the node has no uplink, so container traffic cannot leave it.
-Runtime state (storage, run dirs, CNI config and plugin dirs, the address store, the plugin log)
-lives in a temporary directory removed afterwards. The container image is a busybox-static rootfs
-built offline: there is no registry.
+Each test gives the runtime a private "node": a one-node lab built by the lab's cluster builder
+(lab.cluster), in whose network namespace podman (or ctr) runs, so the bridge, the host veths and
+the `ip_forward` the plugin enables land there and never on the real host; the node's underlay
+ends in the lab's own fabric namespace, so container traffic cannot leave it. The node is set up as
+the DaemonSet sets up a Kubernetes node: `minicni-agent --once` runs in it with the lab's nodes
+file and flags, writes the conflist and installs the plugin (bundle mode) into the node's own CNI
+dirs; the runtime is pointed at exactly those dirs, and nothing here writes a conflist or copies
+the plugin. Runtime state (storage, run dirs, CNI config and plugin dirs, the address store, the
+plugin log) lives in the node's directory, removed afterwards. The container image is a
+busybox-static rootfs built offline: there is no registry.
 
 What a user would check: the container gets an address of the network's subnet, has a default
 route via the gateway and reaches it (ICMP and a TCP connection to a listener on the gateway
@@ -25,7 +29,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -35,8 +38,9 @@ from pathlib import Path
 
 import pytest
 
-from minicni.agent.host.launcher import install_plugin
+from lab.runtimes.cri.cleanup import remove_tree
 from minicni.net import links, netns
+from netns_tests.lab_support import RuntimeNode, runtime_node
 
 pytestmark = [
     pytest.mark.root,
@@ -44,8 +48,6 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
-# podman 4.x and containerd 1.6 vendor libcni 1.1, which knows config versions up to 1.0.0.
-CONFIG_VERSION = "1.0.0"
 BUSYBOX = Path("/bin/busybox")
 BUSYBOX_APPLETS = ("sh", "ip", "ping", "nc", "sleep", "cat")
 # Directories a runtime creates on the host by itself whatever it is told (libcni's result cache,
@@ -87,26 +89,6 @@ def _run(argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[s
     )
 
 
-def _mounts_under(directory: str) -> list[str]:
-    """Mount points below `directory`, deepest first (so they can be unmounted in order)."""
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point == directory or point.startswith(directory.rstrip("/") + "/"):
-                found.append(point)
-    return sorted(found, key=len, reverse=True)
-
-
-def _remove_tree(directory: str) -> None:
-    """Remove a runtime's state dir: unmount what it left mounted in it first (never follow a
-    mount into the host's files)."""
-    for point in _mounts_under(directory):
-        _run(["umount", "-l", point])
-    if not _mounts_under(directory):
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def _cgroup_roots() -> list[Path]:
     """The cgroup hierarchies' mount points: /sys/fs/cgroup itself (v2) or one per controller."""
     base = Path("/sys/fs/cgroup")
@@ -131,18 +113,6 @@ def _link(node: str, name: str) -> dict[str, object] | None:
     """A link in the node namespace as `ip -j` shows it, or None."""
     proc = _run(["ip", "-n", node, "-j", "-d", "link", "show", "dev", name])
     return json.loads(proc.stdout)[0] if proc.returncode == 0 else None  # type: ignore[no-any-return]
-
-
-def _reservations(store: Path) -> dict[str, str]:
-    """address -> containerID of every reservation file in the store."""
-    if not store.is_dir():
-        return {}
-    found = {}
-    for entry in store.iterdir():
-        with contextlib.suppress(ValueError):
-            ipaddress.IPv4Address(entry.name)
-            found[entry.name] = json.loads(entry.read_text())["containerID"]
-    return found
 
 
 class GatewayListener:
@@ -181,33 +151,6 @@ class GatewayListener:
         self._thread.join(5)
 
 
-@dataclass
-class RtNode:
-    """The test's node: its network namespace and the minicni network installed for a runtime."""
-
-    name: str
-    path: str
-    state: Path  # temporary directory holding everything the runtime and the plugin write
-    cni_conf_dir: Path
-    cni_bin_dir: Path
-    network: str
-    bridge: str
-    subnet: ipaddress.IPv4Network
-    data_dir: Path
-
-    @property
-    def gateway(self) -> str:
-        return str(self.subnet.network_address + 1)
-
-    @property
-    def store(self) -> Path:
-        return self.data_dir / self.network
-
-    def log_tail(self) -> str:
-        log = self.state / "minicni.log"
-        return log.read_text()[-3000:] if log.exists() else "(no plugin log)"
-
-
 # -- fixtures (prefixed rt_ so they never clash with netns_tests/conftest.py) ---------------------
 @pytest.fixture(scope="module")
 def rt_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -235,47 +178,12 @@ def rt_host_dirs() -> Iterator[None]:
 
 
 @pytest.fixture
-def rt_node(request: pytest.FixtureRequest, rt_host_dirs: None) -> Iterator[RtNode]:
-    """A private node namespace and a minicni network (conflist + installed plugin) for it."""
-    third_octet = getattr(request, "param", 77)
-    suffix = uuid.uuid4().hex[:6]
-    name = f"rtn-{suffix}"
-    state = Path(tempfile.mkdtemp(prefix=f"minicni-rt-{suffix}-"))
-    path = netns.create(name)
-    try:
-        _run(["ip", "-n", name, "link", "set", "lo", "up"]).check_returncode()
-        node = RtNode(
-            name=name,
-            path=path,
-            state=state,
-            cni_conf_dir=state / "net.d",
-            cni_bin_dir=state / "bin",
-            network=f"rtnet{suffix}",
-            bridge=f"rtbr{suffix}",
-            subnet=ipaddress.IPv4Network(f"10.88.{third_octet}.0/24"),
-            data_dir=state / "ipam",
-        )
-        node.cni_conf_dir.mkdir()
-        install_plugin(node.cni_bin_dir, mode="launcher")
-        conflist = {
-            "cniVersion": CONFIG_VERSION,
-            "name": node.network,
-            "plugins": [
-                {
-                    "type": "minicni",
-                    "bridge": node.bridge,
-                    "subnet": str(node.subnet),
-                    "mtu": 1400,
-                    "dataDir": str(node.data_dir),
-                    "logFile": str(state / "minicni.log"),
-                }
-            ],
-        }
-        (node.cni_conf_dir / f"10-{node.network}.conflist").write_text(json.dumps(conflist))
+def rt_node(rt_host_dirs: None) -> Iterator[RuntimeNode]:
+    """A lab node on which `minicni-agent --once` installed the minicni network, the plugin in
+    bundle mode (its own Python runtime), as the DaemonSet installs it."""
+    with runtime_node() as node:
+        node.run_agent("--plugin-install", "bundle")
         yield node
-    finally:
-        netns.remove(name)  # the bridge and any host veth go with it
-        _remove_tree(str(state))
 
 
 # -- podman --------------------------------------------------------------------------------------
@@ -294,9 +202,9 @@ def _podman_skip_reason() -> str | None:
 class Podman:
     """podman with every piece of state in the node's temp dir, run inside the node namespace."""
 
-    def __init__(self, node: RtNode) -> None:
+    def __init__(self, node: RuntimeNode) -> None:
         self.node = node
-        base = node.state / "podman"
+        self.base = base = node.home / "podman"
         self.dirs = {k: base / k for k in ("root", "runroot", "tmp", "runtime", "volumes")}
         for directory in self.dirs.values():
             directory.mkdir(parents=True)
@@ -308,8 +216,8 @@ class Podman:
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 [network]
 network_backend = "cni"
-network_config_dir = "{node.cni_conf_dir}"
-cni_plugin_dirs = ["{node.cni_bin_dir}"]
+network_config_dir = "{node.conf_dir}"
+cni_plugin_dirs = ["{node.bin_dir}"]
 default_network = "{node.network}"
 [engine]
 cgroup_manager = "cgroupfs"
@@ -325,7 +233,7 @@ volume_path = "{self.dirs["volumes"]}"
             f'runroot = "{self.dirs["runroot"]}"\n'
         )
         # A cgroup parent of our own, removed afterwards (cgroupfs leaves empty cgroups behind).
-        self.cgroup_parent = f"/{node.state.name}"
+        self.cgroup_parent = f"/{node.ns}-podman"
         self.env = dict(
             os.environ,
             CONTAINERS_CONF=str(conf),
@@ -353,17 +261,18 @@ volume_path = "{self.dirs["volumes"]}"
         proc = self(*args)
         assert proc.returncode == 0, (
             f"podman {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}\n"
-            f"plugin log:\n{self.node.log_tail()}"
+            f"plugin log:\n{self.node.plugin_log_tail()}"
         )
         return proc.stdout
 
     def remove_everything(self) -> None:
         self("rm", "--all", "--force", "--time", "0")
         _remove_cgroups(self.cgroup_parent)
+        remove_tree(str(self.base))  # what podman left mounted there first, never into the host
 
 
 @pytest.fixture
-def rt_podman(rt_node: RtNode) -> Iterator[Podman]:
+def rt_podman(rt_node: RuntimeNode) -> Iterator[Podman]:
     reason = _podman_skip_reason()
     if reason:
         pytest.skip(reason)
@@ -399,7 +308,7 @@ def _start(podman: Podman, name: str, rootfs: Path) -> Started:
 
 
 def test_podman_container_gets_an_address_reaches_the_gateway_and_releases_it(
-    rt_podman: Podman, rt_node: RtNode, rt_rootfs: Path
+    rt_podman: Podman, rt_node: RuntimeNode, rt_rootfs: Path
 ) -> None:
     podman, node = rt_podman, rt_node
     assert node.network in podman.ok("network", "ls", "--format", "{{.Name}}").split()
@@ -412,7 +321,7 @@ def test_podman_container_gets_an_address_reaches_the_gateway_and_releases_it(
         assert ipaddress.IPv4Address(started.address) in node.subnet
         assert started.gateway == node.gateway
     assert first.address != second.address
-    assert _reservations(node.store) == {first.address: first.id, second.address: second.id}
+    assert node.reservations() == {first.address: first.id, second.address: second.id}
 
     # What the container itself sees: its address on eth0 and the default route via the gateway.
     addresses = podman.ok("exec", "rt-a", "ip", "-4", "-o", "addr", "show", "dev", "eth0")
@@ -422,7 +331,7 @@ def test_podman_container_gets_an_address_reaches_the_gateway_and_releases_it(
 
     # The host veth sits on the test's bridge in the node namespace.
     host_veth = links.host_veth_name(first.id, "eth0")
-    veth, bridge = _link(node.name, host_veth), _link(node.name, node.bridge)
+    veth, bridge = _link(node.ns, host_veth), _link(node.ns, node.bridge)
     assert veth is not None and bridge is not None
     assert veth.get("master") == node.bridge
 
@@ -442,14 +351,14 @@ def test_podman_container_gets_an_address_reaches_the_gateway_and_releases_it(
 
     # Removing the container: reservation released, host veth and container netns gone.
     podman.ok("rm", "--force", "--time", "0", "rt-a")
-    assert _reservations(node.store) == {second.address: second.id}
+    assert node.reservations() == {second.address: second.id}
     assert not any(p.name.startswith(f"owner-{first.id}") for p in node.store.iterdir())
-    assert _link(node.name, host_veth) is None
+    assert _link(node.ns, host_veth) is None
     assert not os.path.exists(first.sandbox)
 
     podman.ok("rm", "--force", "--time", "0", "rt-b")
-    assert _reservations(node.store) == {}
-    assert _link(node.name, links.host_veth_name(second.id, "eth0")) is None
+    assert node.reservations() == {}
+    assert _link(node.ns, links.host_veth_name(second.id, "eth0")) is None
 
 
 # -- containerd (ctr run --cni) -------------------------------------------------------------------
@@ -495,13 +404,13 @@ def _containerd_skip_reason() -> str | None:
 class Containerd:
     """A containerd daemon of the test's own (socket, root, state in the temp dir), and ctr."""
 
-    def __init__(self, node: RtNode) -> None:
+    def __init__(self, node: RuntimeNode) -> None:
         self.node = node
-        self.base = node.state / "containerd"
+        self.base = node.home / "containerd"
         self.base.mkdir()
         self.address = str(self.base / "containerd.sock")
         # Hex and dashes only: containerd rejects a namespace with "_" (mkdtemp names may have one).
-        self.namespace = f"minicni-{node.name}"  # also the cgroup parent ctr gives its containers
+        self.namespace = f"minicni-{node.ns}"  # also the cgroup parent ctr gives its containers
         config = self.base / "config.toml"
         config.write_text(
             f"""version = 2
@@ -535,7 +444,7 @@ disabled_plugins = [
         if mount_cni:
             argv = [
                 sys.executable, "-I", "-c", CTR_LAUNCHER,
-                str(self.node.cni_conf_dir), str(self.node.cni_bin_dir), self.node.path, *argv,
+                str(self.node.conf_dir), str(self.node.bin_dir), self.node.path, *argv,
             ]  # fmt: skip
         return _run(argv)
 
@@ -569,10 +478,11 @@ disabled_plugins = [
         _remove_cgroups(self.namespace)
         with contextlib.suppress(OSError):  # the shim's runc root for our namespace
             os.rmdir(f"/run/containerd/runc/{self.namespace}")
+        remove_tree(str(self.base))  # what containerd left mounted there first
 
 
 @pytest.fixture
-def rt_containerd(rt_node: RtNode) -> Iterator[Containerd]:
+def rt_containerd(rt_node: RuntimeNode) -> Iterator[Containerd]:
     reason = _containerd_skip_reason()
     if reason:
         pytest.skip(reason)
@@ -585,7 +495,7 @@ def rt_containerd(rt_node: RtNode) -> Iterator[Containerd]:
 
 
 def test_ctr_run_cni_container_reaches_the_gateway_and_del_releases_the_address(
-    rt_containerd: Containerd, rt_node: RtNode, rt_rootfs: Path
+    rt_containerd: Containerd, rt_node: RuntimeNode, rt_rootfs: Path
 ) -> None:
     containerd, node = rt_containerd, rt_node
     listener = GatewayListener(node.path, node.gateway)
@@ -606,7 +516,7 @@ def test_ctr_run_cni_container_reaches_the_gateway_and_del_releases_the_address(
         listener.close()
     assert proc.returncode == 0, (
         f"ctr run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n"
-        f"plugin log:\n{node.log_tail()}\ncontainerd log:\n{containerd.log_tail()}"
+        f"plugin log:\n{node.plugin_log_tail()}\ncontainerd log:\n{containerd.log_tail()}"
     )
     match = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/(\d+)", proc.stdout)
     assert match is not None, proc.stdout
@@ -618,9 +528,9 @@ def test_ctr_run_cni_container_reaches_the_gateway_and_del_releases_the_address(
 
     # ctr's DEL (CNI_NETNS empty) released the reservation and removed the host veth.
     container_id = f"{containerd.namespace}-rt-ctr"  # ctr passes <namespace>-<id>
-    log = node.log_tail()
+    log = node.plugin_log_tail()
     assert f"ADD {container_id}/eth0: {address}" in log
     assert f"DEL {container_id}/eth0: released {address}" in log
-    assert _reservations(node.store) == {}
-    assert _link(node.name, links.host_veth_name(container_id, "eth0")) is None
-    assert _link(node.name, node.bridge) is not None
+    assert node.reservations() == {}
+    assert _link(node.ns, links.host_veth_name(container_id, "eth0")) is None
+    assert _link(node.ns, node.bridge) is not None

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what minicni's lab and tests need on a Debian/Ubuntu machine, then the project's venv.
-# Idempotent: a second run installs nothing. Needs root for apt (run through `sudo make ...`).
+# Idempotent: a second run installs nothing. Needs root for apt (run `make ...` as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,9 @@ APT_PACKAGES=(
   iproute2 iptables nftables iputils-ping tcpdump conntrack util-linux
   containernetworking-plugins   # reference bridge/host-local: side-by-side tests and benchmarks
   podman runc containerd busybox-static  # real CNI consumers for the runtime tests, and an offline image
+                                         # (containerd's CRI: `minicni-lab --runtime cri`; its pause
+                                         # image is busybox-static; loopback comes from the plugins)
+  mmdebstrap  # make image-offline: the image's base from Debian packages, no registry
 )
 VENV=${VENV:-.venv}
 
@@ -21,7 +24,7 @@ for pkg in "${APT_PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: missing Debian packages: ${missing[*]}; run as root (sudo make ...)" >&2
+    echo "setup: missing Debian packages: ${missing[*]}; run \`make ...\` as root" >&2
     exit 1
   fi
   echo "setup: installing ${missing[*]}"

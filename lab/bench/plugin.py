@@ -1,6 +1,6 @@
 """Benchmark the installed `minicni` executable beside the reference bridge + host-local plugins.
 
-`python -m lab.bench.plugin`, as root (`sudo make bench`). Both plugins are exec'd exactly as a
+`python -m lab.bench.plugin`, as root (`make bench`). Both plugins are exec'd exactly as a
 runtime does (env + config on stdin, result on stdout), each in a private node namespace made for
 the run, each ADD into a freshly made container namespace. Measured side by side in the same run,
 interleaved so that neither plugin gets a quieter machine:
@@ -230,7 +230,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if os.geteuid() != 0:
-        print("bench: needs root (network namespaces); run `sudo make bench`", file=sys.stderr)
+        print("bench: needs root (network namespaces); run `make bench` as root", file=sys.stderr)
         return 2
     if not (REFERENCE_DIR / "bridge").exists() or not (REFERENCE_DIR / "host-local").exists():
         print(

@@ -1,4 +1,5 @@
-"""minicni-agent on a lab's nodes: the only place the lab writes the agent's flags.
+"""minicni-agent on a lab's nodes: the only place the lab writes the agent's flags (and, for
+agents run from the image, the manifest's env values the lab sets instead).
 
 Each node's agent runs from the venv's console script inside the node's namespace, with its files
 in the node's directory of the lab's work dir (stand-ins for /etc/cni/net.d, /opt/cni/bin,
@@ -24,11 +25,14 @@ from typing import Any
 from lab.cluster.processes import alive, cmdline, kill, send_signal
 from lab.cluster.state import LabState
 from lab.topology import LabPlan, NodePlan, Topology
+from minicni import defaults
+from minicni.agent.service.cli import env_name
 from minicni.fileutil import write_atomic
 from minicni.net import netns
 
 AGENT_HEALTH_ADDR = "127.0.0.1:9095"
-MINICNI_CONFLIST = "10-minicni.conflist"
+MINICNI_CONFLIST = defaults.CONFLIST_NAME
+BUNDLE_READY_TIMEOUT = 180.0  # a bundle install copies ~70 MB per node, all nodes at once
 
 
 class AgentError(RuntimeError):
@@ -88,26 +92,57 @@ class NodeFiles:
             directory.mkdir(parents=True)
 
 
+def cluster_flags(topology: Topology) -> dict[str, str]:
+    """The flags every node's agent gets alike: the cluster's own settings."""
+    return {
+        "--cluster-cidr": topology.cluster_cidr,
+        "--backend": topology.backend,
+        "--resync-seconds": str(topology.agent_resync_seconds),
+    }
+
+
 def agent_flags(
     topology: Topology, node: NodePlan, files: NodeFiles, nodes_file: Path
 ) -> dict[str, str]:
     """Every flag the lab gives a node's agent, by name."""
     return {
         "--node-name": node.name,
-        "--cluster-cidr": topology.cluster_cidr,
-        "--backend": topology.backend,
+        **cluster_flags(topology),
         "--nodes-file": str(nodes_file),
         "--cni-conf-dir": str(files.conf_dir),
         "--cni-bin-dir": str(files.bin_dir),
         "--state-dir": str(files.state_dir),
         "--ipam-data-dir": str(files.ipam_dir),
         "--plugin-log-file": str(files.plugin_log),
-        "--plugin-install": "launcher",
+        "--plugin-install": plugin_install(topology),
         "--plugin-dir": str(files.plugin_dir),
         "--cni-socket": str(files.cni_socket) if topology.fast_path else "",
         "--health-addr": AGENT_HEALTH_ADDR,
-        "--resync-seconds": str(topology.agent_resync_seconds),
     }
+
+
+def manifest_settings(topology: Topology) -> dict[str, str]:
+    """The cluster's settings as the DaemonSet's env variables, for agents run from the image:
+    what a user sets in the manifest for this cluster. The node's paths stay the manifest's; an
+    empty MINICNI_CNI_SOCKET turns the fast path off, as `fast_path: false` does for the lab's own
+    agents."""
+    settings = {env_name(flag): value for flag, value in cluster_flags(topology).items()}
+    if not topology.fast_path:
+        settings[env_name("--cni-socket")] = ""
+    return settings
+
+
+def plugin_install(topology: Topology) -> str:
+    """bundle (the plugin with its own Python, as the DaemonSet installs it) when a real runtime
+    runs the plugin; the lab's own runtime takes the quicker launcher."""
+    return "bundle" if topology.runtime == "cri" else "launcher"
+
+
+def ready_timeout(topology: Topology, timeout: float) -> float:
+    """How long to wait for an agent: longer when it installs a bundle."""
+    if plugin_install(topology) == "bundle":
+        return max(timeout, BUNDLE_READY_TIMEOUT)
+    return timeout
 
 
 def agent_argv(node: NodePlan, flags: Mapping[str, str], extra: Sequence[str] = ()) -> list[str]:

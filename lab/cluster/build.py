@@ -1,5 +1,9 @@
 """A virtual cluster in network namespaces: nodes, underlay, agents (or reference plugins), pods.
 
+Each node's agent is a process of this checkout (lab.cluster.agents) or, with `agent: image`, the
+DaemonSet's container run from the built image (lab.cluster.image_nodes). Pods are added by the
+lab's own runtime (lab.runtimes.libcni) or, with `runtime: cri`, created as kubelet creates them
+through a containerd per node (lab.runtimes.cri).
 `NetnsLab.up()` builds it and returns the matrix inventory; `down()` removes everything it made,
 and `teardown(state)` does the same for a lab left behind by a killed run, from its state file and
 by name prefix. Every step is recorded in the state file before it is taken.
@@ -20,17 +24,21 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.cluster import agents, fabric
 from lab.cluster.processes import kill_processes_in, signals_deferred
 from lab.cluster.state import STATE_ROOT, LabState
 from lab.matrix.executors import NODE, POD, Endpoint, Inventory
+from lab.runtimes.cni_plugins import REFERENCE_BIN_DIR, install_loopback
 from lab.runtimes.libcni import Attachment, CniPluginError, CniRuntime
 from lab.topology import HostPlan, LabPlan, NodePlan, PodPlan
 from minicni.net import netns
 
-REFERENCE_BIN_DIR = "/usr/lib/cni"
+if TYPE_CHECKING:  # grpc, podman's helpers: imported only when a lab uses them
+    from lab.cluster.image_nodes import ImageNodes
+    from lab.runtimes.cri.runtime import CriLabRuntime
+
 REFERENCE_CONFLIST = "10-lab-bridge.conflist"
 REFERENCE_BRIDGE = "cni0"
 
@@ -65,6 +73,12 @@ class NetnsLab:
         self.state = LabState(lab.lab_id, lab.topology.to_mapping(), self.work_dir)
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self._state_lock = threading.Lock()  # pods are added from a thread pool
+        self._cri: CriLabRuntime | None = None
+        self.image: ImageNodes | None = None  # agent image: the nodes' agent containers
+        if lab.topology.agent == "image":
+            from lab.cluster.image_nodes import ImageNodes
+
+            self.image = ImageNodes(lab, self.work_dir, str(self.nodes_file), log)
 
     @classmethod
     def from_state(
@@ -76,6 +90,19 @@ class NetnsLab:
         lab = cls(plan(Topology.from_mapping(state.topology), state.lab_id), state_root, log)
         lab.state = state
         return lab
+
+    @property
+    def cri(self) -> CriLabRuntime:
+        """runtime cri: the nodes' containerds (made on first use, from the state file too)."""
+        if self._cri is None:
+            try:
+                from lab.runtimes.cri.runtime import CriLabRuntime
+            except ModuleNotFoundError as err:  # an install without the `cri` extra
+                raise LabError(
+                    f"the CRI runtime needs {err.name}: pip install 'minicni[cri]'"
+                ) from err
+            self._cri = CriLabRuntime(self.state, self.save_state)
+        return self._cri
 
     def save_state(self) -> None:
         with self._state_lock:
@@ -89,7 +116,8 @@ class NetnsLab:
 
     @property
     def nodes_file(self) -> Path:
-        return Path(self.work_dir, "nodes.json")
+        """In a directory of its own: agents run from the image have that directory mounted."""
+        return Path(self.work_dir, "nodes", "nodes.json")
 
     # ------------------------------------------------------------ up
 
@@ -97,19 +125,27 @@ class NetnsLab:
         """Build the whole cluster; on any failure (Ctrl-C included) remove what was built."""
         os.makedirs(self.work_dir, exist_ok=False)  # an id collision stops here, harming nothing
         try:
+            topology = self.lab.topology
             self.save_state()
             self._create_namespaces()
             fabric.build_fabric(self.lab)
-            if self.lab.topology.forward_drop:
+            if topology.forward_drop:
                 for node in self.lab.nodes:
                     _run(["ip", "netns", "exec", node.netns, "iptables", "-P", "FORWARD", "DROP"])
-            self.log(f"underlay ready ({self.lab.topology.underlay})")
-            if self.lab.topology.plugin == "reference":
+            self.log(f"underlay ready ({topology.underlay})")
+            if topology.plugin == "reference":
                 self._prepare_reference_plugins()
             else:
                 self._prepare_agent_nodes()
                 if self.start_agents:
-                    self._start_agents()
+                    self._spawn_agents()
+            if topology.runtime == "cri":
+                self._start_cri_nodes()  # while the agents install: a node boots this way too
+            if topology.plugin == "minicni" and self.start_agents:
+                self._await_agents()
+            if topology.runtime == "cri" and self.start_agents:
+                self.cri.wait_network_ready()  # as kubelet does before it starts pods
+                self.log("NetworkReady on every node (CRI Status)")
             inventory = self._add_pods()
             self.state.inventory = inventory.to_mapping()
             self.state.phase = "up"
@@ -146,20 +182,48 @@ class NetnsLab:
         self.log("reference bridge + host-local conflists written, pod CIDR routes added")
 
     def _prepare_agent_nodes(self) -> None:
+        self.nodes_file.parent.mkdir()
         self.write_nodes(agents.nodes_document(self.lab))
+        if self.image:
+            self.image.prepare()
         for node in self.lab.nodes:
-            self.files(node).create()
+            if not self.image:
+                self.files(node).create()
+            install_loopback(self.cni_dirs(node)[1])  # as kind and kubeadm nodes ship it
 
-    def _start_agents(self) -> None:
+    def _spawn_agents(self) -> None:
+        if self.image:
+            settings = agents.manifest_settings(self.lab.topology)
+            self.image.start(self.lab.topology.image, settings)
+            return
         for node in self.lab.nodes:
             self.start_agent(node)
+
+    def _await_agents(self) -> None:
+        if self.image:
+            self.image.await_ready()
+            return
+        timeout = agents.ready_timeout(self.lab.topology, self.agent_timeout)
         for node in self.lab.nodes:
-            self.await_agent(node)
+            self.await_agent(node, timeout)
         self.log(f"{counted(len(self.lab.nodes), 'agent')} ready ({self.lab.topology.backend})")
+
+    def _start_cri_nodes(self) -> None:
+        """A containerd in every node, reading the node's CNI conf dir, running its bin dir."""
+        nodes = []
+        for node in self.lab.nodes:
+            conf_dir, bin_dir = self.cni_dirs(node)
+            nodes.append((node, conf_dir, bin_dir))
+        # agent image: containerd sees the node's own files, where the agent installed the plugin
+        views = {node.name: self.image.view(node) for node in self.lab.nodes} if self.image else {}
+        self.cri.start_nodes(nodes, self.lab.lab_id, views)
+        self.log(f"{counted(len(nodes), 'containerd')} started (CRI, one per node)")
 
     # ------------------------------------------------------------ agents
 
     def agent_argv(self, node: NodePlan, *extra: str) -> list[str]:
+        if self.image:
+            raise LabError("this lab's agents run from the image: no agent process to start")
         flags = agents.agent_flags(self.lab.topology, node, self.files(node), self.nodes_file)
         return agents.agent_argv(node, flags, extra)
 
@@ -185,13 +249,13 @@ class NetnsLab:
         process.kill()
         process.wait()
 
-    def await_agent(self, node: NodePlan) -> None:
+    def await_agent(self, node: NodePlan, timeout: float | None = None) -> None:
         """Until the node's agent (started with `start_agent`) is ready, as `up` waits."""
         agents.await_ready(
             node,
             self.files(node),
             self.agents[node.name],
-            self.agent_timeout,
+            timeout or agents.ready_timeout(self.lab.topology, self.agent_timeout),
             serving=self.lab.topology.fast_path,
         )
 
@@ -204,20 +268,34 @@ class NetnsLab:
 
     # ------------------------------------------------------------ pods
 
-    def runtime_for(self, node: NodePlan) -> CniRuntime:
+    def cni_dirs(self, node: NodePlan) -> tuple[str, str]:
+        """The node's CNI conf dir and bin dir, as its runtime is configured with them."""
         if self.lab.topology.plugin == "reference":
-            conflist, bin_dirs = REFERENCE_CONFLIST, [REFERENCE_BIN_DIR]
-        else:
-            conflist, bin_dirs = agents.MINICNI_CONFLIST, [self.node_dir(node, "bin")]
+            return self.node_dir(node, "net.d"), REFERENCE_BIN_DIR
+        if self.image:
+            return self.image.cni_dirs(node)
+        files = self.files(node)
+        return str(files.conf_dir), str(files.bin_dir)
+
+    def runtime_for(self, node: NodePlan) -> CniRuntime:
+        """The lab's own runtime, on the node's conflist (it runs the first one, as containerd)."""
+        conf_dir, bin_dir = self.cni_dirs(node)
+        reference = self.lab.topology.plugin == "reference"
+        conflist = REFERENCE_CONFLIST if reference else agents.MINICNI_CONFLIST
+        exec_prefix = ["ip", "netns", "exec", node.netns]
+        if self.image:  # the plugin as the agent installed it, seeing the node's own files
+            exec_prefix = [*self.image.view(node), "nsenter", f"--net={netns.path_of(node.netns)}"]
         return CniRuntime.from_file(
-            self.node_dir(node, "net.d", conflist),
-            bin_dirs=bin_dirs,
+            os.path.join(conf_dir, conflist),
+            bin_dirs=[bin_dir],
             cache_dir=self.node_dir(node, "cni-cache"),
-            exec_prefix=["ip", "netns", "exec", node.netns],
+            exec_prefix=exec_prefix,
             libcni=self.lab.topology.libcni,
         )
 
     def _add_pods(self) -> Inventory:
+        if self.lab.topology.runtime == "cri":
+            return self._run_pod_sandboxes()
         for pod in self.lab.pods:  # namespaces first, in this thread (see _create_namespace)
             self._create_pod_namespace(pod)
         pool = ThreadPoolExecutor(max_workers=4)
@@ -234,12 +312,39 @@ class NetnsLab:
             endpoints.append(Endpoint(pod.name, POD, pod.node, ip, pod.netns))
         return Inventory.build(endpoints, name=self.lab.lab_id)
 
+    def _run_pod_sandboxes(self) -> Inventory:
+        """Every pod a sandbox, through its node's CRI; the sandboxes' network namespaces (paths
+        under containerd's state) are where the pods' probes run."""
+        pool = ThreadPoolExecutor(max_workers=4)
+        try:
+            sandboxes = list(pool.map(self._run_pod_sandbox, self.lab.pods))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        pods = counted(len(self.lab.pods), "pod")
+        self.log(f"{pods} running (CRI RunPodSandbox + PodSandboxStatus)")
+        endpoints = [Endpoint(n.name, NODE, n.name, n.ip, n.netns) for n in self.lab.nodes]
+        for pod, (ip, netns_path) in zip(self.lab.pods, sandboxes, strict=True):
+            endpoints.append(Endpoint(pod.name, POD, pod.node, ip, netns_path))
+        return Inventory.build(endpoints, name=self.lab.lab_id)
+
+    def _run_pod_sandbox(self, pod: PodPlan) -> tuple[str, str]:
+        """RunPodSandbox for `pod`: its address and its network namespace's path."""
+        with self._state_lock:
+            self.state.pods[pod.name] = {"node": pod.node, "netns": "", "ip": "", "sandbox": ""}
+        ip, netns_path, sandbox_id = self.cri.run_pod(pod)
+        with self._state_lock:
+            self.state.pods[pod.name].update(netns=netns_path, ip=ip, sandbox=sandbox_id)
+        self.save_state()
+        return ip, netns_path
+
     def add_pod(
         self, pod: PodPlan, capability_args: Mapping[str, Any] | None = None, check: bool = True
     ) -> str:
         """One more pod on a lab that is up (`LabPlan.pod` names it): its address.
         `capability_args`: what the runtime passes as libcni CapabilityArgs (portMappings);
         `check`: CHECK after ADD (containerd never does)."""
+        if self.lab.topology.runtime == "cri":
+            return self._run_pod_sandbox(pod)[0]
         self._create_pod_namespace(pod)
         return self._attach_pod(pod, capability_args, check)
 
@@ -278,6 +383,7 @@ class NetnsLab:
         if os.path.isdir(self.work_dir):
             self.save_state()
         started, agent_count = time.monotonic(), len(self.state.agents)
+        how = "CRI Stop+RemovePodSandbox, containerd stopped" if self.state.cri_nodes else "CNI DEL"
         with ThreadPoolExecutor(max_workers=1) as background:
             # agents take a second or two to exit; the plugin needs none of them for DEL
             stopping = background.submit(agents.stop_agents, self.state, self.agents)
@@ -288,7 +394,7 @@ class NetnsLab:
             if self.state.pods:
                 seconds = time.monotonic() - started
                 deleted = counted(len(self.state.pods), "pod")
-                self.log(f"{deleted} deleted (CNI DEL) in {seconds:.1f} s")
+                self.log(f"{deleted} deleted ({how}) in {seconds:.1f} s")
             problems += stopping.result()
             if agent_count:
                 seconds = time.monotonic() - started
@@ -298,6 +404,8 @@ class NetnsLab:
         return problems
 
     def _delete_pods(self) -> list[str]:
+        if self.state.cri_nodes:  # kubelet's deletion: StopPodSandbox + RemovePodSandbox, CNI DEL
+            return self.cri.stop()
         pods = [self.lab.pod_named(name) for name in self.state.pods]
 
         def delete(pod: PodPlan) -> str | None:
@@ -322,6 +430,14 @@ def teardown(
     lab's name prefix, in case the run died between creating one and recording it.
     """
     problems = agents.stop_agents(state, running or {})
+    if state.cri_nodes:  # before the namespaces go: sandboxes, daemons, shims, mounts, cgroups
+        from lab.runtimes.cri.runtime import stop_cri_nodes
+
+        problems += stop_cri_nodes(state)
+    if state.topology.get("agent") == "image":  # the agent containers, the lab's podman store
+        from lab.cluster import image_nodes
+
+        problems += image_nodes.remove(state.work_dir, state.lab_id)
     names = list(dict.fromkeys([*reversed(state.netns), *lab_namespaces(state.lab_id)]))
     kill_processes_in([netns.path_of(name) for name in names])
     for name in names:

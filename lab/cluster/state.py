@@ -25,6 +25,10 @@ class LabState:
     agents: dict[str, int] = field(default_factory=dict)  # node name -> pid
     pods: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> node, ip, ...
     inventory: dict[str, Any] | None = None
+    # --runtime cri: each node's containerd (lab.runtimes.cri.containerd.ContainerdNode), and the
+    # runtime's host dirs (/run/containerd/s...) that did not exist before this lab
+    cri_nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cri_host_dirs: list[str] = field(default_factory=list)
 
     @staticmethod
     def path_for(lab_id: str, root: str = STATE_ROOT) -> str:

@@ -94,7 +94,7 @@ class KindLab:
         if self.settings.build_image:
             self.build_image()
         self.create_cluster()
-        self._cluster.load_docker_image(self.settings.image)
+        load_image_archive(self.settings.cluster_name, self.settings.image, self.settings.workdir)
         self.deploy()
 
     def down(self) -> None:
@@ -226,6 +226,32 @@ class KindLab:
                 text = f"({error})"
             sections.append(f"===== {title}\n{text}")
         return "\n".join(sections)
+
+
+def load_image_archive(cluster: str, image: str, workdir: Path) -> None:
+    """Load `image` into the kind nodes through an archive of this host's platform only.
+
+    `kind load docker-image` fails under Docker's containerd image store, the default of Docker 29
+    (kind#3795): its `docker save` keeps the whole multi-platform index while only this platform's
+    layers are present, and the nodes' `ctr import --all-platforms` stops at the first missing one.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    archive = workdir / f"{cluster}-image.tar"
+    save = ["docker", "save", "-o", str(archive), image]
+    inspected = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    supports = subprocess.run(
+        ["docker", "save", "--help"], capture_output=True, text=True, check=False, timeout=60
+    )
+    if inspected.returncode == 0 and "--platform" in supports.stdout:  # Docker >= 28
+        save[2:2] = ["--platform", inspected.stdout.strip()]
+    try:
+        _run_visible(save)
+        _run_visible(["kind", "load", "image-archive", "--name", cluster, str(archive)])
+    finally:
+        archive.unlink(missing_ok=True)
 
 
 def _run_visible(argv: Sequence[str]) -> None:

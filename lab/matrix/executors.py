@@ -36,13 +36,17 @@ class Executor(Protocol):
 
 
 class NetnsExecutor:
-    """Runs probes in named network namespaces with `ip netns exec` (root needed)."""
+    """Runs probes in network namespaces (root needed): a named one with `ip netns exec`, one
+    given by its path (a CRI sandbox's, mounted under its containerd's state dir) with `nsenter`."""
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
 
     def command(self, endpoint: Endpoint, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", endpoint.handle, self.python, "-m", "lab.probes", *argv]
+        probe = [self.python, "-m", "lab.probes", *argv]
+        if endpoint.handle.startswith("/"):
+            return ["nsenter", f"--net={endpoint.handle}", *probe]
+        return ["ip", "netns", "exec", endpoint.handle, *probe]
 
 
 def split_handle(handle: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli import EXIT_OK, Progress, dispatch, parser
+from lab.cli import EXIT_OK, Progress, dispatch, parser, topology_from
 from lab.cluster.build import counted
 
 
@@ -47,3 +47,11 @@ def test_down_of_no_lab_succeeds_and_says_there_was_nothing_to_remove(
 )
 def test_counts_agree_with_their_number(number: int, noun: str, text: str) -> None:
     assert counted(number, noun) == text
+
+
+def test_the_runtime_is_a_flag_of_up_and_run() -> None:
+    args = parser().parse_args(["run", "--runtime", "cri", "--nodes", "2"])
+    assert topology_from(args).runtime == "cri"
+    assert topology_from(parser().parse_args(["up"])).runtime == "libcni"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--runtime", "docker"])

@@ -134,3 +134,30 @@ def test_shipped_topology_files_load() -> None:
     loaded = {path.name: load_topology(str(path)) for path in folder.glob("*.yaml")}
     assert loaded["default.yaml"] == Topology()
     assert loaded["vxlan-routed.yaml"].underlay == "routed"
+
+
+def test_the_agent_runs_as_a_process_unless_the_image_is_asked_for() -> None:
+    assert Topology().agent == "process"
+    image = Topology.from_mapping({"agent": "image", "image": "localhost/minicni:x"})
+    assert (image.agent, image.image) == ("image", "localhost/minicni:x")
+    assert Topology.from_mapping(image.to_mapping()) == image  # kept in the lab's state file
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"agent": "pod"}, "agent must be one of"),
+        ({"agent": "image", "plugin": "reference"}, "use plugin minicni"),
+        ({"image": "minicni:x"}, "only run with agent image"),
+    ],
+)
+def test_agent_and_image_that_cannot_run_are_refused(values: dict[str, str], message: str) -> None:
+    with pytest.raises(TopologyError, match=message):
+        Topology.from_mapping(values)
+
+
+def test_the_runtime_is_part_of_the_topology() -> None:
+    assert Topology().runtime == "libcni"  # the lab's own runtime stays the default
+    assert Topology.from_mapping({"runtime": "cri"}).to_mapping()["runtime"] == "cri"
+    with pytest.raises(TopologyError, match="runtime must be one of"):
+        Topology(runtime="docker")

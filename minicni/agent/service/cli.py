@@ -316,8 +316,11 @@ def run_service(
             lambda: reconciler.last_pass,
             source,
             stuck_after=max(STUCK_LOOP_SECONDS, 6 * resync_seconds),
+            warnings=reconciler.warnings,
         )
-        server = HealthServer(parse_address(args.health_addr), metrics, health.live, health.ready)
+        server = HealthServer(
+            parse_address(args.health_addr), metrics, health.live, health.ready, health.warnings
+        )
         server.start()
         log.info("serving /healthz, /readyz, /metrics on %s", args.health_addr)
     cni_server = None

@@ -3,14 +3,16 @@
 /healthz fails only when a restart could help: the reconcile loop or the node source's thread
 stopped making progress. /readyz fails while the node's pod network is not what it should be: no
 first complete pass, the conflist not in effect, or a node set that may be stale because the node
-source has not heard from the API server. Both answer 503 with one reason a line.
+source has not heard from the API server. Both answer 503 with one reason a line. /readyz also
+lists warnings, one a line, whatever its status: what the node lacks that does not hold it back
+(e.g. no `loopback` plugin for the runtime).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from minicni.agent.service.metrics import Metrics
@@ -37,8 +39,10 @@ class AgentHealth:
         source: NodeSource,
         stuck_after: float,
         clock: Callable[[], float] = time.monotonic,
+        warnings: Reasons = list,
     ) -> None:
         self._not_ready = not_ready
+        self.warnings = warnings
         self._last_pass = last_pass
         self._source = source
         self._stuck_after = stuck_after
@@ -64,9 +68,14 @@ class AgentHealth:
 
 class HealthServer:
     def __init__(
-        self, address: tuple[str, int], metrics: Metrics, live: Reasons, ready: Reasons
+        self,
+        address: tuple[str, int],
+        metrics: Metrics,
+        live: Reasons,
+        ready: Reasons,
+        warnings: Reasons = list,
     ) -> None:
-        handler = _handler(metrics, live, ready)
+        handler = _handler(metrics, live, ready, warnings)
         self._server = ThreadingHTTPServer(address, handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -85,24 +94,29 @@ class HealthServer:
         self._server.server_close()
 
 
-def _handler(metrics: Metrics, live: Reasons, ready: Reasons) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    metrics: Metrics, live: Reasons, ready: Reasons, warnings: Reasons
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
                 self._check(live(), "ok", "not live")
             elif path == "/readyz":
-                self._check(ready(), "ready", "not ready")
+                self._check(ready(), "ready", "not ready", warnings())
             elif path == "/metrics":
                 self._reply(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
             else:
                 self._reply(404, "not found\n")
 
-        def _check(self, reasons: list[str], good: str, bad: str) -> None:
+        def _check(
+            self, reasons: list[str], good: str, bad: str, warned: Sequence[str] = ()
+        ) -> None:
+            notes = "".join(f"warning: {warning}\n" for warning in warned)
             if reasons:
-                self._reply(503, "".join(f"{bad}: {reason}\n" for reason in reasons))
+                self._reply(503, "".join(f"{bad}: {reason}\n" for reason in reasons) + notes)
             else:
-                self._reply(200, f"{good}\n")
+                self._reply(200, f"{good}\n{notes}")
 
         def _reply(self, status: int, body: str, content_type: str = "text/plain") -> None:
             data = body.encode()

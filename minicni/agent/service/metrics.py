@@ -66,6 +66,11 @@ FAMILIES = (
     ),
     _Family("ready", "gauge", "1 once the conflist is written and the first reconcile is done."),
     _Family(
+        "loopback_plugin_present",
+        "gauge",
+        "1 when the CNI bin dir has the `loopback` plugin containerd runs for every sandbox.",
+    ),
+    _Family(
         "node_source_ready",
         "gauge",
         "1 while the node source keeps the node set current (0: stale, see /readyz).",

@@ -16,6 +16,7 @@ from minicni.agent.apply import hostnet
 from minicni.agent.apply.firewall import IptablesFirewall
 from minicni.agent.apply.network import NetworkApplier, NodeView
 from minicni.agent.host import conflist, state
+from minicni.agent.host.companions import missing_loopback
 from minicni.agent.host.launcher import host_write_error
 from minicni.agent.host.portmap import PortmapProbe
 from minicni.agent.model.conflist import ConflistSettings, chains_portmap
@@ -60,6 +61,7 @@ class Reconciler:
         self._shadowed_by: str | None = None
         self._plugin_error: str | None = None
         self._conflist_written = False
+        self._warnings: dict[str, str] = {}
         self.last_pass = time.monotonic()
         """When the last reconcile ended (monotonic): the liveness check reads it."""
 
@@ -92,6 +94,21 @@ class Reconciler:
         if not self._reconciled:
             reasons.append("no complete reconcile yet")
         return reasons
+
+    def warnings(self) -> list[str]:
+        """What the node lacks that minicni cannot fix and that does not hold the node back."""
+        return list(self._warnings.values())
+
+    def _warn(self, check: str, message: str | None, report: Report) -> None:
+        """Keep a warning while it holds; log it when it appears and when it clears."""
+        before = self._warnings.pop(check, None)
+        if message is not None:
+            self._warnings[check] = message
+            if message != before:
+                log.warning("%s", message)
+        elif before is not None:
+            log.info("%s: resolved", check)
+        report.warnings = self.warnings()
 
     def _kernel(self) -> Rtnl:
         """One socket for the agent's life. Strict: the kernel filters the route dump by our
@@ -220,6 +237,9 @@ class Reconciler:
             self._install_plugin(report)
         if self._plugin_ok:
             self._write_conflist(own, report.mtu, report)
+        loopback = missing_loopback(config.cni_bin_dir)
+        self.metrics.set("loopback_plugin_present", 0.0 if loopback else 1.0)
+        self._warn("loopback", loopback, report)
         return own, addresses, underlay
 
     def _write_conflist(self, own: Node, mtu: int, report: Report) -> None:

@@ -38,6 +38,7 @@ class Report:
     firewall_backend: str | None = None
     mtu: int | None = None
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:

@@ -72,6 +72,29 @@ def test_endpoints_answer_with_the_reasons() -> None:
         server.stop()
 
 
+def test_readyz_lists_warnings_whatever_its_status() -> None:
+    warnings = ["no executable 'loopback' in /opt/cni/bin"]
+    not_ready: list[str] = []
+    server = HealthServer(
+        ("127.0.0.1", 0), Metrics(), lambda: [], lambda: not_ready, lambda: warnings
+    )
+    server.start()
+    try:
+        readyz = f"http://127.0.0.1:{server.port}/readyz"
+        assert get(readyz) == (200, "ready\nwarning: no executable 'loopback' in /opt/cni/bin\n")
+        not_ready.append("no complete reconcile yet")
+        assert get(readyz) == (
+            503,
+            "not ready: no complete reconcile yet\n"
+            "warning: no executable 'loopback' in /opt/cni/bin\n",
+        )
+        warnings.clear()
+        not_ready.clear()
+        assert get(readyz) == (200, "ready\n")
+    finally:
+        server.stop()
+
+
 class Source:
     def __init__(self) -> None:
         self.state = SourceHealth()

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from lab.cluster.agents import NodeFiles, agent_argv, agent_flags, nodes_document
+from lab.cluster.agents import (
+    BUNDLE_READY_TIMEOUT,
+    NodeFiles,
+    agent_argv,
+    agent_flags,
+    nodes_document,
+    ready_timeout,
+)
 from lab.topology import Topology, plan
 
 LAB = plan(Topology(nodes=2, backend="vxlan", underlay="routed"), "ml1")
@@ -51,3 +58,15 @@ def test_the_agents_serve_cni_requests_on_a_socket_of_their_node_unless_told_not
     assert files.cni_socket.is_relative_to(tmp_path / "n1")
     topology = replace(LAB.topology, fast_path=False)
     assert agent_flags(topology, node, files, tmp_path / "nodes.json")["--cni-socket"] == ""
+
+
+def test_a_real_runtime_runs_the_plugin_as_the_daemonset_installs_it() -> None:
+    files, nodes_file = NodeFiles(Path("/w/n1")), Path("/w/nodes.json")
+    libcni = agent_flags(LAB.topology, LAB.nodes[0], files, nodes_file)
+    assert libcni["--plugin-install"] == "launcher"  # the lab's own runtime: quicker to install
+    assert ready_timeout(LAB.topology, 30.0) == 30.0
+    cri = Topology(nodes=2, runtime="cri")
+    flags = agent_flags(cri, plan(cri, "ml1").nodes[0], files, nodes_file)
+    assert flags["--plugin-install"] == "bundle"  # its own Python: the node needs none
+    assert flags["--plugin-dir"] == "/w/n1/opt"
+    assert ready_timeout(cri, 30.0) == BUNDLE_READY_TIMEOUT  # ~70 MB copied per node

@@ -1,10 +1,13 @@
-"""KindLab offline: its settings from the environment, and the order it deploys and waits in."""
+"""KindLab offline: its settings from the environment, the order it deploys and waits in, and how
+the image reaches the nodes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from lab.kind.cluster import KindLab, KindSettings
+from lab.kind.cluster import KindLab, KindSettings, load_image_archive
 
 
 def test_settings_from_the_environment() -> None:
@@ -65,3 +68,33 @@ def test_deploy_applies_then_waits_step_by_step_in_order(monkeypatch: pytest.Mon
         "DaemonSet",
     ]
     assert applied[1] == ["Namespace", "DaemonSet", "DaemonSet", "DaemonSet"]
+
+
+def test_the_image_reaches_kind_through_an_archive_of_this_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not `kind load docker-image`, which fails under Docker 29's containerd image store
+    (kind#3795): `docker save --platform` of the host's platform, then `kind load image-archive`."""
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = {
+        "docker": 'case "$1 $2" in\n'
+        '  "image inspect") echo linux/amd64 ;;\n'
+        '  "save --help") echo "  --platform string   Save only the given platform" ;;\n'
+        '  save*) while [ "$1" != -o ]; do shift; done; echo archive > "$2" ;;\n'
+        "esac\n",
+        "kind": 'test -s "$5" || exit 9\n',
+    }
+    for name, body in fake.items():
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\n{body}')
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    load_image_archive("c1", "minicni:e2e", tmp_path / "work")
+    archive = tmp_path / "work" / "c1-image.tar"
+    lines = calls.read_text().splitlines()
+    assert f"docker save --platform linux/amd64 -o {archive} minicni:e2e" in lines
+    assert lines[-1] == f"kind load image-archive --name c1 {archive}"
+    assert not any("docker-image" in line for line in lines)
+    assert not archive.exists()  # the archive goes once loaded

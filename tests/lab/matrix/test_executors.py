@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from lab.matrix.executors import Endpoint, Inventory, KubectlExecutor, NetnsExecutor, split_handle
+from lab.matrix.executors import (
+    POD,
+    Endpoint,
+    Inventory,
+    KubectlExecutor,
+    NetnsExecutor,
+    split_handle,
+)
 from tests.lab.matrix.samples import INVENTORY, N1, N2, P10, P11, P20
 
 
@@ -25,6 +32,17 @@ def test_netns_executor_runs_the_probe_module_in_the_named_namespace() -> None:
         "--proto",
         "udp",
     ]
+
+
+def test_probes_run_in_a_sandbox_netns_given_by_path() -> None:
+    executor = NetnsExecutor(python="/usr/bin/python3")
+    sandbox = Endpoint("n1/p0", POD, "n1", "10.244.1.2", "/lab/n1/containerd/state/netns/cni-1")
+    named = Endpoint("n1/p1", POD, "n1", "10.244.1.3", "ml1234-n1p1")
+    assert executor.command(sandbox, ["recv"]) == [
+        "nsenter", "--net=/lab/n1/containerd/state/netns/cni-1",
+        "/usr/bin/python3", "-m", "lab.probes", "recv",
+    ]  # fmt: skip
+    assert executor.command(named, ["recv"])[:4] == ["ip", "netns", "exec", "ml1234-n1p1"]
 
 
 def test_inventory_round_trips_and_refuses_duplicates() -> None:
