@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from minicni.cni.errors import INCOMPATIBLE_VERSION, CniError
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from typing import Any
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT_VERSION = SUPPORTED_VERSIONS[-1]

@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
-import json
 import os
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from minicni import fastjson
+from minicni.digest import sha256_hex
 from minicni.fileutil import write_atomic
-from minicni.ipam.range import AddressRange
+from minicni.record import Record
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from minicni.ipam.range import AddressRange
 
 LAST_RESERVED = "last_reserved_ip.0"
 BOOT_ID_FILE = "boot_id"
@@ -42,13 +46,22 @@ class RangeFullError(Exception):
     """No free address is left in the range."""
 
 
-@dataclass(frozen=True)
-class Reservation:
-    address: IPv4Address
-    container_id: str
-    ifname: str
-    netns: str = ""
-    boot_id: str = ""
+class Reservation(Record):
+    __slots__ = ("address", "boot_id", "container_id", "ifname", "netns")
+
+    def __init__(
+        self,
+        address: IPv4Address,
+        container_id: str,
+        ifname: str,
+        netns: str = "",
+        boot_id: str = "",
+    ) -> None:
+        self.address = address
+        self.container_id = container_id
+        self.ifname = ifname
+        self.netns = netns
+        self.boot_id = boot_id
 
 
 def current_boot_id() -> str:
@@ -139,7 +152,7 @@ class AddressStore:
         in the page cache), not the node: after a crash the links are gone with the boot and the
         reservation goes with the sweep of `sweep_previous_boots`.
         """
-        body = json.dumps({"containerID": container_id, "ifname": ifname}).encode()
+        body = fastjson.dumps({"containerID": container_id, "ifname": ifname}).encode()
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self._path(_deleting_name(container_id, ifname)), flags, 0o600)
         try:
@@ -159,7 +172,7 @@ class AddressStore:
                 continue
             try:
                 with open(self._path(entry), "rb") as f:
-                    data = json.loads(f.read(4096))
+                    data = fastjson.loads(f.read(4096))
                 pending.append((str(data["containerID"]), str(data["ifname"])))
             except (OSError, ValueError, KeyError, TypeError):
                 _unlink_quietly(self._path(entry))  # unreadable: it can name no attachment
@@ -195,7 +208,7 @@ class AddressStore:
     def _read(self, name: str) -> Reservation | None:
         try:
             with open(self._path(os.path.basename(name))) as f:
-                data = json.load(f)
+                data = fastjson.loads(f.read())
             return Reservation(
                 address=IPv4Address(os.path.basename(name)),
                 container_id=str(data["containerID"]),
@@ -207,7 +220,7 @@ class AddressStore:
             return None
 
     def _create_exclusive(self, reservation: Reservation) -> bool:
-        body = json.dumps(
+        body = fastjson.dumps(
             {
                 "containerID": reservation.container_id,
                 "ifname": reservation.ifname,
@@ -265,7 +278,7 @@ def _attachment_file(prefix: str, container_id: str, ifname: str) -> str:
         return name
     # The spec puts no limit on container IDs, the file system does. `find` compares the owner
     # recorded in the address file, so even a digest collision could not hand over a reservation.
-    return f"{prefix}sha256-{hashlib.sha256(name.encode()).hexdigest()}"
+    return f"{prefix}sha256-{sha256_hex(name.encode())}"
 
 
 def _is_address(name: str) -> bool:

@@ -1,25 +1,51 @@
 """Links through rtnetlink: look one up, create the bridge, the veth pair and the VXLAN device,
 configure and delete them; each helper idempotent and race tolerant.
 
-Every helper takes an open `Rtnl` bound to the namespace it works in and builds its requests with
-pyroute2's message classes. Failures are raised as `NetlinkError`; the plugin turns them into CNI
-errors naming the step.
+Every helper takes an open `Rtnl` bound to the namespace it works in. The requests of a pod's ADD
+and DEL, and the decoding of every link, are built with `struct` from `codes` (pyroute2's
+definitions, proven equal in tests/net/test_codes.py); the agent's own requests (`link_request`,
+`vxlan_request`) use pyroute2's `ifinfmsg`. Failures are raised as `NetlinkError`; the plugin
+turns them into CNI errors naming the step.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-from dataclasses import dataclass
-from ipaddress import ip_address
-from typing import Any, NamedTuple
 
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
+from minicni.digest import sha256_hex
 from minicni.net import addresses, routes, wire
+from minicni.net.codes import (
+    AF_SPEC_INET6,
+    IFINFOMSG,
+    IFLA_ADDRESS,
+    IFLA_AF_SPEC,
+    IFLA_BR_MCAST_SNOOPING,
+    IFLA_BRPORT_MODE,
+    IFLA_EXT_MASK,
+    IFLA_IFNAME,
+    IFLA_INET6_ADDR_GEN_MODE,
+    IFLA_INFO_DATA,
+    IFLA_INFO_KIND,
+    IFLA_INFO_SLAVE_DATA,
+    IFLA_INFO_SLAVE_KIND,
+    IFLA_LINKINFO,
+    IFLA_MASTER,
+    IFLA_MTU,
+    IFLA_NET_NS_FD,
+    IFLA_VXLAN_ID,
+    IFLA_VXLAN_LINK,
+    IFLA_VXLAN_LOCAL,
+    IFLA_VXLAN_PORT,
+    VETH_INFO_PEER,
+)
 from minicni.net.rtnl import Rtnl
-from minicni.net.wire import NetlinkError
+from minicni.net.wire import NetlinkError, attr
+from minicni.record import Record
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_MTU = 1500
 RTPROT_STATIC = wire.RTPROT_STATIC  # the protocol IPRoute gave the pod's default route; kept
@@ -30,39 +56,69 @@ IN6_ADDR_GEN_MODE_NONE = 1
 reports or router solicitations from it, and no per-interface IPv6 routes in its namespace."""
 
 
-class Vxlan(NamedTuple):
+class Vxlan(Record):
     """What a VXLAN link is bound to: its VNI, local address, underlay link and UDP port."""
 
-    vni: int | None
-    local: str | None
-    underlay: int | None
-    port: int | None
+    __slots__ = ("local", "port", "underlay", "vni")
+
+    def __init__(
+        self, vni: int | None, local: str | None, underlay: int | None, port: int | None
+    ) -> None:
+        self.vni = vni
+        self.local = local
+        self.underlay = underlay
+        self.port = port
 
 
-@dataclass(frozen=True)
-class Link:
-    index: int
-    name: str
-    mac: str
-    mtu: int
-    kind: str | None
-    master: int | None
-    up: bool = False
-    vxlan: Vxlan | None = None
-    mcast_snooping: bool | None = None  # a bridge's; None for other kinds
+class Link(Record):
+    __slots__ = ("index", "kind", "mac", "master", "mcast_snooping", "mtu", "name", "up", "vxlan")
+
+    def __init__(
+        self,
+        index: int,
+        name: str,
+        mac: str | None,
+        mtu: int,
+        kind: str | None,
+        master: int | None,
+        up: bool = False,
+        vxlan: Vxlan | None = None,
+        mcast_snooping: bool | None = None,  # a bridge's; None for other kinds
+    ) -> None:
+        self.index = index
+        self.name = name
+        self.mac = mac
+        self.mtu = mtu
+        self.kind = kind
+        self.master = master
+        self.up = up
+        self.vxlan = vxlan
+        self.mcast_snooping = mcast_snooping
 
 
 def host_veth_name(container_id: str, ifname: str) -> str:
     """Deterministic host-side name, so DEL and GC find the veth without any saved state."""
-    digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()
-    return f"veth{digest[:11]}"
+    return f"veth{sha256_hex(f'{container_id}/{ifname}'.encode())[:11]}"
+
+
+def link_body(
+    index: int = 0, name: str | None = None, up: bool = False, attrs: bytes = b""
+) -> bytes:
+    """An ifinfomsg naming a link by index or name, `attrs` (encoded) after the name."""
+    flags = wire.IFF_UP if up else 0
+    body = IFINFOMSG.pack(0, 0, index, flags, flags)
+    if name is not None:
+        body += attr(IFLA_IFNAME, wire.asciiz(name))
+    return body + attrs
 
 
 def link_request(
     index: int = 0, name: str | None = None, up: bool = False, family: int = 0, **attrs: Any
 ) -> Any:
-    """An ifinfmsg naming a link by index or name. `attrs` are IFLA_* attributes by their
-    lower-case name without prefix (mtu=1400, master=5)."""
+    """The agent's: an ifinfmsg (pyroute2) naming a link by index or name. `attrs` are IFLA_*
+    attributes by their lower-case name without prefix (mtu=1400, master=5)."""
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
     msg = ifinfmsg()
     msg["family"] = family
     msg["index"] = index
@@ -74,43 +130,47 @@ def link_request(
     return msg
 
 
-def _link_from(message: Any) -> Link:
-    kind = message.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+def decode_link(message: bytes) -> Link:
+    """A link as the kernel describes it (RTM_NEWLINK: a GET's answer, a dump's entry)."""
+    _, _, index, flags, _ = IFINFOMSG.unpack_from(message, wire.HEADER.size)
+    found = wire.attribute_map(message, wire.HEADER.size + IFINFOMSG.size)
+    info = wire.attribute_map(found.get(IFLA_LINKINFO, b""))
+    kind = wire.text(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else None
+    data = wire.attribute_map(info.get(IFLA_INFO_DATA, b""))
+    snooping = data.get(IFLA_BR_MCAST_SNOOPING) if kind == "bridge" else None
     return Link(
-        index=message["index"],
-        name=message.get_attr("IFLA_IFNAME"),
-        mac=message.get_attr("IFLA_ADDRESS"),
-        mtu=message.get_attr("IFLA_MTU"),
+        index=index,
+        name=wire.text(found.get(IFLA_IFNAME, b"")),
+        mac=wire.mac_text(found[IFLA_ADDRESS]) if IFLA_ADDRESS in found else None,
+        mtu=_u32(found.get(IFLA_MTU)) or 0,
         kind=kind,
-        master=message.get_attr("IFLA_MASTER"),
-        up=bool(message["flags"] & wire.IFF_UP),
-        vxlan=_vxlan_from(message) if kind == "vxlan" else None,
-        mcast_snooping=_mcast_snooping(message) if kind == "bridge" else None,
+        master=_u32(found.get(IFLA_MASTER)),
+        up=bool(flags & wire.IFF_UP),
+        vxlan=_vxlan_from(data) if kind == "vxlan" else None,
+        mcast_snooping=None if snooping is None else bool(snooping[0]),
     )
 
 
-def _mcast_snooping(message: Any) -> bool | None:
-    snooping = message.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_BR_MCAST_SNOOPING")
-    return None if snooping is None else bool(snooping)
+def _u32(value: bytes | None) -> int | None:
+    return None if value is None else int(wire.U32.unpack(value)[0])
 
 
-def _vxlan_from(message: Any) -> Vxlan:
-    data = message.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
-    if data is None:
-        return Vxlan(None, None, None, None)
+def _vxlan_from(data: dict[int, bytes]) -> Vxlan:
+    local = data.get(IFLA_VXLAN_LOCAL)
+    port = data.get(IFLA_VXLAN_PORT)
     return Vxlan(
-        vni=data.get_attr("IFLA_VXLAN_ID"),
-        local=data.get_attr("IFLA_VXLAN_LOCAL"),
-        underlay=data.get_attr("IFLA_VXLAN_LINK"),
-        port=data.get_attr("IFLA_VXLAN_PORT"),
+        vni=_u32(data.get(IFLA_VXLAN_ID)),
+        local=".".join(str(octet) for octet in local) if local else None,
+        underlay=_u32(data.get(IFLA_VXLAN_LINK)),
+        port=int(wire.BE16.unpack(port)[0]) if port else None,
     )
 
 
 def get_link(rtnl: Rtnl, name: str | None = None, index: int = 0) -> Link | None:
     """The link called `name` (or numbered `index`), None if there is none."""
-    request = link_request(index, name, ext_mask=RTEXT_FILTER_SKIP_STATS)
+    request = link_body(index, name, attrs=attr(IFLA_EXT_MASK, wire.u32(RTEXT_FILTER_SKIP_STATS)))
     try:
-        return _link_from(rtnl.request(request, wire.RTM_GETLINK)[0])
+        return decode_link(rtnl.request(request, wire.RTM_GETLINK)[0])
     except NetlinkError as exc:
         if exc.code == errno.ENODEV:
             return None
@@ -128,6 +188,14 @@ def random_mac() -> str:
     return ":".join(f"{octet:02x}" for octet in octets)
 
 
+def _bridge_info() -> bytes:
+    """IFLA_LINKINFO of a bridge with multicast snooping off."""
+    data = attr(IFLA_BR_MCAST_SNOOPING, wire.u8(0))
+    return attr(
+        IFLA_LINKINFO, attr(IFLA_INFO_KIND, wire.asciiz("bridge")) + attr(IFLA_INFO_DATA, data)
+    )
+
+
 def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
     """The bridge, up, multicast snooping off; created unless it exists, another invocation
     winning the race is fine.
@@ -139,17 +207,8 @@ def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
     if bridge is None:
         # A fixed MAC from the start: otherwise the bridge takes the lowest port MAC and changes
         # it as pods come and go, which flushes every pod's neighbour entry for the gateway.
-        request = link_request(
-            name=name,
-            up=True,
-            address=random_mac(),
-            linkinfo={
-                "attrs": [
-                    ("IFLA_INFO_KIND", "bridge"),
-                    ("IFLA_INFO_DATA", {"attrs": [("IFLA_BR_MCAST_SNOOPING", 0)]}),
-                ]
-            },
-        )
+        mac = attr(IFLA_ADDRESS, wire.mac_bytes(random_mac()))
+        request = link_body(name=name, up=True, attrs=mac + _bridge_info())
         try:
             rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
         except NetlinkError as exc:
@@ -163,13 +222,7 @@ def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
             errno.EEXIST, f"{name} exists but is a {bridge.kind or 'non-bridge'} link"
         )
     if not bridge.up or bridge.mcast_snooping:  # set down by hand; made by an older version
-        info = {
-            "attrs": [
-                ("IFLA_INFO_KIND", "bridge"),
-                ("IFLA_INFO_DATA", {"attrs": [("IFLA_BR_MCAST_SNOOPING", 0)]}),
-            ]
-        }
-        rtnl.request(link_request(bridge.index, up=True, linkinfo=info), wire.RTM_NEWLINK)
+        rtnl.request(link_body(bridge.index, up=True, attrs=_bridge_info()), wire.RTM_NEWLINK)
     return bridge
 
 
@@ -182,18 +235,19 @@ def default_route_mtu(rtnl: Rtnl) -> int:
 
 def veth_request(
     host_ifname: str, pod_ifname: str, pod_netns_fd: int, mtu: int, bridge_index: int
-) -> Any:
+) -> bytes:
     """Both ends down: the kernel cannot open a veth before its peer exists (ENOTCONN), and the
     host end is brought up by `bring_up_port`, after its IPv6 is switched off (the kernel refuses
     IFLA_AF_SPEC in a create request)."""
-    peer = link_request(name=pod_ifname, mtu=mtu, net_ns_fd=pod_netns_fd)
-    info = {"attrs": [("VETH_INFO_PEER", peer)]}
-    return link_request(
-        name=host_ifname,
-        mtu=mtu,
-        master=bridge_index,
-        linkinfo={"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", info)]},
+    peer = link_body(
+        name=pod_ifname,
+        attrs=attr(IFLA_MTU, wire.u32(mtu)) + attr(IFLA_NET_NS_FD, wire.u32(pod_netns_fd)),
     )
+    info = attr(IFLA_INFO_KIND, wire.asciiz("veth")) + attr(
+        IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer)
+    )
+    host_attrs = attr(IFLA_MTU, wire.u32(mtu)) + attr(IFLA_MASTER, wire.u32(bridge_index))
+    return link_body(name=host_ifname, attrs=host_attrs + attr(IFLA_LINKINFO, info))
 
 
 def create_veth_pair(
@@ -218,7 +272,7 @@ def create_veth_pair(
 def delete_link(rtnl: Rtnl, name: str | None = None, index: int = 0) -> bool:
     """Delete a link by name (or index); False if it was not there."""
     try:
-        rtnl.request(link_request(index, name), wire.RTM_DELLINK)
+        rtnl.request(link_body(index, name), wire.RTM_DELLINK)
     except NetlinkError as exc:
         if exc.code in (errno.ENODEV, errno.ENOENT):
             return False
@@ -226,11 +280,20 @@ def delete_link(rtnl: Rtnl, name: str | None = None, index: int = 0) -> bool:
     return True
 
 
-def _ipv6_off() -> tuple[str, Any]:
+def _ipv6_off() -> bytes:
     """IFLA_AF_SPEC turning the interface's IPv6 address generation off (it must come with the
     request that brings the interface up: once up with a carrier, it has its link-local)."""
-    inet6 = {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]}
-    return ("IFLA_AF_SPEC", {"attrs": [("AF_INET6", inet6)]})
+    mode = attr(IFLA_INET6_ADDR_GEN_MODE, wire.u8(IN6_ADDR_GEN_MODE_NONE))
+    return attr(IFLA_AF_SPEC, attr(AF_SPEC_INET6, mode))
+
+
+def port_up_request(index: int, hairpin: bool) -> bytes:
+    port = b""
+    if hairpin:
+        data = attr(IFLA_BRPORT_MODE, wire.u8(BRIDGE_MODE_HAIRPIN))
+        slave = attr(IFLA_INFO_SLAVE_KIND, wire.asciiz("bridge")) + attr(IFLA_INFO_SLAVE_DATA, data)
+        port = attr(IFLA_LINKINFO, slave)
+    return link_body(index, up=True, attrs=_ipv6_off() + port)
 
 
 def bring_up_port(rtnl: Rtnl, index: int, hairpin: bool) -> None:
@@ -243,13 +306,7 @@ def bring_up_port(rtnl: Rtnl, index: int, hairpin: bool) -> None:
     through a Service VIP that DNATs back to it: the bridge sends a frame back out of the port it
     came in on.
     """
-    request = link_request(index, up=True)
-    request["attrs"].append(_ipv6_off())
-    if hairpin:
-        port = {"attrs": [("IFLA_BRPORT_MODE", BRIDGE_MODE_HAIRPIN)]}
-        slave = [("IFLA_INFO_SLAVE_KIND", "bridge"), ("IFLA_INFO_SLAVE_DATA", port)]
-        request["attrs"].append(("IFLA_LINKINFO", {"attrs": slave}))
-    rtnl.request(request, wire.RTM_NEWLINK)
+    rtnl.request(port_up_request(index, hairpin), wire.RTM_NEWLINK)
 
 
 def configure_pod_interface(
@@ -271,14 +328,9 @@ def configure_pod_interface(
     rtnl.request(
         addresses.address_request(index, address, prefixlen), wire.RTM_NEWADDR, wire.CREATE_NEW
     )
-    up = link_request(index, up=True)
-    if not ipv6:
-        up["attrs"].append(_ipv6_off())
-    rtnl.request(up, wire.RTM_NEWLINK)
+    rtnl.request(link_body(index, up=True, attrs=b"" if ipv6 else _ipv6_off()), wire.RTM_NEWLINK)
     if gateway is not None:
-        route = routes.route_request(
-            None, ip_address(gateway), table=wire.RT_TABLE_MAIN, protocol=RTPROT_STATIC, oif=index
-        )
+        route = routes.default_route_request(gateway, index, protocol=RTPROT_STATIC)
         try:
             rtnl.request(route, wire.RTM_NEWROUTE, wire.CREATE_NEW)
         except NetlinkError as exc:
@@ -288,7 +340,8 @@ def configure_pod_interface(
 
 
 def vxlan_request(name: str, vxlan: Vxlan, mac: str, mtu: int) -> Any:
-    """A VXLAN link (down, learning off: every FDB entry is set by us) for RTM_NEWLINK."""
+    """The agent's: a VXLAN link (down, learning off: every FDB entry is set by us) for
+    RTM_NEWLINK, as a pyroute2 ifinfmsg."""
     data = [
         ("IFLA_VXLAN_ID", vxlan.vni),
         ("IFLA_VXLAN_LOCAL", vxlan.local),

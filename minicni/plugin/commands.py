@@ -11,26 +11,30 @@ whether it runs in the plugin's own process or in the agent's CNI server.
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from typing import Any
 
 from minicni.cni import errors
 from minicni.cni.errors import CniError
-from minicni.cni.skel import Request
 from minicni.cni.version import normalize_result
-from minicni.ipam.store import AddressStore, RangeFullError, Reservation
+from minicni.ipam.store import AddressStore, RangeFullError
+from minicni.log import log
 from minicni.net import addresses, links, routes
 from minicni.net.rtnl import Rtnl
 from minicni.net.sysctl import ensure_sysctl
 from minicni.net.wire import NetlinkError
-from minicni.plugin.config import NetConf, parse_netconf
-from minicni.plugin.context import CommandContext, PodNetns
+from minicni.plugin.config import parse_netconf
 from minicni.plugin.result import add_result
 
-log = logging.getLogger("minicni")
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from typing import Any
+
+    from minicni.cni.skel import Request
+    from minicni.ipam.store import Reservation
+    from minicni.plugin.config import NetConf
+    from minicni.plugin.context import CommandContext, PodNetns
 
 
 @contextmanager

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
-from collections.abc import Callable
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
 # A runtime passes its own environment on to the plugin: PYTHONDONTWRITEBYTECODE there would make
 # every ADD recompile minicni's modules (15-20 ms idle, ~50 ms on a loaded node). Writing the
 # bytecode cache is harmless: Python skips it silently where the install is read-only.
 sys.dont_write_bytecode = False
 
-from minicni.cni import skel  # noqa: E402 -- imported after the line above, so it is cached
+from minicni import fastjson  # noqa: E402 -- imported after the line above, so it is cached
+from minicni.cni import skel  # noqa: E402
+from minicni.log import log  # noqa: E402
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+    from typing import Any, TextIO
+
     from minicni.plugin.context import CommandContext
 
 LOG_FILE_ENV = "MINICNI_LOG_FILE"
@@ -66,7 +68,6 @@ class Commands:
 
 
 def _plugin() -> ModuleType:
-    _skip_pyroute2_package_init()
     from minicni.plugin import commands
 
     return commands
@@ -76,53 +77,44 @@ def load_plugin() -> skel.Plugin:
     return Commands()
 
 
-def _skip_pyroute2_package_init() -> None:
-    """`import pyroute2` runs a package __init__ that loads every protocol it has (~150 ms);
-    the plugin needs only the rtnetlink message classes (~35 ms). Registering the bare package first
-    lets the submodules load without it. Never done in long-running processes (the agent)."""
-    if "pyroute2" in sys.modules:
-        return
-    import importlib.util
-    import types
-
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None or spec.submodule_search_locations is None:
-        return
-    package = types.ModuleType("pyroute2")
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__spec__ = spec
-    sys.modules["pyroute2"] = package
-
-
 def setup_logging(stdin: bytes) -> None:
     """Log to stderr and to a file (config key `logFile`, env MINICNI_LOG_FILE, or the default).
     Never to stdout, which carries exactly one JSON document."""
     from minicni.defaults import LOG_FILE
 
     try:
-        config = json.loads(stdin)
+        config = fastjson.loads(stdin)
         configured = config.get("logFile") if isinstance(config, dict) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         configured = None
     path = configured if isinstance(configured, str) else os.environ.get(LOG_FILE_ENV, LOG_FILE)
-    logger = logging.getLogger("minicni")
-    logger.setLevel(logging.INFO)
-    formatter = logging.Formatter(
-        f"%(asctime)s minicni[{os.getpid()}] {os.environ.get('CNI_COMMAND', '?')} "
-        f"{os.environ.get('CNI_CONTAINERID', '-')[:12]} %(levelname)s %(message)s"
+    prefix = (
+        f" minicni[{os.getpid()}] {os.environ.get('CNI_COMMAND', '?')} "
+        f"{os.environ.get('CNI_CONTAINERID', '-')[:12]} "
     )
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(formatter)
-    logger.addHandler(stderr)
+    log.add_sink(_line_writer(sys.stderr, prefix))
     if path:
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            handler = logging.FileHandler(path)
+            stream = open(path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
         except OSError as exc:
-            logger.warning("cannot open log file %s: %s", path, exc)
+            log.warning("cannot open log file %s: %s", path, exc)
         else:
-            handler.setFormatter(formatter)
-            logger.addHandler(handler)
+            log.add_sink(_line_writer(stream, prefix))
+
+
+def _line_writer(stream: TextIO, prefix: str) -> Callable[[str, str], None]:
+    """Lines as `logging` formatted them: `2026-12-01 13:52:30,193 minicni[7] ADD 3f2a... INFO`
+    and the message."""
+    import time
+
+    def write(level: str, text: str) -> None:
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        stream.write(f"{stamp},{int(now % 1 * 1000):03d}{prefix}{level} {text}\n")
+        stream.flush()
+
+    return write
 
 
 def main() -> None:
@@ -133,7 +125,7 @@ def main() -> None:
 
         code, out = (
             1,
-            json.dumps(
+            fastjson.dumps(
                 CniError(IO_FAILURE, "reading stdin failed", str(exc)).to_json("1.1.0")
             ).encode(),
         )
@@ -142,7 +134,7 @@ def main() -> None:
             setup_logging(stdin)
             why = os.environ.get(FAST_PATH_UNAVAILABLE_ENV)
             if why is not None:  # how an operator sees fallbacks: the agent cannot count them
-                logging.getLogger("minicni").warning("fast path unavailable (%s): in-process", why)
+                log.warning("fast path unavailable (%s): in-process", why)
         code, out = skel.dispatch(os.environ, stdin, load_plugin)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()

@@ -9,14 +9,21 @@ import contracts allow (pyproject.toml).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from minicni.cni import skel
 from minicni.cni.errors import CniError
+from minicni.log import log
 from minicni.plugin import context
 from minicni.plugin.main import Commands
+
+_agent_log = logging.getLogger("minicni")
+# The plugin's log lines of a served request go to the agent's log (its stderr), not to the
+# config's logFile, a host path the agent's container does not have.
+log.add_sink(lambda level, text: _agent_log.log(logging.getLevelName(level), text))
 
 
 class Served(NamedTuple):
