@@ -35,6 +35,7 @@ from lab.matrix.cases import (
     NODE_POD_SAME,
     POD_POD_OTHER,
     POD_POD_SAME,
+    SERVICE_KINDS,
     MatrixReport,
     build_cases,
 )
@@ -209,6 +210,11 @@ def test_full_matrix_is_all_ok(kind_lab: KindLab, results_dir: Path) -> None:
     result = run_matrix(kind_lab, inventory, "kind", results_dir)
     kinds = {cell.case.kind for cell in result.cells}
     assert {POD_POD_SAME, POD_POD_OTHER, NODE_POD_SAME, NODE_POD_OTHER} <= kinds
+    # the real kube-proxy in front of one probe-a pod per node: every Service cell kind, probed
+    # with the same probes as in the lab (a server in each endpoint, a client per Service)
+    assert [s.name for s in inventory.services] == ["probe-tcp", "probe-udp"]
+    assert all(len(s.endpoints) == nodes for s in inventory.services)
+    assert set(SERVICE_KINDS) <= kinds
     assert result.ok, f"cells not ok:\n{wrong_cells(result)}"
 
 

@@ -52,6 +52,7 @@ TOPOLOGY_FLAGS = (
     "rp_filter",
     "mtu",
     "fast_path",
+    "services",
 )
 
 
@@ -144,6 +145,13 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
         "--rp-filter", type=int, choices=(0, 1, 2), help="nodes' rp_filter (default 1, as kind)"
     )
     group.add_argument("--mtu", type=int)
+    group.add_argument(
+        "--services",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ClusterIP Services (TCP, UDP) in front of every node's first pod, with "
+        "kube-proxy's iptables rules on every node, and their cells in the matrix (default: on)",
+    )
     group.add_argument(
         "--no-fast-path",
         dest="fast_path",
@@ -332,6 +340,7 @@ def _describe(topology: dict[str, Any]) -> str:
         "forward_drop",
         "rp_filter",
         "fast_path",
+        "services",
     )
     return ", ".join(f"{key}={topology[key]}" for key in keys if key in topology)
 
@@ -376,6 +385,11 @@ def dispatch(args: argparse.Namespace, progress: Progress) -> int:
             print(
                 f"{endpoint.name:<8} {endpoint.kind:<5} {endpoint.ip:<15} netns {endpoint.handle}"
             )
+        for service in inventory.services:
+            address = f"{service.cluster_ip}:{service.port}/{service.proto}"
+            endpoints = ", ".join(service.endpoints)
+            target = f"(port {service.target_port})"
+            print(f"{service.name:<14} {address:<22} Service -> {endpoints} {target}")
         print(
             f"lab {lab_id} is up: `minicni-lab matrix --id {lab_id}`, "
             f"`minicni-lab down --id {lab_id}`"

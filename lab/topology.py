@@ -24,6 +24,12 @@ LIBCNI_GENERATIONS = ("1.1", "1.2")  # the runtime's libcni: 1.1 = containerd 1.
 # libcni: the lab's own runtime (lab.runtimes.libcni); cri: containerd per node, through its CRI
 RUNTIMES = ("libcni", "cri")
 LAB_ID_PREFIX = "ml"
+# The lab's Services, one per protocol (ICMP has none): (port, target port). kube-proxy's stand-in
+# (`lab.cluster.kubeproxy`) DNATs <cluster IP>:<port> to <endpoint pod>:<target port>.
+SERVICE_PORTS = {"tcp": (80, 30080), "udp": (53, 30080)}
+SERVICE_NAMESPACE = "lab"
+SERVICE_PORT_NAME = "probe"
+FIRST_SERVICE_HOST = 20  # probe-tcp gets <service CIDR> + 20, probe-udp + 21
 
 
 class TopologyError(ValueError):
@@ -57,6 +63,9 @@ class Topology:
     # the agents serve CNI requests (minicni-agent --cni-socket) and the plugin they install is
     # the shim; False: no server, the plugin runs in-process on every call
     fast_path: bool = True
+    # ClusterIP Services in front of the first pod of every node, with kube-proxy's rules
+    services: bool = True
+    service_cidr: str = "10.96.0.0/16"
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 99:
@@ -90,6 +99,11 @@ class Topology:
             raise TopologyError("underlay_cidr has too few /24 for underlay_segment and the nodes")
         if cluster.overlaps(underlay):
             raise TopologyError("cluster_cidr and underlay_cidr overlap")
+        services = _network(self.service_cidr, "service_cidr")
+        if services.overlaps(cluster) or services.overlaps(underlay):
+            raise TopologyError("service_cidr overlaps cluster_cidr or underlay_cidr")
+        if services.num_addresses <= FIRST_SERVICE_HOST + len(SERVICE_PORTS):
+            raise TopologyError("service_cidr is too small for the lab's Services")
         if not cluster.prefixlen < self.node_cidr_prefix <= 30:
             raise TopologyError("node_cidr_prefix must be longer than the cluster prefix, <= 30")
         if 2 ** (self.node_cidr_prefix - cluster.prefixlen) <= self.nodes:
@@ -154,6 +168,20 @@ class PodPlan:
 
 
 @dataclass(frozen=True)
+class ServicePlan:
+    """A ClusterIP Service of the lab: one port of one protocol, its endpoints the pods named."""
+
+    name: str  # "probe-tcp"
+    protocol: str  # "tcp" or "udp"
+    cluster_ip: str
+    port: int
+    target_port: int
+    endpoints: tuple[str, ...]  # pod display names: "n1/p0", "n2/p0", ...
+    namespace: str = SERVICE_NAMESPACE
+    port_name: str = SERVICE_PORT_NAME
+
+
+@dataclass(frozen=True)
 class LabPlan:
     """Every name and address of one lab run, derived from (lab id, topology)."""
 
@@ -164,6 +192,7 @@ class LabPlan:
     fabric_netns: str  # the "switch" (l2) or "router" (routed) namespace
     fabric_bridge: str = "br0"
     network_name: str = field(default="minicni")
+    services: tuple[ServicePlan, ...] = ()
 
     @property
     def netns_prefix(self) -> str:
@@ -260,9 +289,30 @@ def plan(topology: Topology, lab_id: str) -> LabPlan:
         for node in nodes
         for index in range(topology.pods_per_node)
     ]
-    result = replace(result, pods=tuple(pods))
+    result = replace(result, pods=tuple(pods), services=plan_services(topology))
     _check_names(result)
     return result
+
+
+def plan_services(topology: Topology) -> tuple[ServicePlan, ...]:
+    """One Service per protocol whose endpoints are the first pod of every node: every node
+    then holds each kind of Service cell -- that pod reaching itself (hairpin), the node's other
+    pods reaching an endpoint beside them, every pod one on another node, the node itself."""
+    if not topology.services or topology.pods_per_node < 1:
+        return ()
+    network = _network(topology.service_cidr, "service_cidr")
+    endpoints = tuple(f"n{index}/p0" for index in range(1, topology.nodes + 1))
+    return tuple(
+        ServicePlan(
+            name=f"probe-{protocol}",
+            protocol=protocol,
+            cluster_ip=str(network[FIRST_SERVICE_HOST + offset]),
+            port=port,
+            target_port=target_port,
+            endpoints=endpoints,
+        )
+        for offset, (protocol, (port, target_port)) in enumerate(SERVICE_PORTS.items())
+    )
 
 
 def _check_names(lab: LabPlan) -> None:

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import Any
 from lab.cluster.agents import NodeFiles, node_entry
 from lab.cluster.build import NetnsLab, lab_namespaces
 from lab.cluster.fabric import ipr_in
-from lab.matrix.cases import MatrixReport, build_cases
+from lab.matrix.cases import CASE_KINDS, Case, MatrixReport, build_cases
 from lab.matrix.executors import POD, Endpoint, Inventory, NetnsExecutor
 from lab.matrix.report import render
 from lab.matrix.runner import MatrixRunner
@@ -51,7 +51,9 @@ def run_matrix(
     timeout: float = 1.5,
     engine: str = "socket",
     workers: int = 12,
+    kinds: Sequence[str] = CASE_KINDS,
 ) -> MatrixReport:
+    """The matrix, Service cells included when the lab has Services."""
     runner = MatrixRunner(
         NetnsExecutor(),
         timeout=timeout,
@@ -60,22 +62,29 @@ def run_matrix(
         engine=engine,
         launch_timeout=30.0,  # generous: these tests share the machine with others
     )
-    return runner.run(inventory, build_cases(inventory, protocols))
+    return runner.run(inventory, build_cases(inventory, protocols, kinds))
 
 
-def mismatches(report: MatrixReport, expected: Expectation) -> list[str]:
+def mismatches(report: MatrixReport, expected: Callable[[Case], str]) -> list[str]:
     """Cells whose verdict is not the expected one, as readable lines ('' when all match)."""
     wrong = []
     for cell in report.cells:
-        want = expected(cell.case.proto, cell.case.src, cell.case.dst)
+        want = expected(cell.case)
         if cell.verdict != want:
             wrong.append(f"{cell.case.label}: got {cell.verdict} want {want} ({cell.detail})")
     return wrong
 
 
-def assert_matrix(report: MatrixReport, expected: Expectation) -> None:
+def assert_cells(report: MatrixReport, expected: Callable[[Case], str]) -> None:
+    """Every cell, Service cells included, has the verdict `expected` gives its case."""
     wrong = mismatches(report, expected)
     assert not wrong, "\n".join(wrong) + "\n\n" + render(report)
+
+
+def assert_matrix(report: MatrixReport, expected: Expectation) -> None:
+    """Every cell has the verdict `expected(proto, source, destination)` gives it; a Service
+    cell's destination is the endpoint the probe must reach through the Service."""
+    assert_cells(report, lambda case: expected(case.proto, case.src, case.dst))
 
 
 def in_node(lab: LabPlan, node: str, *argv: str) -> None:

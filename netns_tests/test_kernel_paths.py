@@ -28,10 +28,14 @@ def ip_json(path: str, *argv: str) -> list[dict[str, Any]]:
 
 
 def test_a_leftover_host_veth_of_a_killed_add_is_replaced(node: FakeNode) -> None:
+    """A veth carrying this pod's mark (minicni made it): replaced. An unmarked one whose peer
+    is elsewhere could be anyone's: see test_hostile_node.py."""
     pod, cid = node.pod(), node.container_id()
     leftover = host_veth_name(cid, "eth0")
     made = in_netns(node.host, "ip", "link", "add", leftover, "type", "veth", "peer", "lost0")
     assert made.returncode == 0, made.stderr
+    marked = in_netns(node.host, "ip", "link", "set", leftover, "alias", f"minicni {cid}/eth0")
+    assert marked.returncode == 0, marked.stderr
 
     added = node.add(pod, cid)
     assert added.code == 0, added
@@ -127,3 +131,29 @@ def test_an_ipv4_pod_network_has_no_ipv6_chatter_on_the_bridge(node: FakeNode) -
     assert "::1" in {a["local"] for a in lo["addr_info"]}  # loopback keeps its IPv6
     [bridge] = ip_json(node.host, "link", "show", node.bridge)
     assert bridge["linkinfo"]["info_data"]["mcast_snooping"] == 0
+
+
+def bridge_netfilter(node: FakeNode) -> tuple[int, int]:
+    (bridge,) = ip_json(node.host, "link", "show", node.bridge)
+    data = bridge["linkinfo"]["info_data"]
+    return data["nf_call_iptables"], data["nf_call_ip6tables"]
+
+
+def test_the_bridge_sends_its_traffic_through_iptables_whatever_the_sysctl(
+    node: FakeNode,
+) -> None:
+    # the node's own switch off, as on a host that never loaded the k8s sysctls
+    in_netns(node.host, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0")
+    assert node.add(node.pod(), node.container_id()).code == 0
+    assert bridge_netfilter(node) == (1, 1)
+
+
+def test_an_adopted_bridge_gets_its_netfilter_switches_on(node: FakeNode) -> None:
+    # made by someone else (an older minicni, an admin) without them
+    made = in_netns(node.host, "ip", "link", "add", node.bridge, "type", "bridge")
+    assert made.returncode == 0, made.stderr
+    assert bridge_netfilter(node) == (0, 0)
+    assert node.add(node.pod(), node.container_id()).code == 0
+    assert bridge_netfilter(node) == (1, 1)
+    assert node.add(node.pod(), node.container_id()).code == 0  # already on: unchanged, fine
+    assert bridge_netfilter(node) == (1, 1)

@@ -56,12 +56,23 @@ def test_run_prints_grids_and_timings_and_writes_json_and_junit(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ICMP  |" in done.stdout and "UDP   |" in done.stdout
-    assert done.stdout.splitlines()[-1].startswith("PASS: 30 cells (30 .)")
+    assert "Service probe-tcp 10.96.0.20:80/tcp: rows reach it" in done.stdout
+    # 30 pair cells; 4 clients x 2 endpoints through each of the 2 Services
+    assert done.stdout.splitlines()[-1].startswith("PASS: 46 cells (46 .)")
     timings = [line for line in done.stderr.splitlines() if "timings:" in line]
     assert timings and all(f"{p} " in timings[0] for p in ("up", "matrix", "down", "total"))
     report = json.loads(out_json.read_text())
     assert report["ok"] is True and report["topology"]["plugin"] == "reference"
-    assert ET.parse(out_xml).getroot().tag == "testsuites"
+    assert [s["name"] for s in report["services"]] == ["probe-tcp", "probe-udp"]
+    assert sorted(report["service_grids"]) == ["probe-tcp", "probe-udp"]
+    hairpin = [
+        c for c in report["cells"] if c["case"] == "pod->ClusterIP endpoint itself (hairpin)"
+    ]
+    assert len(hairpin) == 2 * 2 and all(c["reply_src"].startswith("10.96.0.") for c in hairpin)
+    junit = ET.parse(out_xml).getroot()
+    assert junit.tag == "testsuites"
+    suites = {suite.get("name"): suite.get("tests") for suite in junit}
+    assert suites["minicni-lab matrix service probe-udp"] == "8"
     assert_gone(tmp_path / "state", report["lab"])
 
 

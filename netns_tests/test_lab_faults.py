@@ -1,16 +1,20 @@
 """Proving the gate can fail: faults injected into a running lab turn exactly the affected cells
 into `N` (masquerade) or `X` (a deleted route, forwarding off, FORWARD policy DROP), and every
-other cell stays `.`. The lab is wired with the reference plugins so that nothing repairs the
-fault behind the test's back."""
+other cell stays `.`, the Service cells included (a Service cell's destination is the endpoint
+reached through the Service). The lab is wired with the reference plugins so that nothing
+repairs the fault behind the test's back. The faults that only Services feel are in
+test_lab_services."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from lab.cluster.fabric import ipr_in, write_sysctls
+from lab.matrix.cases import Case
 from lab.matrix.executors import NODE, POD, Endpoint
 from lab.topology import Topology
 from netns_tests.lab_support import (
+    assert_cells,
     assert_matrix,
     masquerade_pods_of,
     run_matrix,
@@ -54,16 +58,19 @@ def test_forwarding_off_on_a_node_turns_its_routed_cells_into_x(tmp_path: Path) 
     with running_lab(TOPOLOGY, str(tmp_path)) as (lab, inventory):
         write_sysctls(lab.lab.node("n1").netns, {"net/ipv4/ip_forward": "0"})
 
-        def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+        def expected(case: Case) -> str:
             # whatever n1 must route between its pods and the underlay is dropped; n1's own
-            # traffic with its pods, and its pods between themselves (bridged), still flow
-            if is_pod_on(src, "n1") and dst.node != "n1":
+            # traffic with its pods, and its pods between themselves (bridged), still flow --
+            # but not through a Service: its DNAT makes n1 route even a packet between two of
+            # its pods, so those go too
+            src, dst = case.src, case.dst
+            if is_pod_on(src, "n1") and (dst.node != "n1" or case.service is not None):
                 return "X"
             if is_pod_on(dst, "n1") and src.node != "n1":
                 return "X"
             return "."
 
-        assert_matrix(run_matrix(inventory, retries=0, timeout=1.0), expected)
+        assert_cells(run_matrix(inventory, retries=0, timeout=1.0), expected)
 
 
 def test_forward_policy_drop_without_accept_rules_cuts_forwarded_cells(tmp_path: Path) -> None:

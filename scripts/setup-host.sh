@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3 python3-venv python3-pip
   iproute2 iptables nftables iputils-ping tcpdump conntrack util-linux
+  strace                        # the kill-point campaign kills the plugin at each of its syscalls
   containernetworking-plugins   # reference bridge/host-local: side-by-side tests and benchmarks
   podman runc containerd busybox-static  # real CNI consumers for the runtime tests, and an offline image
                                          # (containerd's CRI: `minicni-lab --runtime cri`; its pause

@@ -244,3 +244,16 @@ def test_dockerfile_is_built_from_a_pinned_base_and_runs_the_agent() -> None:
     assert 'ENTRYPOINT ["minicni-agent"]' in text
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     assert ignore[ignore.index("*") :][:1] == ["*"]  # context is the repo, only what is needed
+
+
+def test_a_service_per_protocol_fronts_the_probe_a_pods() -> None:
+    services = {s["metadata"]["name"]: s["spec"] for s in by_kind(PROBES, "Service")}
+    assert sorted(services) == ["probe-tcp", "probe-udp"]
+    (probe_a,) = [d for d in by_kind(PROBES, "DaemonSet") if d["metadata"]["name"] == "probe-a"]
+    pod_labels = probe_a["spec"]["template"]["metadata"]["labels"]
+    for spec in services.values():
+        assert spec["type"] == "ClusterIP"
+        assert spec["selector"].items() <= pod_labels.items()  # one endpoint per node
+        (port,) = spec["ports"]
+        assert port["targetPort"] == 30080  # where the runner's probe server listens
+    assert [p["protocol"] for s in services.values() for p in s["ports"]] == ["TCP", "UDP"]

@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab.cluster import agents, fabric
+from lab.cluster import agents, fabric, services
 from lab.cluster.processes import kill_processes_in, signals_deferred
 from lab.cluster.state import STATE_ROOT, LabState
 from lab.matrix.executors import NODE, POD, Endpoint, Inventory
@@ -147,6 +147,11 @@ class NetnsLab:
                 self.cri.wait_network_ready()  # as kubelet does before it starts pods
                 self.log("NetworkReady on every node (CRI Status)")
             inventory = self._add_pods()
+            if self.lab.services:
+                backends = services.install(self.lab, self.pod_ips(inventory))
+                shown = ", ".join(sorted(set(backends.values())))
+                self.log(f"kube-proxy's rules for {counted(len(self.lab.services), 'Service')} "
+                         f"on every node (iptables {shown})")  # fmt: skip
             self.state.inventory = inventory.to_mapping()
             self.state.phase = "up"
             self.save_state()
@@ -310,7 +315,12 @@ class NetnsLab:
             endpoints.append(Endpoint(node.name, NODE, node.name, node.ip, node.netns))
         for pod, ip in zip(self.lab.pods, addresses, strict=True):
             endpoints.append(Endpoint(pod.name, POD, pod.node, ip, pod.netns))
-        return Inventory.build(endpoints, name=self.lab.lab_id)
+        lab_services = services.matrix_services(self.lab.services)
+        return Inventory.build(endpoints, name=self.lab.lab_id, services=lab_services)
+
+    @staticmethod
+    def pod_ips(inventory: Inventory) -> dict[str, str]:
+        return {pod.name: pod.ip for pod in inventory.pods}
 
     def _run_pod_sandboxes(self) -> Inventory:
         """Every pod a sandbox, through its node's CRI; the sandboxes' network namespaces (paths
@@ -325,7 +335,8 @@ class NetnsLab:
         endpoints = [Endpoint(n.name, NODE, n.name, n.ip, n.netns) for n in self.lab.nodes]
         for pod, (ip, netns_path) in zip(self.lab.pods, sandboxes, strict=True):
             endpoints.append(Endpoint(pod.name, POD, pod.node, ip, netns_path))
-        return Inventory.build(endpoints, name=self.lab.lab_id)
+        lab_services = services.matrix_services(self.lab.services)
+        return Inventory.build(endpoints, name=self.lab.lab_id, services=lab_services)
 
     def _run_pod_sandbox(self, pod: PodPlan) -> tuple[str, str]:
         """RunPodSandbox for `pod`: its address and its network namespace's path."""

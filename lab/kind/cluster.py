@@ -37,6 +37,7 @@ from lab.kind.manifests import (
     PROBE_MANIFEST,
     PROBE_NAMESPACE,
     PROBE_SELECTOR,
+    PROBE_SERVICES,
     REPO_ROOT,
     kind_node_count,
     load_documents,
@@ -137,6 +138,20 @@ class KindLab:
         self.apply(with_image(load_documents(PROBE_MANIFEST), image))
         for daemonset in PROBE_DAEMONSETS:
             self.rollout(PROBE_NAMESPACE, f"daemonset/{daemonset}")
+        self.wait_for_service_endpoints(kind_node_count())
+
+    def wait_for_service_endpoints(self, count: int) -> None:
+        """Until every probe Service has a ready endpoint on each node (one probe-a pod each):
+        what kube-proxy then programs."""
+        deadline = time.monotonic() + self.settings.timeout_s
+        while True:
+            services = self.inventory().services
+            ready = {s.name: len(s.endpoints) for s in services}
+            if all(ready.get(name, 0) >= count for name in PROBE_SERVICES):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"probe Services' ready endpoints: {ready}, want {count} each")
+            time.sleep(2)
 
     # -- kubectl -----------------------------------------------------------------------------
     def kubectl_argv(self, *args: str) -> list[str]:
@@ -184,8 +199,13 @@ class KindLab:
         return list(self.kubectl_json("get", "nodes")["items"])
 
     def inventory(self) -> Inventory:
+        """The probe pods, and the probe Services with the endpoints kube-proxy knows."""
         pods = self.kubectl_json("get", "pods", "-n", PROBE_NAMESPACE, "-l", PROBE_SELECTOR)
-        return inventory_from(pods, self.settings.cluster_name, name=self.settings.cluster_name)
+        services = self.kubectl_json("get", "services", "-n", PROBE_NAMESPACE, "-l", PROBE_SELECTOR)
+        slices = self.kubectl_json("get", "endpointslices", "-n", PROBE_NAMESPACE)
+        return inventory_from(
+            pods, self.settings.cluster_name, self.settings.cluster_name, services, slices
+        )
 
     def pod_exec(self, handle: str, argv: Sequence[str], container: str = "probe") -> str:
         """Run a command in a pod ("<namespace>/<pod>"), e.g. `ip route` in a hostNetwork probe

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lab.matrix.executors import NODE, POD, Endpoint, Inventory
+from lab.matrix.executors import NODE, POD, Endpoint, Inventory, Service
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # what ties an EndpointSlice to its Service
 
 
 def short_node_name(node: str, cluster_name: str) -> str:
@@ -15,7 +17,11 @@ def short_node_name(node: str, cluster_name: str) -> str:
 
 
 def inventory_from(
-    pods: Mapping[str, Any], cluster_name: str = "", name: str = "kind"
+    pods: Mapping[str, Any],
+    cluster_name: str = "",
+    name: str = "kind",
+    services: Mapping[str, Any] | None = None,
+    slices: Mapping[str, Any] | None = None,
 ) -> Inventory:
     """The matrix's endpoints from `kubectl get pods -o json` of the probe pods.
 
@@ -45,4 +51,37 @@ def inventory_from(
     ordered = []
     for node in sorted(by_node):
         ordered += sorted(by_node[node], key=lambda e: (e.kind == NODE, e.name))
-    return Inventory.build(ordered, name=name)
+    found = services_from(services or {}, slices or {}, ordered)
+    return Inventory.build(ordered, name=name, services=found)
+
+
+def services_from(
+    services: Mapping[str, Any], slices: Mapping[str, Any], endpoints: Sequence[Endpoint]
+) -> list[Service]:
+    """The matrix's Services from `kubectl get services,endpointslices -o json`: one per port of
+    a ClusterIP Service (TCP or UDP, a numeric target port), its endpoints the ready pods the
+    EndpointSlices name -- what kube-proxy programs -- that are in the inventory."""
+    by_handle = {e.handle: e.name for e in endpoints if e.kind == POD}
+    ready: dict[str, list[str]] = {}
+    for endpoint_slice in slices.get("items", []):
+        service = endpoint_slice["metadata"].get("labels", {}).get(SERVICE_NAME_LABEL)
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            target = endpoint.get("targetRef") or {}
+            handle = f"{target.get('namespace')}/{target.get('name')}"
+            if endpoint.get("conditions", {}).get("ready") and handle in by_handle:
+                ready.setdefault(service, []).append(by_handle[handle])
+    found = []
+    for item in services.get("items", []):
+        spec, name = item.get("spec", {}), item["metadata"]["name"]
+        if spec.get("type", "ClusterIP") != "ClusterIP" or spec.get("clusterIP") in (None, "None"):
+            continue
+        for port in spec.get("ports", []):
+            proto, target = str(port.get("protocol", "TCP")).lower(), port.get("targetPort")
+            if proto not in ("tcp", "udp") or not isinstance(target, int):
+                continue
+            members = tuple(sorted(dict.fromkeys(ready.get(name, []))))
+            if members:
+                found.append(
+                    Service(name, proto, spec["clusterIP"], int(port["port"]), target, members)
+                )
+    return found

@@ -23,6 +23,7 @@ AGENT_SELECTOR = "app.kubernetes.io/name=minicni,app.kubernetes.io/component=age
 PROBE_NAMESPACE = "minicni-e2e"
 PROBE_SELECTOR = "app.kubernetes.io/name=minicni-probe"
 PROBE_DAEMONSETS = ("probe-a", "probe-b", "probe-host")
+PROBE_SERVICES = ("probe-tcp", "probe-udp")  # ClusterIP Services in front of the probe-a pods
 NETWORK_NAME = "minicni"  # the conflist's name: reservations live in <dataDir>/minicni/
 IPAM_DATA_DIR = "/var/lib/cni/networks"
 

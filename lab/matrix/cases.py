@@ -4,10 +4,25 @@ A cell is (protocol, source endpoint, destination endpoint). It passes only if t
 the receiver saw the sender's own address as source, and the reply came back. Verdicts:
 
     .  ok            X  unreachable (or the reply never came back)
-    N  reachable, but the receiver saw another source address (NAT)
+    N  reachable, but a source address was not the one expected (NAT where there should be
+       none, or a reply from the endpoint's address instead of the Service's)
     !  the probe itself failed          -  not applicable (no case for this pair)
 
-`judge` is pure: it runs nothing and sees only what the two probe processes printed.
+Service cells (a Service of the inventory, a client, one of the Service's endpoints) pass when
+the client's probe reached that endpoint through the Service's ClusterIP, the endpoint saw the
+source it should, and the reply came back from the ClusterIP (conntrack undid the DNAT). The
+source an endpoint should see follows from kube-proxy's rules (`lab.cluster.kubeproxy`):
+
+- a pod, endpoint on its node or another: the pod's own address (nothing masquerades it);
+- a pod reaching itself (hairpin): its node's bridge address, the pod's default gateway -- the
+  endpoint chain marks traffic from the endpoint itself and the node masquerades it to the
+  address of the interface it leaves by, the bridge;
+- a node: its own traffic leaves with its underlay address, outside the cluster CIDR, so the
+  Service chain marks it and POSTROUTING masquerades it to the address of the interface towards
+  the endpoint: the bridge's (endpoint on this node), the underlay's (host-gw) or the VXLAN
+  device's. The client reports that address (`egress`), read from its own routes.
+
+`judge` is pure: it runs nothing and sees only what the probe processes printed.
 """
 
 from __future__ import annotations
@@ -16,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.matrix.executors import NODE, POD, Endpoint, Inventory
+from lab.matrix.executors import NODE, POD, Endpoint, Inventory, Service
 
 OK, UNREACHABLE, NATED, PROBE_ERROR, NOT_APPLICABLE = ".", "X", "N", "!", "-"
 VERDICTS = (OK, UNREACHABLE, NATED, PROBE_ERROR, NOT_APPLICABLE)
@@ -28,7 +43,7 @@ POD_OWN_NODE = "pod->own node"
 POD_OTHER_NODE = "pod->other node"
 NODE_POD_SAME = "node->pod same node"
 NODE_POD_OTHER = "node->pod other node"
-CASE_KINDS = (
+PAIR_KINDS = (
     POD_POD_SAME,
     POD_POD_OTHER,
     POD_OWN_NODE,
@@ -36,6 +51,12 @@ CASE_KINDS = (
     NODE_POD_SAME,
     NODE_POD_OTHER,
 )
+POD_SVC_SAME = "pod->ClusterIP endpoint same node"
+POD_SVC_OTHER = "pod->ClusterIP endpoint other node"
+POD_SVC_SELF = "pod->ClusterIP endpoint itself (hairpin)"
+NODE_SVC = "node->ClusterIP"
+SERVICE_KINDS = (POD_SVC_SAME, POD_SVC_OTHER, POD_SVC_SELF, NODE_SVC)
+CASE_KINDS = PAIR_KINDS + SERVICE_KINDS
 
 
 def case_kind(src: Endpoint, dst: Endpoint) -> str | None:
@@ -52,16 +73,28 @@ def case_kind(src: Endpoint, dst: Endpoint) -> str | None:
     return None  # node -> node is the underlay's business, not the CNI's
 
 
+def service_case_kind(client: Endpoint, endpoint: Endpoint) -> str:
+    """Which Service cell a client reaching a Service's endpoint (a pod) is."""
+    if client.kind == NODE:
+        return NODE_SVC
+    if client.name == endpoint.name:
+        return POD_SVC_SELF
+    return POD_SVC_SAME if client.node == endpoint.node else POD_SVC_OTHER
+
+
 @dataclass(frozen=True)
 class Case:
     kind: str
     proto: str
     src: Endpoint
-    dst: Endpoint
-    port: int
+    dst: Endpoint  # a Service cell: the endpoint (pod) the probe must reach
+    port: int  # a Service cell: the Service's port
+    service: Service | None = None
 
     @property
     def label(self) -> str:
+        if self.service is not None:
+            return f"{self.proto} {self.src.name} -> {self.service.name} ({self.dst.name})"
         return f"{self.proto} {self.src.name} -> {self.dst.name}"
 
 
@@ -71,7 +104,9 @@ def build_cases(
     kinds: Sequence[str] = CASE_KINDS,
     port_base: int = 31000,
 ) -> list[Case]:
-    """Every applicable cell, each with its own port so cells can run in parallel."""
+    """Every applicable cell, each pair cell with its own port so cells can run in parallel;
+    then the Service cells of the Services whose protocol is asked for: every endpoint of the
+    inventory as a client of every endpoint of the Service."""
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
         raise ValueError(f"unknown protocols: {', '.join(sorted(unknown))}")
@@ -82,6 +117,15 @@ def build_cases(
                 kind = case_kind(src, dst)
                 if kind is not None and kind in kinds:
                     cases.append(Case(kind, proto, src, dst, port_base + len(cases)))
+    for service in inventory.services:
+        if service.proto not in protocols:
+            continue
+        for client in inventory.endpoints:
+            for name in service.endpoints:
+                endpoint = inventory.endpoint(name)
+                kind = service_case_kind(client, endpoint)
+                if kind in kinds:
+                    cases.append(Case(kind, service.proto, client, endpoint, service.port, service))
     return cases
 
 
@@ -92,6 +136,15 @@ class Observation:
     sender: dict[str, Any] | None = None
     receiver: dict[str, Any] | None = None
     error: str | None = None
+
+
+def expected_source(case: Case, sender: dict[str, Any]) -> str | None:
+    """The source address the receiving end should see (see the module's docstring)."""
+    if case.service is None or case.kind in (POD_SVC_SAME, POD_SVC_OTHER):
+        return case.src.ip if case.src.kind == POD else sender.get("local")
+    if case.kind == POD_SVC_SELF:
+        return sender.get("gateway")
+    return (sender.get("egress") or {}).get(case.dst.name)
 
 
 def judge(case: Case, observation: Observation) -> tuple[str, str]:
@@ -105,14 +158,32 @@ def judge(case: Case, observation: Observation) -> tuple[str, str]:
         if result.get("error"):
             return PROBE_ERROR, f"{role}: {result['error']}"
     if not receiver.get("received"):
+        if case.service is not None:
+            return UNREACHABLE, _missed(case, sender)
         return UNREACHABLE, "the probe never arrived"
     observed = receiver.get("observed_src")
-    own = case.src.ip if case.src.kind == POD else sender.get("local")
-    if observed != own:
-        return NATED, f"the receiver saw source {observed}, the sender is {own}"
+    expected = expected_source(case, sender)
+    if expected is None:
+        return PROBE_ERROR, "the sender reported no address to expect"
+    if observed != expected:
+        who = "the sender is" if case.kind in PAIR_KINDS else "expected"
+        return NATED, f"the receiver saw source {observed}, {who} {expected}"
     if not sender.get("reply"):
         return UNREACHABLE, "the probe arrived with the right source, but no reply came back"
+    if case.service is not None and sender.get("reply_src") != case.service.cluster_ip:
+        return NATED, (
+            f"the reply came from {sender.get('reply_src')}, not from the Service's address "
+            f"{case.service.cluster_ip} (the DNAT was not undone)"
+        )
     return OK, ""
+
+
+def _missed(case: Case, sender: dict[str, Any]) -> str:
+    attempts, lost = sender.get("attempts", 0), len(sender.get("unanswered") or ())
+    return (
+        f"no probe through {case.service.name if case.service else '?'} reached "
+        f"{case.dst.name} ({attempts} attempts, {lost} unanswered)"
+    )
 
 
 @dataclass
@@ -153,8 +224,18 @@ class MatrixReport:
             counts[cell.verdict] += 1
         return counts
 
-    def verdict(self, proto: str, src: Endpoint, dst: Endpoint) -> str:
+    @property
+    def services(self) -> tuple[Service, ...]:
+        """The Services probed, in the inventory's order."""
+        probed = {cell.case.service for cell in self.cells if cell.case.service is not None}
+        return tuple(s for s in self.inventory.services if s in probed)
+
+    def verdict(
+        self, proto: str, src: Endpoint, dst: Endpoint, service: Service | None = None
+    ) -> str:
+        """A pair cell's verdict; with `service`, the Service cell of `src` reaching `dst`."""
         for cell in self.cells:
-            if cell.case.proto == proto and cell.case.src == src and cell.case.dst == dst:
+            case = cell.case
+            if (case.proto, case.src, case.dst, case.service) == (proto, src, dst, service):
                 return cell.verdict
         return NOT_APPLICABLE

@@ -77,16 +77,41 @@ class KubectlExecutor:
 
     def command(self, endpoint: Endpoint, argv: Sequence[str]) -> list[str]:
         namespace, pod = split_handle(endpoint.handle)
-        command = [*self.base(), "--request-timeout", self.request_timeout]
+        serving = bool(argv) and argv[0] == "serve"
+        command = self.base()
+        if not serving:  # a server lives for a whole phase: no time-out on its stream
+            command += ["--request-timeout", self.request_timeout]
         command += ["exec", "--namespace", namespace, pod]
+        if serving:
+            # a probe server stops when its stdin ends: pass ours, so killing kubectl stops it
+            command.append("--stdin")
         if self.container:
             command += ["--container", self.container]
         return [*command, "--", self.python, "-m", "lab.probes", *argv]
 
 
 @dataclass(frozen=True)
+class Service:
+    """A ClusterIP Service of the cluster, one port of one protocol: the matrix probes
+    <cluster_ip>:<port>, and a probe server on <target_port> answers in each endpoint, a pod of
+    the inventory named in `endpoints`."""
+
+    name: str
+    proto: str  # "tcp" or "udp"
+    cluster_ip: str
+    port: int
+    target_port: int
+    endpoints: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.cluster_ip}:{self.port}/{self.proto}"
+
+
+@dataclass(frozen=True)
 class Inventory:
-    """What the matrix needs to know about a cluster: its endpoints, each tagged with its node.
+    """What the matrix needs to know about a cluster: its endpoints, each tagged with its node,
+    and the Services in front of some of its pods.
 
     Node endpoints are the nodes' own network namespaces (hostNetwork on kind); the order of
     `endpoints` is the order of rows and columns in the grids.
@@ -94,6 +119,7 @@ class Inventory:
 
     endpoints: tuple[Endpoint, ...]
     name: str = ""
+    services: tuple[Service, ...] = ()
 
     def __post_init__(self) -> None:
         names = [e.name for e in self.endpoints]
@@ -102,10 +128,27 @@ class Inventory:
         for endpoint in self.endpoints:
             if endpoint.kind not in (POD, NODE):
                 raise ValueError(f"{endpoint.name}: kind must be pod or node")
+        pods = {e.name for e in self.endpoints if e.kind == POD}
+        for service in self.services:
+            if service.proto not in ("tcp", "udp"):
+                raise ValueError(f"service {service.name}: protocol must be tcp or udp")
+            strangers = sorted(set(service.endpoints) - pods)
+            if strangers:
+                raise ValueError(f"service {service.name}: endpoints not pods: {strangers}")
+            if len(set(service.endpoints)) != len(service.endpoints):
+                raise ValueError(f"service {service.name}: an endpoint is listed twice")
 
     @classmethod
-    def build(cls, endpoints: Iterable[Endpoint], name: str = "") -> Inventory:
-        return cls(tuple(endpoints), name)
+    def build(
+        cls, endpoints: Iterable[Endpoint], name: str = "", services: Iterable[Service] = ()
+    ) -> Inventory:
+        return cls(tuple(endpoints), name, tuple(services))
+
+    def endpoint(self, name: str) -> Endpoint:
+        for endpoint in self.endpoints:
+            if endpoint.name == name:
+                return endpoint
+        raise KeyError(name)
 
     @property
     def pods(self) -> tuple[Endpoint, ...]:
@@ -116,8 +159,17 @@ class Inventory:
         return tuple(e for e in self.endpoints if e.kind == NODE)
 
     def to_mapping(self) -> dict[str, Any]:
-        return {"name": self.name, "endpoints": [asdict(e) for e in self.endpoints]}
+        return {
+            "name": self.name,
+            "endpoints": [asdict(e) for e in self.endpoints],
+            "services": [asdict(s) for s in self.services],
+        }
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Inventory:
-        return cls(tuple(Endpoint(**e) for e in data["endpoints"]), str(data.get("name", "")))
+        services = tuple(
+            Service(**{**s, "endpoints": tuple(s["endpoints"])}) for s in data.get("services", [])
+        )
+        return cls(
+            tuple(Endpoint(**e) for e in data["endpoints"]), str(data.get("name", "")), services
+        )

@@ -1,34 +1,62 @@
-"""Readable matrix reports: a grid per protocol, one line per wrong cell, JSON and JUnit XML.
+"""Readable matrix reports: a grid per protocol and one per Service, one line per wrong cell,
+JSON and JUnit XML.
 
-Grids read like the upstream netpol truth tables: rows are sources, columns destinations.
+Grids read like the upstream netpol truth tables: rows are sources, columns destinations; in a
+Service's grid the columns are the Service's endpoints, each reached through the ClusterIP.
 """
 
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from lab.matrix.cases import NOT_APPLICABLE, OK, CellResult, MatrixReport
-from lab.matrix.executors import Endpoint
+from lab.matrix.executors import Endpoint, Service
 from minicni.fileutil import write_atomic
 
-LEGEND = ". ok   X unreachable   N NATed (wrong source)   ! probe error   - not applicable"
+LEGEND = (
+    ". ok   X unreachable   N wrong source (NAT; from a Service: not its address)   "
+    "! probe error   - not applicable"
+)
 
 
 def render_grid(report: MatrixReport, proto: str) -> str:
-    endpoints = report.inventory.endpoints
     verdicts = {
         (cell.case.src.name, cell.case.dst.name): cell.verdict
         for cell in report.cells
-        if cell.case.proto == proto
+        if cell.case.proto == proto and cell.case.service is None
     }
-    width = max(len(e.name) for e in endpoints)
-    header = f"{proto.upper():<{width}} | " + " ".join(f"{e.name:^{width}}" for e in endpoints)
+    endpoints = report.inventory.endpoints
+    return _grid(proto.upper(), endpoints, endpoints, verdicts)
+
+
+def render_service_grid(report: MatrixReport, service: Service) -> str:
+    """Rows reach the Service; columns are its endpoints, the one kube-proxy chose each time."""
+    verdicts = {
+        (cell.case.src.name, cell.case.dst.name): cell.verdict
+        for cell in report.cells
+        if cell.case.service == service
+    }
+    columns = [report.inventory.endpoint(name) for name in service.endpoints]
+    grid = _grid(service.proto.upper(), report.inventory.endpoints, columns, verdicts)
+    return f"Service {service.label}: rows reach it, columns are its endpoints\n{grid}"
+
+
+def _grid(
+    corner: str,
+    rows: Sequence[Endpoint],
+    columns: Sequence[Endpoint],
+    verdicts: Mapping[tuple[str, str], str],
+) -> str:
+    width = max(len(e.name) for e in [*rows, *columns])
+    header = f"{corner:<{width}} | " + " ".join(f"{e.name:^{width}}" for e in columns)
     lines = [header, "-" * len(header)]
-    for src in endpoints:
+    for src in rows:
         row = " ".join(
-            f"{verdicts.get((src.name, dst.name), NOT_APPLICABLE):^{width}}" for dst in endpoints
+            f"{verdicts.get((src.name, dst.name), NOT_APPLICABLE):^{width}}" for dst in columns
         )
         lines.append(f"{src.name:<{width}} | {row}")
     return "\n".join(lines)
@@ -55,7 +83,9 @@ def render_summary(report: MatrixReport) -> str:
 
 
 def render(report: MatrixReport) -> str:
-    blocks = [render_grid(report, proto) for proto in report.protocols]
+    pair_protocols = {cell.case.proto for cell in report.cells if cell.case.service is None}
+    blocks = [render_grid(report, proto) for proto in report.protocols if proto in pair_protocols]
+    blocks += [render_service_grid(report, service) for service in report.services]
     blocks.append(LEGEND)
     wrong = report.wrong()
     if wrong:
@@ -85,8 +115,10 @@ def to_json(report: MatrixReport, extra: dict[str, Any] | None = None) -> dict[s
             "flaky": cell.flaky,
             "attempts": cell.attempts,
             "detail": cell.detail,
+            "service": cell.case.service.name if cell.case.service else None,
             "observed_src": (cell.observation.receiver or {}).get("observed_src"),
             "sender_src": (cell.observation.sender or {}).get("local"),
+            "reply_src": (cell.observation.sender or {}).get("reply_src"),
             "duration_s": round(cell.duration_s, 3),
             "reproduce": cell.reproduce,
         }
@@ -97,23 +129,40 @@ def to_json(report: MatrixReport, extra: dict[str, Any] | None = None) -> dict[s
         "ok": report.ok,
         "protocols": list(report.protocols),
         "endpoints": [_endpoint(e) for e in report.inventory.endpoints],
+        "services": [
+            {**asdict(service), "endpoints": list(service.endpoints)} for service in report.services
+        ],
         "counts": report.counts(),
         "flaky": len(report.flaky()),
         "duration_s": round(report.duration_s, 3),
         "grids": {proto: render_grid(report, proto).splitlines() for proto in report.protocols},
+        "service_grids": {
+            service.name: render_service_grid(report, service).splitlines()
+            for service in report.services
+        },
         "cells": cells,
     }
 
 
 def to_junit(report: MatrixReport, suite_name: str = "minicni-lab matrix") -> ET.Element:
-    """One test suite per protocol, one test case per cell; wrong cells are failures."""
+    """One test suite per protocol and one per Service, one test case per cell; wrong cells are
+    failures."""
     suites = ET.Element("testsuites", name=suite_name)
-    for proto in report.protocols:
-        cells = [c for c in report.cells if c.case.proto == proto]
+    by_suite = [
+        (proto, [c for c in report.cells if c.case.proto == proto and c.case.service is None])
+        for proto in report.protocols
+    ]
+    by_suite += [
+        (f"service {service.name}", [c for c in report.cells if c.case.service == service])
+        for service in report.services
+    ]
+    for title, cells in by_suite:
+        if not cells:
+            continue
         suite = ET.SubElement(
             suites,
             "testsuite",
-            name=f"{suite_name} {proto}",
+            name=f"{suite_name} {title}",
             tests=str(len(cells)),
             failures=str(sum(c.verdict != OK for c in cells)),
             errors="0",
@@ -124,8 +173,8 @@ def to_junit(report: MatrixReport, suite_name: str = "minicni-lab matrix") -> ET
             testcase = ET.SubElement(
                 suite,
                 "testcase",
-                classname=f"matrix.{proto}.{cell.case.kind.replace(' ', '_')}",
-                name=f"{cell.case.src.name} -> {cell.case.dst.name}",
+                classname=f"matrix.{cell.case.proto}.{cell.case.kind.replace(' ', '_')}",
+                name=cell.case.label.split(" ", 1)[1],
                 time=f"{cell.duration_s:.3f}",
             )
             if cell.verdict != OK:

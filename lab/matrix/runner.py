@@ -3,6 +3,10 @@
 A cell that is not `.` is probed again, up to `retries` more times; a cell that passed only on a
 retry keeps `.` but is reported as flaky. The runner only needs an `Executor` to build argv lists,
 so the same runner serves the netns lab and a kind cluster.
+
+Pair cells run first; then the Service cells (`lab.matrix.services`): a probe server in each
+endpoint for the whole phase, and per (client, Service) one client process per attempt, which
+covers every endpoint of the Service. Service cells always use the socket probes.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from lab.matrix import services
 from lab.matrix.cases import OK, Case, CellResult, MatrixReport, Observation, judge
 from lab.matrix.executors import Executor, Inventory
 
 ProgressCallback = Callable[[CellResult, int, int], None]
+Observe = Callable[[Sequence[Case], str], dict[Case, Observation]]
 
 
 def group_cases(cases: Sequence[Case]) -> list[tuple[Case, ...]]:
@@ -29,7 +35,11 @@ def group_cases(cases: Sequence[Case]) -> list[tuple[Case, ...]]:
     (one process each for every protocol: a third of the processes of one pair per protocol)."""
     groups: dict[tuple[str, str], list[Case]] = {}
     for case in cases:
-        groups.setdefault((case.src.name, case.dst.name), []).append(case)
+        if case.service is not None:  # the cells of one (client, Service) share a client
+            key = (case.src.name, f"service {case.service.name}")
+        else:
+            key = (case.src.name, case.dst.name)
+        groups.setdefault(key, []).append(case)
     return [tuple(group) for group in groups.values()]
 
 
@@ -44,40 +54,77 @@ class MatrixRunner:
     launch_timeout: float = 10.0  # how long a receiver may take to start listening
     progress: ProgressCallback | None = None
     engine: str = "socket"  # or "scapy": one protocol per process, sniffed off the wire
+    service_timeout: float = 3.0  # how long a Service client tries to reach every endpoint
 
     def run(self, inventory: Inventory, cases: Sequence[Case]) -> MatrixReport:
         compile_probes()
         protocols = tuple(dict.fromkeys(case.proto for case in cases))
         report = MatrixReport(inventory, protocols)
         started = time.monotonic()
-        groups = group_cases(cases) if self.engine == "socket" else [(c,) for c in cases]
+        pairs = [case for case in cases if case.service is None]
+        through_services = [case for case in cases if case.service is not None]
         results: dict[Case, CellResult] = {}
-        pool = ThreadPoolExecutor(max_workers=max(self.workers, 1))
-        try:
-            for group_results in pool.map(self.run_group, groups):
-                for result in group_results:
-                    results[result.case] = result
-                    if self.progress:
-                        self.progress(result, len(results), len(cases))
-        finally:  # Ctrl-C: finish the probes in flight, start no more
-            pool.shutdown(wait=True, cancel_futures=True)
+
+        def record(result: CellResult) -> None:
+            results[result.case] = result
+            if self.progress:
+                self.progress(result, len(results), len(cases))
+
+        groups = group_cases(pairs) if self.engine == "socket" else [(c,) for c in pairs]
+        self._run_groups(groups, self.observe, record)
+        if through_services:
+            service_groups = group_cases(through_services)
+            with services.ServiceServers(
+                self.executor,
+                inventory,
+                through_services,
+                self._server_lifetime(len(service_groups)),
+                self.launch_timeout,
+            ) as servers:
+
+                def observe(group: Sequence[Case], token: str) -> dict[Case, Observation]:
+                    return self.observe_service(group, token, servers)
+
+                self._run_groups(service_groups, observe, record)
         report.cells = [results[case] for case in cases]
         report.duration_s = time.monotonic() - started
         return report
 
-    def run_group(self, group: Sequence[Case]) -> list[CellResult]:
+    def _run_groups(
+        self,
+        groups: Sequence[tuple[Case, ...]],
+        observe: Observe,
+        record: Callable[[CellResult], None],
+    ) -> None:
+        pool = ThreadPoolExecutor(max_workers=max(self.workers, 1))
+        try:
+            for group_results in pool.map(lambda group: self.run_group(group, observe), groups):
+                for result in group_results:
+                    record(result)
+        finally:  # Ctrl-C: finish the probes in flight, start no more
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _server_lifetime(self, groups: int) -> float:
+        """Long enough for every Service client with its retries; servers normally stop sooner,
+        when the phase ends (see `lab.matrix.services`)."""
+        rounds = -(-groups // max(self.workers, 1)) * (self.retries + 1)
+        return 60.0 + self.launch_timeout + rounds * (self.service_timeout + self.launch_timeout)
+
+    def run_group(self, group: Sequence[Case], observe: Observe | None = None) -> list[CellResult]:
         """Probe the group until every cell is `.` or out of retries; only wrong cells retry."""
         started = time.monotonic()
         attempts = dict.fromkeys(group, 0)
         done: list[CellResult] = []
         pending = list(group)
+        observe = observe or self.observe
         while pending:
-            token = f"{group[0].port}-{secrets.token_hex(4)}"
-            observations = self.observe(pending, token)
+            prefix = "s" if group[0].service is not None else ""
+            token = f"{prefix}{group[0].port}-{secrets.token_hex(4)}"
+            observations = observe(pending, token)
             still = []
             for case in pending:
                 attempts[case] += 1
-                verdict, detail = judge(case, observations[case.proto])
+                verdict, detail = judge(case, observations[case])
                 if verdict == OK or attempts[case] > self.retries:
                     elapsed = time.monotonic() - started
                     done.append(
@@ -86,7 +133,7 @@ class MatrixRunner:
                             verdict,
                             detail,
                             attempts[case],
-                            observations[case.proto],
+                            observations[case],
                             elapsed,
                             reproduce=self.reproduce(case),
                         )
@@ -111,10 +158,40 @@ class MatrixRunner:
         """A shell line a person can paste to run this cell again, by hand."""
         import shlex
 
+        if case.service is not None:
+            serve = services.serve_argv(case.dst, case.service.target_port, [case.proto], 30)
+            client = services.client_argv([case], "repro", self.service_timeout)
+            server = self.executor.command(case.dst, serve)
+            sender = self.executor.command(case.src, client)
+            return f"{shlex.join(server)} & sleep 1; {shlex.join(sender)}; kill $!"
         recv, send = self.argv([case], "repro")
         return f"{shlex.join(recv)} & sleep 1; {shlex.join(send)}; wait"
 
-    def observe(self, cases: Sequence[Case], token: str) -> dict[str, Observation]:
+    def observe_service(
+        self, cases: Sequence[Case], token: str, servers: services.ServiceServers
+    ) -> dict[Case, Observation]:
+        """One client through the Service of `cases` (one client endpoint) to its endpoints."""
+        argv = services.client_argv(cases, token, self.service_timeout)
+        try:
+            sent = subprocess.run(
+                self.executor.command(cases[0].src, argv),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=self.service_timeout + self.launch_timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return {case: Observation(error="client hung") for case in cases}
+        client = _by_proto(sent.stdout).get(cases[0].proto)
+        if client is None:
+            client = {"error": f"printed no result: {_tail(sent.stderr)}"}
+        return services.observations(cases, token, client, servers)
+
+    def observe(self, cases: Sequence[Case], token: str) -> dict[Case, Observation]:
+        """One receiver and one sender for the cases (one pair): an observation per cell."""
+        by_proto = self._observe_pair(cases, token)
+        return {case: by_proto[case.proto] for case in cases}
+
+    def _observe_pair(self, cases: Sequence[Case], token: str) -> dict[str, Observation]:
         """Run one receiver and one sender for the cases (one pair); an observation per proto."""
         protos = [case.proto for case in cases]
         recv_argv, send_argv = self.argv(cases, token)

@@ -10,6 +10,11 @@ one process (TCP and UDP share the port number), which is how the matrix runs: a
 processes. A probe carries a token, so probes running in parallel into the same namespace never
 mistake each other's packets.
 
+Services (`lab.probes.service`): `serve` runs in each endpoint pod of a ClusterIP Service and
+answers every probe with its name; `send --expect name=ip,...` to the Service's address tries
+fresh connections until every endpoint named has answered (kube-proxy chooses one at random for
+each). One JSON line per probe served, one for the client.
+
 The default engine uses plain sockets (`lab.probes.sockets`): a process costs ~30 ms.
 `--engine scapy` (`lab.probes.scapy_engine`) records what arrived with a scapy AF_PACKET sniffer
 and crafts ICMP with scapy, as an independent cross-check, at ~0.3 s per import. The command line
@@ -28,7 +33,7 @@ from lab.probes.wire import PROTOCOLS
 EXIT_OK, EXIT_NO_CONNECTIVITY, EXIT_ERROR = 0, 1, 2
 PROG = "python -m lab.probes"
 ENGINES = ("socket", "scapy")
-ROLES = ("recv", "send")
+ROLES = ("recv", "send", "serve")
 # option -> (default, help); None: required
 OPTIONS: dict[str, tuple[str | None, str]] = {
     "proto": (None, "icmp, tcp, udp or a list: icmp,tcp,udp"),
@@ -37,14 +42,17 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
     "token": ("minicni-probe", "marks this probe's packets"),
     "timeout": ("2.0", "seconds"),
     "engine": ("socket", f"one of {', '.join(ENGINES)}"),
-    "bind": ("0.0.0.0", "TCP/UDP listening address (recv only)"),
+    "bind": ("0.0.0.0", "TCP/UDP listening address (recv, serve)"),
+    "expect": ("", "send through a Service until these endpoints answered: name=ip,name=ip"),
+    "name": (None, "the endpoint's name in its answers (serve only)"),
 }
 ROLE_OPTIONS = {
     "recv": ("proto", "port", "token", "timeout", "engine", "bind"),
-    "send": ("proto", "dst", "port", "token", "timeout", "engine"),
+    "send": ("proto", "dst", "port", "token", "timeout", "engine", "expect"),
+    "serve": ("proto", "port", "name", "timeout", "bind"),
 }
 USAGE = "".join(
-    f"{'usage:' if role == 'recv' else '      '} {PROG} {role} "
+    f"{'usage:' if role == ROLES[0] else '      '} {PROG} {role} "
     + " ".join(
         f"--{name} {name.upper()}" if OPTIONS[name][0] is None else f"[--{name} {name.upper()}]"
         for name in ROLE_OPTIONS[role]
@@ -101,24 +109,50 @@ def _typed(role: str, values: dict[str, str | None]) -> SimpleNamespace:
         raise UsageError(
             f"--proto: a comma separated list of {', '.join(PROTOCOLS)}, got {values['proto']!r}"
         )
-    if values["engine"] not in ENGINES:
-        raise UsageError(f"--engine: one of {', '.join(ENGINES)}, got {values['engine']!r}")
-    if values["engine"] == "scapy" and len(protos) > 1:
+    engine = values.get("engine", "socket")
+    if engine not in ENGINES:
+        raise UsageError(f"--engine: one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "scapy" and len(protos) > 1:
         raise UsageError("--engine scapy probes one protocol at a time")
     try:
         port, timeout = int(str(values["port"])), float(str(values["timeout"]))
     except ValueError as err:
         raise UsageError(f"--port is a number, --timeout seconds: {err}") from None
-    return SimpleNamespace(
+    expect = _expected(values.get("expect") or "", protos, engine)
+    name = values.get("name")
+    if role == "serve":
+        if "icmp" in protos:
+            raise UsageError("serve answers tcp and udp")
+        if not name or any(c in str(name) for c in "@\n"):
+            raise UsageError("--name: a name without '@' or line breaks")
+    typed = SimpleNamespace(
         role=role,
         protos=protos,
         dst=values.get("dst"),
         port=port,
-        token=values["token"],
+        token=values.get("token", OPTIONS["token"][0]),
         timeout=timeout,
-        engine=values["engine"],
+        engine=engine,
         bind=values.get("bind", OPTIONS["bind"][0]),
     )
+    if role == "send":
+        typed.expect = expect
+    if role == "serve":
+        typed.name = name
+    return typed
+
+
+def _expected(text: str, protos: list[str], engine: str) -> dict[str, str]:
+    if not text:
+        return {}
+    if len(protos) != 1 or protos[0] == "icmp" or engine != "socket":
+        raise UsageError("--expect probes one Service: one protocol, tcp or udp, socket engine")
+    from lab.probes.service import parse_expected
+
+    try:
+        return parse_expected(text)
+    except (ValueError, OSError) as err:
+        raise UsageError(str(err)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,11 +171,20 @@ def main(argv: list[str] | None = None) -> int:
         line = json.dumps({"role": args.role, "proto": proto, "token": args.token, **fields})
         sys.stdout.write(line + "\n")  # one write per line: whole lines even from threads
         sys.stdout.flush()
-        ok = fields.get("received") or fields.get("reply")
+        ok = fields.get("received") or fields.get("reply") or fields.get("complete")
         outcomes[proto] = "error" if "error" in fields else "ok" if ok else "no"
 
     try:
-        if args.role == "send":
+        if args.role == "serve":
+            from lab.probes.service import serve
+
+            serve(args, emit)
+            return EXIT_OK
+        if args.role == "send" and args.expect:
+            from lab.probes.service import send_service
+
+            send_service(args, emit)
+        elif args.role == "send":
             from lab.probes.sockets import send
 
             send(args, emit)

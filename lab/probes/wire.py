@@ -42,3 +42,35 @@ def parse_icmp(packet: bytes) -> tuple[str, int, int, bytes] | None:
         "!BBHHH", packet[header_len : header_len + 8]
     )
     return source, icmp_type, ident, packet[header_len + 8 :]
+
+
+# A Service probe names its attempt; the endpoint's server answers with its own name, so the
+# client learns which endpoint kube-proxy chose although the answer comes from the Service address.
+SERVICE_REQUEST, SERVICE_ANSWER = b"svc:", b"ok:"
+MAX_LINE = 512
+
+
+def service_request(token: str) -> bytes:
+    return SERVICE_REQUEST + token.encode() + b"\n"
+
+
+def service_answer(token: str, name: str) -> bytes:
+    return SERVICE_ANSWER + token.encode() + b"@" + name.encode() + b"\n"
+
+
+def parse_service_request(data: bytes) -> str | None:
+    """The token of a Service probe, None if `data` is not one."""
+    line = data.split(b"\n", 1)[0]
+    if not line.startswith(SERVICE_REQUEST) or len(line) > MAX_LINE:
+        return None
+    token = line[len(SERVICE_REQUEST) :].decode(errors="replace")
+    return token or None
+
+
+def parse_service_answer(data: bytes) -> tuple[str, str] | None:
+    """(token, endpoint name) of a server's answer, None if `data` is not one."""
+    line = data.split(b"\n", 1)[0]
+    if not line.startswith(SERVICE_ANSWER) or b"@" not in line:
+        return None
+    token, _, name = line[len(SERVICE_ANSWER) :].decode(errors="replace").rpartition("@")
+    return (token, name) if token and name else None

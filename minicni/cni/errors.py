@@ -19,6 +19,9 @@ INTERFACE_EXISTS = 100
 ADDRESS_RANGE_FULL = 101
 CHECK_FAILED = 102
 NETLINK_FAILURE = 103
+# The host veth name derived for a pod is held by a link minicni did not make for it. Not a config
+# error (7), not transient (11), not a kernel failure (103): an operator must free the name.
+HOST_LINK_CONFLICT = 104
 INTERNAL = 999
 
 

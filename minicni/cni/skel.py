@@ -45,6 +45,13 @@ _REQUIRED_ENV = {
     "VERSION": (),
 }
 
+_CNI_VARIABLES = ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
+
+# A config is a few hundred bytes; the largest legitimate one, GC's list of attachments, takes
+# ~100 bytes a pod: 4 MiB is room for 40,000. Configs nest 4-5 levels (ipam.ranges[0][0]).
+MAX_CONFIG_BYTES = 4 << 20
+MAX_CONFIG_DEPTH = 64
+
 
 class Request(Record):
     """One CNI call: the command, the runtime's variables and the decoded config."""
@@ -106,25 +113,67 @@ def dispatch(
 
 
 def decode_config(stdin: bytes) -> dict[str, Any]:
+    """The config as a dict, parsed with bounds on its size, nesting and numbers (code 6)."""
+    if len(stdin) > MAX_CONFIG_BYTES:
+        raise CniError(DECODING_FAILURE, f"network config is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         config = fastjson.loads(stdin)
-    except ValueError as exc:  # not UTF-8, not JSON
+    except RecursionError:
+        raise CniError(
+            DECODING_FAILURE, f"network config is nested deeper than {MAX_CONFIG_DEPTH} levels"
+        ) from None
+    except ValueError as exc:  # bad JSON or UTF-8, an integer of more than 4300 digits
         raise CniError(DECODING_FAILURE, "failed to decode network config", str(exc)) from None
     if not isinstance(config, dict):
         raise CniError(DECODING_FAILURE, "network config is not a JSON object")
+    # Counting brackets is C-fast and rules out deep nesting for every ordinary config.
+    if stdin.count(b"[") + stdin.count(b"{") > MAX_CONFIG_DEPTH and _deeper_than(
+        config, MAX_CONFIG_DEPTH
+    ):
+        raise CniError(
+            DECODING_FAILURE, f"network config is nested deeper than {MAX_CONFIG_DEPTH} levels"
+        )
     return config
+
+
+def _deeper_than(document: object, limit: int) -> bool:
+    """Iteratively, so that no later recursion (repr, json.dumps) can hit Python's limit."""
+    pending: list[tuple[object, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            children: list[object] = list(value.values())
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def require_utf8(name: str, value: str) -> None:
+    """os.environ hands over bytes that are not UTF-8 as lone surrogates (surrogateescape)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise CniError(INVALID_ENVIRONMENT, f"{name} is not valid UTF-8", ascii(value)) from None
 
 
 def _command(env: Mapping[str, str]) -> str:
     command = env.get("CNI_COMMAND", "")
     if not command:
         raise CniError(INVALID_ENVIRONMENT, "required env variables [CNI_COMMAND] missing")
+    require_utf8("CNI_COMMAND", command)
     if command not in COMMANDS:
-        raise CniError(INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {command}")
+        raise CniError(INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {command!r}")
     return command
 
 
 def _request(command: str, env: Mapping[str, str], config: dict[str, Any], version: str) -> Request:
+    for name in _CNI_VARIABLES:
+        require_utf8(name, env.get(name, ""))
     missing = [name for name in _REQUIRED_ENV[command] if not env.get(name)]
     if missing:
         raise CniError(
@@ -154,7 +203,7 @@ def parse_cni_args(raw: str) -> dict[str, str]:
     for pair in filter(None, raw.split(";")):
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CniError(INVALID_ENVIRONMENT, "CNI_ARGS: invalid pair", pair)
+            raise CniError(INVALID_ENVIRONMENT, "CNI_ARGS: invalid pair", repr(pair))
         args[key] = value
     return args
 

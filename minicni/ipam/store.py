@@ -2,29 +2,40 @@
 
 Layout of `<dataDir>/<network name>/`:
   `10.244.1.7`          the reservation: JSON with containerID, ifname, netns, bootID
-  `owner-<cid>-<ifname>` a symlink to the address file, so DEL finds its address without a scan
+  `owner-<cid>@<ifname>` a symlink to the address file, so DEL finds its address without a scan
   `last_reserved_ip.0`  where the round-robin search resumes (a freed address is not reused at once)
   `lock`                flock'ed for every change, so concurrent plugin invocations serialise
   `boot_id`             the boot the store was last used in; a new boot triggers the stale sweep
+  `.write.tmp`          every file is written here first, then linked or renamed into place
   `deleting-<cid>@<ifname>` a DEL answered before it finished (the agent's CNI server answers
                         once this is written, then deletes the links and releases the address):
                         JSON with containerID and ifname; removed by the release
 
-Every change happens under the lock, so the two files of a reservation are consistent for any
-reader holding it.
+Every change happens under the lock, and each step leaves a state the next DEL can undo, so a
+plugin killed at any point (or failing on a full disk) never leaks an address:
+  reserve: owner link (dangling) -> content into `.write.tmp` -> link it to the address name (fails
+           if the name exists: O_EXCL semantics) -> unlink the temporary -> `last_reserved_ip.0`
+  release: address file -> owner link -> a stale `.write.tmp`
+An address file is never visible half-written. DEL finds a reservation through its owner link,
+else (an owner link never made by an older version) by the owner recorded in the address files.
+GC and the reboot sweep also remove unreadable address files (a crash before the data reached
+the disk), owner links that lead nowhere and stale temporary files.
+Store files are opened without following symlinks and only if they are regular files: a planted
+symlink or FIFO is refused, never followed or blocked on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
+import stat
 from contextlib import contextmanager
 from ipaddress import IPv4Address
 
 from minicni import fastjson
 from minicni.digest import sha256_hex
-from minicni.fileutil import write_atomic
 from minicni.record import Record
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
@@ -38,8 +49,12 @@ BOOT_ID_FILE = "boot_id"
 LOCK_FILE = "lock"
 OWNER_PREFIX = "owner-"
 DELETING_PREFIX = "deleting-"
+TEMP_FILE = ".write.tmp"  # one name: writes are serialised by the lock
 SYSTEM_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _NAME_MAX = 255  # bytes in one file name (Linux NAME_MAX)
+_READ_LIMIT = 64 * 1024  # a reservation is ~150 bytes; a planted huge file is read no further
+# Store files: never through a symlink, never blocking on a FIFO, never a controlling terminal.
+_SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 class RangeFullError(Exception):
@@ -82,7 +97,7 @@ class AddressStore:
     def locked(self) -> Iterator[AddressStore]:
         """Hold the store's exclusive lock (blocking) for the body."""
         os.makedirs(self.directory, mode=0o755, exist_ok=True)
-        fd = os.open(self._path(LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = _open_regular(self._path(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield self
@@ -93,8 +108,10 @@ class AddressStore:
     def find(self, container_id: str, ifname: str) -> Reservation | None:
         try:
             target = os.readlink(self._path(_owner_name(container_id, ifname)))
-        except FileNotFoundError:
-            return None
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.EINVAL):  # no link, or not a symlink
+                return None
+            raise
         reservation = self._read(target)
         if reservation is None or (reservation.container_id, reservation.ifname) != (
             container_id,
@@ -104,45 +121,88 @@ class AddressStore:
         return reservation
 
     def reservations(self) -> list[Reservation]:
-        found = []
-        for entry in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
-            if _is_address(entry):
-                reservation = self._read(entry)
-                if reservation is not None:
-                    found.append(reservation)
-        return found
+        return [r for _, r in self._address_files() if r is not None]
+
+    def _address_files(self) -> list[tuple[str, Reservation | None]]:
+        """Every address file, with its reservation (None when it cannot be read)."""
+        names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        return [(name, self._read(name)) for name in names if _is_address(name)]
 
     # -- changes (call with the lock held) --------------------------------------------------
     def reserve(
         self, address_range: AddressRange, container_id: str, ifname: str, netns: str
     ) -> Reservation:
-        """Reserve the next free address after the last one handed out (round robin)."""
+        """Reserve the next free address after the last one handed out (round robin).
+
+        Any failure (a full disk) removes what was written before it is raised."""
         existing = self.find(container_id, ifname)
         if existing is not None:
             return existing
+        owner = self._path(_owner_name(container_id, ifname))
         for address in _round_robin(address_range, self._last_reserved(address_range)):
+            if os.path.lexists(self._path(str(address))):
+                continue
             reservation = Reservation(address, container_id, ifname, netns, self.boot_id)
-            if self._create_exclusive(reservation):
-                try:
-                    self._link_owner(reservation)
-                except BaseException:
-                    _unlink_quietly(self._path(str(address)))  # no half-made reservation
-                    raise
-                write_atomic(self._path(LAST_RESERVED), str(address).encode(), durable=False)
+            published = False
+            try:
+                # The owner link first: a kill after it leaves a dangling link DEL removes, and
+                # never an address file DEL cannot find.
+                _unlink_quietly(owner)
+                os.symlink(str(address), owner)
+                published = self._publish(reservation)
+                if published:
+                    self._write(LAST_RESERVED, str(address).encode())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    if published:
+                        os.unlink(self._path(str(address)))
+                    _unlink_quietly(owner)
+                    _unlink_quietly(self._path(TEMP_FILE))
+                raise
+            if published:
                 return reservation
+            _unlink_quietly(owner)  # the address was taken behind the lock's back: next one
         raise RangeFullError(
             f"no free address in {address_range.first}-{address_range.last} "
             f"({address_range.size} addresses, all reserved)"
         )
 
     def release(self, container_id: str, ifname: str) -> Reservation | None:
-        """Free the attachment's address; this also ends a DEL recorded by `mark_deleting`."""
+        """Free the attachment's address: the address file first, then the owner link (a kill in
+        between leaves a dangling link the next DEL removes), then a temporary file a killed
+        writer left. Without a usable owner link, the address files are searched for the
+        owner they record. This also ends a DEL recorded by `mark_deleting`."""
         reservation = self.find(container_id, ifname)
+        found = (
+            [reservation] if reservation is not None else self._recorded_for(container_id, ifname)
+        )
+        for each in found:
+            _unlink_quietly(self._path(str(each.address)))
         _unlink_quietly(self._path(_owner_name(container_id, ifname)))
-        if reservation is not None:
-            _unlink_quietly(self._path(str(reservation.address)))
+        _unlink_quietly(self._path(TEMP_FILE))
         _unlink_quietly(self._path(_deleting_name(container_id, ifname)))
-        return reservation
+        return found[0] if found else None
+
+    def _recorded_for(self, container_id: str, ifname: str) -> list[Reservation]:
+        """Reservations recording this owner among the address files no owner link leads to
+        (those are the only ones a lost link can hide): a readlink each for the links, a read
+        only for the orphans, so a DEL that finds nothing stays cheap on a full node."""
+        names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        linked = set()
+        for name in names:
+            if name.startswith(OWNER_PREFIX):
+                with contextlib.suppress(OSError):
+                    linked.add(os.path.basename(os.readlink(self._path(name))))
+        found = []
+        for name in names:
+            if _is_address(name) and name not in linked:
+                reservation = self._read(name)
+                if reservation and (reservation.container_id, reservation.ifname) == (
+                    container_id,
+                    ifname,
+                ):
+                    found.append(reservation)
+        return found
 
     # -- DELs answered before they finished ----------------------------------------------------
     def mark_deleting(self, container_id: str, ifname: str) -> None:
@@ -153,9 +213,11 @@ class AddressStore:
         reservation goes with the sweep of `sweep_previous_boots`.
         """
         body = fastjson.dumps({"containerID": container_id, "ifname": ifname}).encode()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self._path(_deleting_name(container_id, ifname)), flags, 0o600)
+        fd = _open_regular(
+            self._path(_deleting_name(container_id, ifname)), os.O_WRONLY | os.O_CREAT, 0o600
+        )
         try:
+            os.ftruncate(fd, 0)
             os.write(fd, body)
         finally:
             os.close(fd)
@@ -171,20 +233,44 @@ class AddressStore:
             if not entry.startswith(DELETING_PREFIX):
                 continue
             try:
-                with open(self._path(entry), "rb") as f:
-                    data = fastjson.loads(f.read(4096))
+                data = fastjson.loads(_read_regular(self._path(entry)))
                 pending.append((str(data["containerID"]), str(data["ifname"])))
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 _unlink_quietly(self._path(entry))  # unreadable: it can name no attachment
         return pending
 
     def release_where(self, stale: Callable[[Reservation], bool]) -> list[Reservation]:
-        """Release every reservation for which `stale` is true."""
-        released = [r for r in self.reservations() if stale(r)]
-        for reservation in released:
-            self.release(reservation.container_id, reservation.ifname)
-            _unlink_quietly(self._path(str(reservation.address)))
+        """Release every reservation for which `stale` is true, and every address file that
+        cannot be read (a crash before its data reached the disk: it belongs to nobody).
+        Those come back with an empty container ID. Also removes owner links that lead nowhere
+        and temporary files a killed writer left."""
+        released = []
+        for name, reservation in self._address_files():
+            if reservation is None:
+                reservation = Reservation(IPv4Address(name), "", "")
+            elif not stale(reservation):
+                continue
+            _unlink_quietly(self._path(name))
+            if reservation.container_id:
+                _unlink_quietly(
+                    self._path(_owner_name(reservation.container_id, reservation.ifname))
+                )
+            released.append(reservation)
+        self._remove_debris()
         return released
+
+    def _remove_debris(self) -> None:
+        for name in os.listdir(self.directory):
+            path = self._path(name)
+            if name.startswith(".") and name.endswith(".tmp"):
+                _unlink_quietly(path)  # also the randomly named ones of earlier versions
+            elif name.startswith(OWNER_PREFIX):
+                try:
+                    target = os.path.basename(os.readlink(path))
+                except OSError:
+                    target = ""  # not a symlink: nothing of ours
+                if not _is_address(target) or not os.path.lexists(self._path(target)):
+                    _unlink_quietly(path)
 
     def sweep_previous_boots(self) -> list[Reservation]:
         """After a reboot, release what pods of an earlier boot left behind.
@@ -198,7 +284,7 @@ class AddressStore:
         released = self.release_where(
             lambda r: r.boot_id != self.boot_id and not (r.netns and os.path.exists(r.netns))
         )
-        write_atomic(self._path(BOOT_ID_FILE), self.boot_id.encode(), durable=False)
+        self._write(BOOT_ID_FILE, self.boot_id.encode())
         return released
 
     # -- files -------------------------------------------------------------------------------
@@ -206,20 +292,24 @@ class AddressStore:
         return os.path.join(self.directory, name)
 
     def _read(self, name: str) -> Reservation | None:
+        name = os.path.basename(name)
+        if not _is_address(name):
+            return None
         try:
-            with open(self._path(os.path.basename(name))) as f:
-                data = fastjson.loads(f.read())
+            data = fastjson.loads(_read_regular(self._path(name)))
             return Reservation(
-                address=IPv4Address(os.path.basename(name)),
+                address=IPv4Address(name),
                 container_id=str(data["containerID"]),
                 ifname=str(data["ifname"]),
                 netns=str(data.get("netns", "")),
                 boot_id=str(data.get("bootID", "")),
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
 
-    def _create_exclusive(self, reservation: Reservation) -> bool:
+    def _publish(self, reservation: Reservation) -> bool:
+        """Write the reservation to the temporary file and link it to its address name; False if
+        that name exists (O_EXCL semantics without ever showing a half-written file)."""
         body = fastjson.dumps(
             {
                 "containerID": reservation.container_id,
@@ -228,22 +318,34 @@ class AddressStore:
                 "bootID": reservation.boot_id,
             }
         )
+        temp = self._write_temp(body.encode())
         try:
-            fd = os.open(
-                self._path(str(reservation.address)),
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                0o644,
-            )
+            os.link(temp, self._path(str(reservation.address)))
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            f.write(body)
+        finally:
+            _unlink_quietly(temp)
         return True
 
-    def _link_owner(self, reservation: Reservation) -> None:
-        link = self._path(_owner_name(reservation.container_id, reservation.ifname))
-        _unlink_quietly(link)
-        os.symlink(str(reservation.address), link)
+    def _write(self, name: str, data: bytes) -> None:
+        """Replace a bookkeeping file whole (readers see the old content or the new)."""
+        os.replace(self._write_temp(data), self._path(name))
+
+    def _write_temp(self, data: bytes) -> str:
+        temp = self._path(TEMP_FILE)
+        _unlink_quietly(temp)  # left by a killed writer: we hold the lock, nobody else writes
+        fd = _open_regular(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        os.close(fd)
+        return temp
 
     def _last_reserved(self, address_range: AddressRange) -> IPv4Address | None:
         try:
@@ -291,10 +393,33 @@ def _is_address(name: str) -> bool:
 
 def _read_text(path: str) -> str:
     try:
-        with open(path) as f:
-            return f.read().strip()
+        return _read_regular(path).decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+def _open_regular(path: str, flags: int, mode: int = 0o644) -> int:
+    """Open a store file that must be a regular file, refusing a symlink or anything else."""
+    try:
+        fd = os.open(path, flags | _SAFE_OPEN, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(
+                errno.ELOOP, "is a symlink: refusing to follow it in the address store", path
+            ) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "is not a regular file: refusing it in the address store", path)
+    return fd
+
+
+def _read_regular(path: str) -> bytes:
+    fd = _open_regular(path, os.O_RDONLY)
+    try:
+        return os.read(fd, _READ_LIMIT)
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -21,14 +21,18 @@ from minicni.net.codes import (
     IFLA_ADDRESS,
     IFLA_AF_SPEC,
     IFLA_BR_MCAST_SNOOPING,
+    IFLA_BR_NF_CALL_IP6TABLES,
+    IFLA_BR_NF_CALL_IPTABLES,
     IFLA_BRPORT_MODE,
     IFLA_EXT_MASK,
+    IFLA_IFALIAS,
     IFLA_IFNAME,
     IFLA_INET6_ADDR_GEN_MODE,
     IFLA_INFO_DATA,
     IFLA_INFO_KIND,
     IFLA_INFO_SLAVE_DATA,
     IFLA_INFO_SLAVE_KIND,
+    IFLA_LINK_NETNSID,
     IFLA_LINKINFO,
     IFLA_MASTER,
     IFLA_MTU,
@@ -45,6 +49,7 @@ from minicni.record import Record
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 DEFAULT_MTU = 1500
@@ -54,6 +59,25 @@ RTEXT_FILTER_SKIP_STATS = 1 << 3  # replies without the counters: smaller, quick
 IN6_ADDR_GEN_MODE_NONE = 1
 """IPv6 address generation off for one interface: no link-local address, hence no DAD, MLD
 reports or router solicitations from it, and no per-interface IPv6 routes in its namespace."""
+IFALIAS_MAX = 255  # bytes (IFALIASZ - 1)
+NETNSA_NSID_NOT_ASSIGNED = 0xFFFFFFFF  # -1 as the uint32 pyroute2 decodes
+
+
+class BridgeNetfilter(Record):
+    """The bridge's own switches that send its bridged IPv4 / IPv6 traffic through iptables
+    (IFLA_BR_NF_CALL_IPTABLES / _IP6TABLES); each is ORed with the node's sysctl
+    net.bridge.bridge-nf-call-ip(6)tables. With br_netfilter they keep Services working on the
+    bridge even on a node where that sysctl is 0: a reply between two pods of one bridge then
+    passes conntrack, which undoes the Service's DNAT."""
+
+    __slots__ = ("ip6tables", "iptables")
+
+    def __init__(self, iptables: bool, ip6tables: bool) -> None:
+        self.iptables = iptables
+        self.ip6tables = ip6tables
+
+    def __iter__(self) -> Iterator[bool]:
+        return iter((self.iptables, self.ip6tables))
 
 
 class Vxlan(Record):
@@ -71,7 +95,20 @@ class Vxlan(Record):
 
 
 class Link(Record):
-    __slots__ = ("index", "kind", "mac", "master", "mcast_snooping", "mtu", "name", "up", "vxlan")
+    __slots__ = (
+        "alias",
+        "index",
+        "kind",
+        "mac",
+        "master",
+        "mcast_snooping",
+        "mtu",
+        "name",
+        "netfilter",
+        "peer_netnsid",
+        "up",
+        "vxlan",
+    )
 
     def __init__(
         self,
@@ -83,7 +120,10 @@ class Link(Record):
         master: int | None,
         up: bool = False,
         vxlan: Vxlan | None = None,
-        mcast_snooping: bool | None = None,  # a bridge's; None for other kinds
+        alias: str | None = None,
+        peer_netnsid: int | None = None,  # a veth's: where its peer is, seen from this namespace
+        netfilter: BridgeNetfilter | None = None,
+        mcast_snooping: bool | None = None,
     ) -> None:
         self.index = index
         self.name = name
@@ -93,12 +133,33 @@ class Link(Record):
         self.master = master
         self.up = up
         self.vxlan = vxlan
+        self.alias = alias
+        self.peer_netnsid = peer_netnsid
+        self.netfilter = netfilter
+        """A bridge's netfilter switches; None for other links, or a kernel built without
+        bridge netfilter (it reports no such attribute)."""
         self.mcast_snooping = mcast_snooping
+        """A bridge's multicast snooping; None for other links."""
+
+    def replaced(self, **changes: object) -> Link:
+        """A copy with `changes` (field name -> value)."""
+        values = {name: getattr(self, name) for name in self.__slots__}
+        values.update(changes)
+        return Link(**values)
 
 
 def host_veth_name(container_id: str, ifname: str) -> str:
     """Deterministic host-side name, so DEL and GC find the veth without any saved state."""
     return f"veth{sha256_hex(f'{container_id}/{ifname}'.encode())[:11]}"
+
+
+def attachment_alias(container_id: str, ifname: str) -> str:
+    """The alias (IFLA_IFALIAS) minicni gives both ends of an attachment's veth: its mark, by
+    which DEL and GC tell their own link from anyone else's, and a hint for `ip link`."""
+    alias = f"minicni {container_id}/{ifname}"
+    if len(alias.encode()) <= IFALIAS_MAX:
+        return alias
+    return f"minicni sha256:{sha256_hex(f'{container_id}/{ifname}'.encode())}"
 
 
 def link_body(
@@ -137,7 +198,14 @@ def decode_link(message: bytes) -> Link:
     info = wire.attribute_map(found.get(IFLA_LINKINFO, b""))
     kind = wire.text(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else None
     data = wire.attribute_map(info.get(IFLA_INFO_DATA, b""))
-    snooping = data.get(IFLA_BR_MCAST_SNOOPING) if kind == "bridge" else None
+    bridge = kind == "bridge"
+    snooping = data.get(IFLA_BR_MCAST_SNOOPING) if bridge else None
+    nf_iptables = data.get(IFLA_BR_NF_CALL_IPTABLES) if bridge else None
+    netfilter = None
+    if nf_iptables is not None:
+        nf_ip6tables = data.get(IFLA_BR_NF_CALL_IP6TABLES, b"\0")
+        netfilter = BridgeNetfilter(bool(nf_iptables[0]), bool(nf_ip6tables[0]))
+    netnsid = found.get(IFLA_LINK_NETNSID)
     return Link(
         index=index,
         name=wire.text(found.get(IFLA_IFNAME, b"")),
@@ -147,6 +215,9 @@ def decode_link(message: bytes) -> Link:
         master=_u32(found.get(IFLA_MASTER)),
         up=bool(flags & wire.IFF_UP),
         vxlan=_vxlan_from(data) if kind == "vxlan" else None,
+        alias=wire.text(found[IFLA_IFALIAS]) if IFLA_IFALIAS in found else None,
+        peer_netnsid=None if netnsid is None else int(wire.I32.unpack(netnsid)[0]),
+        netfilter=netfilter,
         mcast_snooping=None if snooping is None else bool(snooping[0]),
     )
 
@@ -188,17 +259,20 @@ def random_mac() -> str:
     return ":".join(f"{octet:02x}" for octet in octets)
 
 
-def _bridge_info() -> bytes:
-    """IFLA_LINKINFO of a bridge with multicast snooping off."""
-    data = attr(IFLA_BR_MCAST_SNOOPING, wire.u8(0))
-    return attr(
-        IFLA_LINKINFO, attr(IFLA_INFO_KIND, wire.asciiz("bridge")) + attr(IFLA_INFO_DATA, data)
-    )
+def _bridge_info(snooping_off: bool = True, netfilter_on: bool = True) -> bytes:
+    """IFLA_LINKINFO of a bridge: multicast snooping off, the netfilter switches on."""
+    data = attr(IFLA_BR_MCAST_SNOOPING, wire.u8(0)) if snooping_off else b""
+    if netfilter_on:
+        data += attr(IFLA_BR_NF_CALL_IPTABLES, wire.u8(1))
+        data += attr(IFLA_BR_NF_CALL_IP6TABLES, wire.u8(1))
+    kind = attr(IFLA_INFO_KIND, wire.asciiz("bridge"))
+    return attr(IFLA_LINKINFO, kind + attr(IFLA_INFO_DATA, data))
 
 
 def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
-    """The bridge, up, multicast snooping off; created unless it exists, another invocation
-    winning the race is fine.
+    """The bridge, up, multicast snooping off, its netfilter switches on (`BridgeNetfilter`);
+    created unless it exists, another invocation winning the race is fine. An existing bridge
+    as it should be costs one request.
 
     Snooping is off because a pod network has no multicast querier: without one the bridge floods
     multicast anyway, and snooping only adds per-port work to every port added or removed.
@@ -221,9 +295,26 @@ def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
         raise NetlinkError(
             errno.EEXIST, f"{name} exists but is a {bridge.kind or 'non-bridge'} link"
         )
-    if not bridge.up or bridge.mcast_snooping:  # set down by hand; made by an older version
-        rtnl.request(link_body(bridge.index, up=True, attrs=_bridge_info()), wire.RTM_NEWLINK)
+    # A kernel without bridge netfilter reports no switches: they are left alone there.
+    netfilter_off = bridge.netfilter is not None and not all(bridge.netfilter)
+    if not bridge.up or bridge.mcast_snooping or netfilter_off:
+        # set down by hand, or made by an older version: one request puts all of it right
+        info = _bridge_info(snooping_off=True, netfilter_on=bridge.netfilter is not None)
+        rtnl.request(link_body(bridge.index, up=True, attrs=info), wire.RTM_NEWLINK)
+        if netfilter_off:
+            bridge = bridge.replaced(netfilter=BridgeNetfilter(True, True))
     return bridge
+
+
+def ensure_bridge_netfilter(rtnl: Rtnl, bridge: Link) -> bool:
+    """Turn the bridge's netfilter switches on unless `bridge` (as just read) shows them on;
+    True if a request was sent. A kernel that reports no switches (built without bridge
+    netfilter) is left alone. Idempotent: setting a switch that is on changes nothing."""
+    if bridge.netfilter is None or all(bridge.netfilter):
+        return False
+    info = _bridge_info(snooping_off=False, netfilter_on=True)
+    rtnl.request(link_body(bridge.index, attrs=info), wire.RTM_NEWLINK)
+    return True
 
 
 def default_route_mtu(rtnl: Rtnl) -> int:
@@ -257,16 +348,36 @@ def create_veth_pair(
     created directly in the pod namespace, so it never exists under its final name (say, eth0)
     on the host, where that name is usually taken. Both ends stay down (see `veth_request`).
 
-    A host end left over by a killed ADD for the same container has the same name: it is
-    replaced. Raises EEXIST if the pod end's name is taken in the pod namespace.
+    Raises EEXIST if either name is taken (a link already called `host_ifname` is left alone:
+    the caller decides whether it may go).
     """
     request = veth_request(host_ifname, pod_ifname, pod_netns_fd, mtu, bridge_index)
-    try:
-        rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST or not delete_link(rtnl, host_ifname):
-            raise
-        rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
+    rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
+
+
+def netns_id(rtnl: Rtnl, netns_fd: int) -> int | None:
+    """The id under which `rtnl`'s namespace knows the namespace of `netns_fd` (None: none)."""
+    from pyroute2.netlink.rtnl.nsidmsg import nsidmsg  # a rare path: an unmarked veth
+
+    request = nsidmsg()
+    request["attrs"] = [("NETNSA_FD", netns_fd)]
+    (reply,) = rtnl.request(request, wire.RTM_GETNSID)
+    nsid = reply.get_attr("NETNSA_NSID")
+    return None if nsid is None or nsid == NETNSA_NSID_NOT_ASSIGNED else int(nsid)
+
+
+def is_attachment_veth(rtnl: Rtnl, link: Link, alias: str, pod_netns_fd: int | None) -> bool:
+    """Whether minicni made `link` for the attachment whose mark is `alias`: a veth with that
+    alias, or an unmarked veth whose peer lives in the pod's namespace (an ADD killed between
+    creating the pair and marking it, or a pod made before veths were marked)."""
+    if link.kind != "veth":
+        return False
+    if link.alias:
+        return link.alias == alias
+    if pod_netns_fd is None or link.peer_netnsid is None:
+        return False
+    # The dump that produced `link` gave the pod's namespace an id if it had none.
+    return link.peer_netnsid == netns_id(rtnl, pod_netns_fd)
 
 
 def delete_link(rtnl: Rtnl, name: str | None = None, index: int = 0) -> bool:
@@ -287,18 +398,23 @@ def _ipv6_off() -> bytes:
     return attr(IFLA_AF_SPEC, attr(AF_SPEC_INET6, mode))
 
 
-def port_up_request(index: int, hairpin: bool) -> bytes:
+def _alias(alias: str) -> bytes:
+    return attr(IFLA_IFALIAS, wire.asciiz(alias)) if alias else b""
+
+
+def port_up_request(index: int, hairpin: bool, alias: str = "") -> bytes:
     port = b""
     if hairpin:
         data = attr(IFLA_BRPORT_MODE, wire.u8(BRIDGE_MODE_HAIRPIN))
         slave = attr(IFLA_INFO_SLAVE_KIND, wire.asciiz("bridge")) + attr(IFLA_INFO_SLAVE_DATA, data)
         port = attr(IFLA_LINKINFO, slave)
-    return link_body(index, up=True, attrs=_ipv6_off() + port)
+    return link_body(index, up=True, attrs=_alias(alias) + _ipv6_off() + port)
 
 
-def bring_up_port(rtnl: Rtnl, index: int, hairpin: bool) -> None:
-    """The host end of a pod's veth, on the bridge, up in one request: IPv6 address generation
-    off, and hairpin on when asked.
+def bring_up_port(rtnl: Rtnl, index: int, hairpin: bool, alias: str = "") -> None:
+    """The host end of a pod's veth, on the bridge, up in one request: its mark (`alias`: the
+    kernel ignores IFLA_IFALIAS when it creates a link), IPv6 address generation off, and hairpin
+    on when asked.
 
     A bridge port needs no IPv6 of its own; with it, every port adds a link-local address and
     three IPv6 routes to the node's namespace, which every later port change walks (at 1,000
@@ -306,7 +422,7 @@ def bring_up_port(rtnl: Rtnl, index: int, hairpin: bool) -> None:
     through a Service VIP that DNATs back to it: the bridge sends a frame back out of the port it
     came in on.
     """
-    rtnl.request(port_up_request(index, hairpin), wire.RTM_NEWLINK)
+    rtnl.request(port_up_request(index, hairpin, alias), wire.RTM_NEWLINK)
 
 
 def configure_pod_interface(
@@ -315,10 +431,12 @@ def configure_pod_interface(
     address: str,
     prefixlen: int,
     gateway: str | None,
+    alias: str = "",
     *,
     ipv6: bool = False,
 ) -> None:
-    """The pod's address, the link up, and its default route via `gateway` (when given).
+    """The pod's address, the link up (with the attachment's mark as alias, in the same
+    request), and its default route via `gateway` (when given).
 
     `ipv6` False (a network without an IPv6 range): the interface comes up with IPv6 address
     generation off, so it has no link-local address and sends no DAD, MLD or router
@@ -328,7 +446,8 @@ def configure_pod_interface(
     rtnl.request(
         addresses.address_request(index, address, prefixlen), wire.RTM_NEWADDR, wire.CREATE_NEW
     )
-    rtnl.request(link_body(index, up=True, attrs=b"" if ipv6 else _ipv6_off()), wire.RTM_NEWLINK)
+    up = link_body(index, up=True, attrs=_alias(alias) + (b"" if ipv6 else _ipv6_off()))
+    rtnl.request(up, wire.RTM_NEWLINK)
     if gateway is not None:
         route = routes.default_route_request(gateway, index, protocol=RTPROT_STATIC)
         try:
@@ -355,3 +474,25 @@ def vxlan_request(name: str, vxlan: Vxlan, mac: str, mtu: int) -> Any:
         mtu=mtu,
         linkinfo={"attrs": [("IFLA_INFO_KIND", "vxlan"), ("IFLA_INFO_DATA", {"attrs": data})]},
     )
+
+
+class BridgePort(Record):
+    __slots__ = ("hairpin", "ifindex", "name")
+
+    def __init__(self, ifindex: int, name: str, hairpin: bool) -> None:
+        self.ifindex = ifindex
+        self.name = name
+        self.hairpin = hairpin
+
+
+def bridge_ports(rtnl: Rtnl, bridge_index: int) -> list[BridgePort]:
+    """The ports of a bridge with their hairpin mode, from one dump of the bridge family (the
+    agent's: with pyroute2's decoding)."""
+    ports = []
+    for message in rtnl.dump(link_request(family=wire.AF_BRIDGE), wire.RTM_GETLINK):
+        if message.get_attr("IFLA_MASTER") != bridge_index:
+            continue
+        mode = message.get_nested("IFLA_PROTINFO", "IFLA_BRPORT_MODE")
+        name = message.get_attr("IFLA_IFNAME")
+        ports.append(BridgePort(message["index"], name, mode == BRIDGE_MODE_HAIRPIN))
+    return ports

@@ -9,7 +9,9 @@ opened inside `enter` stays bound to that namespace after the thread has left it
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import stat
 from contextlib import contextmanager
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
+NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace it is (Linux >= 4.11)
 
 
 def _libc_setns() -> Callable[[int, int], None]:
@@ -56,14 +59,56 @@ def current_netns_path() -> str:
     return "/proc/thread-self/ns/net"
 
 
+class NotNetworkNamespace(OSError):
+    """The path exists but names no network namespace (a FIFO, a directory, a plain file...)."""
+
+
+def open_netns(path: str) -> int:
+    """A file descriptor for the network namespace at `path` (the caller closes it).
+
+    Never blocks and never opens a device: a FIFO, a socket, a directory, a file or a namespace
+    of another type raise NotNetworkNamespace at once, a missing path FileNotFoundError.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):  # nsfs files (and their bind mounts) look like regular files
+        raise NotNetworkNamespace(errno.EINVAL, _not_netns(mode), path)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        mode = os.fstat(fd).st_mode  # the path may have been swapped since the stat
+        if not stat.S_ISREG(mode):
+            raise NotNetworkNamespace(errno.EINVAL, _not_netns(mode), path)
+        try:
+            kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:
+            kind = None  # ENOTTY: a plain file, not nsfs
+        if kind != CLONE_NEWNET:
+            what = "a file" if kind is None else "a namespace of another type"
+            raise NotNetworkNamespace(errno.EINVAL, f"is {what}, not a network namespace", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _not_netns(mode: int) -> str:
+    kinds = {
+        stat.S_IFIFO: "a FIFO",
+        stat.S_IFDIR: "a directory",
+        stat.S_IFSOCK: "a socket",
+        stat.S_IFCHR: "a character device",
+        stat.S_IFBLK: "a block device",
+    }
+    return f"is {kinds.get(stat.S_IFMT(mode), 'not a file')}, not a network namespace"
+
+
 @contextmanager
 def enter(path: str) -> Iterator[None]:
     """Run the body with the calling thread inside the namespace at `path`, then come back.
 
-    Raises FileNotFoundError if `path` does not exist and OSError(EINVAL) if it is not a network
-    namespace.
+    Raises FileNotFoundError if `path` does not exist and NotNetworkNamespace if it is not a
+    network namespace, at once (see `open_netns`).
     """
-    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    target = open_netns(path)
     try:
         home = os.open(current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
         try:

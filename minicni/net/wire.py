@@ -65,6 +65,7 @@ RTM_GETNEIGH = 30
 RTM_NEWRULE = 32
 RTM_DELRULE = 33
 RTM_GETRULE = 34
+RTM_GETNSID = 90
 
 # Values inside rtnetlink messages.
 AF_UNSPEC = 0
@@ -91,6 +92,7 @@ ATTR = struct.Struct("=HH")  # struct nlattr: length, type
 ERROR_CODE = struct.Struct("=i")  # the first field of struct nlmsgerr, and of NLMSG_DONE
 U16 = struct.Struct("=H")
 U32 = struct.Struct("=I")
+I32 = struct.Struct("=i")
 BE16 = struct.Struct(">H")
 
 

@@ -11,6 +11,7 @@ whether it runs in the plugin's own process or in the agent's CNI server.
 
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import ExitStack, contextmanager
 
@@ -53,6 +54,16 @@ def open_host_netlink() -> Rtnl:
     return Rtnl(strict=True)
 
 
+def _pod_fd_quietly(pod_netns: PodNetns | None) -> int | None:
+    """For DEL and GC, which go on without the pod's namespace."""
+    if pod_netns is None or not pod_netns.path:
+        return None
+    try:
+        return pod_netns.open_fd()
+    except OSError:
+        return None
+
+
 def _store(conf: NetConf) -> AddressStore:
     return AddressStore(conf.store_dir)
 
@@ -79,17 +90,14 @@ def add(request: Request, ctx: CommandContext) -> dict[str, Any]:
         undo.callback(_release, conf, request)
         bridge = _ensure_bridge(host, conf, ctx)
         host_name = links.host_veth_name(request.container_id, request.ifname)
+        alias = links.attachment_alias(request.container_id, request.ifname)
         with step("creating the veth pair"):
             mtu = conf.mtu or links.default_route_mtu(host)
-            pod_fd = pod_netns.open_fd()
-            try:
-                links.create_veth_pair(host, host_name, request.ifname, pod_fd, mtu, bridge.index)
-            finally:
-                os.close(pod_fd)
+            _create_veth_pair(host, request, pod_netns, host_name, mtu, bridge.index)
         undo.callback(links.delete_link, host, host_name)
         with step("attaching the host veth to the bridge"):
             host_end = _must_find(host, host_name)
-            links.bring_up_port(host, host_end.index, conf.hairpin)
+            links.bring_up_port(host, host_end.index, conf.hairpin, alias)
         with step("configuring the pod interface"):
             pod_end = _must_find(pod, request.ifname)
             links.configure_pod_interface(
@@ -98,6 +106,7 @@ def add(request: Request, ctx: CommandContext) -> dict[str, Any]:
                 str(reservation.address),
                 conf.range.subnet.prefixlen,
                 str(conf.range.gateway) if conf.is_default_gateway else None,
+                alias,
                 ipv6=conf.has_ipv6,
             )
         undo.pop_all()  # success: keep everything
@@ -124,6 +133,83 @@ def _reserve(conf: NetConf, request: Request) -> Reservation:
             raise CniError(
                 errors.ADDRESS_RANGE_FULL, "no address left for the pod", str(exc)
             ) from None
+
+
+def _create_veth_pair(
+    host: Rtnl,
+    request: Request,
+    pod_netns: PodNetns,
+    host_name: str,
+    mtu: int,
+    bridge_index: int,
+) -> None:
+    """Create the pair; a link already holding the host name is replaced only if minicni made
+    it for this very attachment (an ADD killed half-way, a sandbox re-created under the same
+    container ID). Any other link is left alone, and ADD fails with code 104."""
+    alias = links.attachment_alias(request.container_id, request.ifname)
+    pod_ns = pod_netns.open_fd()
+    try:
+        try:
+            links.create_veth_pair(host, host_name, request.ifname, pod_ns, mtu, bridge_index)
+            return
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+        existing = links.find_link(host, host_name)
+        if existing is None:  # the name taken was the pod end's, since the check at the start
+            raise CniError(
+                errors.INTERFACE_EXISTS,
+                f"interface {request.ifname} already exists in the container",
+                repr(request.netns),
+            )
+        if not links.is_attachment_veth(host, existing, alias, pod_ns):
+            raise CniError(
+                errors.HOST_LINK_CONFLICT,
+                f"host interface {host_name} exists and was not made by minicni for this pod: "
+                "left alone",
+                f"a {existing.kind or 'plain'} link with alias {existing.alias!r}; "
+                "remove or rename it, then retry",
+            )
+        log.info("replacing %s, left by an earlier ADD of this pod", host_name)
+        links.delete_link(host, host_name)
+        links.create_veth_pair(host, host_name, request.ifname, pod_ns, mtu, bridge_index)
+    finally:
+        os.close(pod_ns)
+
+
+def _delete_host_veth(
+    host: Rtnl, container_id: str, ifname: str, pod_netns: PodNetns | None
+) -> bool:
+    """Delete the attachment's host veth if minicni made it; a foreign link is left alone."""
+    name = links.host_veth_name(container_id, ifname)
+    link = links.find_link(host, name)
+    if link is None or not _is_ours(host, link, container_id, ifname, pod_netns):
+        return False
+    return links.delete_link(host, name)
+
+
+def _is_ours(
+    host: Rtnl, link: links.Link, container_id: str, ifname: str, pod_netns: PodNetns | None
+) -> bool:
+    """Whether minicni made `link` for this attachment (see `links.is_attachment_veth`); a link
+    it did not make is logged, and left alone."""
+    pod_ns = _pod_fd_quietly(pod_netns)
+    try:
+        alias = links.attachment_alias(container_id, ifname)
+        ours = links.is_attachment_veth(host, link, alias, pod_ns)
+    finally:
+        if pod_ns is not None:
+            os.close(pod_ns)
+    if not ours:
+        log.warning(
+            "leaving %s alone: a %s link minicni did not make for %s/%s (alias %r)",
+            link.name,
+            link.kind or "plain",
+            container_id,
+            ifname,
+            link.alias,
+        )
+    return ours
 
 
 def _release(conf: NetConf, request: Request) -> Reservation | None:
@@ -179,6 +265,8 @@ def delete(request: Request, ctx: CommandContext) -> None:
     host_name = links.host_veth_name(cid, ifname)
     with step(f"looking up {host_name}"), open_host_netlink() as host:
         host_end = links.find_link(host, host_name)
+        if host_end is not None and not _is_ours(host, host_end, cid, ifname, pod_netns):
+            host_end = None  # a link minicni did not make: left alone (and logged)
     with step(f"recording the DEL in {conf.store_dir}"), _store(conf).locked() as store:
         store.mark_deleting(cid, ifname)
     index = host_end.index if host_end is not None else None
@@ -188,7 +276,7 @@ def delete(request: Request, ctx: CommandContext) -> None:
 def _delete_now(conf: NetConf, container_id: str, ifname: str, pod_netns: PodNetns | None) -> None:
     host_name = links.host_veth_name(container_id, ifname)
     with step(f"deleting {host_name}"), open_host_netlink() as host:
-        removed = links.delete_link(host, host_name)
+        removed = _delete_host_veth(host, container_id, ifname, pod_netns)
     if not removed and pod_netns is not None:
         _delete_pod_end(pod_netns, container_id, ifname)
     with step("releasing the address"):
@@ -243,7 +331,7 @@ def _finish_recorded(store: AddressStore, container_id: str, ifname: str) -> boo
             return False
         log.info("finishing the recorded DEL of %s/%s", container_id, ifname)
         with open_host_netlink() as host:
-            links.delete_link(host, links.host_veth_name(container_id, ifname))
+            _delete_host_veth(host, container_id, ifname, None)
         released = store.release(container_id, ifname)
     _log_released(container_id, ifname, released)
     return True
@@ -259,7 +347,8 @@ def finish_recorded_deletes(store_dir: str) -> list[str]:
 
 
 def _delete_pod_end(pod_netns: PodNetns, container_id: str, ifname: str) -> None:
-    """Remove a pod-side veth whose host end is already gone (a half-finished DEL)."""
+    """Remove a pod-side veth whose host end is gone or was moved away, if it carries this
+    attachment's mark: the name CNI_IFNAME alone does not make a link minicni's."""
     try:
         pod = pod_netns.rtnl()
     except OSError as exc:
@@ -268,7 +357,8 @@ def _delete_pod_end(pod_netns: PodNetns, container_id: str, ifname: str) -> None
         return
     with step(f"deleting {ifname} in the container"), pod:
         link = links.find_link(pod, ifname)
-        if link is not None and link.kind == "veth":
+        alias = links.attachment_alias(container_id, ifname)
+        if link is not None and link.kind == "veth" and link.alias == alias:
             links.delete_link(pod, ifname)
 
 
@@ -341,9 +431,9 @@ def gc(request: Request, ctx: CommandContext) -> None:
     if stale:
         with step("deleting stale host veths"), open_host_netlink() as host:
             for reservation in stale:
-                links.delete_link(
-                    host, links.host_veth_name(reservation.container_id, reservation.ifname)
-                )
+                if reservation.container_id:  # empty: an unreadable file, owner unknown
+                    pod_netns = ctx.pod(reservation.netns) if reservation.netns else None
+                    _delete_host_veth(host, reservation.container_id, reservation.ifname, pod_netns)
     for reservation in stale:
         log.info(
             "GC released %s of %s/%s",

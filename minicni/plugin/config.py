@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
+_PATH_MAX = 4095  # bytes, without the terminating NUL
 _BUILTIN_IPAM_TYPES = ("", defaults.PLUGIN_NAME, "host-local")
 
 
@@ -83,14 +84,18 @@ def parse_netconf(raw: Mapping[str, Any]) -> NetConf:
     except CniError as err:
         raise invalid_config("bridge", bridge, err.msg) from None
     prev = raw.get("prevResult")
-    if prev is not None and not isinstance(prev, dict):
+    if "prevResult" in raw and not isinstance(prev, dict):
         raise invalid_config("prevResult", prev, "must be an object")
+    if "logFile" in raw:
+        problem = log_file_problem(raw["logFile"])
+        if problem:
+            raise invalid_config("logFile", raw["logFile"], problem)
     return NetConf(
         name=name,
         cni_version=str(raw.get("cniVersion", "")),
         bridge=bridge,
         range=_address_range(raw),
-        mtu=_optional_mtu(raw.get("mtu")),
+        mtu=_optional_mtu(raw),
         hairpin=_bool(raw, "hairpinMode", True),
         is_default_gateway=_bool(raw, "isDefaultGateway", True),
         data_dir=_data_dir(raw),
@@ -113,9 +118,10 @@ def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def _optional_mtu(value: object) -> int | None:
-    if value is None:
+def _optional_mtu(raw: Mapping[str, Any]) -> int | None:
+    if "mtu" not in raw:
         return None
+    value = raw["mtu"]
     if isinstance(value, bool) or not isinstance(value, int) or not 68 <= value <= 65535:
         raise invalid_config("mtu", value, "must be an integer between 68 and 65535")
     return value
@@ -126,9 +132,31 @@ def _data_dir(raw: Mapping[str, Any]) -> str:
     if not isinstance(ipam, dict):
         ipam = {}
     value = raw.get("dataDir", ipam.get("dataDir", defaults.DATA_DIR))
-    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
-        raise invalid_config("dataDir", value, "must be an absolute path")
-    return value
+    problem = path_problem(value)
+    if problem:
+        raise invalid_config("dataDir", value, problem)
+    return str(value)
+
+
+def path_problem(value: object) -> str | None:
+    """Why `value` is not a usable absolute path, or None."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return "must be an absolute path"
+    if "\0" in value:
+        return "must not contain NUL"
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        return "must be valid UTF-8 (it holds a lone surrogate)"
+    if size > _PATH_MAX:
+        return f"must be at most {_PATH_MAX} bytes"
+    return None
+
+
+def log_file_problem(value: object) -> str | None:
+    """The log file is opened before the config is parsed: the executable checks it with this
+    too, so a relative path never lands in the runtime's working directory."""
+    return path_problem(value)
 
 
 def _address_range(raw: Mapping[str, Any]) -> AddressRange:

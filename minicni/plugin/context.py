@@ -57,13 +57,31 @@ class NetnsPath(PodNetns):
     """In-process: the path is opened and entered."""
 
     def require(self) -> None:
-        if not os.path.exists(self.path):
-            raise CniError(errors.UNKNOWN_CONTAINER, "network namespace does not exist", self.path)
-        if netns.same_netns(self.path, netns.current_netns_path()):
-            raise CniError(8, "CNI_NETNS is the plugin's own network namespace", self.path)
+        """Checked without ever blocking (a FIFO) or opening anything but a namespace."""
+        path = self.path
+        try:
+            fd = netns.open_netns(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise CniError(
+                errors.UNKNOWN_CONTAINER, "network namespace does not exist", repr(path)
+            ) from None
+        except netns.NotNetworkNamespace as exc:
+            raise CniError(
+                errors.INVALID_ENVIRONMENT, f"CNI_NETNS {exc.strerror}", repr(path)
+            ) from None
+        except OSError as exc:
+            raise CniError(
+                errors.INVALID_ENVIRONMENT,
+                f"CNI_NETNS cannot be opened: {exc.strerror}",
+                repr(path),
+            ) from None
+        try:
+            _refuse_own(os.fstat(fd), path)
+        finally:
+            os.close(fd)
 
     def open_fd(self) -> int:
-        return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        return netns.open_netns(self.path)
 
     def rtnl(self) -> Rtnl:
         with netns.enter(self.path):
@@ -84,17 +102,29 @@ class PassedSocket(PodNetns):
         return OSError(self._errno, os.strerror(self._errno), self.path)
 
     def require(self) -> None:
+        """The same errors as in-process, from what the shim met opening CNI_NETNS."""
+        path = self.path
         if self._fd is None:
             if self._errno in (errno.ENOENT, errno.ENOTDIR):
                 raise CniError(
-                    errors.UNKNOWN_CONTAINER, "network namespace does not exist", self.path
+                    errors.UNKNOWN_CONTAINER, "network namespace does not exist", repr(path)
                 )
-            return  # as in-process: the path exists, entering it fails with this errno
-        theirs = os.fstat(fd := self.open_fd())
-        os.close(fd)
-        ours = os.stat(netns.current_netns_path())
-        if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino):
-            raise CniError(8, "CNI_NETNS is the plugin's own network namespace", self.path)
+            if self._errno == errno.EINVAL:  # opened, but setns refused it
+                raise CniError(
+                    errors.INVALID_ENVIRONMENT,
+                    "CNI_NETNS is not a network namespace",
+                    repr(path),
+                )
+            raise CniError(
+                errors.INVALID_ENVIRONMENT,
+                f"CNI_NETNS cannot be opened: {os.strerror(self._errno)}",
+                repr(path),
+            )
+        fd = self.open_fd()
+        try:
+            _refuse_own(os.fstat(fd), path)
+        finally:
+            os.close(fd)
 
     def open_fd(self) -> int:
         if self._fd is None:
@@ -113,6 +143,12 @@ class PassedSocket(PodNetns):
             adopt_route_socket(sock, strict=True)
             self._bound = True
         return Rtnl(sock)
+
+
+def _refuse_own(theirs: os.stat_result, path: str) -> None:
+    ours = os.stat(netns.current_netns_path())
+    if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino):
+        raise CniError(8, "CNI_NETNS is the plugin's own network namespace", repr(path))
 
 
 class CommandContext:

@@ -77,49 +77,105 @@ def load_plugin() -> skel.Plugin:
     return Commands()
 
 
-def setup_logging(stdin: bytes) -> None:
+def setup_logging(stdin: bytes) -> LineWriter | None:
     """Log to stderr and to a file (config key `logFile`, env MINICNI_LOG_FILE, or the default).
-    Never to stdout, which carries exactly one JSON document."""
+    Never to stdout, which carries exactly one JSON document. Returns the file's writer.
+
+    Nothing from the environment or the config reaches a format string; a `logFile` that is not
+    a valid absolute path is left to the config check (code 7) and the fallback is used."""
+    from minicni.cni.errors import CniError
     from minicni.defaults import LOG_FILE
+    from minicni.plugin.config import log_file_problem
 
     try:
-        config = fastjson.loads(stdin)
-        configured = config.get("logFile") if isinstance(config, dict) else None
-    except (ValueError, RecursionError):
-        configured = None
-    path = configured if isinstance(configured, str) else os.environ.get(LOG_FILE_ENV, LOG_FILE)
+        config = skel.decode_config(stdin)
+    except CniError:
+        config = {}
+    configured = config.get("logFile")
+    if configured is None or log_file_problem(configured):
+        configured = os.environ.get(LOG_FILE_ENV, LOG_FILE)
     prefix = (
         f" minicni[{os.getpid()}] {os.environ.get('CNI_COMMAND', '?')} "
         f"{os.environ.get('CNI_CONTAINERID', '-')[:12]} "
     )
-    log.add_sink(_line_writer(sys.stderr, prefix))
-    if path:
-        try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            stream = open(path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
-        except OSError as exc:
-            log.warning("cannot open log file %s: %s", path, exc)
-        else:
-            log.add_sink(_line_writer(stream, prefix))
+    log.add_sink(LineWriter(sys.stderr, prefix, "<stderr>"))
+    problem = log_file_problem(configured)
+    if problem:
+        log.warning("not logging to a file: log file %r %s", configured, problem)
+        return None
+    try:
+        stream = _open_log(configured)
+    except OSError as exc:
+        log.warning("cannot open log file %r: %s", configured, exc)
+        return None
+    writer = LineWriter(stream, prefix, configured)
+    log.add_sink(writer)
+    return writer
 
 
-def _line_writer(stream: TextIO, prefix: str) -> Callable[[str, str], None]:
-    """Lines as `logging` formatted them: `2026-12-01 13:52:30,193 minicni[7] ADD 3f2a... INFO`
-    and the message."""
-    import time
+class LineWriter:
+    """A log sink writing lines as `logging` formatted them (`2026-12-01 13:52:30,193 minicni[7]
+    ADD 3f2a... INFO` and the message). Control characters and lone surrogates are escaped (repr
+    style) in everything a line says, so untrusted input can never start a forged line or break
+    the log's encoding; records it could not write (a full disk, a closed stderr) are counted,
+    not reported one by one."""
 
-    def write(level: str, text: str) -> None:
+    def __init__(self, stream: TextIO, prefix: str, path: str) -> None:
+        self.stream = stream
+        self.prefix = _one_line(prefix)
+        self.path = path
+        self.failures = 0
+
+    def __call__(self, level: str, text: str) -> None:
+        import time
+
         now = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        stream.write(f"{stamp},{int(now % 1 * 1000):03d}{prefix}{level} {text}\n")
-        stream.flush()
+        try:
+            line = f"{stamp},{int(now % 1 * 1000):03d}{self.prefix}{level} {_one_line(text)}\n"
+            self.stream.write(line)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.failures += 1
 
-    return write
+
+def _unsafe(char: str) -> bool:
+    code = ord(char)
+    return (
+        code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029) or 0xD800 <= code <= 0xDFFF
+    )
+
+
+def _one_line(text: str) -> str:
+    if text.isprintable():  # the common case, at C speed
+        return text
+    return "".join(ascii(char)[1:-1] if _unsafe(char) else char for char in text)
+
+
+def _open_log(path: str) -> TextIO:
+    """Append to a regular file only: a FIFO would block the plugin, /dev/stdout would break the
+    one-document contract."""
+    import errno
+    import stat
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
+
+
+def _read_stdin() -> bytes:
+    """At most one byte more than a config may have, so a huge stdin costs no memory."""
+    return sys.stdin.buffer.read(skel.MAX_CONFIG_BYTES + 1)
 
 
 def main() -> None:
+    log_file: LineWriter | None = None
     try:
-        stdin = sys.stdin.buffer.read()
+        stdin = _read_stdin()
     except OSError as exc:
         from minicni.cni.errors import IO_FAILURE, CniError
 
@@ -131,13 +187,21 @@ def main() -> None:
         )
     else:
         if os.environ.get("CNI_COMMAND") != "VERSION":
-            setup_logging(stdin)
+            log_file = setup_logging(stdin)
             why = os.environ.get(FAST_PATH_UNAVAILABLE_ENV)
             if why is not None:  # how an operator sees fallbacks: the agent cannot count them
                 log.warning("fast path unavailable (%s): in-process", why)
         code, out = skel.dispatch(os.environ, stdin, load_plugin)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
+    if log_file is not None and log_file.failures:
+        import contextlib  # loaded by the commands anyway; rare here
+
+        with contextlib.suppress(OSError):
+            sys.stderr.write(
+                f"minicni: could not write {log_file.failures} log records to "
+                f"{log_file.path!a} (disk full?)\n"
+            )
     sys.exit(code)
 
 

@@ -136,6 +136,30 @@ def test_shipped_topology_files_load() -> None:
     assert loaded["vxlan-routed.yaml"].underlay == "routed"
 
 
+def test_one_service_per_protocol_in_front_of_every_nodes_first_pod() -> None:
+    lab = plan(Topology(), "ml1")
+    assert [(s.name, s.protocol, s.cluster_ip, s.port, s.target_port) for s in lab.services] == [
+        ("probe-tcp", "tcp", "10.96.0.20", 80, 30080),
+        ("probe-udp", "udp", "10.96.0.21", 53, 30080),
+    ]
+    assert all(s.endpoints == ("n1/p0", "n2/p0", "n3/p0") for s in lab.services)
+    assert {p.name for p in lab.pods} >= set(lab.services[0].endpoints)
+
+
+def test_no_services_when_asked_or_without_pods() -> None:
+    assert plan(Topology(services=False), "ml1").services == ()
+    assert plan(Topology(pods_per_node=0), "ml1").services == ()
+
+
+def test_the_service_cidr_is_checked() -> None:
+    for bad in ("10.244.128.0/24", "172.30.5.0/24", "fd00::/108", "10.96.0.0/28"):
+        with pytest.raises(TopologyError, match="service_cidr"):
+            Topology(service_cidr=bad)
+    assert plan(Topology(service_cidr="10.100.0.0/24"), "ml1").services[0].cluster_ip == (
+        "10.100.0.20"
+    )
+
+
 def test_the_agent_runs_as_a_process_unless_the_image_is_asked_for() -> None:
     assert Topology().agent == "process"
     image = Topology.from_mapping({"agent": "image", "image": "localhost/minicni:x"})

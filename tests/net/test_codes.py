@@ -40,7 +40,10 @@ NUMBERS = [
     ),
     (ifinfmsg.ifinfo, "IFLA_INFO_KIND IFLA_INFO_DATA IFLA_INFO_SLAVE_KIND IFLA_INFO_SLAVE_DATA"),
     (ifinfmsg.ifinfo.data_map["veth"], "VETH_INFO_PEER"),
-    (ifinfmsg.ifinfo.data_map["bridge"], "IFLA_BR_MCAST_SNOOPING"),
+    (
+        ifinfmsg.ifinfo.data_map["bridge"],
+        "IFLA_BR_MCAST_SNOOPING IFLA_BR_NF_CALL_IPTABLES IFLA_BR_NF_CALL_IP6TABLES",
+    ),
     (
         ifinfmsg.ifinfo.data_map["vxlan"],
         "IFLA_VXLAN_ID IFLA_VXLAN_LINK IFLA_VXLAN_LOCAL IFLA_VXLAN_PORT",
@@ -92,12 +95,12 @@ def test_the_veth_pair_is_pyroute2s() -> None:
 
 
 def test_the_bridge_requests_are_pyroute2s() -> None:
-    info = {
-        "attrs": [
-            ("IFLA_INFO_KIND", "bridge"),
-            ("IFLA_INFO_DATA", {"attrs": [("IFLA_BR_MCAST_SNOOPING", 0)]}),
-        ]
-    }
+    data = [
+        ("IFLA_BR_MCAST_SNOOPING", 0),
+        ("IFLA_BR_NF_CALL_IPTABLES", 1),
+        ("IFLA_BR_NF_CALL_IP6TABLES", 1),
+    ]
+    info = {"attrs": [("IFLA_INFO_KIND", "bridge"), ("IFLA_INFO_DATA", {"attrs": data})]}
     mac = "02:11:22:33:44:55"
     created = links.link_body(
         name="cni0", up=True, attrs=wire.attr(codes.IFLA_ADDRESS, wire.mac_bytes(mac))
@@ -110,18 +113,25 @@ def test_the_bridge_requests_are_pyroute2s() -> None:
         links.link_body(4, up=True, attrs=links._bridge_info()),
         pyroute2_link(4, up=True, linkinfo=info),
     )
+    netfilter_only = {
+        "attrs": [("IFLA_INFO_KIND", "bridge"), ("IFLA_INFO_DATA", {"attrs": data[1:]})]
+    }
+    same_request(
+        links.link_body(4, attrs=links._bridge_info(snooping_off=False)),
+        pyroute2_link(4, linkinfo=netfilter_only),
+    )
 
 
 @pytest.mark.parametrize("hairpin", [True, False])
 def test_bringing_up_a_port_is_pyroute2s(hairpin: bool) -> None:
-    theirs = pyroute2_link(7, up=True)
+    theirs = pyroute2_link(7, up=True, ifalias="minicni c1/eth0")
     inet6 = {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]}
     theirs["attrs"].append(("IFLA_AF_SPEC", {"attrs": [("AF_INET6", inet6)]}))
     if hairpin:
         port = {"attrs": [("IFLA_BRPORT_MODE", 1)]}
         slave = [("IFLA_INFO_SLAVE_KIND", "bridge"), ("IFLA_INFO_SLAVE_DATA", port)]
         theirs["attrs"].append(("IFLA_LINKINFO", {"attrs": slave}))
-    same_request(links.port_up_request(7, hairpin), theirs)
+    same_request(links.port_up_request(7, hairpin, "minicni c1/eth0"), theirs)
 
 
 @pytest.mark.parametrize(
@@ -206,3 +216,15 @@ def test_a_link_decodes_as_pyroute2_reads_it() -> None:
         up=True,
         vxlan=links.Vxlan(1, "192.168.50.11", 2, 8472),
     )
+
+
+def test_a_link_with_its_mark_and_peer_decodes_as_pyroute2_reads_it() -> None:
+    data = [("IFLA_BR_NF_CALL_IPTABLES", 1), ("IFLA_BR_NF_CALL_IP6TABLES", 0)]
+    info = {"attrs": [("IFLA_INFO_KIND", "bridge"), ("IFLA_INFO_DATA", {"attrs": data})]}
+    bridge = links.decode_link(
+        encode_request(pyroute2_link(4, "cni0", linkinfo=info), wire.RTM_NEWLINK, 0, 1)
+    )
+    assert bridge.netfilter == links.BridgeNetfilter(True, False)
+    veth = pyroute2_link(7, "vethabc", ifalias="minicni c1/eth0", link_netnsid=3)
+    link = links.decode_link(encode_request(veth, wire.RTM_NEWLINK, 0, 1))
+    assert (link.alias, link.peer_netnsid) == ("minicni c1/eth0", 3)

@@ -12,18 +12,26 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from minicni.net import links, wire
 from minicni.net.rtnl import Rtnl
 from minicni.net.wire import NetlinkError
-from tests.rtnl_fakes import ScriptedSocket, ack, fails, link_reply
+from tests.rtnl_fakes import ScriptedSocket, ack, done, fails, link_reply
 
 CREATE_NEW = wire.NLM_F_REQUEST | wire.NLM_F_ACK | wire.NLM_F_CREATE | wire.NLM_F_EXCL
 
 
 def bridge_reply(
-    up: bool = True, kind: str = "bridge", snooping: int = 0
+    up: bool = True,
+    kind: str = "bridge",
+    netfilter: tuple[int, int] | None = None,
+    snooping: int = 0,
 ) -> Callable[[int], bytes]:
-    attrs: list[tuple[str, object]] = [("IFLA_INFO_KIND", kind)]
+    """The bridge as the kernel reports it; `netfilter`: its IFLA_BR_NF_CALL_IPTABLES and
+    _IP6TABLES (None: a kernel without bridge netfilter, which reports neither)."""
+    info: dict[str, list[tuple[str, object]]] = {"attrs": [("IFLA_INFO_KIND", kind)]}
     if kind == "bridge":
-        attrs.append(("IFLA_INFO_DATA", {"attrs": [("IFLA_BR_MCAST_SNOOPING", snooping)]}))
-    info = {"attrs": attrs}
+        data: list[tuple[str, object]] = [("IFLA_BR_MCAST_SNOOPING", snooping)]
+        if netfilter is not None:
+            data.append(("IFLA_BR_NF_CALL_IPTABLES", netfilter[0]))
+            data.append(("IFLA_BR_NF_CALL_IP6TABLES", netfilter[1]))
+        info["attrs"].append(("IFLA_INFO_DATA", {"attrs": data}))
     return lambda seq: link_reply(
         seq, 4, "cni0", 0, flags=int(up), IFLA_ADDRESS="02:00:00:00:00:04", IFLA_LINKINFO=info
     )
@@ -72,6 +80,59 @@ def test_a_missing_bridge_is_created_up_with_a_pinned_mac() -> None:
     assert first_octet & 0x03 == 0x02  # locally administered, unicast
 
 
+def test_a_new_bridge_is_created_with_its_netfilter_switches_on() -> None:
+    sock = ScriptedSocket([fails(errno.ENODEV)], [ack], [bridge_reply(netfilter=(1, 1)), ack])
+    bridge = links.ensure_bridge(Rtnl(sock), "cni0")
+    data = sock.sent_message(1).get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    assert data.get_attr("IFLA_BR_NF_CALL_IPTABLES") == 1
+    assert data.get_attr("IFLA_BR_NF_CALL_IP6TABLES") == 1
+    assert bridge.netfilter == links.BridgeNetfilter(True, True)
+    assert len(sock.sent) == 3  # read back on: nothing more to send
+
+
+def test_an_adopted_bridge_without_netfilter_gets_it_in_one_more_request() -> None:
+    sock = ScriptedSocket([bridge_reply(netfilter=(0, 1)), ack], [ack])
+    bridge = links.ensure_bridge(Rtnl(sock), "cni0")
+    assert sock.sent_types() == [wire.RTM_GETLINK, wire.RTM_NEWLINK]
+    changed = sock.sent_message(1)
+    assert sent_flags(sock, 1) & (wire.NLM_F_CREATE | wire.NLM_F_EXCL) == 0  # a change, not a new
+    assert changed["index"] == 4
+    assert changed.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "bridge"
+    data = changed.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    assert data.get_attr("IFLA_BR_NF_CALL_IPTABLES") == 1
+    assert data.get_attr("IFLA_BR_NF_CALL_IP6TABLES") == 1
+    assert bridge.netfilter == links.BridgeNetfilter(True, True)
+
+
+def test_a_bridge_with_netfilter_on_or_unknown_costs_one_request() -> None:
+    for netfilter in ((1, 1), None):
+        sock = ScriptedSocket([bridge_reply(netfilter=netfilter), ack])
+        links.ensure_bridge(Rtnl(sock), "cni0")
+        assert sock.sent_types() == [wire.RTM_GETLINK]
+
+
+def test_bridge_ports_are_read_with_their_hairpin_mode() -> None:
+    def port(seq: int, index: int, name: str, master: int, mode: int) -> bytes:
+        protinfo = {"attrs": [("IFLA_BRPORT_MODE", mode)]}
+        return link_reply(
+            seq, index, name, family=wire.AF_BRIDGE, IFLA_MASTER=master, IFLA_PROTINFO=protinfo
+        )
+
+    sock = ScriptedSocket(
+        [
+            lambda seq: (
+                port(seq, 7, "vetha", 4, 1)
+                + port(seq, 8, "vethb", 4, 0)
+                + port(seq, 9, "other", 5, 1)
+                + done(seq)
+            )
+        ]
+    )
+    ports = links.bridge_ports(Rtnl(sock), 4)
+    assert ports == [links.BridgePort(7, "vetha", True), links.BridgePort(8, "vethb", False)]
+    assert sock.sent_message(0)["family"] == wire.AF_BRIDGE
+
+
 def test_a_bridge_created_meanwhile_by_another_add_is_fine() -> None:
     sock = ScriptedSocket([fails(errno.ENODEV)], [fails(errno.EEXIST)], [bridge_reply(), ack])
     assert links.ensure_bridge(Rtnl(sock), "cni0").index == 4
@@ -106,20 +167,44 @@ def test_the_veth_pair_is_made_in_one_request_on_the_bridge() -> None:
     assert pod["flags"] == 0  # the kernel cannot bring a veth up before its peer exists
 
 
-def test_a_leftover_host_veth_of_a_killed_add_is_replaced() -> None:
-    sock = ScriptedSocket([fails(errno.EEXIST)], [ack], [ack])
-    links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1500, bridge_index=4)
-    assert sock.sent_types() == [wire.RTM_NEWLINK, wire.RTM_DELLINK, wire.RTM_NEWLINK]
-    assert sock.sent_message(1).get_attr("IFLA_IFNAME") == "vethabc"
-    first, again = sock.sent[0], sock.sent[2]
-    assert (first[:8], first[12:]) == (again[:8], again[12:])  # the same request, a new seq
-
-
-def test_a_taken_pod_name_is_not_mistaken_for_a_leftover() -> None:
-    sock = ScriptedSocket([fails(errno.EEXIST)], [fails(errno.ENODEV)])
+def test_a_link_holding_the_host_name_is_left_to_the_caller() -> None:
+    """Never delete a link on EEXIST: it may be someone else's (the caller checks the mark)."""
+    sock = ScriptedSocket([fails(errno.EEXIST)])
     with pytest.raises(NetlinkError) as raised:
         links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1500, bridge_index=4)
     assert raised.value.code == errno.EEXIST
+    assert sock.sent_types() == [wire.RTM_NEWLINK]
+
+
+def _veth(alias: str | None = None, peer_netnsid: int | None = None) -> links.Link:
+    return links.Link(
+        7,
+        "vethabc",
+        "00:00:00:00:00:01",
+        1500,
+        "veth",
+        4,
+        True,
+        alias=alias,
+        peer_netnsid=peer_netnsid,
+    )
+
+
+def test_a_veth_with_the_attachments_alias_is_ours() -> None:
+    mark = links.attachment_alias("c1", "eth0")
+    assert mark == "minicni c1/eth0"
+    sock = ScriptedSocket()
+    assert links.is_attachment_veth(Rtnl(sock), _veth(mark), mark, None)
+    assert not links.is_attachment_veth(Rtnl(sock), _veth("minicni c2/eth0"), mark, None)
+    assert not links.is_attachment_veth(Rtnl(sock), _veth("someone's"), mark, 9)
+    bridge = links.Link(7, "vethabc", "00:00:00:00:00:01", 1500, "bridge", None, True, alias=mark)
+    assert not links.is_attachment_veth(Rtnl(sock), bridge, mark, 9)
+    assert sock.sent == []
+
+
+def test_the_alias_of_a_long_container_id_fits_the_kernels_limit() -> None:
+    mark = links.attachment_alias("c" * 300, "eth0")
+    assert len(mark.encode()) <= 255 and mark != links.attachment_alias("c" * 299, "eth0")
 
 
 def ipv6_addr_gen_mode(sent: ifinfmsg) -> int | None:

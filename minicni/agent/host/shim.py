@@ -60,6 +60,9 @@ REPLY_TIMEOUT = 240.0
 """Seconds from G until the answer: longer than any ADD takes; the runtime's deadline is its own."""
 CLONE_NEWNET = 0x40000000
 NETNS_COMMANDS = (b"ADD", b"CHECK", b"DEL")
+PLUGIN_STDIN_LIMIT = (4 << 20) + 1
+"""What the plugin reads of stdin at most (minicni.cni.skel.MAX_CONFIG_BYTES and one byte, to
+know it is too large): an oversized stdin is handed back no further."""
 PLUGIN_ENTRY = "minicni.__main__"
 """The plugin's entry, as `python -m minicni` runs it (named, not imported: see the docstring)."""
 FALLBACK_ENV = b"MINICNI_FAST_PATH_UNAVAILABLE"
@@ -76,8 +79,10 @@ def fall_back(why: bytes, stdin: bytes | None, site: bool) -> "NoReturn":
     if stdin is not None:
         fd = posix.memfd_create("minicni-stdin", posix.MFD_CLOEXEC)
         write_all(fd, stdin)
-        while chunk := posix.read(0, 1 << 16):  # the rest of an oversized stdin
-            write_all(fd, chunk)
+        size = len(stdin)
+        while size < PLUGIN_STDIN_LIMIT and (chunk := posix.read(0, 1 << 16)):
+            write_all(fd, chunk)  # the rest of an oversized stdin, as far as the plugin reads
+            size += len(chunk)
         posix.lseek(fd, 0, 0)
         posix.dup2(fd, 0)
         posix.close(fd)
@@ -132,16 +137,25 @@ def setns_function() -> "SetNs":
     return setns_311
 
 
+def regular(mode: int) -> bool:
+    """S_ISREG (the stat module is not loaded): nsfs files, bind mounts included, are regular."""
+    return mode & 0o170000 == 0o100000
+
+
 def pod_socket(netns: bytes) -> tuple[_socket.socket | None, int]:
     """A NETLINK_ROUTE socket created inside the namespace at `netns`, this thread back home
-    after; or the errno of opening or entering it. Opened without blocking (a FIFO) or becoming
-    a controlling terminal."""
+    after; or the errno of opening or entering it. Only a regular file is opened (what a
+    namespace looks like), without blocking or becoming a controlling terminal."""
     flags = posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NONBLOCK | posix.O_NOCTTY
     try:
+        if not regular(posix.stat(netns).st_mode):  # a FIFO, a device...: never opened
+            return None, 22  # EINVAL: not a network namespace
         target = posix.open(netns, flags)
     except OSError as error:
         return None, error.errno or 2  # ENOENT
     try:
+        if not regular(posix.fstat(target).st_mode):  # swapped since the stat
+            return None, 22
         home = posix.open(b"/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
         try:
             setns = setns_function()

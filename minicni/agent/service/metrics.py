@@ -71,6 +71,29 @@ FAMILIES = (
         "1 when the CNI bin dir has the `loopback` plugin containerd runs for every sandbox.",
     ),
     _Family(
+        "br_netfilter",
+        "gauge",
+        "1 when br_netfilter is loaded: bridged pod traffic can pass iptables (Services to an "
+        "endpoint on the same node need it).",
+    ),
+    _Family(
+        "bridge_nf_call_iptables",
+        "gauge",
+        "1 when the pod bridge's own nf_call_iptables and nf_call_ip6tables are on (ORed with "
+        "the node's bridge-nf-call-iptables sysctl); absent until the bridge exists.",
+    ),
+    _Family(
+        "bridge_netfilter_changes_total",
+        "counter",
+        "Times the agent turned the pod bridge's nf_call_iptables/ip6tables on.",
+    ),
+    _Family(
+        "bridge_ports_without_hairpin",
+        "gauge",
+        "Ports of the pod bridge without hairpin mode: pods that cannot reach themselves "
+        "through their own Service.",
+    ),
+    _Family(
         "node_source_ready",
         "gauge",
         "1 while the node source keeps the node set current (0: stale, see /readyz).",

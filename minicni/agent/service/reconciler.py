@@ -15,6 +15,7 @@ from minicni import defaults
 from minicni.agent.apply import hostnet
 from minicni.agent.apply.firewall import IptablesFirewall
 from minicni.agent.apply.network import NetworkApplier, NodeView
+from minicni.agent.apply.services import check_services, service_warnings
 from minicni.agent.host import conflist, state
 from minicni.agent.host.companions import missing_loopback
 from minicni.agent.host.launcher import host_write_error
@@ -181,9 +182,29 @@ class Reconciler:
         record_network(report, self.metrics, NetworkApplier(self._kernel()).apply(view))
         if self.config.firewall == "iptables":
             self._apply_firewall(nodes, report)
+        self._check_services(report)
         # Ready after one complete pass: a peer whose route fails is reported and retried, but
         # must not keep this node's pods (and, with Kubernetes, the whole node) off the network.
         self._reconciled = True
+
+    def _check_services(self, report: Report) -> None:
+        """What Services need from the node: warnings, never a reason to be unready (pods'
+        own traffic does not need it; see `minicni.agent.apply.services`)."""
+        checks = check_services(self._kernel())
+        report.br_netfilter = checks.br_netfilter
+        report.bridge_netfilter = checks.bridge_netfilter
+        report.bridge_ports_without_hairpin = len(checks.ports_without_hairpin)
+        self.metrics.set("br_netfilter", 1.0 if checks.br_netfilter else 0.0)
+        if checks.bridge_netfilter is not None:
+            self.metrics.set("bridge_nf_call_iptables", 1.0 if checks.bridge_netfilter else 0.0)
+        if checks.bridge_found:
+            hairpinless = float(len(checks.ports_without_hairpin))
+            self.metrics.set("bridge_ports_without_hairpin", hairpinless)
+        if checks.netfilter_turned_on:
+            log.info("turned on nf_call_iptables and nf_call_ip6tables on the pod bridge")
+            self.metrics.inc("bridge_netfilter_changes_total")
+        for check, message in service_warnings(checks).items():
+            self._warn(check, message, report)
 
     def install(self, entries: list[NodeEntry] | None) -> Report:
         """What `--install-only` does: the plugin and the conflist, written into the host's

@@ -36,6 +36,9 @@ class Report:
     conflist_shadowed_by: str | None = None
     firewall_rewritten: bool = False
     firewall_backend: str | None = None
+    br_netfilter: bool | None = None
+    bridge_netfilter: bool | None = None
+    bridge_ports_without_hairpin: int = 0
     mtu: int | None = None
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)

@@ -201,3 +201,18 @@ def test_the_installed_launcher_runs_the_compiled_shim(tmp_path: Path) -> None:
     )
     assert run.returncode == 0 and b"supportedVersions" in run.stdout, run.stderr
     assert os.access(tmp_path / "bin" / "minicni", os.X_OK)
+
+
+def test_the_shim_hands_back_as_much_stdin_as_the_plugin_reads() -> None:
+    """The shim cannot import the plugin's limit: the number is restated, and checked here."""
+    import importlib.util
+
+    from minicni.agent.host import launcher
+    from minicni.cni import skel
+
+    spec = importlib.util.spec_from_file_location("shim_under_test", launcher.SHIM_SOURCE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # its main() runs only as __main__
+    assert module.PLUGIN_STDIN_LIMIT == skel.MAX_CONFIG_BYTES + 1
+    assert module.MAX_STDIN < skel.MAX_CONFIG_BYTES  # larger requests run in-process

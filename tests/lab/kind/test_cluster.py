@@ -3,6 +3,7 @@ the image reaches the nodes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,44 @@ def test_settings_from_the_environment() -> None:
 
 def test_deploy_applies_then_waits_step_by_step_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bring-up order a kind cluster with no CNI needs: agent first, then nodes Ready, then
-    CoreDNS (the first pods on the pod network), then the probe pods."""
+    CoreDNS (the first pods on the pod network), then the probe pods, then the probe Services'
+    endpoints (what kube-proxy programs)."""
     calls: list[tuple[str, ...]] = []
     applied: list[list[str]] = []
+    nodes = ("mc-control-plane", "mc-worker", "mc-worker2")
+    probes = [
+        {
+            "metadata": {
+                "name": f"probe-a-{i}",
+                "namespace": "minicni-e2e",
+                "labels": {"minicni.dev/probe": "probe-a", "minicni.dev/probe-role": "pod"},
+            },
+            "spec": {"nodeName": node},
+            "status": {"phase": "Running", "podIP": f"10.244.{i}.2"},
+        }
+        for i, node in enumerate(nodes)
+    ]
+    services = [
+        {
+            "metadata": {"name": name},
+            "spec": {"clusterIP": f"10.96.0.{20 + i}", "ports": [{"protocol": proto, "port": 80,
+                                                                   "targetPort": 30080}]},
+        }
+        for i, (name, proto) in enumerate((("probe-tcp", "TCP"), ("probe-udp", "UDP")))
+    ]  # fmt: skip
+    slices = [
+        {
+            "metadata": {"labels": {"kubernetes.io/service-name": name}},
+            "endpoints": [
+                {"conditions": {"ready": True}, "targetRef": {"namespace": "minicni-e2e",
+                                                              "name": f"probe-a-{i}"}}
+                for i in range(3)
+            ],
+        }
+        for name in ("probe-tcp", "probe-udp")
+    ]  # fmt: skip
+    answers = {"nodes": [{}, {}, {}], "pods": probes, "services": services,
+               "endpointslices": slices}  # fmt: skip
 
     def kubectl(self: KindLab, *args: str, stdin: str | None = None, check: bool = True) -> str:
         calls.append(args)
@@ -40,8 +76,8 @@ def test_deploy_applies_then_waits_step_by_step_in_order(monkeypatch: pytest.Mon
             import yaml
 
             applied.append([doc["kind"] for doc in yaml.safe_load_all(stdin)])
-        if args[:2] == ("get", "nodes"):
-            return '{"items": [{}, {}, {}]}'
+        if args[0] == "get":
+            return json.dumps({"items": answers[args[1]]})
         return ""
 
     monkeypatch.setattr(KindLab, "kubectl", kubectl)
@@ -57,6 +93,9 @@ def test_deploy_applies_then_waits_step_by_step_in_order(monkeypatch: pytest.Mon
         "rollout status --namespace minicni-e2e",
         "rollout status --namespace minicni-e2e",
         "rollout status --namespace minicni-e2e",
+        "get pods -n minicni-e2e",
+        "get services -n minicni-e2e",
+        "get endpointslices -n minicni-e2e",
     ]
     assert calls[2][4] == "daemonset/minicni" and calls[4][4] == "deployment/coredns"
     assert applied[0] == [
@@ -67,7 +106,7 @@ def test_deploy_applies_then_waits_step_by_step_in_order(monkeypatch: pytest.Mon
         "ClusterRoleBinding",
         "DaemonSet",
     ]
-    assert applied[1] == ["Namespace", "DaemonSet", "DaemonSet", "DaemonSet"]
+    assert applied[1] == ["Namespace", "DaemonSet", "DaemonSet", "DaemonSet", "Service", "Service"]
 
 
 def test_the_image_reaches_kind_through_an_archive_of_this_platform(

@@ -43,3 +43,59 @@ def test_inventory_has_two_pods_and_the_node_per_node_in_order() -> None:
 def test_short_node_name_drops_the_cluster_prefix_only() -> None:
     assert short_node_name("minicni-e2e-worker2", "minicni-e2e") == "worker2"
     assert short_node_name("node-1", "minicni-e2e") == "node-1"
+
+
+def test_services_come_with_the_ready_endpoints_kube_proxy_knows() -> None:
+    pods = {
+        "items": [
+            _pod("probe-a-1", "mc-worker", "10.244.1.2", "probe-a", "pod"),
+            _pod("probe-a-0", "mc-control-plane", "10.244.0.2", "probe-a", "pod"),
+            _pod("probe-b-0", "mc-control-plane", "10.244.0.3", "probe-b", "pod"),
+        ]
+    }
+    services = {
+        "items": [
+            {
+                "metadata": {"name": "probe-udp"},
+                "spec": {
+                    "type": "ClusterIP",
+                    "clusterIP": "10.96.7.8",
+                    "ports": [{"protocol": "UDP", "port": 53, "targetPort": 30080}],
+                },
+            },
+            {  # a named target port, a headless Service: not what the matrix can probe
+                "metadata": {"name": "named"},
+                "spec": {"clusterIP": "10.96.7.9", "ports": [{"port": 80, "targetPort": "web"}]},
+            },
+            {"metadata": {"name": "headless"}, "spec": {"clusterIP": "None", "ports": []}},
+        ]
+    }
+
+    def endpoint(pod: str, ready: bool) -> dict[str, object]:
+        return {
+            "conditions": {"ready": ready},
+            "targetRef": {"kind": "Pod", "namespace": "minicni-e2e", "name": pod},
+        }
+
+    slices = {
+        "items": [
+            {
+                "metadata": {"labels": {"kubernetes.io/service-name": "probe-udp"}},
+                "endpoints": [endpoint("probe-a-1", True), endpoint("probe-a-0", True)],
+            },
+            {  # a second slice of the same Service: a pod not ready, one not in the inventory
+                "metadata": {"labels": {"kubernetes.io/service-name": "probe-udp"}},
+                "endpoints": [endpoint("probe-b-0", False), endpoint("elsewhere", True)],
+            },
+        ]
+    }
+    inventory = inventory_from(pods, "mc", "kind", services, slices)
+    (service,) = inventory.services
+    assert (service.name, service.proto, service.cluster_ip, service.port) == (
+        "probe-udp",
+        "udp",
+        "10.96.7.8",
+        53,
+    )
+    assert (service.target_port, service.endpoints) == (30080, ("control-plane/a", "worker/a"))
+    assert inventory_from(pods, "mc").services == ()

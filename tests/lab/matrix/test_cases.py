@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lab.matrix.cases import (
-    CASE_KINDS,
     NATED,
     OK,
+    PAIR_KINDS,
     PROBE_ERROR,
     UNREACHABLE,
     Case,
@@ -39,7 +39,7 @@ def test_case_kinds(src: Endpoint, dst: Endpoint, kind: str | None) -> None:
 
 def test_cases_cover_every_kind_and_protocol_with_distinct_ports() -> None:
     cases = build_cases(INVENTORY, ["icmp", "tcp", "udp"])
-    assert {c.kind for c in cases} == set(CASE_KINDS)
+    assert {c.kind for c in cases} == set(PAIR_KINDS)  # no Services in this inventory
     per_proto = {p: [c for c in cases if c.proto == p] for p in ("icmp", "tcp", "udp")}
     # 3 pods: 2 same-node pairs, 4 across; 3 own-node, 3 other-node; 2 + 1 node->pod, twice
     assert all(len(v) == 2 + 4 + 3 + 3 + 3 + 3 for v in per_proto.values())

@@ -83,3 +83,13 @@ def test_kubectl_executor_keeps_probe_arguments_as_separate_words() -> None:
 def test_kubectl_executor_refuses_a_handle_that_is_not_namespace_slash_pod(handle: str) -> None:
     with pytest.raises(ValueError, match="namespace"):
         split_handle(handle)
+
+
+def test_a_probe_server_gets_kubectls_stdin_and_no_request_timeout() -> None:
+    # it stops when its stdin ends (kubectl killed), and lives longer than any request
+    argv = ["serve", "--proto", "tcp,udp", "--port", "30080", "--name", "worker/a"]
+    assert KubectlExecutor().command(IN_A_POD, argv) == [
+        "kubectl",
+        "exec", "--namespace", "minicni-e2e", "p-a", "--stdin", "--container", "probe",
+        "--", "python3", "-m", "lab.probes", *argv,
+    ]  # fmt: skip

@@ -6,9 +6,23 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from lab.matrix.cases import Case, CellResult, MatrixReport, Observation, case_kind
-from lab.matrix.executors import NODE, POD, Endpoint, Inventory
-from lab.matrix.report import render, render_grid, to_json, write_json, write_junit
+from lab.matrix.cases import (
+    Case,
+    CellResult,
+    MatrixReport,
+    Observation,
+    case_kind,
+    service_case_kind,
+)
+from lab.matrix.executors import NODE, POD, Endpoint, Inventory, Service
+from lab.matrix.report import (
+    render,
+    render_grid,
+    render_service_grid,
+    to_json,
+    write_json,
+    write_junit,
+)
 
 N1 = Endpoint("n1", NODE, "n1", "172.30.0.11", "ml1-n1")
 P10 = Endpoint("n1/p0", POD, "n1", "10.244.1.2", "ml1-n1p0")
@@ -90,3 +104,73 @@ def test_junit_has_one_suite_per_protocol_and_a_failure_per_wrong_cell(tmp_path:
     names = [t.get("name") for t in root.iter("testcase")]
     assert "n1 -> n2/p0" in names
     assert any("flaky" in (o.text or "") for o in root.iter("system-out"))
+
+
+SERVICE = Service("probe-tcp", "tcp", "10.96.0.20", 80, 30080, ("n1/p0", "n2/p0"))
+WITH_SERVICE = Inventory.build([N1, P10, P20], services=[SERVICE])
+
+
+def service_cell(src: Endpoint, dst: Endpoint, verdict: str) -> CellResult:
+    case = Case(service_case_kind(src, dst), "tcp", src, dst, 80, SERVICE)
+    observation = Observation(
+        {"local": src.ip, "reply": verdict != "X", "reply_src": "10.96.0.20"},
+        {"received": verdict != "X", "observed_src": src.ip},
+    )
+    return CellResult(case, verdict, "" if verdict == "." else "why", 1, observation, 0.1)
+
+
+def service_report() -> MatrixReport:
+    cells = [
+        cell(P10, P20, "."),  # a pair cell between the same endpoints: its own grid
+        service_cell(N1, P10, "."),
+        service_cell(N1, P20, "."),
+        service_cell(P10, P10, "X"),
+        service_cell(P10, P20, "."),
+        service_cell(P20, P10, "N"),
+    ]
+    return MatrixReport(WITH_SERVICE, ("tcp",), cells, duration_s=1.0)
+
+
+def test_a_service_has_its_own_grid_of_clients_by_endpoint() -> None:
+    report = service_report()
+    assert render_grid(report, "tcp").splitlines()[3].split() == ["n1/p0", "|", "-", "-", "."]
+    grid = render_service_grid(report, SERVICE).splitlines()
+    assert (
+        grid[0] == "Service probe-tcp 10.96.0.20:80/tcp: rows reach it, columns are its endpoints"
+    )
+    assert grid[1].split() == ["TCP", "|", "n1/p0", "n2/p0"]
+    assert [line.split() for line in grid[3:]] == [
+        ["n1", "|", ".", "."],
+        ["n1/p0", "|", "X", "."],
+        ["n2/p0", "|", "N", "-"],
+    ]
+    text = render(report)
+    assert (
+        "X tcp n1/p0 -> probe-tcp (n1/p0) (pod->ClusterIP endpoint itself (hairpin)): why" in text
+    )
+
+
+def test_service_cells_in_json_and_junit(tmp_path: Path) -> None:
+    data = to_json(service_report())
+    assert data["services"] == [
+        {
+            "name": "probe-tcp",
+            "proto": "tcp",
+            "cluster_ip": "10.96.0.20",
+            "port": 80,
+            "target_port": 30080,
+            "endpoints": ["n1/p0", "n2/p0"],
+        }
+    ]
+    assert data["service_grids"]["probe-tcp"][4].split() == ["n1/p0", "|", "X", "."]
+    services = [c for c in data["cells"] if c["service"] == "probe-tcp"]
+    assert len(services) == 5 and all(c["reply_src"] == "10.96.0.20" for c in services)
+    path = tmp_path / "matrix.xml"
+    write_junit(service_report(), str(path))
+    suites = ET.parse(path).getroot().findall("testsuite")
+    assert [(s.get("name"), s.get("tests"), s.get("failures")) for s in suites] == [
+        ("minicni-lab matrix tcp", "1", "0"),
+        ("minicni-lab matrix service probe-tcp", "5", "2"),
+    ]
+    names = [t.get("name") for t in suites[1].iter("testcase")]
+    assert "n1/p0 -> probe-tcp (n1/p0)" in names

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from lab.matrix.cases import NATED, NOT_APPLICABLE, OK, PROBE_ERROR, UNREACHABLE, build_cases
-from lab.matrix.executors import POD, Endpoint, Inventory
+from lab.matrix.executors import POD, Endpoint, Inventory, Service
 from lab.matrix.runner import MatrixRunner
 
 
@@ -109,3 +109,62 @@ def test_report_lookup_of_missing_cells_is_not_applicable() -> None:
     a, b = report.inventory.endpoints
     assert report.verdict("tcp", a, b) == OK
     assert report.verdict("icmp", a, b) == NOT_APPLICABLE
+
+
+class ServingExecutor(LoopbackExecutor):
+    """Probe servers on 127.0.0.1 too; `serve_elsewhere` moves them off the Service's port."""
+
+    def __init__(self, serve_elsewhere: bool = False) -> None:
+        super().__init__()
+        self.serve_elsewhere = serve_elsewhere
+        self.served: list[list[str]] = []
+
+    def command(self, endpoint: Endpoint, argv: Sequence[str]) -> list[str]:
+        argv = list(argv)
+        if argv[0] == "serve":
+            argv += ["--bind", "127.0.0.1"]
+            if self.serve_elsewhere:
+                argv[argv.index("--port") + 1] = str(int(argv[argv.index("--port") + 1]) + 1)
+            self.served.append(argv)
+        return super().command(endpoint, argv)
+
+
+def service_run(executor: ServingExecutor, retries: int = 0):  # type: ignore[no-untyped-def]
+    """A "Service" on 127.0.0.1 whose one endpoint is b/p0 (no kube-proxy: the probe goes
+    straight to the server), probed by a/p0 over TCP and UDP."""
+    port = random.randint(40000, 60000)
+    services = [
+        Service(f"svc-{proto}", proto, "127.0.0.1", port, port, ("b/p0",))
+        for proto in ("tcp", "udp")
+    ]
+    inventory = Inventory.build(loopback_inventory("127.0.0.1").endpoints, services=services)
+    cases = [
+        c for c in build_cases(inventory, ["tcp", "udp"]) if c.service and c.src.name == "a/p0"
+    ]
+    runner = MatrixRunner(executor, timeout=0.5, retries=retries, workers=4, service_timeout=1.0)
+    return runner.run(inventory, cases)
+
+
+def test_service_cells_over_loopback() -> None:
+    executor = ServingExecutor()
+    report = service_run(executor)
+    assert [(c.case.label, c.verdict) for c in report.cells] == [
+        ("tcp a/p0 -> svc-tcp (b/p0)", OK),
+        ("udp a/p0 -> svc-udp (b/p0)", OK),
+    ]
+    # one server in the endpoint for both Services (same target port), for the whole phase; the
+    # others are only written into the reproduce lines
+    assert executor.served[0][:3] == ["serve", "--proto", "tcp,udp"]
+    assert sum("tcp,udp" in argv for argv in executor.served) == 1
+    cell = report.cells[0]
+    assert cell.observation.sender and cell.observation.sender["reply_src"] == "127.0.0.1"
+    assert (
+        "serve --proto tcp --port" in cell.reproduce and "--expect b/p0=127.0.0.1" in cell.reproduce
+    )
+
+
+def test_a_service_whose_endpoint_does_not_answer_is_unreachable() -> None:
+    report = service_run(ServingExecutor(serve_elsewhere=True), retries=1)
+    assert [c.verdict for c in report.cells] == [UNREACHABLE, UNREACHABLE]
+    assert all(c.attempts == 2 for c in report.cells)
+    assert report.cells[0].detail.startswith("no probe through svc-tcp reached b/p0 (")

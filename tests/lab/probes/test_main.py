@@ -22,6 +22,7 @@ def test_the_runners_argv_is_read_exactly() -> None:
         "timeout": 2.0,
         "engine": "socket",
         "bind": "0.0.0.0",
+        "expect": {},
     }
     recv = parse(["recv", "--proto", "tcp,icmp", "--timeout", "3"])
     assert (recv.protos, recv.timeout, recv.bind, recv.dst) == (

@@ -1,0 +1,197 @@
+"""The store under crashes, a full disk and planted files: a kill at any file-system call of a
+reservation leaves nothing that a DEL (release) cannot remove, a failed write leaves nothing at
+all, and no store file is opened through a symlink or as a FIFO."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from minicni.ipam.range import AddressRange
+from minicni.ipam.store import BOOT_ID_FILE, LAST_RESERVED, LOCK_FILE, AddressStore
+
+RANGE = AddressRange(
+    IPv4Network("10.1.0.0/29"),
+    IPv4Address("10.1.0.2"),
+    IPv4Address("10.1.0.6"),
+    IPv4Address("10.1.0.1"),
+)
+BOOKKEEPING = {LOCK_FILE, LAST_RESERVED, BOOT_ID_FILE}
+# Every call through which the store changes or opens a file (the ones a kill can interrupt).
+FS_CALLS = ("open", "fdopen", "write", "symlink", "link", "rename", "replace", "unlink")
+
+
+def _kill_at(call_number: int) -> None:
+    """In a forked child: SIGKILL ourselves at the `call_number`-th file-system call."""
+    counter = [0]
+
+    def wrap(real: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            counter[0] += 1
+            if counter[0] == call_number:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+
+        return counted
+
+    for name in FS_CALLS:
+        setattr(os, name, wrap(getattr(os, name)))
+
+
+def _reserve_killed(directory: str, call_number: int, boot_id: str) -> bool:
+    """Reserve in a child killed at the given call; True if the kill happened."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            _kill_at(call_number)
+            store = AddressStore(directory, boot_id=boot_id)
+            with store.locked():
+                store.sweep_previous_boots()
+                store.reserve(RANGE, "victim", "eth0", "/run/netns/victim")
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status)
+
+
+def _leftovers(directory: str) -> set[str]:
+    return set(os.listdir(directory)) - BOOKKEEPING if os.path.isdir(directory) else set()
+
+
+@pytest.mark.parametrize("boot", ["same-boot", "after-reboot"])
+def test_a_kill_at_any_call_of_reserve_leaves_nothing_release_misses(
+    tmp_path: Path, boot: str
+) -> None:
+    killed_somewhere = False
+    for call_number in range(1, 200):
+        directory = str(tmp_path / f"kill-{boot}-{call_number}")
+        if boot == "after-reboot":  # the sweep runs (and writes boot_id) before the reservation
+            with AddressStore(directory, boot_id="earlier-boot").locked() as earlier:
+                earlier.sweep_previous_boots()
+        if not _reserve_killed(directory, call_number, boot_id="this-boot"):
+            break  # the reservation ran to its end without reaching this call
+        killed_somewhere = True
+        store = AddressStore(directory, boot_id="this-boot")
+        with store.locked():
+            store.release("victim", "eth0")
+        assert _leftovers(directory) == set(), f"killed at call {call_number}"
+        # And the address is free again: the next pod gets the first one.
+        with store.locked():
+            assert str(store.reserve(RANGE, "next", "eth0", "").address) == "10.1.0.2"
+    assert killed_somewhere
+
+
+def test_release_finds_a_reservation_whose_owner_link_was_never_made(tmp_path: Path) -> None:
+    """What an earlier version left when killed at the owner symlink: a complete address file
+    naming its owner, and no link."""
+    store = AddressStore(str(tmp_path / "net"), boot_id="b")
+    with store.locked():
+        Path(store.directory, "10.1.0.4").write_text(
+            json.dumps({"containerID": "c1", "ifname": "eth0", "netns": "", "bootID": "b"})
+        )
+        released = store.release("c1", "eth0")
+    assert released is not None and str(released.address) == "10.1.0.4"
+    assert _leftovers(store.directory) == set()
+
+
+@pytest.mark.parametrize("content", ["", '{"containerID": "c1", "ifn'], ids=["empty", "partial"])
+def test_gc_and_the_boot_sweep_remove_empty_and_partial_address_files(
+    tmp_path: Path, content: str
+) -> None:
+    for sweep in (False, True):
+        store = AddressStore(str(tmp_path / f"net-{sweep}"), boot_id="now")
+        with store.locked():
+            store.sweep_previous_boots()
+        Path(store.directory, "10.1.0.3").write_text(content)
+        Path(store.directory, ".last_reserved_ip.0.abc123.tmp").write_text("10.1.0")
+        if sweep:
+            Path(store.directory, BOOT_ID_FILE).write_text("earlier")
+        with store.locked():
+            if sweep:
+                store.sweep_previous_boots()
+            else:
+                store.release_where(lambda r: True)
+        assert _leftovers(store.directory) == set()
+        with store.locked():
+            assert str(store.reserve(RANGE, "c", "eth0", "").address) == "10.1.0.2"
+            assert str(store.reserve(RANGE, "d", "eth0", "").address) == "10.1.0.3"
+
+
+def test_gc_removes_owner_links_that_lead_nowhere(tmp_path: Path) -> None:
+    store = AddressStore(str(tmp_path / "net"), boot_id="b")
+    with store.locked():
+        kept = store.reserve(RANGE, "kept", "eth0", "")
+    os.symlink("10.1.0.5", os.path.join(store.directory, "owner-dangling@eth0"))
+    with store.locked():
+        store.release_where(lambda r: False)
+        assert store.reservations() == [kept]
+    assert _leftovers(store.directory) == {"10.1.0.2", "owner-kept@eth0"}
+
+
+def test_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the address file's content cannot be written. ADD must fail and leave no
+    address file, owner link or temporary file behind (else the address leaks for good)."""
+    store = AddressStore(str(tmp_path / "net"), boot_id="b")
+    with store.locked():
+        store.sweep_previous_boots()
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fd: int, *args: Any, **kwargs: Any) -> None:
+            self.file = real_fdopen(fd, *args, **kwargs)
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+        def write(self, data: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def no_space(fd: int, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", FullDisk)
+    monkeypatch.setattr(os, "write", no_space)
+    with pytest.raises(OSError, match="No space"), store.locked():
+        store.reserve(RANGE, "c", "eth0", "")
+    monkeypatch.undo()
+    assert _leftovers(store.directory) == set()
+
+
+@pytest.mark.parametrize("name", [LOCK_FILE, LAST_RESERVED, "10.1.0.2"])
+def test_a_planted_symlink_is_never_followed(tmp_path: Path, name: str) -> None:
+    target = tmp_path / "target-outside"
+    store = AddressStore(str(tmp_path / "net"), boot_id="b")
+    os.makedirs(store.directory)
+    os.symlink(str(target), os.path.join(store.directory, name))
+    try:
+        with store.locked():
+            store.reserve(RANGE, "c", "eth0", "")
+    except OSError as exc:
+        assert name == LOCK_FILE
+        assert "symlink" in str(exc) and LOCK_FILE in str(exc)
+    assert not target.exists()
+
+
+def test_a_planted_fifo_does_not_block(tmp_path: Path) -> None:
+    store = AddressStore(str(tmp_path / "net"), boot_id="b")
+    os.makedirs(store.directory)
+    os.mkfifo(os.path.join(store.directory, LOCK_FILE))
+    with pytest.raises(OSError, match="not a regular file"), store.locked():
+        pass
+    os.unlink(os.path.join(store.directory, LOCK_FILE))
+    os.mkfifo(os.path.join(store.directory, "10.1.0.2"))
+    os.mkfifo(os.path.join(store.directory, LAST_RESERVED))
+    with store.locked():
+        assert store.reservations() == []  # read without blocking, and skipped
+        assert str(store.reserve(RANGE, "c", "eth0", "").address) == "10.1.0.3"
