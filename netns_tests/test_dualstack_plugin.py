@@ -1,7 +1,9 @@
 """The plugin on dual-stack and IPv6-only networks, run as a runtime runs it, for every config
 version: an address of each family on the pod interface, usable at once (no duplicate address
 detection), a gateway of each family on the bridge, a default route per family, a reservation of
-each in the store; CHECK sees both; DEL, GC and a full range of one family leave nothing behind."""
+each in the store; CHECK sees both; DEL, GC and a full range of one family leave nothing behind.
+Each test runs on both of the plugin's paths: served by the agent, and in-process (the fallback);
+an IPv6 pod keeps its link-local address, which an IPv4-only pod does without."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from netns_tests.conftest import FakeNode, addresses_in, in_netns, links_in, ping
+from netns_tests.conftest import PLUGIN_PATHS, FakeNode, addresses_in, in_netns, links_in, ping
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.parametrize("node", PLUGIN_PATHS, indirect=True)]
 
 VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 SUBNET6 = "fd00:99::/64"
@@ -52,6 +54,8 @@ def assert_dual_stack_pod(node: FakeNode, result: dict[str, Any], pod: str) -> t
     assert set(on_pod) == {four["address"], six["address"]}
     assert not on_pod[six["address"]].get("tentative")  # usable at once: no DAD
     assert on_pod[six["address"]].get("nodad") is True
+    link_local = in_netns(pod, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link")
+    assert " fe80::" in link_local.stdout, link_local  # an IPv6 pod keeps its link-local
     defaults = [r for r in ip6_routes(pod) if r["dst"] == "default"]
     assert [(r["gateway"], r["dev"]) for r in defaults] == [("fd00:99::1", "eth0")]
     bridge = address_flags(node.host, node.bridge)

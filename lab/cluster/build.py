@@ -210,7 +210,7 @@ class NetnsLab:
             return
         timeout = agents.ready_timeout(self.lab.topology, self.agent_timeout)
         for node in self.lab.nodes:
-            agents.await_ready(node, self.files(node), self.agents[node.name], timeout)
+            self.await_agent(node, timeout)
         self.log(f"{counted(len(self.lab.nodes), 'agent')} ready ({self.lab.topology.backend})")
 
     def _start_cri_nodes(self) -> None:
@@ -245,6 +245,24 @@ class NetnsLab:
         self.state.agents.pop(node.name, None)
         self.save_state()
         return agents.stop_agent(process)
+
+    def kill_agent(self, node: NodePlan) -> None:
+        """SIGKILL, as the OOM killer does: none of the agent's own clean-up runs."""
+        process = self.agents.pop(node.name)
+        self.state.agents.pop(node.name, None)
+        self.save_state()
+        process.kill()
+        process.wait()
+
+    def await_agent(self, node: NodePlan, timeout: float | None = None) -> None:
+        """Until the node's agent (started with `start_agent`) is ready, as `up` waits."""
+        agents.await_ready(
+            node,
+            self.files(node),
+            self.agents[node.name],
+            timeout or agents.ready_timeout(self.lab.topology, self.agent_timeout),
+            serving=self.lab.topology.fast_path,
+        )
 
     def run_agent_once(self, node: NodePlan, *extra: str) -> subprocess.CompletedProcess[str]:
         return agents.run_agent_once(self.agent_argv(node, "--once", *extra))

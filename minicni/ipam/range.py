@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from minicni.record import Record
 
-Address = IPv4Address | IPv6Address
-Network = IPv4Network | IPv6Network
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+    Address = IPv4Address | IPv6Address
+    Network = IPv4Network | IPv6Network
 
 
-@dataclass(frozen=True)
-class AddressRange:
+class AddressRange(Record):
     """Where pod addresses of one family come from: `first`..`last` inside `subnet`, never
     `gateway`. A dual-stack network has one range of each family."""
 
-    subnet: Network
-    first: Address
-    last: Address
-    gateway: Address
+    __slots__ = ("first", "gateway", "last", "subnet")
+
+    def __init__(self, subnet: Network, first: Address, last: Address, gateway: Address) -> None:
+        self.subnet = subnet
+        self.first = first
+        self.last = last
+        self.gateway = gateway
 
     @property
     def version(self) -> int:

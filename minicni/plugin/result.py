@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
-from minicni.cni.skel import Request
-from minicni.ipam.store import Reservation
-from minicni.net.links import Link
-from minicni.plugin.config import NetConf
+    from minicni.cni.skel import Request
+    from minicni.ipam.store import Reservation
+    from minicni.net.links import Link
+    from minicni.plugin.config import NetConf
 
 
 def add_result(

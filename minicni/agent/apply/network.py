@@ -29,11 +29,10 @@ from minicni.agent.model.plan import (
 )
 from minicni.net.addresses import KernelAddress
 from minicni.net.rtnl import Rtnl
-from minicni.net.sysctl import ensure_sysctl
+from minicni.net.sysctl import FORWARDING, ensure_sysctl
 
 DEVICES = {VXLAN_DEVICE: 4, VXLAN_DEVICE6: 6}
 """Our VXLAN devices and the underlay family of each."""
-FORWARDING = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from lab.cluster.agents import (
@@ -64,6 +65,18 @@ def test_a_dual_stack_lab_lists_both_families_and_gives_a_cluster_cidr_of_each()
     assert nodes_document(six)["nodes"][0]["internalIP"] == "fd00:172:30::11"
     flags = agent_flags(six.topology, six.nodes[0], NodeFiles(Path("/w/n1")), Path("/w/n"))
     assert flags["--cluster-cidr"] == "fd00:10:244::/56"
+
+
+def test_the_agents_serve_cni_requests_on_a_socket_of_their_node_unless_told_not_to(
+    tmp_path: Path,
+) -> None:
+    node = LAB.nodes[0]
+    files = NodeFiles(tmp_path / "n1")
+    served = agent_flags(LAB.topology, node, files, tmp_path / "nodes.json")
+    assert served["--cni-socket"] == str(files.cni_socket)
+    assert files.cni_socket.is_relative_to(tmp_path / "n1")
+    topology = replace(LAB.topology, fast_path=False)
+    assert agent_flags(topology, node, files, tmp_path / "nodes.json")["--cni-socket"] == ""
 
 
 def test_a_real_runtime_runs_the_plugin_as_the_daemonset_installs_it() -> None:
