@@ -25,6 +25,7 @@ test: lint ## lint, unit tests and root tests (all of them; run as root)
 	$(BIN)/pytest tests netns_tests $(PYTEST_ARGS)
 
 LAB_ARGS ?=
+BENCH_ARGS ?=
 
 lab: setup ## the connectivity matrix: 3 nodes x 2 pods in network namespaces, up + matrix + down
 	$(BIN)/minicni-lab run --nodes 3 --pods-per-node 2 $(LAB_ARGS)
@@ -106,7 +107,7 @@ e2e: venv ## the kind e2e suite (creates and deletes its own cluster; results in
 
 .PHONY: bench
 bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local (run as root)
-	$(BIN)/python -m lab.bench.plugin
+	$(BIN)/python -m lab.bench.plugin $(BENCH_ARGS)
 
 .PHONY: bench-cri
 bench-cri: setup ## pod start through containerd's CRI: minicni (bundle) beside bridge + host-local (root)

@@ -53,9 +53,9 @@ IFNAME = "eth0"
 AGENT_CAPS = "-all,+net_admin,+net_raw"
 BRIDGE_MAX_PORTS = 1023  # BR_MAX_PORTS: one bridge holds no more
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-MINI_SUBNETS = ["10.99.0.0/21", "fd00:99::/64"]  # /21: a bridge's 1,023 ports and then some
-REF_SUBNETS = ["10.98.0.0/21", "fd00:98::/64"]
-CLUSTER_CIDRS = ["10.96.0.0/12", "fd00:96::/48"]
+MINI_SUBNETS = ["10.99.0.0/21", "fd00:96:99::/64"]  # /21: a bridge's 1,023 ports and then some
+REF_SUBNETS = ["10.98.0.0/21", "fd00:96:98::/64"]
+CLUSTER_CIDRS = ["10.96.0.0/12", "fd00:96::/32"]  # each holds the subnets above
 
 
 @dataclass
