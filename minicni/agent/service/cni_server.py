@@ -75,6 +75,9 @@ SO_DOMAIN = 39
 SIOCGSKNS = 0x894C
 NETLINK_ROUTE = 0
 START_RETRY_SECONDS = 5.0
+COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
+"""The metrics' command label: anything else (the caller's CNI_COMMAND is untrusted) is "other",
+so a caller cannot add series without bound."""
 
 
 class Refused(Exception):
@@ -405,7 +408,7 @@ class CniServer:
             raise Refused("ip_forward", "net.ipv4.ip_forward is off; the agent does not write it")
 
     def _serve(self, conn: socket.socket, request: Request) -> None:
-        command = request.command or "?"
+        command = request.command if request.command in COMMANDS else "other"
         with self._locks.held(request.attachment):
             with self._workers:
                 if self._stopping.is_set():
