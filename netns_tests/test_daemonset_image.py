@@ -34,9 +34,9 @@ from lab.cluster.image_agents import (
     PodmanStore,
     effective_capabilities,
     missing_image_reason,
-    mounts_under,
 )
 from lab.cluster.image_nodes import ImageNodes
+from lab.runtimes.cri.cleanup import mounts_under
 from lab.topology import LabPlan, Topology, new_lab_id, plan
 from minicni.net import netns
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -31,6 +30,7 @@ from lab.cluster.processes import kill_processes_in, signals_deferred
 from lab.cluster.state import STATE_ROOT, LabState
 from lab.matrix.executors import NODE, POD, Endpoint, Inventory
 from lab.runtimes.cni_plugins import REFERENCE_BIN_DIR, install_loopback
+from lab.runtimes.cri.cleanup import remove_tree
 from lab.runtimes.libcni import Attachment, CniPluginError, CniRuntime
 from lab.topology import HostPlan, LabPlan, NodePlan, PodPlan
 from minicni.net import netns
@@ -458,12 +458,7 @@ def teardown(
     kill_processes_in([netns.path_of(name) for name in names])
     for name in names:
         netns.remove(name)
-    for _attempt in range(3):  # a file written while rmtree walks makes it give up: go again
-        shutil.rmtree(state.work_dir, ignore_errors=True)
-        if not os.path.exists(state.work_dir):
-            break
-    else:
-        problems.append(f"could not remove {state.work_dir}")
+    problems += remove_tree(state.work_dir)
     state.forget(state_root)
     return problems
 

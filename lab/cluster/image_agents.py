@@ -32,6 +32,8 @@ from typing import Any
 
 from lab.cluster import daemonset
 from lab.cluster.daemonset import AgentPodSpec, HttpProbe, LabNode
+from lab.cluster.processes import kill, processes_naming
+from lab.runtimes.cri.cleanup import remove_tree
 from minicni.net import netns
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,27 +202,21 @@ class PodmanStore:
             done = self("rm", "--all", "--force", "--time", "2", timeout=60)
             if done.returncode != 0:
                 problems.append(f"podman rm: {done.stderr.strip()}")
+        settle(self.base)
         for directory in (self.base, self.dirs["runroot"]):
-            for point in mounts_under(directory):
-                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-            if mounts_under(directory):
-                problems.append(f"mounts left under {directory}")
-            else:
-                shutil.rmtree(directory, ignore_errors=True)
+            problems += remove_tree(directory)
         remove_cgroups(self.cgroup_parent)
         return problems
 
 
-def mounts_under(directory: str) -> list[str]:
-    """Mount points at or below `directory`, deepest first."""
-    prefix = directory.rstrip("/") + "/"
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as stream:
-        for line in stream:
-            point = line.split()[4].replace("\\040", " ")
-            if point == directory or point.startswith(prefix):
-                found.append(point)
-    return sorted(found, key=len, reverse=True)
+def settle(directory: str, timeout: float = 10.0) -> None:
+    """Wait for what still works in the store after `podman rm` (conmon, its cleanup command),
+    then kill what is left: the store is about to go, and a writer would bring files back."""
+    deadline = time.monotonic() + timeout
+    while processes_naming(directory) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in processes_naming(directory):
+        kill(pid)
 
 
 def remove_cgroups(parent: str) -> None:

@@ -50,6 +50,24 @@ def processes_in(netns_paths: list[str]) -> list[int]:
     return pids
 
 
+def processes_naming(directory: str) -> list[int]:
+    """Pids of processes with `directory` (or a path below it) in their command line: conmon and
+    the `podman container cleanup` it runs when a container exits, which write into the store
+    after `podman rm` has returned."""
+    needle = directory.rstrip("/").encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as stream:
+                    argv = stream.read(65536).split(b"\0")
+            except OSError:
+                continue
+            if any(arg == needle or arg.startswith(needle + b"/") for arg in argv):
+                pids.append(int(entry))
+    return pids
+
+
 def kill_processes_in(netns_paths: list[str]) -> None:
     """SIGKILL whatever still runs in the namespaces: probes of an interrupted matrix, an agent
     that ignored SIGTERM."""

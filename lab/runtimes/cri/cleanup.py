@@ -155,17 +155,26 @@ def unmount_under(directory: str) -> list[str]:
     return mounts_under(directory)
 
 
-def remove_tree(directory: str) -> list[str]:
+def remove_tree(directory: str, attempts: int = 5) -> list[str]:
     """Unmount what is mounted below `directory`, then delete it; never follows a mount into the
-    host's files (rmtree is not run while anything is still mounted)."""
-    left = unmount_under(directory)
-    if left:
-        return [f"still mounted, not removed: {', '.join(left)}"]
-    for _attempt in range(3):
-        shutil.rmtree(directory, ignore_errors=True)
+    host's files (rmtree is not run while anything is still mounted). Goes again, a little later,
+    when something still worked in it while it was walked (podman's storage mounts itself again
+    when a late `podman container cleanup` starts); says what stood in the way."""
+    errors: list[str] = []
+
+    def record(_function: object, path: str, info: tuple[type, BaseException, object]) -> None:
+        errors.append(f"{path}: {getattr(info[1], 'strerror', None) or info[1]}")
+
+    for attempt in range(attempts):
+        left = unmount_under(directory)
+        if left:
+            return [f"still mounted, not removed: {', '.join(left)}"]
+        errors.clear()
+        shutil.rmtree(directory, onerror=record)
         if not os.path.lexists(directory):
             return []
-    return [f"could not remove {directory}"]
+        time.sleep(0.1 * (attempt + 1))
+    return [f"could not remove {directory} ({'; '.join(errors[:3]) or 'it came back'})"]
 
 
 # ------------------------------------------------------------ host files
