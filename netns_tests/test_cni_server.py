@@ -79,6 +79,21 @@ def test_a_request_is_taken_then_run_only_after_the_go(server: CniServer) -> Non
     assert server.metrics.get("cni_request_duration_seconds_count", command="VERSION") == 1
 
 
+def test_an_unknown_command_is_answered_and_counted_as_other(server: CniServer) -> None:
+    client = connect(server)
+    client.sendall(request({"CNI_COMMAND": 'X"}\nminicni_fake 1', "CNI_CONTAINERID": "c1"}))
+    assert client.recv(1) == b"A"
+    client.sendall(b"G")
+    head = client.recv(8, socket.MSG_WAITALL)
+    code, size = int.from_bytes(head[:4], "little"), int.from_bytes(head[4:], "little")
+    assert code == 1
+    assert json.loads(client.recv(size, socket.MSG_WAITALL))["code"] == 4
+    wait_for(
+        lambda: server.metrics.get("cni_requests_total", command="other", outcome="error") == 1
+    )
+    assert "minicni_fake" not in server.metrics.render()
+
+
 def test_a_shim_that_gives_up_before_the_go_gets_nothing_done(server: CniServer) -> None:
     client = connect(server)
     client.sendall(request({"CNI_COMMAND": "VERSION"}))

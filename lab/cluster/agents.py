@@ -121,6 +121,33 @@ def agent_flags(
     }
 
 
+FALLBACK_MARK = "fast path unavailable"
+"""What the plugin logs when its shim runs it in-process (minicni.agent.host.shim)."""
+
+
+def fallbacks(files: NodeFiles) -> list[str]:
+    """The plugin's calls on this node that its shim ran in-process, each with why (its log)."""
+    try:
+        text = files.plugin_log.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return [line for line in text.splitlines() if FALLBACK_MARK in line]
+
+
+def require_served(nodes: Sequence[NodeFiles]) -> None:
+    """AgentError unless every CNI call so far was served by its node's agent: with the agents
+    up and serving, a fallback is a fault (a refusal, a socket the shim cannot reach) that the
+    matrix would otherwise hide, since the plugin in-process wires the pod just as well."""
+    found = [line for files in nodes for line in fallbacks(files)]
+    if found:
+        shown = "\n".join(found[:5])
+        raise AgentError(f"{counted_calls(len(found))} ran in-process, not served:\n{shown}")
+
+
+def counted_calls(number: int) -> str:
+    return f"{number} CNI call" + ("" if number == 1 else "s")
+
+
 def manifest_settings(topology: Topology) -> dict[str, str]:
     """The cluster's settings as the DaemonSet's env variables, for agents run from the image:
     what a user sets in the manifest for this cluster. The node's paths stay the manifest's; an

@@ -75,6 +75,9 @@ SO_DOMAIN = 39
 SIOCGSKNS = 0x894C
 NETLINK_ROUTE = 0
 START_RETRY_SECONDS = 5.0
+COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
+"""The metrics' command label: anything else (the caller's CNI_COMMAND is untrusted) is "other",
+so a caller cannot add series without bound."""
 
 
 class Refused(Exception):
@@ -403,7 +406,7 @@ class CniServer:
             raise Refused(refusal.reason, refusal.detail)
 
     def _serve(self, conn: socket.socket, request: Request) -> None:
-        command = request.command or "?"
+        command = request.command if request.command in COMMANDS else "other"
         with self._locks.held(request.attachment):
             with self._workers:
                 if self._stopping.is_set():
