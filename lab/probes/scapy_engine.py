@@ -69,6 +69,7 @@ def scapy_send_icmp(dst: str, token: bytes, deadline: float, src: str | None = N
     from scapy.config import conf
     from scapy.layers.inet import ICMP, IP
     from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
+    from scapy.packet import Packet
     from scapy.sendrecv import sr1
     from scapy.supersocket import L3RawSocket, L3RawSocket6
 
@@ -80,6 +81,7 @@ def scapy_send_icmp(dst: str, token: bytes, deadline: float, src: str | None = N
     conf.L3socket = L3RawSocket6 if ipv6 else L3RawSocket
     ident = int.from_bytes(os.urandom(2), "big")
     while (left := deadline - time.monotonic()) > 0:
+        request: Packet
         if ipv6:
             request = IPv6(src=src, dst=dst) / ICMPv6EchoRequest(id=ident, data=token)
         else:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     Emit = Callable[[str, dict[str, Any]], None]
+    IcmpSender = Callable[[str, bytes, float, str | None], bool]
+    """(destination, token, deadline, source address) -> whether our echo reply came back"""
 
 RESEND_SECONDS = 0.2
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; the module has it from 3.13 on
@@ -254,10 +256,10 @@ def send_icmp(dst: str, token: bytes, deadline: float, _src: str | None = None) 
 
 def _is_our_reply(packet: bytes, ipv6: bool, ident: int, token: bytes) -> bool:
     if ipv6:
-        parsed6 = parse_icmp6(packet)
-        return bool(parsed6) and parsed6[:2] == (ICMPV6_ECHO_REPLY, ident) and token in parsed6[2]
-    parsed = parse_icmp(packet)
-    return bool(parsed) and parsed[1:3] == (ICMP_ECHO_REPLY, ident) and token in parsed[3]
+        echo6 = parse_icmp6(packet)
+        return echo6 is not None and echo6[:2] == (ICMPV6_ECHO_REPLY, ident) and token in echo6[2]
+    echo = parse_icmp(packet)
+    return echo is not None and echo[1:3] == (ICMP_ECHO_REPLY, ident) and token in echo[3]
 
 
 def send_tcp(dst: str, port: int, token: bytes, deadline: float) -> tuple[bool, str | None]:
@@ -309,7 +311,7 @@ def send_udp(dst: str, port: int, token: bytes, deadline: float) -> tuple[bool, 
 
 
 def send_one(proto: str, args: SimpleNamespace) -> dict[str, Any]:
-    icmp_sender = send_icmp
+    icmp_sender: IcmpSender = send_icmp
     if args.engine == "scapy" and proto == "icmp":  # import before the clock starts
         import importlib
 
