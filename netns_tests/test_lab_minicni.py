@@ -79,7 +79,12 @@ def test_dual_stack_vxlan_on_routed_subnets_with_forward_drop_is_all_ok(tmp_path
     with running_lab(topology, str(tmp_path)) as (_lab, inventory):
         report = run_matrix(inventory)
         assert report.families == ("ipv4", "ipv6")
-        assert len([c for c in report.cells if c.case.family == "ipv6"]) == len(report.cells) // 2
+        pairs = [c for c in report.cells if c.case.service is None]
+        assert len([c for c in pairs if c.case.family == "ipv6"]) == len(pairs) // 2
+        # the lab's Services are IPv4 (a ClusterIP of the first family): 6 clients x 3 endpoints
+        through_services = [c for c in report.cells if c.case.service is not None]
+        assert len(through_services) == 2 * 6 * 3
+        assert {c.case.family for c in through_services} == {"ipv4"}
         assert_matrix(report, all_ok)
 
 

@@ -45,8 +45,10 @@ def test_reference_plugins_dual_stack_on_one_l2_segment_are_all_ok(tmp_path: Pat
         for pod in inventory.pods:
             assert [":" in ip for ip in pod.addresses] == [False, True], pod
         report = run_matrix(inventory)
-        # per family and protocol: 4 pods (12 pod->pod, 8 pod->node), 2 nodes x 4 pods
-        assert len(report.cells) == 2 * 3 * (12 + 8 + 8)
+        # per family and protocol: 4 pods (12 pod->pod, 8 pod->node), 2 nodes x 4 pods; then
+        # 6 clients x 2 endpoints through each Service (TCP, UDP), which are IPv4
+        assert len(report.cells) == 2 * 3 * (12 + 8 + 8) + 2 * 6 * 2
+        assert {c.case.family for c in report.cells if c.case.service} == {"ipv4"}
         assert_matrix(report, all_ok)
 
 
