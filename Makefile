@@ -12,7 +12,7 @@ setup: ## install Debian packages and the project's venv (idempotent)
 lint: setup
 	$(BIN)/ruff check minicni lab tests netns_tests e2e conftest.py
 	$(BIN)/ruff format --check minicni lab tests netns_tests e2e conftest.py
-	$(BIN)/mypy minicni
+	$(BIN)/mypy minicni lab
 	$(BIN)/lint-imports
 
 unit: setup

@@ -166,6 +166,7 @@ class Request:
     path: str
     query: dict[str, str]
     content_type: str = ""
+    answered: str = ""  # the resourceVersion a list was answered at (for its watch-from)
 
 
 @dataclass

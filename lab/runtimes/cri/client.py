@@ -117,8 +117,8 @@ class CriClient:
         try:
             return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as err:
-            code = err.code()  # type: ignore[attr-defined]
-            details = err.details()  # type: ignore[attr-defined]
+            code = err.code()
+            details = err.details()
             raise CriError(method, code.name if code else "UNKNOWN", details or "") from None
 
     # ------------------------------------------------------------ node

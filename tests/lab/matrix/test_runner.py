@@ -3,7 +3,9 @@ locally: no root, no namespace, traffic only on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -129,10 +131,25 @@ class ServingExecutor(LoopbackExecutor):
         return super().command(endpoint, argv)
 
 
+def free_ports(count: int) -> int:
+    """A first port of `count` consecutive ones free on 127.0.0.1 for TCP and UDP now."""
+    while True:
+        first = random.randint(40000, 60000)
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                        sock = held.enter_context(socket.socket(socket.AF_INET, kind))
+                        sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+
+
 def service_run(executor: ServingExecutor, retries: int = 0):  # type: ignore[no-untyped-def]
     """A "Service" on 127.0.0.1 whose one endpoint is b/p0 (no kube-proxy: the probe goes
     straight to the server), probed by a/p0 over TCP and UDP."""
-    port = random.randint(40000, 60000)
+    port = free_ports(2)  # the Service's port, and the one `serve_elsewhere` moves the server to
     services = [
         Service(f"svc-{proto}", proto, "127.0.0.1", port, port, ("b/p0",))
         for proto in ("tcp", "udp")
@@ -165,6 +182,7 @@ def test_service_cells_over_loopback() -> None:
 
 def test_a_service_whose_endpoint_does_not_answer_is_unreachable() -> None:
     report = service_run(ServingExecutor(serve_elsewhere=True), retries=1)
-    assert [c.verdict for c in report.cells] == [UNREACHABLE, UNREACHABLE]
+    verdicts = [(c.verdict, c.detail) for c in report.cells]
+    assert [c.verdict for c in report.cells] == [UNREACHABLE, UNREACHABLE], verdicts
     assert all(c.attempts == 2 for c in report.cells)
     assert report.cells[0].detail.startswith("no probe through svc-tcp reached b/p0 (")
