@@ -348,9 +348,9 @@ def report(
         print(f"\nwith {pods} pods already on each node:")
         for subject in crowded:
             values = subject.samples["ADD"]
-            p50, p95 = percentile(values, 50), percentile(values, 95)
-            cpu_p50 = statistics.median(subject.samples["ADD cpu"])
-            print(f"  ADD {subject.label:20}{p50:9.1f}{p95:9.1f}{cpu_p50:9.1f}")
+            add50, add95 = percentile(values, 50), percentile(values, 95)
+            add_cpu50 = statistics.median(subject.samples["ADD cpu"])
+            print(f"  ADD {subject.label:20}{add50:9.1f}{add95:9.1f}{add_cpu50:9.1f}")
     print("\ntargets (issue 9):")
     p50 = {s.label: percentile(s.samples["ADD"], 50) for s in subjects}
     del50 = percentile(served.samples["DEL"], 50) / percentile(ref.samples["DEL"], 50)
