@@ -267,7 +267,8 @@ class BenchAgent:
     def start(self, pod_cidrs: list[str], timeout: float = 600.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         nodes = self.home / "nodes.json"
-        node = {"name": "bench", "internalIP": "192.0.2.1", "podCIDRs": pod_cidrs}
+        node: dict[str, object] = {"name": "bench", "internalIP": "192.0.2.1"}
+        node.update({"podCIDRs": pod_cidrs} if len(pod_cidrs) > 1 else {"podCIDR": pod_cidrs[0]})
         nodes.write_text(json.dumps({"nodes": [node]}))
         agent = shutil.which("minicni-agent", path=os.path.dirname(sys.executable))
         if agent is None:
@@ -352,9 +353,9 @@ def report(
         print(f"\nwith {pods} pods already on each node:")
         for subject in crowded:
             values = subject.samples["ADD"]
-            add_p50, add_p95 = percentile(values, 50), percentile(values, 95)
-            add_cpu = statistics.median(subject.samples["ADD cpu"])
-            print(f"  ADD {subject.label:20}{add_p50:9.1f}{add_p95:9.1f}{add_cpu:9.1f}")
+            add50, add95 = percentile(values, 50), percentile(values, 95)
+            add_cpu50 = statistics.median(subject.samples["ADD cpu"])
+            print(f"  ADD {subject.label:20}{add50:9.1f}{add95:9.1f}{add_cpu50:9.1f}")
     print("\ntargets (issue 9):")
     p50 = {s.label: percentile(s.samples["ADD"], 50) for s in subjects}
     del50 = percentile(served.samples["DEL"], 50) / percentile(ref.samples["DEL"], 50)
