@@ -51,6 +51,7 @@ TOPOLOGY_FLAGS = (
     "forward_drop",
     "rp_filter",
     "mtu",
+    "fast_path",
     "services",
 )
 
@@ -150,6 +151,13 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="ClusterIP Services (TCP, UDP) in front of every node's first pod, with "
         "kube-proxy's iptables rules on every node, and their cells in the matrix (default: on)",
+    )
+    group.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_false",
+        default=None,
+        help="the agents serve no CNI requests (no --cni-socket): the plugin runs in-process",
     )
     group.add_argument("--id", dest="lab_id", help="lab id (default: random, e.g. ml3f2a)")
 
@@ -331,6 +339,7 @@ def _describe(topology: dict[str, Any]) -> str:
         "underlay",
         "forward_drop",
         "rp_filter",
+        "fast_path",
         "services",
     )
     return ", ".join(f"{key}={topology[key]}" for key in keys if key in topology)

@@ -60,6 +60,9 @@ class Topology:
     agent_resync_seconds: int = 30
     agent: str = "process"
     image: str = ""  # with agent "image": an image of the host's podman; "" = the saved archive
+    # the agents serve CNI requests (minicni-agent --cni-socket) and the plugin they install is
+    # the shim; False: no server, the plugin runs in-process on every call
+    fast_path: bool = True
     # ClusterIP Services in front of the first pod of every node, with kube-proxy's rules
     services: bool = True
     service_cidr: str = "10.96.0.0/16"

@@ -21,6 +21,9 @@ LOG_FILE = "/var/log/minicni.log"
 """The plugin's log file."""
 STATE_DIR = "/var/lib/minicni"
 """The agent's last good node set."""
+CNI_SOCKET = "/run/minicni/cni.sock"
+"""Where the agent serves the plugin's CNI requests (its shim connects here); the DaemonSet mounts
+the host's /run/minicni."""
 
 # The agent.
 CLUSTER_CIDR = "10.244.0.0/16"

@@ -3,6 +3,12 @@
 runtime does (env + config on stdin, one JSON document back on stdout); and `agent_cluster`, a
 cluster of node namespaces built by the lab's one builder (`lab.cluster`) for the agent's tests.
 
+The plugin's two paths (issue 9): a module parametrizes `node` with PLUGIN_PATHS (indirectly) to
+run each of its tests through the plugin a running minicni-agent installed and serves ("served":
+the shim forwards to the agent's CNI socket), and through the same kind of installed shim with no
+agent ("fallback": the shim runs the plugin in-process). Unparametrized, `node` runs the venv's
+`minicni` console script, the plugin itself.
+
 Nothing here imports the plugin: the executable is found next to `sys.executable` (the venv's bin
 directory) or named by env MINICNI_PLUGIN. Kernel state is read back with pyroute2. Whether a test
 needs root is decided in one place, the top-level conftest.py: every test here does.
@@ -16,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,8 +32,9 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
+from lab.cluster.agents import NodeFiles
 from lab.cluster.build import NetnsLab, lab_namespaces
-from lab.topology import new_lab_id, plan
+from lab.topology import Topology, new_lab_id, plan
 from minicni.net import netns
 from netns_tests.lab_support import AgentCluster, agent_topology
 
@@ -166,7 +174,11 @@ class PluginRun:
 
 @dataclass
 class FakeNode:
-    """A fake host namespace with its own data dir, log file, bridge name and pod namespaces."""
+    """A fake host namespace with its own data dir, log file, bridge name and pod namespaces.
+
+    `executable`: the plugin run; `agent_log` (the served path): where the plugin's log lines go
+    when the agent serves the request; `shared_data_dir`: the agent's data dir, which the config's
+    dataDir must name for the agent to serve it (each test has a network of its own in it)."""
 
     host: str  # path of the fake host namespace
     tmp: Path
@@ -175,10 +187,45 @@ class FakeNode:
     subnet: str = "10.99.0.0/24"
     pods: list[str] = field(default_factory=list)  # names of the container namespaces
     attachments: set[tuple[str, str]] = field(default_factory=set)
+    executable: str = ""
+    path: str = "in-process"  # which of the plugin's paths: in-process, served, fallback
+    agent_log: Path | None = None
+    shared_data_dir: Path | None = None
 
     @property
     def data_dir(self) -> Path:
-        return self.tmp / "data"
+        return self.shared_data_dir or self.tmp / "data"
+
+    @property
+    def served(self) -> bool:
+        return self.path == "served"
+
+    def log_text(self) -> str:
+        """What the plugin logged: its log file, or on the served path the agent's log."""
+        log = self.agent_log if self.served and self.agent_log else self.log_file
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def files(self) -> dict[str, str]:
+        """Every file a command may touch besides the logs: the data dir's parent (where an
+        escaping container ID would write) with its content."""
+        found = tree(self.data_dir.parent)
+        for log in ("minicni.log", "agent.log"):
+            found.pop(log, None)
+        return found
+
+    def deleting(self, container_id: str, ifname: str) -> bool:
+        """A DEL answered and not finished yet (the served path finishes it after its answer)."""
+        from minicni.ipam.store import AddressStore
+
+        return AddressStore(str(self.store_dir)).is_deleting(container_id, ifname)
+
+    def wait_for_deletes(self, timeout: float = 15.0) -> None:
+        """Until no DEL of this node's network is left unfinished."""
+        deadline = time.monotonic() + timeout
+        while self.store_dir.is_dir() and time.monotonic() < deadline:
+            if not [p for p in self.store_dir.iterdir() if p.name.startswith("deleting-")]:
+                return
+            time.sleep(0.01)
 
     @property
     def store_dir(self) -> Path:
@@ -248,14 +295,22 @@ class FakeNode:
             self.attachments.add((container_id, ifname))
         body = stdin if stdin is not None else json.dumps(config or self.config()).encode()
         done = subprocess.run(
-            ["nsenter", f"--net={self.host}", plugin_executable()],
+            ["nsenter", f"--net={self.host}", self.executable or plugin_executable()],
             input=body,
             env={k: v for k, v in variables.items() if v is not None},
             capture_output=True,
             timeout=timeout,
             check=False,
         )
-        return PluginRun(done.returncode, done.stdout.decode(), done.stderr.decode())
+        stderr = done.stderr.decode()
+        # The served path must not pass by falling back (the shim says why it did).
+        assert not self.served or "fast path unavailable" not in stderr, stderr
+        if self.served and command == "DEL" and done.returncode == 0 and container_id and ifname:
+            # Answered once recorded; the tests look at the kernel once it is all done.
+            deadline = time.monotonic() + timeout
+            while self.deleting(container_id, ifname) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return PluginRun(done.returncode, done.stdout.decode(), stderr)
 
     def add(self, netns_path: str, container_id: str | None = None, **kwargs: Any) -> PluginRun:
         return self.run("ADD", kwargs.pop("config", None), container_id, netns_path, **kwargs)
@@ -271,20 +326,98 @@ class FakeNode:
         return found
 
 
+PLUGIN_PATHS = ["served", "fallback"]
+"""`pytest.mark.parametrize("node", PLUGIN_PATHS, indirect=True)`: each test on both paths."""
+
+
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[FakeNode]:
-    """A fake host namespace per test, removed with everything in it even when the test fails."""
+def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeNode]:
+    """A fake host namespace per test, removed with everything in it even when the test fails;
+    on the served path, a network of its own on the one node of a running agent (see
+    `served_node`)."""
+    path = getattr(request, "param", "in-process")
+    if path == "served":
+        yield from _on_served_node(request.getfixturevalue("served_node"), tmp_path)
+        return
     name = unique_name("pth")
-    path = netns.create(name)
-    fake = FakeNode(host=path, tmp=tmp_path, bridge=unique_name("ptb"))
+    host = netns.create(name)
+    fake = FakeNode(host=host, tmp=tmp_path, bridge=unique_name("ptb"), path=path)
+    if path == "fallback":
+        fake.executable = str(request.getfixturevalue("fallback_plugin"))
     try:
-        in_netns(path, "ip", "link", "set", "lo", "up")
+        in_netns(host, "ip", "link", "set", "lo", "up")
         yield fake
     finally:
         for pod in fake.pods:
             netns.remove(pod)
         netns.remove(name)
         _assert_nothing_leaked_to_root(fake)
+
+
+@dataclass(frozen=True)
+class ServedNode:
+    """A lab node whose agent serves CNI requests, and the plugin that agent installed."""
+
+    host: str
+    files: NodeFiles
+
+
+@pytest.fixture(scope="module")
+def served_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
+    """One node of the lab's builder with its agent running, as the lab runs it (the lab's
+    flags, --cni-socket among them); the tests of a module share it, each with its own bridge,
+    network and pods."""
+    topology = Topology(nodes=1, pods_per_node=0, agent_resync_seconds=30)
+    lab = NetnsLab(plan(topology, new_lab_id()), str(tmp_path_factory.mktemp("labs")))
+    lab.up()
+    try:
+        (plan_node,) = lab.lab.nodes
+        files = lab.files(plan_node)
+        assert files.cni_socket.is_socket(), agents_tail(files)
+        yield ServedNode(netns.path_of(plan_node.netns), files)
+    finally:
+        problems = lab.down()
+        assert lab_namespaces(lab.lab.lab_id) == []
+        assert not problems, problems
+
+
+def agents_tail(files: NodeFiles) -> str:
+    return files.agent_log.read_text(errors="replace")[-3000:] if files.agent_log.exists() else ""
+
+
+def _on_served_node(served: ServedNode, tmp_path: Path) -> Iterator[FakeNode]:
+    fake = FakeNode(
+        host=served.host,
+        tmp=tmp_path,
+        bridge=unique_name("ptb"),
+        network=unique_name("ptn"),
+        executable=str(served.files.bin_dir / "minicni"),
+        path="served",
+        agent_log=served.files.agent_log,
+        shared_data_dir=served.files.ipam_dir,
+    )
+    try:
+        yield fake
+    finally:
+        fake.wait_for_deletes()
+        for pod in fake.pods:
+            netns.remove(pod)
+        in_netns(served.host, "ip", "link", "del", fake.bridge)
+        shutil.rmtree(fake.store_dir, ignore_errors=True)
+        _assert_nothing_leaked_to_root(fake)
+
+
+@pytest.fixture(scope="session")
+def fallback_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plugin as an agent installs it with --cni-socket, whose socket nobody serves: the
+    shim runs the plugin in-process (the agent is stopped, or not started yet)."""
+    from minicni.agent.host.launcher import install_plugin
+
+    home = tmp_path_factory.mktemp("fallback")
+    install_plugin(
+        home / "bin", mode="launcher", runtime_dir=home / "opt", cni_socket=str(home / "no.sock")
+    )
+    return home / "bin" / "minicni"
 
 
 def _assert_nothing_leaked_to_root(fake: FakeNode) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,3 +82,38 @@ def test_init_container_installs_into_a_uid_1001_bin_dir_and_the_agent_needs_no_
     cluster.run_once(n2)
     a, b = cluster.add_pod(n1, "pa"), cluster.add_pod(n2, "pb")  # through the installed launcher
     assert peer_seen_by(b.ns, b.ip, a.ns) == a.ip
+
+
+def test_the_agent_serves_pods_with_net_admin_and_net_raw_only(cluster: AgentCluster) -> None:
+    """The fast path keeps the DaemonSet's privileges: the agent creates the veth with the pod
+    end in the pod's namespace and configures it through the netlink socket the shim passed;
+    it never enters a namespace (no SYS_ADMIN) and writes no sysctl."""
+    n1, n2 = cluster.nodes
+    bundle = ("--plugin-install", "bundle", "--plugin-dir", str(n1.home / "opt-minicni"))
+    code, report = limited(cluster, n1, INSTALL_CAPS, "--install-only", *bundle)
+    assert code == 0, report
+    assert "shim.pyc" in (n1.bin_dir / "minicni").read_text()
+    cluster.run_once(n2)
+    argv = cluster.lab.agent_argv(n1.plan, *bundle)
+    ns_prefix, agent = argv[:4], argv[4:]
+    caps = ["setpriv", f"--bounding-set={AGENT_CAPS}", "--inh-caps=-all", "--"]
+    log = n1.home / "limited-agent.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([*ns_prefix, *caps, *agent], stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while not n1.files.cni_socket.exists() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.05)
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        (effective,) = [line.split()[1] for line in status.splitlines() if line[:6] == "CapEff"]
+        assert int(effective, 16) == (1 << 12) | (1 << 13)  # CAP_NET_ADMIN, CAP_NET_RAW
+        a, b = cluster.add_pod(n1, "pa"), cluster.add_pod(n2, "pb")
+        assert peer_seen_by(b.ns, b.ip, a.ns) == a.ip
+        assert peer_seen_by(a.ns, a.ip, b.ns) == b.ip
+        text = log.read_text()
+        assert "CNI ADD" in text and "CNI CHECK" in text, text  # served, not in-process
+        assert "refused" not in text, text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -11,22 +11,20 @@ from typing import Any
 
 import pytest
 
-from netns_tests.conftest import FakeNode, PluginRun, host_snapshot, tree
+from netns_tests.conftest import PLUGIN_PATHS, FakeNode, PluginRun, host_snapshot
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.parametrize("node", PLUGIN_PATHS, indirect=True)]
 
 
 @pytest.fixture
 def unchanged(node: FakeNode) -> Iterator[str]:
     """A pod namespace; the host namespace, the pod and the data dir must be the same afterwards."""
     pod = node.pod()
-    # The parent of the data dir is where an escaping container ID would write.
-    before = (host_snapshot(node.host), host_snapshot(pod), tree(node.tmp))
+    # The parent of the data dir is where an escaping container ID would write; the log file is
+    # the one thing a failing command may write.
+    before = (host_snapshot(node.host), host_snapshot(pod), node.files())
     yield pod
-    after = (host_snapshot(node.host), host_snapshot(pod), tree(node.tmp))
-    # The log file is the one thing a failing command may write.
-    for state in (before, after):
-        state[2].pop("minicni.log", None)
+    after = (host_snapshot(node.host), host_snapshot(pod), node.files())
     assert after == before
 
 
@@ -142,4 +140,4 @@ def test_version_with_only_cni_version(node: FakeNode) -> None:
             "cniVersion": "1.1.0",
             "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
         }
-    assert not os.path.exists(node.data_dir)
+    assert not os.path.exists(node.store_dir)

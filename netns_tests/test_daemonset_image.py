@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,8 +176,15 @@ def test_the_bundled_plugin_adds_and_deletes_a_pod(cluster: ImageCluster) -> Non
         assert address in seen.stdout
         deleted = _run(argv, env={**env, "CNI_COMMAND": "DEL"}, input=json.dumps(config))
         assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+        # The agent answers a DEL once recorded, and releases the address right after.
+        deadline = time.monotonic() + 20
+        while (store / address).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not (store / address).exists()
-        assert (Path(node.root) / "var/log/minicni.log").is_file()  # the node's log, not ours
+        assert not [p.name for p in store.iterdir() if p.name.startswith("deleting-")]
+        # Served through the node's socket by the agent's container, which logs them.
+        served = cluster.agents[0].logs(tail=200)
+        assert "CNI ADD dsimage-1" in served and "CNI DEL dsimage-1" in served, served
     finally:
         netns.remove(pod)
 

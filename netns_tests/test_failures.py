@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from netns_tests.conftest import FakeNode, host_snapshot, in_netns, links_in, tree
+from netns_tests.conftest import PLUGIN_PATHS, FakeNode, host_snapshot, in_netns, links_in, tree
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.parametrize("node", PLUGIN_PATHS, indirect=True)]
 
 
 def snapshot(node: FakeNode, pod: str) -> tuple[object, ...]:

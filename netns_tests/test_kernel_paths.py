@@ -4,7 +4,11 @@ with `ip`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -81,6 +85,52 @@ def test_what_an_add_leaves_in_the_kernel(node: FakeNode) -> None:
         "eth0",
         "static",
     )
+
+
+@contextlib.contextmanager
+def captured(path: str, ifname: str) -> Iterator[list[str]]:
+    """Frames seen on `ifname` during the body, one `tcpdump -e` line each (filled at exit)."""
+    frames: list[str] = []
+    capture = subprocess.Popen(
+        ["nsenter", f"--net={path}", "tcpdump", "-i", ifname, "-e", "-n", "-l", "-U", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert capture.stderr is not None
+        while "listening on" not in (line := capture.stderr.readline()):
+            assert line, "tcpdump did not start"
+        yield frames
+    finally:
+        capture.terminate()
+        out, _ = capture.communicate(timeout=10)
+        frames.extend(out.splitlines())
+
+
+def test_an_ipv4_pod_network_has_no_ipv6_chatter_on_the_bridge(node: FakeNode) -> None:
+    """Neither end of a pod's veth generates IPv6 addresses: no link-local, so a new pod sends
+    no DAD, MLD or router solicitation, which the bridge would flood to every other pod (at
+    1,000 pods, 6,000 deliveries each). The bridge does no multicast snooping (no querier)."""
+    first = node.pod()
+    assert node.add(first, node.container_id()).code == 0
+    second = node.pod()
+    with captured(first, "eth0") as frames:
+        added = node.add(second, node.container_id())
+        assert added.code == 0, added
+        time.sleep(2.5)  # DAD, MLD reports and the first router solicitation: within 1 s
+    new_macs = {added.json["interfaces"][i]["mac"] for i in (1, 2)}
+    assert not [frame for frame in frames if any(mac in frame for mac in new_macs)], frames
+
+    for path, ifname in ((second, "eth0"), (node.host, added.json["interfaces"][1]["name"])):
+        [shown] = ip_json(path, "addr", "show", ifname)
+        assert [a for a in shown["addr_info"] if a["family"] == "inet6"] == [], shown
+        [link] = ip_json(path, "link", "show", ifname)
+        assert link["inet6_addr_gen_mode"] == "none", link
+    [lo] = ip_json(second, "addr", "show", "lo")
+    assert "::1" in {a["local"] for a in lo["addr_info"]}  # loopback keeps its IPv6
+    [bridge] = ip_json(node.host, "link", "show", node.bridge)
+    assert bridge["linkinfo"]["info_data"]["mcast_snooping"] == 0
 
 
 def bridge_netfilter(node: FakeNode) -> tuple[int, int]:

@@ -8,9 +8,13 @@ from ipaddress import IPv4Interface
 
 import pytest
 
-from netns_tests.conftest import FakeNode, links_in, ping
+from netns_tests.conftest import PLUGIN_PATHS, FakeNode, links_in, ping
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.parametrize("node", PLUGIN_PATHS, indirect=True),
+]
 
 PODS = 32
 

@@ -5,6 +5,7 @@ relies on, the Dockerfile is pinned, and the image and manifests agree with the 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ AGENT_FLAGS = {
     "node-name", "cluster-cidr", "backend", "nodes-file", "kubeconfig", "cni-conf-dir",
     "cni-bin-dir", "state-dir", "health-addr", "resync-seconds", "once", "ipam-data-dir",
     "plugin-install", "plugin-dir", "plugin-log-file", "cni-exclusive", "install-only",
+    "cni-socket",
 }  # fmt: skip
 
 
@@ -129,6 +131,7 @@ def test_host_paths_are_mounted_where_the_host_has_them() -> None:
         "/var/lib/cni/networks",
         "/opt/minicni",
         "/run/xtables.lock",
+        "/run/minicni",  # the CNI socket's directory: the shim on the host connects there
     }
     assert required <= set(host_paths.values())
     for name, host_path in host_paths.items():
@@ -148,6 +151,7 @@ def test_agent_environment_names_real_flags_and_matches_the_mounts() -> None:
     mounts = {m["mountPath"] for m in agent_container()["volumeMounts"]}
     for key in ("CNI_BIN_DIR", "CNI_CONF_DIR", "IPAM_DATA_DIR", "PLUGIN_DIR", "STATE_DIR"):
         assert env[f"MINICNI_{key}"]["value"] in mounts
+    assert os.path.dirname(env["MINICNI_CNI_SOCKET"]["value"]) in mounts
 
 
 def test_agent_environment_matches_the_agent_parser() -> None:

@@ -77,6 +77,10 @@ class NodeFiles:
     def agent_log(self) -> Path:
         return self.home / "agent.log"
 
+    @property
+    def cni_socket(self) -> Path:  # /run/minicni/cni.sock
+        return self.home / "run" / "cni.sock"
+
     def create(self) -> None:
         for directory in (
             self.conf_dir,
@@ -112,14 +116,47 @@ def agent_flags(
         "--plugin-log-file": str(files.plugin_log),
         "--plugin-install": plugin_install(topology),
         "--plugin-dir": str(files.plugin_dir),
+        "--cni-socket": str(files.cni_socket) if topology.fast_path else "",
         "--health-addr": AGENT_HEALTH_ADDR,
     }
 
 
+FALLBACK_MARK = "fast path unavailable"
+"""What the plugin logs when its shim runs it in-process (minicni.agent.host.shim)."""
+
+
+def fallbacks(files: NodeFiles) -> list[str]:
+    """The plugin's calls on this node that its shim ran in-process, each with why (its log)."""
+    try:
+        text = files.plugin_log.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return [line for line in text.splitlines() if FALLBACK_MARK in line]
+
+
+def require_served(nodes: Sequence[NodeFiles]) -> None:
+    """AgentError unless every CNI call so far was served by its node's agent: with the agents
+    up and serving, a fallback is a fault (a refusal, a socket the shim cannot reach) that the
+    matrix would otherwise hide, since the plugin in-process wires the pod just as well."""
+    found = [line for files in nodes for line in fallbacks(files)]
+    if found:
+        shown = "\n".join(found[:5])
+        raise AgentError(f"{counted_calls(len(found))} ran in-process, not served:\n{shown}")
+
+
+def counted_calls(number: int) -> str:
+    return f"{number} CNI call" + ("" if number == 1 else "s")
+
+
 def manifest_settings(topology: Topology) -> dict[str, str]:
     """The cluster's settings as the DaemonSet's env variables, for agents run from the image:
-    what a user sets in the manifest for this cluster. The node's paths stay the manifest's."""
-    return {env_name(flag): value for flag, value in cluster_flags(topology).items()}
+    what a user sets in the manifest for this cluster. The node's paths stay the manifest's; an
+    empty MINICNI_CNI_SOCKET turns the fast path off, as `fast_path: false` does for the lab's own
+    agents."""
+    settings = {env_name(flag): value for flag, value in cluster_flags(topology).items()}
+    if not topology.fast_path:
+        settings[env_name("--cni-socket")] = ""
+    return settings
 
 
 def plugin_install(topology: Topology) -> str:
@@ -163,9 +200,14 @@ def run_agent_once(argv: Sequence[str], timeout: float = 60.0) -> subprocess.Com
 
 
 def await_ready(
-    node: NodePlan, files: NodeFiles, process: subprocess.Popen[bytes], timeout: float
+    node: NodePlan,
+    files: NodeFiles,
+    process: subprocess.Popen[bytes],
+    timeout: float,
+    serving: bool = True,
 ) -> None:
-    """Ready = the conflist is written, the plugin installed and /readyz answers 200."""
+    """Ready = the conflist is written, the plugin installed, /readyz answers 200 and, when the
+    agent serves CNI requests (`serving`), its socket is there."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -175,6 +217,7 @@ def await_ready(
         if (
             files.conflist.exists()
             and (files.bin_dir / "minicni").exists()
+            and (not serving or files.cni_socket.exists())
             and http_ok(node.netns, AGENT_HEALTH_ADDR, "/readyz")
         ):
             return

@@ -147,6 +147,11 @@ class NetnsLab:
                 self.cri.wait_network_ready()  # as kubelet does before it starts pods
                 self.log("NetworkReady on every node (CRI Status)")
             inventory = self._add_pods()
+            # the image's agents have their own log paths (checked in their root test)
+            served = topology.fast_path and topology.agent == "process" and self.start_agents
+            if topology.plugin == "minicni" and served:
+                agents.require_served([self.files(node) for node in self.lab.nodes])
+                self.log("every CNI call served by the agents (the fast path)")
             if self.lab.services:
                 backends = services.install(self.lab, self.pod_ips(inventory))
                 shown = ", ".join(sorted(set(backends.values())))
@@ -210,7 +215,7 @@ class NetnsLab:
             return
         timeout = agents.ready_timeout(self.lab.topology, self.agent_timeout)
         for node in self.lab.nodes:
-            agents.await_ready(node, self.files(node), self.agents[node.name], timeout)
+            self.await_agent(node, timeout)
         self.log(f"{counted(len(self.lab.nodes), 'agent')} ready ({self.lab.topology.backend})")
 
     def _start_cri_nodes(self) -> None:
@@ -245,6 +250,24 @@ class NetnsLab:
         self.state.agents.pop(node.name, None)
         self.save_state()
         return agents.stop_agent(process)
+
+    def kill_agent(self, node: NodePlan) -> None:
+        """SIGKILL, as the OOM killer does: none of the agent's own clean-up runs."""
+        process = self.agents.pop(node.name)
+        self.state.agents.pop(node.name, None)
+        self.save_state()
+        process.kill()
+        process.wait()
+
+    def await_agent(self, node: NodePlan, timeout: float | None = None) -> None:
+        """Until the node's agent (started with `start_agent`) is ready, as `up` waits."""
+        agents.await_ready(
+            node,
+            self.files(node),
+            self.agents[node.name],
+            timeout or agents.ready_timeout(self.lab.topology, self.agent_timeout),
+            serving=self.lab.topology.fast_path,
+        )
 
     def run_agent_once(self, node: NodePlan, *extra: str) -> subprocess.CompletedProcess[str]:
         return agents.run_agent_once(self.agent_argv(node, "--once", *extra))

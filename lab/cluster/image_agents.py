@@ -10,8 +10,8 @@ lab.cluster.daemonset for the translation), and waits for it as kubelet would: t
 must pass before its deadline, then the readiness probe.
 
 A lab node's file system is a directory standing in for the node's "/"; `node_view_prefix` runs a
-command (the CNI plugin, as the node's runtime would) seeing that node's /opt, /var/lib and
-/var/log at their usual paths, in a mount namespace of its own that disappears with it.
+command (the CNI plugin, as the node's runtime would) seeing that node's /opt, /var/lib, /var/log
+and /run/minicni at their usual paths, in a mount namespace of its own that disappears with it.
 """
 
 from __future__ import annotations
@@ -41,8 +41,13 @@ DEFAULT_ARCHIVE = REPO / "build" / "image" / "minicni.tar"
 ARCHIVE_ENV = "MINICNI_IMAGE_ARCHIVE"
 BUILD_TARGET = "make image-offline"
 # The node directories a CNI plugin run by the node's runtime uses: the bundle and the launcher
-# (/opt), the address store (/var/lib/cni/networks) and the plugin's log (/var/log).
-NODE_VIEW_DIRS = ("/opt", "/var/lib", "/var/log")
+# (/opt), the address store (/var/lib/cni/networks), the plugin's log (/var/log) and the agent's
+# CNI socket, which the plugin's shim connects to (/run/minicni).
+NODE_VIEW_DIRS = ("/opt", "/var/lib", "/var/log", "/run/minicni")
+HOST_MOUNT_POINTS = ("/run/minicni",)
+"""View directories a host that runs no minicni lacks: a bind mount needs its mount point, so
+they are made (empty, root's, 0700; /run is a tmpfs) and left in place, as `ip netns` leaves
+/run/netns: removing one would detach the views of every other lab using it."""
 COMMAND_TIMEOUT = 120.0
 INIT_TIMEOUT = 300.0  # an init container copies the bundle (tens of MB) and may wait for the node
 SHORT_RUN_DIR = "/run/minicni-podman"
@@ -243,9 +248,12 @@ def node_view_prefix(node_root: str) -> list[str]:
 
 
 def prepare_node_root(spec: AgentPodSpec, node: LabNode) -> None:
-    """What kubelet creates for the hostPath types, and the node's own /opt, /var/lib, /var/log."""
+    """What kubelet creates for the hostPath types, and the node's own /opt, /var/lib, /var/log,
+    /run/minicni (with the lab host's mount point for the last)."""
     for directory in NODE_VIEW_DIRS:
         os.makedirs(node.root + directory, exist_ok=True)
+    for directory in HOST_MOUNT_POINTS:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
     for path, kind in daemonset.host_paths_to_create(spec, node):
         if kind == "dir":
             os.makedirs(path, exist_ok=True)

@@ -8,17 +8,29 @@ touches the kernel, so unit tests drive it with a dict and bytes.
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
-
+from minicni import fastjson
 from minicni.cni import version as cniversion
 from minicni.cni.errors import DECODING_FAILURE, INTERNAL, INVALID_ENVIRONMENT, CniError
 from minicni.cni.validate import validate_container_id, validate_interface_name
+from minicni.log import log
+from minicni.record import Record
 
-log = logging.getLogger("minicni")
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, Protocol
+
+    class Plugin(Protocol):
+        def add(self, request: Request) -> dict[str, Any]: ...
+
+        def delete(self, request: Request) -> None: ...
+
+        def check(self, request: Request) -> None: ...
+
+        def status(self, request: Request) -> None: ...
+
+        def gc(self, request: Request) -> None: ...
+
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 
@@ -41,28 +53,30 @@ MAX_CONFIG_BYTES = 4 << 20
 MAX_CONFIG_DEPTH = 64
 
 
-@dataclass(frozen=True)
-class Request:
-    command: str
-    container_id: str
-    netns: str
-    ifname: str
-    args: Mapping[str, str]
-    path: tuple[str, ...]
-    config: Mapping[str, Any]
-    version: str
+class Request(Record):
+    """One CNI call: the command, the runtime's variables and the decoded config."""
 
+    __slots__ = ("args", "command", "config", "container_id", "ifname", "netns", "path", "version")
 
-class Plugin(Protocol):
-    def add(self, request: Request) -> dict[str, Any]: ...
-
-    def delete(self, request: Request) -> None: ...
-
-    def check(self, request: Request) -> None: ...
-
-    def status(self, request: Request) -> None: ...
-
-    def gc(self, request: Request) -> None: ...
+    def __init__(
+        self,
+        command: str,
+        container_id: str,
+        netns: str,
+        ifname: str,
+        args: Mapping[str, str],
+        path: tuple[str, ...],
+        config: Mapping[str, Any],
+        version: str,
+    ) -> None:
+        self.command = command
+        self.container_id = container_id
+        self.netns = netns
+        self.ifname = ifname
+        self.args = args
+        self.path = path
+        self.config = config
+        self.version = version
 
 
 def dispatch(
@@ -103,7 +117,7 @@ def decode_config(stdin: bytes) -> dict[str, Any]:
     if len(stdin) > MAX_CONFIG_BYTES:
         raise CniError(DECODING_FAILURE, f"network config is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        config = json.loads(stdin)
+        config = fastjson.loads(stdin)
     except RecursionError:
         raise CniError(
             DECODING_FAILURE, f"network config is nested deeper than {MAX_CONFIG_DEPTH} levels"
@@ -195,4 +209,4 @@ def parse_cni_args(raw: str) -> dict[str, str]:
 
 
 def _encode(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, indent=1).encode() + b"\n"
+    return fastjson.dumps(document).encode() + b"\n"

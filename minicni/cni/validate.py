@@ -3,12 +3,18 @@ names end up in file names and in netlink requests, so only a safe shape gets th
 
 from __future__ import annotations
 
-import re
-
 from minicni.cni.errors import INVALID_ENVIRONMENT, UNKNOWN_CONTAINER, CniError, invalid_config
 
-_SAFE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
-"""What libcni allows in a container ID and a network name."""
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_SAFE_CHARACTERS = _ALNUM | frozenset("_.-")
+
+
+def _is_safe_name(name: str) -> bool:
+    """What libcni allows in a container ID and a network name: [a-zA-Z0-9][a-zA-Z0-9_.-]*
+    (checked without re, which costs the plugin ~2 ms to import on every pod start)."""
+    return bool(name) and name[0] in _ALNUM and all(char in _SAFE_CHARACTERS for char in name)
+
+
 _IFNAME_MAX_BYTES = 15
 _NAME_MAX = 255  # the network name is a directory name
 
@@ -17,7 +23,7 @@ def validate_container_id(container_id: str) -> None:
     """The container ID becomes part of file names: only a safe charset gets through."""
     if not container_id:
         raise CniError(UNKNOWN_CONTAINER, "missing containerID")
-    if not _SAFE_NAME.fullmatch(container_id):
+    if not _is_safe_name(container_id):
         raise CniError(INVALID_ENVIRONMENT, "invalid characters in containerID", repr(container_id))
 
 
@@ -62,7 +68,7 @@ def validate_interface_name(ifname: str) -> None:
 
 def validate_network_name(name: object) -> str:
     """The network name becomes the address store's directory name (code 7 if unsafe)."""
-    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or len(name) > _NAME_MAX:
+    if not isinstance(name, str) or not _is_safe_name(name) or len(name) > _NAME_MAX:
         raise invalid_config(
             "name", name, f"must match [a-zA-Z0-9][a-zA-Z0-9_.-]{{0,{_NAME_MAX - 1}}}"
         )

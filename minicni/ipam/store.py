@@ -7,6 +7,9 @@ Layout of `<dataDir>/<network name>/`:
   `lock`                flock'ed for every change, so concurrent plugin invocations serialise
   `boot_id`             the boot the store was last used in; a new boot triggers the stale sweep
   `.write.tmp`          every file is written here first, then linked or renamed into place
+  `deleting-<cid>@<ifname>` a DEL answered before it finished (the agent's CNI server answers
+                        once this is written, then deletes the links and releases the address):
+                        JSON with containerID and ifname; removed by the release
 
 Every change happens under the lock, and each step leaves a state the next DEL can undo, so a
 plugin killed at any point (or failing on a full disk) never leaks an address:
@@ -26,21 +29,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
-import json
 import os
 import stat
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from minicni.ipam.range import AddressRange
+from minicni import fastjson
+from minicni.digest import sha256_hex
+from minicni.record import Record
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from minicni.ipam.range import AddressRange
 
 LAST_RESERVED = "last_reserved_ip.0"
 BOOT_ID_FILE = "boot_id"
 LOCK_FILE = "lock"
 OWNER_PREFIX = "owner-"
+DELETING_PREFIX = "deleting-"
 TEMP_FILE = ".write.tmp"  # one name: writes are serialised by the lock
 SYSTEM_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _NAME_MAX = 255  # bytes in one file name (Linux NAME_MAX)
@@ -53,13 +61,22 @@ class RangeFullError(Exception):
     """No free address is left in the range."""
 
 
-@dataclass(frozen=True)
-class Reservation:
-    address: IPv4Address
-    container_id: str
-    ifname: str
-    netns: str = ""
-    boot_id: str = ""
+class Reservation(Record):
+    __slots__ = ("address", "boot_id", "container_id", "ifname", "netns")
+
+    def __init__(
+        self,
+        address: IPv4Address,
+        container_id: str,
+        ifname: str,
+        netns: str = "",
+        boot_id: str = "",
+    ) -> None:
+        self.address = address
+        self.container_id = container_id
+        self.ifname = ifname
+        self.netns = netns
+        self.boot_id = boot_id
 
 
 def current_boot_id() -> str:
@@ -154,7 +171,7 @@ class AddressStore:
         """Free the attachment's address: the address file first, then the owner link (a kill in
         between leaves a dangling link the next DEL removes), then a temporary file a killed
         writer left. Without a usable owner link, the address files are searched for the
-        owner they record."""
+        owner they record. This also ends a DEL recorded by `mark_deleting`."""
         reservation = self.find(container_id, ifname)
         found = (
             [reservation] if reservation is not None else self._recorded_for(container_id, ifname)
@@ -163,6 +180,7 @@ class AddressStore:
             _unlink_quietly(self._path(str(each.address)))
         _unlink_quietly(self._path(_owner_name(container_id, ifname)))
         _unlink_quietly(self._path(TEMP_FILE))
+        _unlink_quietly(self._path(_deleting_name(container_id, ifname)))
         return found[0] if found else None
 
     def _recorded_for(self, container_id: str, ifname: str) -> list[Reservation]:
@@ -185,6 +203,41 @@ class AddressStore:
                 ):
                     found.append(reservation)
         return found
+
+    # -- DELs answered before they finished ----------------------------------------------------
+    def mark_deleting(self, container_id: str, ifname: str) -> None:
+        """Record that the attachment's DEL was answered and must be finished (lock held).
+
+        Written, not fsynced: it must outlive the process that answered (a kill -9 leaves it
+        in the page cache), not the node: after a crash the links are gone with the boot and the
+        reservation goes with the sweep of `sweep_previous_boots`.
+        """
+        body = fastjson.dumps({"containerID": container_id, "ifname": ifname}).encode()
+        fd = _open_regular(
+            self._path(_deleting_name(container_id, ifname)), os.O_WRONLY | os.O_CREAT, 0o600
+        )
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, body)
+        finally:
+            os.close(fd)
+
+    def is_deleting(self, container_id: str, ifname: str) -> bool:
+        """Whether a recorded DEL of the attachment is unfinished (one lstat; no lock needed)."""
+        return os.path.lexists(self._path(_deleting_name(container_id, ifname)))
+
+    def pending_deletes(self) -> list[tuple[str, str]]:
+        """(container ID, ifname) of every recorded DEL not finished yet."""
+        pending = []
+        for entry in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
+            if not entry.startswith(DELETING_PREFIX):
+                continue
+            try:
+                data = fastjson.loads(_read_regular(self._path(entry)))
+                pending.append((str(data["containerID"]), str(data["ifname"])))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+                _unlink_quietly(self._path(entry))  # unreadable: it can name no attachment
+        return pending
 
     def release_where(self, stale: Callable[[Reservation], bool]) -> list[Reservation]:
         """Release every reservation for which `stale` is true, and every address file that
@@ -243,7 +296,7 @@ class AddressStore:
         if not _is_address(name):
             return None
         try:
-            data = json.loads(_read_regular(self._path(name)))
+            data = fastjson.loads(_read_regular(self._path(name)))
             return Reservation(
                 address=IPv4Address(name),
                 container_id=str(data["containerID"]),
@@ -257,7 +310,7 @@ class AddressStore:
     def _publish(self, reservation: Reservation) -> bool:
         """Write the reservation to the temporary file and link it to its address name; False if
         that name exists (O_EXCL semantics without ever showing a half-written file)."""
-        body = json.dumps(
+        body = fastjson.dumps(
             {
                 "containerID": reservation.container_id,
                 "ifname": reservation.ifname,
@@ -313,13 +366,21 @@ def _round_robin(address_range: AddressRange, last: IPv4Address | None) -> Itera
 
 
 def _owner_name(container_id: str, ifname: str) -> str:
+    return _attachment_file(OWNER_PREFIX, container_id, ifname)
+
+
+def _deleting_name(container_id: str, ifname: str) -> str:
+    return _attachment_file(DELETING_PREFIX, container_id, ifname)
+
+
+def _attachment_file(prefix: str, container_id: str, ifname: str) -> str:
     # Both parts are validated (no "/"), and container IDs never contain "@".
-    name = f"{OWNER_PREFIX}{container_id}@{ifname}"
+    name = f"{prefix}{container_id}@{ifname}"
     if len(name.encode()) <= _NAME_MAX:
         return name
     # The spec puts no limit on container IDs, the file system does. `find` compares the owner
     # recorded in the address file, so even a digest collision could not hand over a reservation.
-    return f"{OWNER_PREFIX}sha256-{hashlib.sha256(name.encode()).hexdigest()}"
+    return f"{prefix}sha256-{sha256_hex(name.encode())}"
 
 
 def _is_address(name: str) -> bool:

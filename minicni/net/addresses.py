@@ -1,31 +1,36 @@
 """Addresses: the typed dump both programs read, the request that adds or removes one, and the
-idempotent `ensure_address`."""
+idempotent `ensure_address`. Requests and the dump are built and read with `struct` (see
+`codes`)."""
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
-from typing import Any, NamedTuple
-
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from ipaddress import ip_address
 
 from minicni.net import wire
+from minicni.net.codes import IFA_ADDRESS, IFA_LOCAL, IFADDRMSG
 from minicni.net.rtnl import Rtnl
-from minicni.net.wire import IPAddress, IPNetwork, NetlinkError
+from minicni.net.wire import NetlinkError, attr
+from minicni.record import Record
 
-_IFADDRMSG = wire.body_struct(ifaddrmsg)
-_IFA = wire.attribute_codes(ifaddrmsg)
-IFA_ADDRESS = _IFA["IFA_ADDRESS"]
-IFA_LOCAL = _IFA["IFA_LOCAL"]
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from minicni.net.wire import IPAddress, IPNetwork
+
+_IFADDRMSG = IFADDRMSG
 
 
-class KernelAddress(NamedTuple):
-    """An address on a link: `local` with the prefix of `network` (its subnet). A NamedTuple,
-    as every typed dump's value: a dataclass costs the plugin ~1 ms to define at import."""
+class KernelAddress(Record):
+    """An address on a link: `local` with the prefix of `network` (its subnet)."""
 
-    ifindex: int
-    network: IPNetwork
-    local: IPAddress
+    __slots__ = ("ifindex", "local", "network")
+
+    def __init__(self, ifindex: int, network: IPNetwork, local: IPAddress) -> None:
+        self.ifindex = ifindex
+        self.network = network
+        self.local = local
 
     @property
     def cidr(self) -> str:
@@ -33,53 +38,56 @@ class KernelAddress(NamedTuple):
         return f"{self.local}/{self.network.prefixlen}"
 
 
-class AddressChanges(NamedTuple):
+class AddressChanges(Record):
     """What `ensure_address` changed: the addresses it removed, whether it added the one wanted."""
 
-    removed: list[str]
-    added: bool
+    __slots__ = ("added", "removed")
+
+    def __init__(self, removed: list[str], added: bool) -> None:
+        self.removed = removed
+        self.added = added
 
     def __bool__(self) -> bool:
         return bool(self.removed) or self.added
 
 
-def dump_addresses(rtnl: Rtnl, family: int = wire.AF_INET) -> list[KernelAddress]:
-    """Every address of `family` (AF_UNSPEC: of every family) on every link."""
-    request = ifaddrmsg()
-    request["family"] = family
+def dump_addresses(rtnl: Rtnl, family: int = wire.AF_INET, index: int = 0) -> list[KernelAddress]:
+    """Every address of `family` (AF_UNSPEC: of every family) on every link, or on link `index`
+    only. On a strict socket the kernel itself dumps only that link's: a node with 1,000 pods
+    need not send them all to a plugin that wants the bridge's."""
+    request = IFADDRMSG.pack(family, 0, 0, 0, index)
 
     def decode(message: bytes) -> KernelAddress | None:
-        ifa_family, prefixlen, _, _, index = _IFADDRMSG.unpack_from(message, wire.HEADER.size)
-        if family and ifa_family != family:
+        ifa_family, prefixlen, _, _, ifindex = _IFADDRMSG.unpack_from(message, wire.HEADER.size)
+        if (family and ifa_family != family) or (index and ifindex != index):
             return None
         local = peer = None
-        for attr, value in wire.attributes(message, wire.HEADER.size + _IFADDRMSG.size):
-            if attr == IFA_LOCAL:
+        for kind, value in wire.attributes(message, wire.HEADER.size + _IFADDRMSG.size):
+            if kind == IFA_LOCAL:
                 local = value
-            elif attr == IFA_ADDRESS:
+            elif kind == IFA_ADDRESS:
                 peer = value
         packed = local or peer  # IFA_LOCAL is the address itself; IPv6 has only IFA_ADDRESS
         if packed is None:
             return None
-        return KernelAddress(index, wire.network(packed, prefixlen), wire.address(packed))
+        return KernelAddress(ifindex, wire.network(packed, prefixlen), wire.address(packed))
 
-    return rtnl.dump(request, wire.RTM_GETADDR, decode)
+    return rtnl.dump_decoded(request, wire.RTM_GETADDR, decode)
 
 
-def address_request(index: int, address: str, prefixlen: int) -> Any:
-    msg = ifaddrmsg()
-    msg["family"] = wire.AF_INET6 if ":" in address else wire.AF_INET
-    msg["prefixlen"] = prefixlen
-    msg["index"] = index
+def address_request(index: int, address: str, prefixlen: int) -> bytes:
+    packed = ip_address(address).packed
+    family = wire.AF_INET if len(packed) == 4 else wire.AF_INET6
+    body = IFADDRMSG.pack(family, prefixlen, 0, 0, index)
     # IFA_LOCAL is the address itself; IFA_ADDRESS the peer, the same on a broadcast link.
-    local = [("IFA_LOCAL", address)] if msg["family"] == wire.AF_INET else []
-    msg["attrs"] = [*local, ("IFA_ADDRESS", address)]
-    return msg
+    if family == wire.AF_INET:
+        body += attr(IFA_LOCAL, packed)
+    return body + attr(IFA_ADDRESS, packed)
 
 
 def interface_addresses(rtnl: Rtnl, index: int) -> set[str]:
     """`address/prefixlen` of every address, of any family, on link `index`."""
-    return {a.cidr for a in dump_addresses(rtnl, wire.AF_UNSPEC) if a.ifindex == index}
+    return {a.cidr for a in dump_addresses(rtnl, wire.AF_UNSPEC, index)}
 
 
 def ensure_address(
@@ -98,7 +106,7 @@ def ensure_address(
     wanted = f"{address}/{prefixlen}"
     removed: list[str] = []
     found = False
-    for existing in dump_addresses(rtnl) if present is None else present:
+    for existing in dump_addresses(rtnl, index=index) if present is None else present:
         if existing.ifindex != index or existing.network.version != 4:
             continue
         if existing.cidr == wanted:

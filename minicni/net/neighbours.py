@@ -47,7 +47,7 @@ def dump_neighbours(rtnl: Rtnl, family: int, ifindex: int) -> list[KernelNeighbo
         return KernelNeighbour(ndm_ifindex, dst, lladdr, state)
 
     try:
-        return rtnl.dump(request, wire.RTM_GETNEIGH, decode)
+        return rtnl.dump_decoded(request, wire.RTM_GETNEIGH, decode)
     except NetlinkError as error:
         if error.code == errno.ENODEV:
             return []

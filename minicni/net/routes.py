@@ -1,43 +1,62 @@
 """Routes: the typed dump both programs read, and the request that adds, replaces or deletes one.
 
-The dump is decoded with `struct`, not by pyroute2, which decodes every attribute of every message
-(~50 us a route): the agent's no-change resync over thousands of routes must stay well under
-50 ms, so only the fields compared are read, and the address objects are cached.
+Requests and dumps are encoded and decoded with `struct` from `codes`, not by pyroute2, which
+decodes every attribute of every message (~50 us a route) and encodes slowly too: the agent's
+no-change resync over thousands of routes must stay well under 50 ms, so only the fields compared
+are read, and the address objects are cached.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Collection
-from typing import Any, NamedTuple
-
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
+import errno
+from ipaddress import ip_address
 
 from minicni.net import wire
+from minicni.net.codes import (
+    RTA_DST,
+    RTA_GATEWAY,
+    RTA_OIF,
+    RTA_PREFSRC,
+    RTA_PRIORITY,
+    RTA_TABLE,
+    RTMSG,
+)
 from minicni.net.rtnl import Rtnl
-from minicni.net.wire import IPAddress, IPNetwork
+from minicni.net.wire import NetlinkError, attr
+from minicni.record import Record
 
-_RTMSG = wire.body_struct(rtmsg)
-_RTA = wire.attribute_codes(rtmsg)
-RTA_DST = _RTA["RTA_DST"]
-RTA_OIF = _RTA["RTA_OIF"]
-RTA_GATEWAY = _RTA["RTA_GATEWAY"]
-RTA_PRIORITY = _RTA["RTA_PRIORITY"]
-RTA_PREFSRC = _RTA["RTA_PREFSRC"]
-RTA_TABLE = _RTA["RTA_TABLE"]
-_U32 = struct.Struct("=I")
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from minicni.net.wire import IPAddress, IPNetwork
+
+_RTMSG = RTMSG
+_U32 = wire.U32
 
 
-class KernelRoute(NamedTuple):
-    """A route as dumped (a NamedTuple: see `addresses.KernelAddress`)."""
+class KernelRoute(Record):
+    """A route as dumped."""
 
-    dst: IPNetwork
-    gateway: IPAddress | None
-    oif: int
-    onlink: bool
-    priority: int
-    prefsrc: IPAddress | None = None
-    table: int = wire.RT_TABLE_MAIN
+    __slots__ = ("dst", "gateway", "oif", "onlink", "prefsrc", "priority", "table")
+
+    def __init__(
+        self,
+        dst: IPNetwork,
+        gateway: IPAddress | None,
+        oif: int,
+        onlink: bool,
+        priority: int,
+        prefsrc: IPAddress | None = None,
+        table: int = wire.RT_TABLE_MAIN,
+    ) -> None:
+        self.dst = dst
+        self.gateway = gateway
+        self.oif = oif
+        self.onlink = onlink
+        self.priority = priority
+        self.prefsrc = prefsrc
+        self.table = table
 
     @property
     def dst_key(self) -> tuple[int, int, int]:
@@ -59,10 +78,8 @@ def dump_routes(
     header's byte is asked for; the decoder filters again, for sockets that are not strict.
     """
     only = next(iter(tables)) if len(tables) == 1 else wire.RT_TABLE_UNSPEC
-    request = rtmsg()
-    request["family"] = family
-    request["table"] = only if only < 256 else wire.RT_TABLE_UNSPEC
-    request["proto"] = protocol or wire.RTPROT_UNSPEC
+    table = only if only < 256 else wire.RT_TABLE_UNSPEC
+    request = RTMSG.pack(family, 0, 0, 0, table, protocol or wire.RTPROT_UNSPEC, 0, 0, 0)
     unspecified = bytes(4 if family == wire.AF_INET else 16)
 
     def decode(message: bytes) -> KernelRoute | None:
@@ -74,18 +91,18 @@ def dump_routes(
         dst = unspecified
         gateway = prefsrc = None
         oif = priority = 0
-        for attr, value in wire.attributes(message, wire.HEADER.size + _RTMSG.size):
-            if attr == RTA_DST:
+        for kind, value in wire.attributes(message, wire.HEADER.size + _RTMSG.size):
+            if kind == RTA_DST:
                 dst = value
-            elif attr == RTA_GATEWAY:
+            elif kind == RTA_GATEWAY:
                 gateway = wire.address(value)
-            elif attr == RTA_PREFSRC:
+            elif kind == RTA_PREFSRC:
                 prefsrc = wire.address(value)
-            elif attr == RTA_OIF:
+            elif kind == RTA_OIF:
                 (oif,) = _U32.unpack(value)
-            elif attr == RTA_PRIORITY:
+            elif kind == RTA_PRIORITY:
                 (priority,) = _U32.unpack(value)
-            elif attr == RTA_TABLE:
+            elif kind == RTA_TABLE:
                 (table,) = _U32.unpack(value)
         if table not in tables:
             return None
@@ -99,7 +116,14 @@ def dump_routes(
             table=table,
         )
 
-    return rtnl.dump(request, wire.RTM_GETROUTE, decode)
+    try:
+        return rtnl.dump_decoded(request, wire.RTM_GETROUTE, decode)
+    except NetlinkError as exc:
+        # A strict socket asked for a table that does not exist yet (a namespace without a
+        # single route): the kernel says ENOENT where a plain dump would be empty.
+        if exc.code == errno.ENOENT and table != wire.RT_TABLE_UNSPEC:
+            return []
+        raise
 
 
 def route_request(
@@ -113,35 +137,44 @@ def route_request(
     prefsrc: IPAddress | None = None,
     priority: int | None = None,
     route_type: int = wire.RTN_UNICAST,
-) -> Any:
+) -> bytes:
     """An rtmsg for RTM_NEWROUTE or RTM_DELROUTE. `dst` None: the default route. A delete names
     the route as it was dumped, with `route_type` 0 (any)."""
     anchor = dst if dst is not None else gateway
-    msg = rtmsg()
-    msg["family"] = wire.AF_INET6 if anchor is not None and anchor.version == 6 else wire.AF_INET
-    msg["dst_len"] = dst.prefixlen if dst is not None else 0
-    msg["proto"] = protocol
-    msg["scope"] = wire.RT_SCOPE_UNIVERSE
-    msg["type"] = route_type
-    msg["flags"] = wire.RTNH_F_ONLINK if onlink else 0
-    msg["table"] = table if table < 256 else wire.RT_TABLE_COMPAT
-    attrs: list[tuple[str, Any]] = []
+    family = wire.AF_INET6 if anchor is not None and anchor.version == 6 else wire.AF_INET
+    body = RTMSG.pack(
+        family,
+        dst.prefixlen if dst is not None else 0,
+        0,
+        0,
+        table if table < 256 else wire.RT_TABLE_COMPAT,
+        protocol,
+        wire.RT_SCOPE_UNIVERSE,
+        route_type,
+        wire.RTNH_F_ONLINK if onlink else 0,
+    )
     if dst is not None:
-        attrs.append(("RTA_DST", str(dst.network_address)))
+        body += attr(RTA_DST, dst.network_address.packed)
     if gateway is not None:
-        attrs.append(("RTA_GATEWAY", str(gateway)))
+        body += attr(RTA_GATEWAY, gateway.packed)
     if oif is not None:
-        attrs.append(("RTA_OIF", oif))
+        body += attr(RTA_OIF, wire.u32(oif))
     if priority is not None:
-        attrs.append(("RTA_PRIORITY", priority))
+        body += attr(RTA_PRIORITY, wire.u32(priority))
     if prefsrc is not None:
-        attrs.append(("RTA_PREFSRC", str(prefsrc)))
+        body += attr(RTA_PREFSRC, prefsrc.packed)
     if table > 255:
         # Only where the header cannot hold the number: one attribute less to encode on each of
         # thousands of main-table routes.
-        attrs.append(("RTA_TABLE", table))
-    msg["attrs"] = attrs
-    return msg
+        body += attr(RTA_TABLE, wire.u32(table))
+    return body
+
+
+def default_route_request(gateway: str, oif: int, protocol: int) -> bytes:
+    """The main table's default route via `gateway` out of link `oif` (a pod's)."""
+    return route_request(
+        None, ip_address(gateway), table=wire.RT_TABLE_MAIN, protocol=protocol, oif=oif
+    )
 
 
 def has_route(rtnl: Rtnl, dst: str, gateway: str | None) -> bool:

@@ -1,6 +1,7 @@
 """The one rtnetlink client of minicni: requests, dumps and batches over a plain netlink socket.
 
-Messages are built with pyroute2's message classes (see `minicni.net`); every reply is checked
+A request is a message body built with `struct` (the bytes after the netlink header: see `codes`)
+or a pyroute2 message with its fields and attributes set (see `minicni.net`); every reply is checked
 the same way: its sequence number (anything else on the socket is skipped), truncation (a
 datagram larger than the buffer is refused, never parsed), and, for dumps, the kernel's
 "interrupted" flag (the table changed meanwhile: the dump is read again). Errors are raised, or
@@ -12,19 +13,37 @@ pyroute2 itself: the builders in `links`, `addresses`, `routes`... hand it their
 
 from __future__ import annotations
 
+import _socket as socket  # the socket module's enum tables cost the plugin ~2 ms per pod start
 import contextlib
 import errno
-import socket
-from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar, overload
 
 from minicni.net import wire
 from minicni.net.wire import NetlinkError
 
-T = TypeVar("T")
-Decoder = Callable[[bytes], T | None]
-"""Turns one reply message (header included) into a value, or None to leave it out."""
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from types import TracebackType
+    from typing import Any, Generic, Protocol, TypeVar
+
+    T = TypeVar("T")
+    Decoder = Callable[[bytes], T | None]
+    """Turns one reply message (header included) into a value, or None to leave it out."""
+
+    class Socket(Protocol):
+        """What `Rtnl` needs of a socket; tests pass a scripted one."""
+
+        def send(self, data: bytes, /) -> int: ...
+        def recvmsg(self, bufsize: int, /) -> tuple[bytes, list[Any], int, Any]: ...
+        def close(self) -> None: ...
+
+else:  # what the class statements below need of typing, at run time
+
+    class Generic:
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
+
+    T = None
 
 # A dump arrives in datagrams of at most 32 KiB (the kernel caps them there); twice that leaves
 # room for any single reply.
@@ -33,14 +52,6 @@ DUMP_ATTEMPTS = 3
 BATCH_SIZE = 500
 """Requests per datagram in a batch: their acks (a few hundred bytes of buffer each) must fit
 the socket's receive buffer before they are read."""
-
-
-class Socket(Protocol):
-    """What `Rtnl` needs of a socket; tests pass a scripted one."""
-
-    def send(self, data: bytes, /) -> int: ...
-    def recvmsg(self, bufsize: int, /) -> tuple[bytes, list[Any], int, Any]: ...
-    def close(self) -> None: ...
 
 
 def open_route_socket(*, strict: bool = False, receive_buffer: int = 0) -> socket.socket:
@@ -52,25 +63,39 @@ def open_route_socket(*, strict: bool = False, receive_buffer: int = 0) -> socke
         socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, wire.NETLINK_ROUTE
     )
     try:
-        sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_CAP_ACK, 1)
-        sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_EXT_ACK, 1)
-        if strict:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_GET_STRICT_CHK, 1)
-        if receive_buffer:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, wire.SO_RCVBUFFORCE, receive_buffer)
-            except PermissionError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        sock.bind((0, 0))  # the kernel picks our port id
+        adopt_route_socket(sock, strict=strict, receive_buffer=receive_buffer)
     except OSError:
         sock.close()
         raise
     return sock
 
 
+def adopt_route_socket(
+    sock: socket.socket, *, strict: bool = False, receive_buffer: int = 0
+) -> None:
+    """Set up and bind a NETLINK_ROUTE socket made elsewhere, as `open_route_socket` does its own
+    (the agent's CNI server gets one, made inside a pod's namespace, from the plugin's shim)."""
+    sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_CAP_ACK, 1)
+    sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_EXT_ACK, 1)
+    if strict:
+        with contextlib.suppress(OSError):  # before Linux 4.20: the decoders filter anyway
+            sock.setsockopt(wire.SOL_NETLINK, wire.NETLINK_GET_STRICT_CHK, 1)
+    if receive_buffer:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, wire.SO_RCVBUFFORCE, receive_buffer)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.bind((0, 0))  # the kernel picks our port id
+
+
 def encode_request(msg: Any, msg_type: int, flags: int, seq: int) -> bytes:
-    """`msg` (a pyroute2 message with its fields and attrs set) as one netlink request."""
+    """`msg` (a message body as bytes, or a pyroute2 message with its fields and attrs set) as
+    one netlink request."""
+    if isinstance(msg, bytes):
+        header = wire.HEADER.pack(
+            wire.HEADER.size + len(msg), msg_type, wire.NLM_F_REQUEST | flags, seq, 0
+        )
+        return header + msg
     msg.reset()  # encode() appends to the message's buffer: a resent message would double
     msg["header"]["type"] = msg_type
     msg["header"]["flags"] = wire.NLM_F_REQUEST | flags
@@ -89,6 +114,10 @@ def decode_with(message_class: Any) -> Decoder[Any]:
         return decoded
 
     return decode
+
+
+def _raw(message: bytes) -> bytes:
+    return message
 
 
 class Replies(Generic[T]):
@@ -140,22 +169,27 @@ class Rtnl:
         )
         self._seq = 0
 
-    def request(self, msg: Any, msg_type: int, flags: int = 0) -> list[Any]:
+    def request(
+        self, msg: Any, msg_type: int, flags: int = 0, decode: Decoder[Any] | None = None
+    ) -> list[Any]:
         """Send `msg` with NLM_F_ACK; return the replies that came before the ack (for a GET,
-        the object asked for) as messages of `msg`'s class. Raises the error the kernel acked
-        with."""
-        return self._exchange(
-            msg, msg_type, flags | wire.NLM_F_ACK, decode_with(type(msg))
-        ).messages
+        the object asked for): what `decode` makes of each, by default the messages as bytes
+        (header included) for a request given as bytes, else as messages of `msg`'s class.
+        Raises the error the kernel acked with."""
+        if decode is None:
+            decode = _raw if isinstance(msg, bytes) else decode_with(type(msg))
+        return self._exchange(msg, msg_type, flags | wire.NLM_F_ACK, decode).messages
 
-    @overload
-    def dump(self, msg: Any, msg_type: int) -> list[Any]: ...
-    @overload
-    def dump(self, msg: Any, msg_type: int, decode: Decoder[T]) -> list[T]: ...
-    def dump(self, msg: Any, msg_type: int, decode: Decoder[Any] | None = None) -> list[Any]:
+    def dump(self, msg: Any, msg_type: int) -> list[Any]:
         """Every object of a table (links, addresses, routes...) as the kernel dumps it: as
-        messages of `msg`'s class, or what `decode` makes of each (None leaves one out)."""
-        decoder = decode if decode is not None else decode_with(type(msg))
+        messages of `msg`'s class (as bytes, for a request given as bytes)."""
+        return self.dump_decoded(
+            msg, msg_type, _raw if isinstance(msg, bytes) else decode_with(type(msg))
+        )
+
+    def dump_decoded(self, msg: Any, msg_type: int, decoder: Decoder[T]) -> list[T]:
+        """Every object of a table, as `decoder` makes it of each message (None leaves one
+        out)."""
         for _ in range(DUMP_ATTEMPTS):
             replies = self._exchange(msg, msg_type, wire.NLM_F_DUMP, decoder)
             if not replies.interrupted:

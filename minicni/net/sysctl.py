@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 
+def _path(key: str) -> str:
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def read_sysctl(key: str) -> str:
+    """The value of net.ipv4.ip_forward-style `key` in the caller's namespace."""
+    with open(_path(key)) as f:
+        return f.read().strip()
+
+
 def ensure_sysctl(key: str, value: str) -> bool:
     """Set net.ipv4.ip_forward-style `key` to `value` in the caller's namespace; True if changed."""
-    path = "/proc/sys/" + key.replace(".", "/")
-    with open(path) as f:
-        if f.read().strip() == value:
-            return False
-    with open(path, "w") as f:
+    if read_sysctl(key) == value:
+        return False
+    with open(_path(key), "w") as f:
         f.write(value)
     return True

@@ -1,9 +1,10 @@
-"""The netlink wire format, once: constants, the message and attribute headers, splitting a
-datagram into messages and decoding the kernel's errors. Pure (no socket), so captured buffers
-can be fed to it.
+"""The netlink wire format, once: constants, the message and attribute headers, building and
+splitting messages and attributes, decoding the kernel's errors. Pure (no socket), so captured
+buffers can be fed to it.
 
-The bodies of rtnetlink messages (ifinfmsg, rtmsg, ndmsg...) are pyroute2's definitions:
-`body_struct` and `attribute_codes` derive from them the layouts that the fast dump decoders read.
+The bodies of rtnetlink messages (ifinfmsg, rtmsg, ndmsg...) are pyroute2's definitions: those
+the plugin's hot path builds and reads with `struct` are in `codes` (proven equal to pyroute2's);
+`body_struct` and `attribute_codes` derive the others from pyroute2's classes.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import errno
 import functools
 import os
 import struct
-from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -86,6 +90,10 @@ FR_ACT_TO_TBL = 1
 HEADER = struct.Struct("=IHHII")  # struct nlmsghdr: length, type, flags, seq, pid
 ATTR = struct.Struct("=HH")  # struct nlattr: length, type
 ERROR_CODE = struct.Struct("=i")  # the first field of struct nlmsgerr, and of NLMSG_DONE
+U16 = struct.Struct("=H")
+U32 = struct.Struct("=I")
+I32 = struct.Struct("=i")
+BE16 = struct.Struct(">H")
 
 
 class NetlinkError(Exception):
@@ -111,6 +119,44 @@ def messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
             raise NetlinkError(errno.EPROTO, f"malformed netlink message at {offset}")
         yield msg_type, flags, seq, data[offset : offset + length]
         offset += align(length)
+
+
+def attr(kind: int, payload: bytes) -> bytes:
+    """One attribute, padded to 4 bytes (nested ones are plain attributes whose payload is
+    attributes: the kernel parses IFLA_LINKINFO and its kin without NLA_F_NESTED, and pyroute2
+    sends none)."""
+    length = 4 + len(payload)
+    return ATTR.pack(length, kind) + payload + bytes(-length % 4)
+
+
+def asciiz(text: str) -> bytes:
+    return text.encode() + b"\0"
+
+
+def u8(value: int) -> bytes:
+    return bytes((value,))
+
+
+def u32(value: int) -> bytes:
+    return U32.pack(value)
+
+
+def mac_bytes(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def mac_text(packed: bytes) -> str:
+    return ":".join(f"{octet:02x}" for octet in packed)
+
+
+def text(value: bytes) -> str:
+    """A NUL-terminated string attribute."""
+    return value.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def attribute_map(data: bytes, offset: int = 0) -> dict[int, bytes]:
+    """The attributes from `offset` on, by type (the last one of a type wins)."""
+    return dict(attributes(data, offset))
 
 
 def attributes(data: bytes, offset: int) -> Iterator[tuple[int, bytes]]:

@@ -4,30 +4,38 @@ which needs no kernel, is in `status`).
 ADD is a transaction: each step that changes something registers its undo on an ExitStack, and any
 failure unwinds them all before the error is returned, so a failed ADD leaves no reservation and
 no link behind.
+
+Every command takes a `CommandContext` (see `context`): how it reaches the pod's namespace, and
+whether it runs in the plugin's own process or in the agent's CNI server.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
-from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from typing import Any
 
 from minicni.cni import errors
 from minicni.cni.errors import CniError
-from minicni.cni.skel import Request
 from minicni.cni.version import normalize_result
-from minicni.ipam.store import AddressStore, RangeFullError, Reservation
-from minicni.net import addresses, links, netns, routes
+from minicni.ipam.store import AddressStore, RangeFullError
+from minicni.log import log
+from minicni.net import addresses, links, routes
 from minicni.net.rtnl import Rtnl
 from minicni.net.sysctl import ensure_sysctl
 from minicni.net.wire import NetlinkError
-from minicni.plugin.config import NetConf, parse_netconf
+from minicni.plugin.config import parse_netconf
 from minicni.plugin.result import add_result
 
-log = logging.getLogger("minicni")
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from typing import Any
+
+    from minicni.cni.skel import Request
+    from minicni.ipam.store import Reservation
+    from minicni.plugin.config import NetConf
+    from minicni.plugin.context import CommandContext, PodNetns
 
 
 @contextmanager
@@ -41,45 +49,17 @@ def step(what: str) -> Iterator[None]:
         raise CniError(errors.IO_FAILURE, f"{what} failed", str(exc)) from exc
 
 
-def open_netlink(netns_path: str | None = None) -> Rtnl:
-    if netns_path is None:
-        return Rtnl()
-    with netns.enter(netns_path):
-        return Rtnl()
+def open_host_netlink() -> Rtnl:
+    """Strict: the kernel filters dumps by the request (the bridge's addresses, not the node's)."""
+    return Rtnl(strict=True)
 
 
-def require_netns(path: str) -> None:
-    """CNI_NETNS names a network namespace other than the plugin's own; checked without ever
-    blocking (a FIFO) or opening anything else."""
-    try:
-        fd = netns.open_netns(path)
-    except (FileNotFoundError, NotADirectoryError):
-        raise CniError(
-            errors.UNKNOWN_CONTAINER, "network namespace does not exist", repr(path)
-        ) from None
-    except netns.NotNetworkNamespace as exc:
-        raise CniError(
-            errors.INVALID_ENVIRONMENT, f"CNI_NETNS {exc.strerror}", repr(path)
-        ) from None
-    except OSError as exc:
-        raise CniError(
-            errors.INVALID_ENVIRONMENT, f"CNI_NETNS cannot be opened: {exc.strerror}", repr(path)
-        ) from None
-    try:
-        ours = os.stat(netns.current_netns_path())
-        theirs = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino):
-        raise CniError(8, "CNI_NETNS is the plugin's own network namespace", repr(path))
-
-
-def _open_netns_quietly(path: str) -> int | None:
+def _pod_fd_quietly(pod_netns: PodNetns | None) -> int | None:
     """For DEL and GC, which go on without the pod's namespace."""
-    if not path:
+    if pod_netns is None or not pod_netns.path:
         return None
     try:
-        return netns.open_netns(path)
+        return pod_netns.open_fd()
     except OSError:
         return None
 
@@ -89,13 +69,15 @@ def _store(conf: NetConf) -> AddressStore:
 
 
 # -- ADD ------------------------------------------------------------------------------------------
-def add(request: Request) -> dict[str, Any]:
+def add(request: Request, ctx: CommandContext) -> dict[str, Any]:
     conf = parse_netconf(request.config)
-    require_netns(request.netns)
+    pod_netns = ctx.pod(request.netns)
+    pod_netns.require()
+    _finish_recorded_delete(conf, request)
     with ExitStack() as stack:
         with step("opening netlink sockets"):
-            host = stack.enter_context(open_netlink())
-            pod = stack.enter_context(open_netlink(request.netns))
+            host = stack.enter_context(open_host_netlink())
+            pod = stack.enter_context(pod_netns.rtnl())
         with step("looking up the pod interface"):
             if links.find_link(pod, request.ifname) is not None:
                 raise CniError(
@@ -106,18 +88,16 @@ def add(request: Request) -> dict[str, Any]:
         undo = stack.enter_context(ExitStack())
         reservation = _reserve(conf, request)
         undo.callback(_release, conf, request)
-        bridge = _ensure_bridge(host, conf)
+        bridge = _ensure_bridge(host, conf, ctx)
         host_name = links.host_veth_name(request.container_id, request.ifname)
         alias = links.attachment_alias(request.container_id, request.ifname)
         with step("creating the veth pair"):
             mtu = conf.mtu or links.default_route_mtu(host)
-            _create_veth_pair(host, request, host_name, alias, mtu, bridge.index)
+            _create_veth_pair(host, request, pod_netns, host_name, mtu, bridge.index)
         undo.callback(links.delete_link, host, host_name)
         with step("attaching the host veth to the bridge"):
-            links.set_alias(host, host_name, alias)
             host_end = _must_find(host, host_name)
-            if conf.hairpin:
-                links.set_hairpin(host, host_end.index)
+            links.bring_up_port(host, host_end.index, conf.hairpin, alias)
         with step("configuring the pod interface"):
             pod_end = _must_find(pod, request.ifname)
             links.configure_pod_interface(
@@ -127,6 +107,7 @@ def add(request: Request) -> dict[str, Any]:
                 conf.range.subnet.prefixlen,
                 str(conf.range.gateway) if conf.is_default_gateway else None,
                 alias,
+                ipv6=conf.has_ipv6,
             )
         undo.pop_all()  # success: keep everything
         log.info(
@@ -155,12 +136,18 @@ def _reserve(conf: NetConf, request: Request) -> Reservation:
 
 
 def _create_veth_pair(
-    host: Rtnl, request: Request, host_name: str, alias: str, mtu: int, bridge_index: int
+    host: Rtnl,
+    request: Request,
+    pod_netns: PodNetns,
+    host_name: str,
+    mtu: int,
+    bridge_index: int,
 ) -> None:
     """Create the pair; a link already holding the host name is replaced only if minicni made
     it for this very attachment (an ADD killed half-way, a sandbox re-created under the same
     container ID). Any other link is left alone, and ADD fails with code 104."""
-    pod_ns = netns.open_netns(request.netns)
+    alias = links.attachment_alias(request.container_id, request.ifname)
+    pod_ns = pod_netns.open_fd()
     try:
         try:
             links.create_veth_pair(host, host_name, request.ifname, pod_ns, mtu, bridge_index)
@@ -190,13 +177,23 @@ def _create_veth_pair(
         os.close(pod_ns)
 
 
-def _delete_host_veth(host: Rtnl, container_id: str, ifname: str, netns_path: str) -> bool:
+def _delete_host_veth(
+    host: Rtnl, container_id: str, ifname: str, pod_netns: PodNetns | None
+) -> bool:
     """Delete the attachment's host veth if minicni made it; a foreign link is left alone."""
     name = links.host_veth_name(container_id, ifname)
     link = links.find_link(host, name)
-    if link is None:
+    if link is None or not _is_ours(host, link, container_id, ifname, pod_netns):
         return False
-    pod_ns = _open_netns_quietly(netns_path)
+    return links.delete_link(host, name)
+
+
+def _is_ours(
+    host: Rtnl, link: links.Link, container_id: str, ifname: str, pod_netns: PodNetns | None
+) -> bool:
+    """Whether minicni made `link` for this attachment (see `links.is_attachment_veth`); a link
+    it did not make is logged, and left alone."""
+    pod_ns = _pod_fd_quietly(pod_netns)
     try:
         alias = links.attachment_alias(container_id, ifname)
         ours = links.is_attachment_veth(host, link, alias, pod_ns)
@@ -206,22 +203,25 @@ def _delete_host_veth(host: Rtnl, container_id: str, ifname: str, netns_path: st
     if not ours:
         log.warning(
             "leaving %s alone: a %s link minicni did not make for %s/%s (alias %r)",
-            name,
+            link.name,
             link.kind or "plain",
             container_id,
             ifname,
             link.alias,
         )
-        return False
-    return links.delete_link(host, name)
+    return ours
 
 
 def _release(conf: NetConf, request: Request) -> Reservation | None:
+    return _release_attachment(conf, request.container_id, request.ifname)
+
+
+def _release_attachment(conf: NetConf, container_id: str, ifname: str) -> Reservation | None:
     with _store(conf).locked() as store:
-        return store.release(request.container_id, request.ifname)
+        return store.release(container_id, ifname)
 
 
-def _ensure_bridge(host: Rtnl, conf: NetConf) -> links.Link:
+def _ensure_bridge(host: Rtnl, conf: NetConf, ctx: CommandContext) -> links.Link:
     with step(f"setting up bridge {conf.bridge}"):
         bridge = links.ensure_bridge(host, conf.bridge)
         if conf.is_default_gateway:
@@ -230,8 +230,9 @@ def _ensure_bridge(host: Rtnl, conf: NetConf) -> links.Link:
             )
             if changes.removed:
                 log.warning("removed stale addresses %s from %s", changes.removed, conf.bridge)
-    with step("enabling IPv4 forwarding"):
-        ensure_sysctl("net.ipv4.ip_forward", "1")
+    if ctx.writes_sysctls:  # the agent's server checked it before taking the request
+        with step("enabling IPv4 forwarding"):
+            ensure_sysctl("net.ipv4.ip_forward", "1")
     return bridge
 
 
@@ -243,51 +244,136 @@ def _must_find(rtnl: Rtnl, name: str) -> links.Link:
 
 
 # -- DEL ------------------------------------------------------------------------------------------
-def delete(request: Request) -> None:
+def delete(request: Request, ctx: CommandContext) -> None:
     """Best effort and repeatable: links first (so an address is never reused while still on a
-    live interface), then the reservation, even when the netns is long gone."""
+    live interface), then the reservation, even when the netns is long gone.
+
+    Served by the agent, the DEL is answered as soon as it is recorded in the store (a
+    `deleting-` record): the kernel takes tens of milliseconds to unregister a veth (an RCU
+    barrier), which the runtime need not wait for. The links and the address go after the answer
+    (`ctx.deferred`), the address only once its link is gone. Until then the record stands, and
+    whoever next meets the attachment finishes the DEL first (`_finish_recorded_delete`): the
+    server's next request for it (which waits for the deferred work), an in-process ADD, CHECK
+    or DEL, GC, or the agent at its next start.
+    """
     conf = parse_netconf(request.config)
-    host_name = links.host_veth_name(request.container_id, request.ifname)
-    with step(f"deleting {host_name}"), open_netlink() as host:
-        removed = _delete_host_veth(host, request.container_id, request.ifname, request.netns)
-    if not removed and request.netns:
-        _delete_pod_end(request)
+    pod_netns = ctx.pod(request.netns) if request.netns else None
+    cid, ifname = request.container_id, request.ifname
+    if not ctx.served:
+        _delete_now(conf, cid, ifname, pod_netns)
+        return
+    host_name = links.host_veth_name(cid, ifname)
+    with step(f"looking up {host_name}"), open_host_netlink() as host:
+        host_end = links.find_link(host, host_name)
+        if host_end is not None and not _is_ours(host, host_end, cid, ifname, pod_netns):
+            host_end = None  # a link minicni did not make: left alone (and logged)
+    with step(f"recording the DEL in {conf.store_dir}"), _store(conf).locked() as store:
+        store.mark_deleting(cid, ifname)
+    index = host_end.index if host_end is not None else None
+    ctx.deferred.append(lambda: _finish_served_delete(conf, cid, ifname, index, pod_netns))
+
+
+def _delete_now(conf: NetConf, container_id: str, ifname: str, pod_netns: PodNetns | None) -> None:
+    host_name = links.host_veth_name(container_id, ifname)
+    with step(f"deleting {host_name}"), open_host_netlink() as host:
+        removed = _delete_host_veth(host, container_id, ifname, pod_netns)
+    if not removed and pod_netns is not None:
+        _delete_pod_end(pod_netns, container_id, ifname)
     with step("releasing the address"):
-        released = _release(conf, request)
+        released = _release_attachment(conf, container_id, ifname)
+    _log_released(container_id, ifname, released)
+
+
+def _finish_served_delete(
+    conf: NetConf, container_id: str, ifname: str, index: int | None, pod_netns: PodNetns | None
+) -> None:
+    """The work of a served DEL, after its answer. The host veth goes by the index it had when
+    the DEL was recorded, and the address only if the record still stands: whoever finished the
+    DEL meanwhile (an in-process ADD, while the agent was refusing work) may already have made a
+    new veth of the same name, and a new reservation, which must stay."""
+    removed = False
+    if index is not None:
+        with step(f"deleting link {index}"), open_host_netlink() as host:
+            removed = links.delete_link(host, index=index)
+    if not removed and pod_netns is not None:
+        _delete_pod_end(pod_netns, container_id, ifname)
+    with step("releasing the address"), _store(conf).locked() as store:
+        if not store.is_deleting(container_id, ifname):
+            return
+        released = store.release(container_id, ifname)
+    _log_released(container_id, ifname, released)
+
+
+def _log_released(container_id: str, ifname: str, released: Reservation | None) -> None:
     log.info(
         "DEL %s/%s: released %s",
-        request.container_id,
-        request.ifname,
+        container_id,
+        ifname,
         released.address if released else "nothing",
     )
 
 
-def _delete_pod_end(request: Request) -> None:
+def _finish_recorded_delete(conf: NetConf, request: Request) -> None:
+    """An earlier DEL of this attachment was answered but not finished (the agent was stopped
+    meanwhile): finish it now, so it cannot later take what this command makes. The pod side is
+    left alone: the namespace may be a new sandbox's. Cheap when there is none: one lstat."""
+    store = _store(conf)
+    if store.is_deleting(request.container_id, request.ifname):
+        with step("finishing an earlier DEL"):
+            _finish_recorded(store, request.container_id, request.ifname)
+
+
+def _finish_recorded(store: AddressStore, container_id: str, ifname: str) -> bool:
+    """Finish a recorded DEL, all of it under the store's lock: no ADD of the attachment can
+    reserve and make its veth in between. False when it was finished meanwhile."""
+    with store.locked():
+        if not store.is_deleting(container_id, ifname):
+            return False
+        log.info("finishing the recorded DEL of %s/%s", container_id, ifname)
+        with open_host_netlink() as host:
+            _delete_host_veth(host, container_id, ifname, None)
+        released = store.release(container_id, ifname)
+    _log_released(container_id, ifname, released)
+    return True
+
+
+def finish_recorded_deletes(store_dir: str) -> list[str]:
+    """Every DEL recorded in the store and not finished, finished now (by the agent at start-up,
+    and by GC). Returns the attachments finished, as `container/ifname`."""
+    store = AddressStore(store_dir)
+    with store.locked():
+        pending = store.pending_deletes()
+    return [f"{cid}/{ifname}" for cid, ifname in pending if _finish_recorded(store, cid, ifname)]
+
+
+def _delete_pod_end(pod_netns: PodNetns, container_id: str, ifname: str) -> None:
     """Remove a pod-side veth whose host end is gone or was moved away, if it carries this
     attachment's mark: the name CNI_IFNAME alone does not make a link minicni's."""
     try:
-        pod = open_netlink(request.netns)
+        pod = pod_netns.rtnl()
     except OSError as exc:
         # Gone, or an empty file left where a runtime had mounted it: its links went with it.
-        log.info("DEL %s: netns %s is gone (%s)", request.container_id, request.netns, exc)
+        log.info("DEL %s: netns %s is gone (%s)", container_id, pod_netns.path, exc)
         return
-    with step(f"deleting {request.ifname} in the container"), pod:
-        link = links.find_link(pod, request.ifname)
-        alias = links.attachment_alias(request.container_id, request.ifname)
+    with step(f"deleting {ifname} in the container"), pod:
+        link = links.find_link(pod, ifname)
+        alias = links.attachment_alias(container_id, ifname)
         if link is not None and link.kind == "veth" and link.alias == alias:
-            links.delete_link(pod, request.ifname)
+            links.delete_link(pod, ifname)
 
 
 # -- CHECK ----------------------------------------------------------------------------------------
-def check(request: Request) -> None:
+def check(request: Request, ctx: CommandContext) -> None:
     conf = parse_netconf(request.config)
     if conf.prev_result is None:
         raise CniError(
             errors.INVALID_NETWORK_CONFIG, "invalid network config: CHECK needs prevResult"
         )
     prev = normalize_result(dict(conf.prev_result))
-    require_netns(request.netns)
-    with step("reading the container's interfaces"), open_netlink(request.netns) as pod:
+    pod_netns = ctx.pod(request.netns)
+    pod_netns.require()
+    _finish_recorded_delete(conf, request)
+    with step("reading the container's interfaces"), pod_netns.rtnl() as pod:
         pod_end = links.find_link(pod, request.ifname)
         if pod_end is None:
             _check_failed(f"interface {request.ifname} is missing in the container")
@@ -323,7 +409,7 @@ def check(request: Request) -> None:
     if not any(ip["address"].split("/")[0] == str(reservation.address) for ip in expected_ips):
         _check_failed(f"the reserved address {reservation.address} is not in prevResult")
     host_name = links.host_veth_name(request.container_id, request.ifname)
-    with step("reading the host veth"), open_netlink() as host:
+    with step("reading the host veth"), open_host_netlink() as host:
         host_end = links.find_link(host, host_name)
         bridge = links.find_link(host, conf.bridge)
     if host_end is None or bridge is None or host_end.master != bridge.index:
@@ -335,18 +421,19 @@ def _check_failed(msg: str) -> None:
 
 
 # -- GC -------------------------------------------------------------------------------------------
-def gc(request: Request) -> None:
+def gc(request: Request, ctx: CommandContext) -> None:
     conf = parse_netconf(request.config)
     valid = _valid_attachments(request.config)
+    with step("finishing recorded DELs"):
+        finish_recorded_deletes(conf.store_dir)
     with step("releasing stale reservations"), _store(conf).locked() as store:
         stale = store.release_where(lambda r: (r.container_id, r.ifname) not in valid)
     if stale:
-        with step("deleting stale host veths"), open_netlink() as host:
+        with step("deleting stale host veths"), open_host_netlink() as host:
             for reservation in stale:
                 if reservation.container_id:  # empty: an unreadable file, owner unknown
-                    _delete_host_veth(
-                        host, reservation.container_id, reservation.ifname, reservation.netns
-                    )
+                    pod_netns = ctx.pod(reservation.netns) if reservation.netns else None
+                    _delete_host_veth(host, reservation.container_id, reservation.ifname, pod_netns)
     for reservation in stale:
         log.info(
             "GC released %s of %s/%s",

@@ -1,4 +1,4 @@
-"""The network config, parsed once into frozen dataclasses with its defaults and validation.
+"""The network config, parsed once into a value (`NetConf`) with its defaults and validation.
 
 Unknown keys are ignored (runtimes add `runtimeConfig`, `args`, `prevResult`...); a known key with a
 bad value is code 7 naming the key, a value minicni deliberately does not support is code 2.
@@ -7,36 +7,70 @@ bad value is code 7 naming the key, a value minicni deliberately does not suppor
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
 
 from minicni import defaults
 from minicni.cni.errors import INVALID_NETWORK_CONFIG, UNSUPPORTED_FIELD, CniError, invalid_config
 from minicni.cni.validate import validate_interface_name, validate_network_name
 from minicni.ipam.range import AddressRange
+from minicni.record import Record
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 _PATH_MAX = 4095  # bytes, without the terminating NUL
 _BUILTIN_IPAM_TYPES = ("", defaults.PLUGIN_NAME, "host-local")
 
 
-@dataclass(frozen=True)
-class NetConf:
-    name: str
-    cni_version: str
-    bridge: str
-    range: AddressRange
-    mtu: int | None  # None: take the MTU of the default-route interface
-    hairpin: bool
-    is_default_gateway: bool
-    data_dir: str
-    dns: Mapping[str, Any] = field(default_factory=dict)
-    prev_result: Mapping[str, Any] | None = None
+class NetConf(Record):
+    __slots__ = (
+        "bridge",
+        "cni_version",
+        "data_dir",
+        "dns",
+        "hairpin",
+        "is_default_gateway",
+        "mtu",
+        "name",
+        "prev_result",
+        "range",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        cni_version: str,
+        bridge: str,
+        range: AddressRange,
+        mtu: int | None,  # None: take the MTU of the default-route interface
+        hairpin: bool,
+        is_default_gateway: bool,
+        data_dir: str,
+        dns: Mapping[str, Any] | None = None,
+        prev_result: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.cni_version = cni_version
+        self.bridge = bridge
+        self.range = range
+        self.mtu = mtu
+        self.hairpin = hairpin
+        self.is_default_gateway = is_default_gateway
+        self.data_dir = data_dir
+        self.dns: Mapping[str, Any] = dns or {}
+        self.prev_result = prev_result
 
     @property
     def store_dir(self) -> str:
         return f"{self.data_dir.rstrip('/')}/{self.name}"
+
+    @property
+    def has_ipv6(self) -> bool:
+        """Whether pods get an IPv6 address: then their interface keeps IPv6 address generation
+        (its link-local address). IPv4 only for now; dual-stack (issue 13) turns this on."""
+        return False
 
 
 def parse_netconf(raw: Mapping[str, Any]) -> NetConf:

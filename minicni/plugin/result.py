@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
+if TYPE_CHECKING:
+    from typing import Any
 
-from minicni.cni.skel import Request
-from minicni.ipam.store import Reservation
-from minicni.net.links import Link
-from minicni.plugin.config import NetConf
+    from minicni.cni.skel import Request
+    from minicni.ipam.store import Reservation
+    from minicni.net.links import Link
+    from minicni.plugin.config import NetConf
 
 
 def add_result(

@@ -259,3 +259,35 @@ def test_concurrent_reservations_from_several_processes(tmp_path: Path) -> None:
         owners = {(r.container_id, str(r.address)) for r in store.reservations()}
     assert len(owners) == workers * each
     assert {a for _, a in owners} == set(addresses)
+
+
+def test_a_recorded_delete_is_pending_until_the_release(store: AddressStore) -> None:
+    reserve(store, address_range(), "c1")
+    with store.locked():
+        store.mark_deleting("c1", "eth0")
+        assert store.is_deleting("c1", "eth0") and not store.is_deleting("c1", "net1")
+        assert store.pending_deletes() == [("c1", "eth0")]
+        store.release("c1", "eth0")
+        assert store.pending_deletes() == [] and not store.is_deleting("c1", "eth0")
+        assert store.reservations() == []
+
+
+def test_a_recorded_delete_of_a_long_container_id_is_named_by_its_digest(
+    store: AddressStore,
+) -> None:
+    cid = "c" * 300
+    with store.locked():
+        store.mark_deleting(cid, "eth0")
+        assert store.pending_deletes() == [(cid, "eth0")]
+        (marker,) = [n for n in os.listdir(store.directory) if n.startswith("deleting-")]
+        assert len(marker) < 255 and "sha256" in marker
+        store.release(cid, "eth0")
+        assert not store.is_deleting(cid, "eth0")
+
+
+def test_an_unreadable_delete_record_names_nothing_and_goes(store: AddressStore) -> None:
+    os.makedirs(store.directory)
+    Path(store.directory, "deleting-x@eth0").write_text("{not json")
+    with store.locked():
+        assert store.pending_deletes() == []
+    assert not Path(store.directory, "deleting-x@eth0").exists()

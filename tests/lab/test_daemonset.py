@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.cluster import daemonset
+from lab.cluster import agents, daemonset, image_agents
 from lab.cluster.daemonset import DaemonSetError, LabNode
+from lab.topology import Topology
 
 NODE = LabNode(
     name="n1",
@@ -73,7 +74,7 @@ def test_every_host_path_is_the_nodes_directory_mounted_at_the_manifests_path() 
     }
     assert expected <= set(volumes)
     for path in ("/etc/cni/net.d", "/opt/cni/bin", "/opt/minicni", "/var/lib/cni/networks",
-                 "/var/lib/minicni", "/run/xtables.lock"):  # fmt: skip
+                 "/var/lib/minicni", "/run/xtables.lock", "/run/minicni"):  # fmt: skip
         assert f"/run/lab/n1/root{path}:{path}:rw" in volumes
     # the nodes file's directory, read-only, named through the environment
     assert "/run/lab/nodes:/etc/minicni-lab:ro" in volumes
@@ -168,6 +169,22 @@ def test_host_paths_to_create_follow_the_hostpath_types() -> None:
     wanted = dict(daemonset.host_paths_to_create(spec, NODE))
     assert wanted["/run/lab/n1/root/run/xtables.lock"] == "file"  # FileOrCreate
     assert wanted["/run/lab/n1/root/opt/cni/bin"] == "dir"
+    assert wanted["/run/lab/n1/root/run/minicni"] == "dir"  # the CNI socket's, DirectoryOrCreate
+
+
+def test_the_plugin_sees_the_nodes_cni_socket_where_the_agent_serves_it() -> None:
+    """The launcher names /run/minicni/cni.sock: the node view binds the node's own there."""
+    prefix = image_agents.node_view_prefix("/run/lab/n1/root")
+    assert 'mount --bind "$0/run/minicni" /run/minicni' in prefix[-2]
+    assert prefix[-1] == "/run/lab/n1/root"
+
+
+def test_a_lab_without_the_fast_path_empties_the_manifests_cni_socket() -> None:
+    assert "MINICNI_CNI_SOCKET" not in agents.manifest_settings(Topology())
+    settings = agents.manifest_settings(Topology(fast_path=False))
+    assert settings["MINICNI_CNI_SOCKET"] == ""
+    env = options(run_args(env_overrides=settings), "--env")
+    assert "MINICNI_CNI_SOCKET=" in env
 
 
 def edited(change: Any) -> list[dict[str, Any]]:

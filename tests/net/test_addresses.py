@@ -84,3 +84,17 @@ def test_ensure_address_with_a_dump_in_hand_asks_nothing_when_all_is_right() -> 
     present = [KernelAddress(7, IPv4Network("10.9.0.0/32"), IPv4Address("10.9.0.0"))]
     assert not addresses.ensure_address(Rtnl(sock), 7, "10.9.0.0", 32, present)
     assert sock.sent == []
+
+
+def test_a_dump_for_one_link_asks_the_kernel_for_that_link_only() -> None:
+    """On a strict socket the kernel filters by ifa_index; the decoder filters too, for sockets
+    that are not strict (the fake here answers with every link's addresses)."""
+    sock = ScriptedSocket([three_addresses])
+    assert [a.cidr for a in addresses.dump_addresses(Rtnl(sock), index=5)] == ["10.3.0.1/24"]
+    assert sock.sent_message(0, ifaddrmsg)["index"] == 5
+
+
+def test_ensure_address_reads_only_its_own_link() -> None:
+    sock = ScriptedSocket([three_addresses], [ack])
+    addresses.ensure_address(Rtnl(sock), 4, "10.2.0.1", 24)
+    assert sock.sent_message(0, ifaddrmsg)["index"] == 4

@@ -4,7 +4,6 @@ how they take the kernel's answers, scripted."""
 from __future__ import annotations
 
 import errno
-import struct
 from collections.abc import Callable
 
 import pytest
@@ -19,14 +18,19 @@ CREATE_NEW = wire.NLM_F_REQUEST | wire.NLM_F_ACK | wire.NLM_F_CREATE | wire.NLM_
 
 
 def bridge_reply(
-    up: bool = True, kind: str = "bridge", netfilter: tuple[int, int] | None = None
+    up: bool = True,
+    kind: str = "bridge",
+    netfilter: tuple[int, int] | None = None,
+    snooping: int = 0,
 ) -> Callable[[int], bytes]:
     """The bridge as the kernel reports it; `netfilter`: its IFLA_BR_NF_CALL_IPTABLES and
     _IP6TABLES (None: a kernel without bridge netfilter, which reports neither)."""
     info: dict[str, list[tuple[str, object]]] = {"attrs": [("IFLA_INFO_KIND", kind)]}
-    if netfilter is not None:
-        data = [("IFLA_BR_NF_CALL_IPTABLES", netfilter[0])]
-        data.append(("IFLA_BR_NF_CALL_IP6TABLES", netfilter[1]))
+    if kind == "bridge":
+        data: list[tuple[str, object]] = [("IFLA_BR_MCAST_SNOOPING", snooping)]
+        if netfilter is not None:
+            data.append(("IFLA_BR_NF_CALL_IPTABLES", netfilter[0]))
+            data.append(("IFLA_BR_NF_CALL_IP6TABLES", netfilter[1]))
         info["attrs"].append(("IFLA_INFO_DATA", {"attrs": data}))
     return lambda seq: link_reply(
         seq, 4, "cni0", 0, flags=int(up), IFLA_ADDRESS="02:00:00:00:00:04", IFLA_LINKINFO=info
@@ -52,6 +56,15 @@ def test_a_bridge_that_is_down_is_brought_up() -> None:
     assert (up["index"], up["flags"], up["change"]) == (4, 1, 1)
 
 
+def test_a_bridge_with_multicast_snooping_on_has_it_turned_off() -> None:
+    sock = ScriptedSocket([bridge_reply(snooping=1), ack], [ack])
+    links.ensure_bridge(Rtnl(sock), "cni0")
+    assert sock.sent_types() == [wire.RTM_GETLINK, wire.RTM_NEWLINK]
+    changed = sock.sent_message(1)
+    assert changed["index"] == 4
+    assert changed.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_BR_MCAST_SNOOPING") == 0
+
+
 def test_a_missing_bridge_is_created_up_with_a_pinned_mac() -> None:
     sock = ScriptedSocket([fails(errno.ENODEV)], [ack], [bridge_reply(), ack])
     links.ensure_bridge(Rtnl(sock), "cni0")
@@ -60,6 +73,8 @@ def test_a_missing_bridge_is_created_up_with_a_pinned_mac() -> None:
     created = sock.sent_message(1)
     assert created.get_attr("IFLA_IFNAME") == "cni0"
     assert created.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "bridge"
+    snooping = created.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_BR_MCAST_SNOOPING")
+    assert snooping == 0
     assert created["flags"] & 1 and created["change"] & 1
     first_octet = int(created.get_attr("IFLA_ADDRESS").split(":")[0], 16)
     assert first_octet & 0x03 == 0x02  # locally administered, unicast
@@ -143,7 +158,8 @@ def test_the_veth_pair_is_made_in_one_request_on_the_bridge() -> None:
     assert sent_flags(sock, 0) == CREATE_NEW
     host = sock.sent_message(0)
     assert host.get_attr("IFLA_IFNAME") == "vethabc"
-    assert (host.get_attr("IFLA_MASTER"), host.get_attr("IFLA_MTU"), host["flags"]) == (4, 1400, 1)
+    assert (host.get_attr("IFLA_MASTER"), host.get_attr("IFLA_MTU")) == (4, 1400)
+    assert host["flags"] == 0  # down until bring_up_port has switched its IPv6 off
     assert host.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "veth"
     pod = host.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "VETH_INFO_PEER")
     assert pod.get_attr("IFLA_IFNAME") == "eth0"
@@ -191,16 +207,41 @@ def test_the_alias_of_a_long_container_id_fits_the_kernels_limit() -> None:
     assert len(mark.encode()) <= 255 and mark != links.attachment_alias("c" * 299, "eth0")
 
 
-def test_hairpin_is_a_bridge_setlink_with_a_nested_protinfo() -> None:
+def ipv6_addr_gen_mode(sent: ifinfmsg) -> int | None:
+    inet6 = sent.get_nested("IFLA_AF_SPEC", "AF_INET6")
+    return None if inet6 is None else inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE")
+
+
+def test_the_port_comes_up_without_ipv6_and_with_hairpin_in_one_request() -> None:
     sock = ScriptedSocket([ack])
-    links.set_hairpin(Rtnl(sock), 7)
-    assert sock.sent_types() == [wire.RTM_SETLINK]
+    links.bring_up_port(Rtnl(sock), 7, hairpin=True)
+    assert sock.sent_types() == [wire.RTM_NEWLINK]
     sent = sock.sent_message(0)
-    assert (sent["family"], sent["index"]) == (wire.AF_BRIDGE, 7)
-    assert sent.get_nested("IFLA_PROTINFO", "IFLA_BRPORT_MODE") == 1
-    # The bridge reads IFLA_PROTINFO as attributes only with NLA_F_NESTED set.
-    (nla_type,) = struct.unpack_from("=H", sock.sent[0], 16 + 16 + 2)
-    assert nla_type == wire.NLA_F_NESTED | 12  # IFLA_PROTINFO
+    assert (sent["index"], sent["flags"] & 1, sent["change"] & 1) == (7, 1, 1)
+    assert ipv6_addr_gen_mode(sent) == links.IN6_ADDR_GEN_MODE_NONE
+    slave = sent.get_nested("IFLA_LINKINFO", "IFLA_INFO_SLAVE_DATA")
+    assert slave.get_attr("IFLA_BRPORT_MODE") == links.BRIDGE_MODE_HAIRPIN
+
+
+def test_a_port_without_hairpin_carries_no_bridge_port_data() -> None:
+    sock = ScriptedSocket([ack])
+    links.bring_up_port(Rtnl(sock), 7, hairpin=False)
+    sent = sock.sent_message(0)
+    assert sent.get_attr("IFLA_LINKINFO") is None
+    assert ipv6_addr_gen_mode(sent) == links.IN6_ADDR_GEN_MODE_NONE
+
+
+def test_an_ipv4_pod_interface_comes_up_without_ipv6() -> None:
+    sock = ScriptedSocket([ack], [ack], [ack])
+    links.configure_pod_interface(Rtnl(sock), 2, "10.1.0.5", 24, "10.1.0.1")
+    assert sock.sent_types() == [wire.RTM_NEWADDR, wire.RTM_NEWLINK, wire.RTM_NEWROUTE]
+    assert ipv6_addr_gen_mode(sock.sent_message(1)) == links.IN6_ADDR_GEN_MODE_NONE
+
+
+def test_a_pod_interface_with_ipv6_keeps_its_address_generation() -> None:
+    sock = ScriptedSocket([ack], [ack])
+    links.configure_pod_interface(Rtnl(sock), 2, "10.1.0.5", 24, None, ipv6=True)
+    assert ipv6_addr_gen_mode(sock.sent_message(1)) is None
 
 
 def test_delete_link_tells_whether_there_was_one() -> None:

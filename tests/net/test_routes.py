@@ -13,7 +13,7 @@ from minicni.net import routes, wire
 from minicni.net.routes import KernelRoute
 from minicni.net.rtnl import Rtnl
 from minicni.net.wire import NetlinkError
-from tests.rtnl_fakes import ScriptedSocket, ack, done, route_reply
+from tests.rtnl_fakes import ScriptedSocket, ack, done, fails, route_reply
 
 OURS = 109
 POLICY = 28003
@@ -150,3 +150,9 @@ def test_the_default_route_names_its_interface() -> None:
     sock = ScriptedSocket([routes_of_a_node])
     assert routes.default_route_ifindex(Rtnl(sock)) == 2
     assert routes.default_route_ifindex(Rtnl(ScriptedSocket([done]))) is None
+
+
+def test_a_table_without_a_route_dumps_empty_on_a_strict_socket() -> None:
+    """The kernel answers a strict dump of a table that does not exist yet with ENOENT."""
+    sock = ScriptedSocket([fails(errno.ENOENT)])
+    assert routes.dump_routes(Rtnl(sock)) == []

@@ -7,17 +7,35 @@ import subprocess
 import sys
 from pathlib import Path
 
+LEAN = (
+    "pyroute2",  # its message classes: the plugin's requests are built with struct (net.codes)
+    "typing",
+    "dataclasses",  # and inspect, ast, dis with it
+    "logging",  # and threading, traceback, string with it
+    "json",  # and re, enum with it: minicni.fastjson uses _json directly
+    "re",
+    "enum",
+    "hashlib",  # OpenSSL: minicni.digest uses _sha256
+    "ctypes",  # _ctypes for setns before Python 3.12
+    "socket",  # _socket
+    "asyncio",
+    "tempfile",
+    "runpy",
+)
 
-def test_the_plugin_loads_without_iproute_or_asyncio() -> None:
-    """What the plugin gains from this client: none of IPRoute's import chain on every ADD."""
+
+def test_the_plugin_imports_only_what_a_pod_start_can_afford() -> None:
+    """Every pod start through the in-process plugin (the fallback) pays for each import: what
+    an ADD loads (run as the bundle runs it: -I -S) must not bring any of these back."""
     code = (
-        "import sys\n"
-        "from minicni.plugin import main\n"
-        "main._plugin()\n"
-        "heavy = {'asyncio', 'ssl', 'pyroute2.iproute', 'pyroute2.iproute.linux'}\n"
-        "print(sorted(heavy & set(sys.modules)))\n"
+        f"import sys; sys.path[:0] = {sys.path!r}\n"
+        "from minicni.plugin import main, commands, context\n"
+        "loaded = {name.split('.')[0] for name in sys.modules}\n"
+        f"print(sorted(loaded & {set(LEAN)!r}))\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
+    )
     assert run.stdout.strip() == "[]", run.stdout + run.stderr
 
 

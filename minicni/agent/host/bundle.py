@@ -8,10 +8,13 @@ image, everything the plugin process needs under `runtime_dir` (default `/opt/mi
     <runtime_dir>/<version>/lib/                 its shared libraries, the dynamic loader included
     <runtime_dir>/<version>/lib/python3.X/       the standard library (+ lib-dynload)
     <runtime_dir>/<version>/site/                minicni and pyroute2
+    <runtime_dir>/<version>/shim.pyc             the shim (minicni.agent.host.shim), compiled
     <runtime_dir>/<version>/STAMP                what this version was built from
 
 and writes `<cni_bin_dir>/minicni`, a POSIX shell launcher that starts the interpreter through the
-bundled loader (`ld.so --library-path <lib>`), so the host's loader and libc are never used.
+bundled loader (`ld.so --library-path <lib>`), so the host's loader and libc are never used. With
+a CNI socket (the agent serves CNI requests) the launcher runs the shim, which forwards each
+request to the agent and runs the plugin in-process (`-m minicni`) only when the agent cannot.
 
 Atomicity: a version is built under a temporary name in `runtime_dir` and renamed into place; the
 launcher is written to a temporary name in `cni_bin_dir` and renamed over the old one. The launcher
@@ -47,8 +50,9 @@ from minicni.fileutil import write_atomic
 log = logging.getLogger(__name__)
 
 # Bumped whenever the layout or the launcher changes, so an old bundle is rebuilt.
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
 PLUGIN_MODULE = "minicni"  # run as `python -m minicni`, as the "launcher" mode does
+SHIM_NAME = "shim.pyc"
 PLUGIN_PACKAGES = ("minicni", "pyroute2")
 STAMP_NAME = "STAMP"
 
@@ -136,12 +140,14 @@ def install_bundle(
     *,
     plugin_name: str = defaults.PLUGIN_NAME,
     source: RuntimeSource | None = None,
+    cni_socket: str = "",
 ) -> bool:
     """Make `<cni_bin_dir>/<plugin_name>` run the plugin from a runtime bundled in `runtime_dir`.
 
     `runtime_dir` must be the path under which the host sees the bundle (the DaemonSet mounts the
-    host's /opt/minicni at the same path in the agent's container). Returns True when something
-    was written, False when an up-to-date bundle and launcher were already in place.
+    host's /opt/minicni at the same path in the agent's container). `cni_socket`: where the agent
+    serves CNI requests (the launcher then runs the shim); empty: the plugin itself. Returns True
+    when something was written, False when an up-to-date bundle and launcher were already there.
     """
     source = source or RuntimeSource.of_this_process()
     stamp = compute_stamp(source)
@@ -149,7 +155,7 @@ def install_bundle(
     version_dir = runtime_dir / version_name
     launcher = cni_bin_dir / plugin_name
     loader_name = _loader_name(source.executable)
-    script = render_launcher(version_dir, loader_name)
+    script = render_launcher(version_dir, loader_name, cni_socket)
 
     if _is_current(version_dir, stamp) and _read_bytes(launcher) == script.encode():
         log.debug("plugin bundle %s already installed", version_dir)
@@ -177,11 +183,25 @@ def compute_stamp(source: RuntimeSource) -> str:
     return digest.hexdigest()
 
 
-def render_launcher(version_dir: Path, loader_name: str) -> str:
+def render_launcher(version_dir: Path, loader_name: str, cni_socket: str = "") -> str:
     """The shell launcher; it names the version directory, so it switches versions atomically."""
     home = str(version_dir)
     if any(char in home for char in "'\n\\") or not version_dir.is_absolute():
         raise BundleError(f"runtime directory {home!r} must be absolute and plainly quotable")
+    if cni_socket:
+        if any(char in cni_socket for char in "'\n\\") or not cni_socket.startswith("/"):
+            raise BundleError(f"CNI socket {cni_socket!r} must be absolute and plainly quotable")
+        return f"""#!/bin/sh
+# minicni CNI plugin launcher, written by minicni-agent (install mode "bundle").
+# Runs the shim, which forwards the request to the agent's CNI socket (below) and runs the plugin
+# in-process when the agent cannot take it, with the Python runtime bundled in the directory below,
+# through that runtime's own dynamic loader and libraries: the node needs no Python, and its libc
+# does not matter. Isolated mode (-I): the runtime's environment (PYTHONPATH, PYTHONHOME...) cannot
+# reach it; the module path comes from bin/python3._pth.
+home='{home}'
+exec "$home/lib/{loader_name}" --library-path "$home/lib" \\
+    "$home/bin/python3" -I -S -B "$home/{SHIM_NAME}" '{cni_socket}'
+"""
     return f"""#!/bin/sh
 # minicni CNI plugin launcher, written by minicni-agent (install mode "bundle").
 # Runs the plugin with the Python runtime bundled in the directory below, through that runtime's
@@ -257,6 +277,20 @@ def _populate(source: RuntimeSource, staging: Path, *, final: Path) -> None:
 
     _compile(stdlib_dest, final / "lib" / stdlib_dest.name)
     _compile(site_dest, final / "site")
+    _compile_shim(source, staging / SHIM_NAME, final / SHIM_NAME)
+
+
+def _compile_shim(source: RuntimeSource, target: Path, recorded_as: Path) -> None:
+    """The shim as a .pyc of the bundled interpreter, which is this process's (the magic number
+    of a .pyc is the interpreter's)."""
+    from minicni.agent.host.launcher import compiled_shim
+
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if source.version != running:
+        raise BundleError(
+            f"the shim is compiled by Python {running}, the bundle's is {source.version}"
+        )
+    target.write_bytes(compiled_shim(str(recorded_as)))
 
 
 def _copy_tree(src: Path, dest: Path, *, top_excluded: frozenset[str]) -> None:

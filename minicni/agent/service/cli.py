@@ -96,8 +96,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--plugin-dir", "where the plugin's runtime lives on the host", defaults.PLUGIN_DIR)
     option(
         "--plugin-log-file",
-        "the plugin's log file (the conflist's logFile)",
+        "the plugin's log file (the conflist's logFile; requests the agent serves log to its "
+        "own stderr)",
         defaults.LOG_FILE,
+    )
+    option(
+        "--cni-socket",
+        "serve the plugin's CNI requests on this unix socket (the installed plugin is a thin "
+        "shim that forwards to it, and runs the plugin in-process when the agent does not "
+        "answer); empty: no server, the plugin always runs in-process",
+        defaults.CNI_SOCKET,
     )
     option(
         "--firewall",
@@ -168,10 +176,21 @@ def config_from_args(
         plugin_install=args.plugin_install,
         plugin_dir=Path(args.plugin_dir),
         plugin_log_file=args.plugin_log_file,
+        cni_socket=args.cni_socket,
         firewall=args.firewall,
         mtu=mtu,
         cni_exclusive=args.cni_exclusive,
     )
+
+
+UNIX_PATH_MAX = 107  # bytes in sockaddr_un's sun_path, less the terminating NUL
+
+
+def check_socket_path(path: str) -> None:
+    if path and not os.path.isabs(path):
+        raise ValueError(f"--cni-socket {path!r} must be an absolute path")
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        raise ValueError(f"--cni-socket is longer than a unix socket path may be ({UNIX_PATH_MAX})")
 
 
 def make_source(args: argparse.Namespace) -> NodeSource:
@@ -203,6 +222,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         resync_seconds = float(args.resync_seconds)
         if resync_seconds <= 0:
             raise ValueError("--resync-seconds must be positive")
+        check_socket_path(args.cni_socket)
     except ValueError as error:
         parser.error(str(error))
     metrics = Metrics()
@@ -303,9 +323,17 @@ def run_service(
         )
         server.start()
         log.info("serving /healthz, /readyz, /metrics on %s", args.health_addr)
+    cni_server = None
+    if args.cni_socket:
+        from minicni.agent.service.cni_server import CniServer
+
+        cni_server = CniServer(args.cni_socket, args.ipam_data_dir, metrics)
+        cni_server.start_when_possible(stop)
     try:
         run(source, reconciler, stop, resync_seconds)
     finally:
+        if cni_server is not None:
+            cni_server.stop()
         if server is not None:
             server.stop()
     return 0

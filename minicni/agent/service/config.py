@@ -22,6 +22,9 @@ class AgentConfig:
     plugin_install: str = defaults.PLUGIN_INSTALL
     plugin_dir: Path = Path(defaults.PLUGIN_DIR)
     plugin_log_file: str = defaults.LOG_FILE
+    cni_socket: str = defaults.CNI_SOCKET
+    """Where the agent serves CNI requests; the plugin it installs is a shim that connects there.
+    Empty: no server, and the plugin runs in-process."""
     firewall: str = defaults.FIREWALL
     mtu: int | None = None
     cni_exclusive: bool = False

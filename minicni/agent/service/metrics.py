@@ -98,7 +98,46 @@ FAMILIES = (
         "gauge",
         "1 while the node source keeps the node set current (0: stale, see /readyz).",
     ),
+    _Family(
+        "cni_requests_total",
+        "counter",
+        "CNI requests served through --cni-socket, by command and outcome (ok: exit 0; "
+        "error: a CNI error was answered).",
+    ),
+    _Family(
+        "cni_request_duration_seconds",
+        "histogram",
+        "Time to serve a CNI request, from the shim's go to the answer, by command (a DEL's "
+        "kernel work comes after its answer).",
+    ),
+    _Family(
+        "cni_refusals_total",
+        "counter",
+        "CNI requests refused, by reason; the shim then runs the plugin in-process (its log "
+        "says so: 'fast path unavailable').",
+    ),
+    _Family(
+        "cni_abandoned_total",
+        "counter",
+        "CNI requests taken but never confirmed by the shim (it had given up waiting and ran "
+        "the plugin in-process); nothing was done for them.",
+    ),
+    _Family(
+        "cni_connections_lost_total",
+        "counter",
+        "CNI connections that ended before a request was read or answered.",
+    ),
+    _Family(
+        "cni_deferred_failures_total",
+        "counter",
+        "DELs answered whose kernel work then failed; finished by the next request for the pod, "
+        "GC or the agent's next start.",
+    ),
 )
+
+HISTOGRAM_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+"""Seconds; a served ADD takes a few milliseconds of agent time, one that waits for the kernel's
+rtnl lock on a busy node tens."""
 
 
 class Metrics:
@@ -129,6 +168,17 @@ class Metrics:
         self.inc(f"{name}_sum", seconds)
         self.inc(f"{name}_count")
 
+    def observe_histogram(self, name: str, value: float, **labels: str) -> None:
+        """One observation of a histogram family: cumulative buckets, sum and count."""
+        base = tuple(sorted(labels.items()))
+        with self._lock:
+            for bound in (*HISTOGRAM_BUCKETS, float("inf")):
+                key = (f"{name}_bucket", (*base, ("le", _number(bound))))
+                self._values[key] = self._values.get(key, 0.0) + (1 if value <= bound else 0)
+            for suffix, amount in (("_sum", value), ("_count", 1.0)):
+                key = (name + suffix, base)
+                self._values[key] = self._values.get(key, 0.0) + amount
+
     def get(self, name: str, **labels: str) -> float:
         with self._lock:
             return self._values.get((name, tuple(sorted(labels.items()))), 0.0)
@@ -139,16 +189,30 @@ class Metrics:
         lines: list[str] = []
         for family in FAMILIES:
             samples = sorted(
-                (key, value)
-                for key, value in values.items()
-                if key[0] == family.name
-                or (family.kind == "summary" and key[0].startswith(f"{family.name}_"))
+                (
+                    (key, value)
+                    for key, value in values.items()
+                    if key[0] == family.name
+                    or (family.kind in _SUFFIXED and key[0].startswith(f"{family.name}_"))
+                ),
+                key=_sample_order,
             )
             lines.append(f"# HELP {PREFIX}{family.name} {family.help}")
             lines.append(f"# TYPE {PREFIX}{family.name} {family.kind}")
             for (name, labels), value in samples:
                 lines.append(f"{PREFIX}{name}{_labels(labels)} {_number(value)}")
         return "\n".join(lines) + "\n"
+
+
+_SUFFIXED = ("summary", "histogram")  # their samples are name_sum, name_count, name_bucket
+
+
+def _sample_order(sample: tuple[tuple[str, Labels], float]) -> tuple[object, ...]:
+    """By name and labels, a histogram's buckets by their bound (so +Inf comes last)."""
+    (name, labels), _ = sample
+    others = tuple(pair for pair in labels if pair[0] != "le")
+    bound = next((float(value) for key, value in labels if key == "le"), 0.0)
+    return name, others, bound
 
 
 def _labels(labels: Labels) -> str:
@@ -163,4 +227,6 @@ def _escape(value: str) -> str:
 
 
 def _number(value: float) -> str:
+    if value == float("inf"):
+        return "+Inf"
     return str(int(value)) if float(value).is_integer() else repr(value)

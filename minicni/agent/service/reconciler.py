@@ -312,7 +312,10 @@ class Reconciler:
             from minicni.agent.host.launcher import install_plugin
 
             report.plugin_installed = install_plugin(
-                self.config.cni_bin_dir, mode=mode, runtime_dir=self.config.plugin_dir
+                self.config.cni_bin_dir,
+                mode=mode,
+                runtime_dir=self.config.plugin_dir,
+                cni_socket=self.config.cni_socket,
             )
             self._plugin_ok = True
             self._plugin_error = None

@@ -63,6 +63,21 @@ def test_launcher_is_valid_sh_and_runs_the_plugin_through_the_bundled_loader() -
     assert '-I -S -B -m minicni "$@"' in script
 
 
+def test_with_a_cni_socket_the_launcher_runs_the_bundled_shim() -> None:
+    script = render_launcher(Path("/opt/minicni/v2-abc"), "ld.so", "/run/minicni/cni.sock")
+    check = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True, check=False)
+    assert check.returncode == 0, check.stderr
+    assert '"$home/lib/ld.so" --library-path "$home/lib"' in script
+    assert '"$home/bin/python3" -I -S -B "$home/shim.pyc" \'/run/minicni/cni.sock\'' in script
+    assert "-m minicni" not in script
+
+
+@pytest.mark.parametrize("bad", ["run/cni.sock", "/run/it's", "/run/a\nb"])
+def test_launcher_refuses_a_socket_it_cannot_quote(bad: str) -> None:
+    with pytest.raises(BundleError):
+        render_launcher(Path("/opt/minicni/v2-abc"), "ld.so", bad)
+
+
 @pytest.mark.parametrize("bad", ["relative/dir", "/opt/it's", "/opt/a\nb"])
 def test_launcher_refuses_a_runtime_dir_it_cannot_quote(bad: str) -> None:
     with pytest.raises(BundleError):

@@ -27,6 +27,7 @@ def test_defaults() -> None:
     assert config.ipam_data_dir == "/var/lib/cni/networks"
     assert config.plugin_install == "bundle"
     assert config.plugin_dir == Path("/opt/minicni")
+    assert config.cni_socket == "/run/minicni/cni.sock"
     assert args.once is False
 
 
@@ -98,3 +99,18 @@ def test_health_listens_on_loopback_on_a_port_nobody_else_uses() -> None:
     assert host == "127.0.0.1"  # /metrics is not open on every node interface
     assert int(port) not in WELL_KNOWN_NODE_PORTS
     assert int(port) < 32768  # below Linux's ephemeral range: no outgoing connection holds it
+
+
+@pytest.mark.parametrize("socket", ["relative.sock", "/run/" + "x" * 103 + ".sock"])
+def test_a_cni_socket_that_cannot_be_a_unix_socket_path_is_refused(
+    socket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["--cni-socket", socket, "--nodes-file", "/nonexistent"], environ={})
+    assert raised.value.code == 2
+    assert "--cni-socket" in capsys.readouterr().err
+
+
+def test_an_empty_cni_socket_disables_the_server() -> None:
+    args = build_parser({"MINICNI_CNI_SOCKET": "", "NODE_NAME": "n1"}).parse_args([])
+    assert config_from_args(args).cni_socket == ""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from lab.cluster.agents import (
     BUNDLE_READY_TIMEOUT,
+    AgentError,
     NodeFiles,
     agent_argv,
     agent_flags,
     nodes_document,
     ready_timeout,
+    require_served,
 )
 from lab.topology import Topology, plan
 
@@ -47,6 +52,18 @@ def test_the_nodes_file_lists_every_node_as_kubernetes_names_it() -> None:
     }
 
 
+def test_the_agents_serve_cni_requests_on_a_socket_of_their_node_unless_told_not_to(
+    tmp_path: Path,
+) -> None:
+    node = LAB.nodes[0]
+    files = NodeFiles(tmp_path / "n1")
+    served = agent_flags(LAB.topology, node, files, tmp_path / "nodes.json")
+    assert served["--cni-socket"] == str(files.cni_socket)
+    assert files.cni_socket.is_relative_to(tmp_path / "n1")
+    topology = replace(LAB.topology, fast_path=False)
+    assert agent_flags(topology, node, files, tmp_path / "nodes.json")["--cni-socket"] == ""
+
+
 def test_a_real_runtime_runs_the_plugin_as_the_daemonset_installs_it() -> None:
     files, nodes_file = NodeFiles(Path("/w/n1")), Path("/w/nodes.json")
     libcni = agent_flags(LAB.topology, LAB.nodes[0], files, nodes_file)
@@ -57,3 +74,16 @@ def test_a_real_runtime_runs_the_plugin_as_the_daemonset_installs_it() -> None:
     assert flags["--plugin-install"] == "bundle"  # its own Python: the node needs none
     assert flags["--plugin-dir"] == "/w/n1/opt"
     assert ready_timeout(cri, 30.0) == BUNDLE_READY_TIMEOUT  # ~70 MB copied per node
+
+
+def test_a_cni_call_the_shim_ran_in_process_fails_a_lab_whose_agents_serve(tmp_path: Path) -> None:
+    served, fell_back, quiet = (NodeFiles(tmp_path / name) for name in ("n1", "n2", "n3"))
+    for files in (served, fell_back):
+        files.plugin_log.parent.mkdir(parents=True, exist_ok=True)
+    served.plugin_log.write_text("2026-12-01 minicni[7] ADD c1 INFO ADD c1/eth0: 10.244.1.2\n")
+    require_served([served, quiet])  # a log without fallbacks, or none at all: served
+    fell_back.plugin_log.write_text(
+        "minicni[8] ADD c2 WARNING fast path unavailable (refused: dataDir): in-process\n"
+    )
+    with pytest.raises(AgentError, match=r"(?s)1 CNI call ran in-process.*refused: dataDir"):
+        require_served([served, fell_back, quiet])

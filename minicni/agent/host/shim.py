@@ -1,0 +1,271 @@
+"""minicni's CNI plugin executable while the node agent serves CNI requests: a shim.
+
+The runtime execs `/opt/cni/bin/minicni`, a launcher the agent installs, which runs this file
+compiled (by the agent, with the interpreter that runs it):
+
+    python3 -I -S -B shim.pyc SOCKET [site]
+
+It forwards the request (env and stdin) over the agent's unix socket and writes the agent's answer:
+the interpreter's start-up is then the whole cost of a pod's CNI call (~10 ms), not the plugin's
+imports (~60 ms). It imports nothing beyond what the interpreter has loaded at start-up, plus
+`_socket`, and on Python < 3.12 `_ctypes` (for setns) when the command needs the pod's namespace.
+No json, no minicni: this is not a module of the agent but a program of its own. When the agent
+cannot take the request it runs the plugin in-process, exactly as the launcher without the shim
+does (`python -m minicni`); `site` (launcher mode: the agent's venv) is set up only then.
+
+Protocol v1 (little-endian integers; the agent's side is `minicni.agent.service.cni_server`):
+
+    shim -> agent  one sendmsg: b"MCNI", u8 version, u8 flags, u16 netns errno, u32 env length,
+                   u32 stdin length, then the env (b"K=V" items, each ended by a NUL: the CNI_*
+                   variables only), then stdin; with SCM_RIGHTS, when flags bit 0 is set, one file
+                   descriptor: a NETLINK_ROUTE socket made inside CNI_NETNS. For ADD, CHECK and
+                   DEL whose CNI_NETNS would not open or enter, no socket, and its errno instead.
+                   Limits: env 64 KiB, stdin 1 MiB (a larger request runs in-process).
+    agent -> shim  b"A" (a worker has the request), or b"R" and a reason, then the agent closes
+                   (refused: uid, netns, version, dataDir, ip_forward, busy, stopping, malformed).
+    shim -> agent  b"G" (go). The agent dispatches only after this; from here the shim never
+                   falls back, so a request is never run twice.
+    agent -> shim  u32 exit code, u32 stdout length, stdout.
+
+The shim runs the plugin in-process when the socket is absent or refuses the connection, the
+connection queue is full, the agent answers R or speaks another version, or no verdict comes
+within ACCEPT_TIMEOUT seconds (env MINICNI_CNI_ACCEPT_TIMEOUT). After G, a lost connection or no
+answer within REPLY_TIMEOUT seconds is CNI error 11 (try again later): the runtime retries.
+
+Why the shim makes the pod's netlink socket: the agent (NET_ADMIN and NET_RAW only) may not enter
+a namespace, but a netlink socket stays bound to the namespace it was created in; the shim, run by
+the runtime as full root, enters CNI_NETNS just long enough to create it, and passes it.
+"""
+
+import _socket
+import posix
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported when the shim runs
+    from collections.abc import Callable
+    from typing import NoReturn
+
+    SetNs = Callable[[int, int], None]
+
+VERSION = 1
+MAGIC = b"MCNI"
+FLAG_POD_SOCKET = 1
+MAX_ENV = 64 << 10
+MAX_STDIN = 1 << 20
+ACCEPT_TIMEOUT = 10.0
+"""Seconds from connecting until the agent takes or refuses the request. A request queued behind a
+burst of pod starts is served sooner than a fallback would run (each costs ~50 ms of CPU)."""
+REPLY_TIMEOUT = 240.0
+"""Seconds from G until the answer: longer than any ADD takes; the runtime's deadline is its own."""
+CLONE_NEWNET = 0x40000000
+NETNS_COMMANDS = (b"ADD", b"CHECK", b"DEL")
+PLUGIN_STDIN_LIMIT = (4 << 20) + 1
+"""What the plugin reads of stdin at most (minicni.cni.skel.MAX_CONFIG_BYTES and one byte, to
+know it is too large): an oversized stdin is handed back no further."""
+PLUGIN_ENTRY = "minicni.__main__"
+"""The plugin's entry, as `python -m minicni` runs it (named, not imported: see the docstring)."""
+FALLBACK_ENV = b"MINICNI_FAST_PATH_UNAVAILABLE"
+"""Tells the in-process plugin why it runs, for its log (how an operator sees fallbacks)."""
+
+
+def u32(value: int) -> bytes:
+    return value.to_bytes(4, "little")
+
+
+def fall_back(why: bytes, stdin: bytes | None, site: bool) -> "NoReturn":
+    """Run the plugin in this process, as the launcher without the shim does. `stdin`: what was
+    read of it already, handed back on fd 0 through a memory file."""
+    if stdin is not None:
+        fd = posix.memfd_create("minicni-stdin", posix.MFD_CLOEXEC)
+        write_all(fd, stdin)
+        size = len(stdin)
+        while size < PLUGIN_STDIN_LIMIT and (chunk := posix.read(0, 1 << 16)):
+            write_all(fd, chunk)  # the rest of an oversized stdin, as far as the plugin reads
+            size += len(chunk)
+        posix.lseek(fd, 0, 0)
+        posix.dup2(fd, 0)
+        posix.close(fd)
+    posix.environ[FALLBACK_ENV] = why  # before `os` is imported, so os.environ has it
+    if site:
+        import site as site_module
+
+        site_module.main()
+    __import__(PLUGIN_ENTRY)  # runs the plugin's main(), which exits
+    posix._exit(1)  # not reached
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[posix.write(fd, view) :]
+
+
+def read_stdin(limit: int) -> bytes:
+    """Up to `limit` + 1 bytes: one more than the limit says it is too large."""
+    chunks = []
+    size = 0
+    while size <= limit:
+        chunk = posix.read(0, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def setns_function() -> "SetNs":
+    setns: SetNs | None = getattr(posix, "setns", None)  # Python >= 3.12
+    if setns is not None:
+        return setns
+    import _ctypes  # ~0.8 ms; all of ctypes would cost ~8 ms
+
+    class Function(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+
+    class Libc:
+        # dlopen(NULL): the program itself, the C library included. The stubs want a path.
+        _handle = _ctypes.dlopen(None, 2)  # type: ignore[arg-type]
+
+    raw_setns = Function(("setns", Libc()))  # type: ignore[arg-type]  # a CDLL-like handle
+
+    def setns_311(fd: int, nstype: int) -> None:
+        if raw_setns(fd, nstype) != 0:
+            code = _ctypes.get_errno()
+            raise OSError(code, posix.strerror(code))
+
+    return setns_311
+
+
+def regular(mode: int) -> bool:
+    """S_ISREG (the stat module is not loaded): nsfs files, bind mounts included, are regular."""
+    return mode & 0o170000 == 0o100000
+
+
+def pod_socket(netns: bytes) -> tuple[_socket.socket | None, int]:
+    """A NETLINK_ROUTE socket created inside the namespace at `netns`, this thread back home
+    after; or the errno of opening or entering it. Only a regular file is opened (what a
+    namespace looks like), without blocking or becoming a controlling terminal."""
+    flags = posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NONBLOCK | posix.O_NOCTTY
+    try:
+        if not regular(posix.stat(netns).st_mode):  # a FIFO, a device...: never opened
+            return None, 22  # EINVAL: not a network namespace
+        target = posix.open(netns, flags)
+    except OSError as error:
+        return None, error.errno or 2  # ENOENT
+    try:
+        if not regular(posix.fstat(target).st_mode):  # swapped since the stat
+            return None, 22
+        home = posix.open(b"/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
+        try:
+            setns = setns_function()
+            try:
+                setns(target, CLONE_NEWNET)
+            except OSError as error:
+                return None, error.errno or 22  # EINVAL: not a network namespace
+            try:
+                kind = _socket.SOCK_RAW | _socket.SOCK_CLOEXEC
+                return _socket.socket(_socket.AF_NETLINK, kind, 0), 0
+            finally:
+                setns(home, CLONE_NEWNET)
+        finally:
+            posix.close(home)
+    finally:
+        posix.close(target)
+
+
+def receive_exactly(sock: _socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def lost(stdin: bytes, why: str) -> bytes:
+    """CNI error 11 for a request the agent took and then lost: it may be half done, so it must
+    not run again here; the runtime retries (a DEL first, for an ADD)."""
+    version = b"1.0.0"
+    start = stdin.find(b'"cniVersion"')
+    if start >= 0:
+        rest = stdin[start + 12 :].lstrip(b" \t\r\n:").lstrip()
+        if rest[:1] == b'"':
+            candidate = rest[1 : rest.find(b'"', 1)]
+            if candidate and len(candidate) <= 16 and candidate.replace(b".", b"").isdigit():
+                version = candidate
+    detail = why.replace("\\", "/").replace('"', "'").encode()
+    return (
+        b'{"cniVersion": "' + version + b'", "code": 11, '
+        b'"msg": "the minicni agent lost the request; try again", "details": "' + detail + b'"}\n'
+    )
+
+
+def accept_timeout(environ: dict[bytes, bytes]) -> float:
+    try:
+        return float(environ.get(b"MINICNI_CNI_ACCEPT_TIMEOUT", ACCEPT_TIMEOUT))
+    except ValueError:
+        return ACCEPT_TIMEOUT
+
+
+def main() -> None:
+    argv = sys.argv
+    path = argv[1].encode() if len(argv) > 1 else b""
+    site = len(argv) > 2 and argv[2] == "site"
+    if not path:
+        fall_back(b"no socket configured", None, site)
+    environ = posix.environ
+    timeout = accept_timeout(environ)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    sock.setblocking(False)  # a full connection queue is EAGAIN, not a wait
+    try:
+        sock.connect(path)
+    except OSError as error:
+        sock.close()
+        why = b"connecting to the agent: " + posix.strerror(error.errno or 0).encode()
+        fall_back(why, None, site)
+    stdin = read_stdin(MAX_STDIN)
+    env = b"".join(k + b"=" + v + b"\0" for k, v in environ.items() if k[:4] == b"CNI_")
+    if len(stdin) > MAX_STDIN or len(env) > MAX_ENV:
+        sock.close()
+        fall_back(b"request larger than the protocol's limits", stdin, site)
+    pod = None
+    flags = netns_errno = 0
+    netns = environ.get(b"CNI_NETNS", b"")
+    if netns and environ.get(b"CNI_COMMAND") in NETNS_COMMANDS:
+        pod, netns_errno = pod_socket(netns)
+        flags = FLAG_POD_SOCKET if pod is not None else 0
+    header = MAGIC + bytes((VERSION, flags)) + (netns_errno & 0xFFFF).to_bytes(2, "little")
+    request = header + u32(len(env)) + u32(len(stdin)) + env + stdin
+    rights = [] if pod is None else [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, u32(pod.fileno()))]
+    sock.settimeout(timeout)
+    try:
+        sent = sock.sendmsg([request], rights)
+        if pod is not None:
+            pod.close()  # the agent has its own copy now
+        if sent < len(request):
+            sock.sendall(request[sent:])
+        verdict = sock.recv(1024)
+        if verdict[:1] == b"A":
+            sock.sendall(b"G")
+        elif verdict[:1] == b"R":
+            raise ConnectionRefusedError(0, "refused: " + verdict[1:].decode(errors="replace"))
+        else:
+            raise EOFError("no answer from the agent")
+    except (OSError, EOFError) as error:  # the time-out included: nothing was dispatched
+        sock.close()
+        fall_back(str(error).encode(errors="replace") or b"lost before the go", stdin, site)
+    try:
+        sock.settimeout(REPLY_TIMEOUT)
+        head = receive_exactly(sock, 8)
+        code = int.from_bytes(head[:4], "little")
+        out = receive_exactly(sock, int.from_bytes(head[4:], "little"))
+    except (OSError, EOFError) as error:
+        code, out = 1, lost(stdin, f"{type(error).__name__}: {error}")
+    write_all(1, out)
+    posix._exit(code)
+
+
+if __name__ == "__main__":
+    main()

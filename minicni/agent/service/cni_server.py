@@ -1,0 +1,473 @@
+"""The agent's CNI server: the plugin's requests, forwarded by its shim, served by the warm agent.
+
+`minicni-agent --cni-socket PATH` (default /run/minicni/cni.sock; empty: no server). A pod's CNI
+call then costs the shim's interpreter start-up and the kernel's work, not the plugin's imports.
+The protocol (v1) is described in `minicni.agent.host.shim`, the other end; in short: request
+(env, stdin, the pod's netlink socket) -> A (taken) or R (refused: the shim runs the plugin
+in-process) -> G (go) -> exit code and stdout.
+
+Who may ask: the directory is 0700 and the socket 0600 (root only), the peer's SO_PEERCRED uid
+must be 0, and the caller must be in the agent's own network namespace (the kernel makes the
+server side of a unix connection in the client's namespace, so SO_NETNS_COOKIE of the accepted
+socket tells; SIOCGSKNS and fstat before Linux 5.14): a shim in another node's namespace that
+reaches this socket through a shared file system would get its pod wired into the wrong node.
+Such a request is refused, and served by the fallback in the caller's own namespace.
+
+What is served: every command, with the same dispatch as the executable's (`minicni.plugin.served`,
+the one place the agent imports the plugin from). Refused before anything is done: a config whose
+address store (dataDir) lies outside the agent's --ipam-data-dir (the directory the DaemonSet
+shares with the host), an ADD while net.ipv4.ip_forward is off (the agent never writes a sysctl
+here: /proc/sys is read-only in its container; the in-process plugin turns it on), and a request
+of another protocol version. The plugin's log lines of a served request go to the agent's log;
+the config's logFile is not written.
+
+Concurrency: a thread per connection, at most MAX_PENDING connections at once (more are refused
+"busy"), at most WORKERS dispatching; one request at a time per (container ID, ifname); the
+store's lock stays the arbiter between the server and in-process plugins. Every read has a time-
+out, so a silent client ties up nothing.
+
+A DEL is answered once it is recorded in the store; its links and its address go after the answer
+(the kernel takes tens of milliseconds to unregister a veth), still under the attachment's lock,
+so a later request for the same pod waits for it. At start the server finishes what an earlier
+agent recorded and did not finish.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from minicni.agent.service.metrics import Metrics
+from minicni.net.sysctl import read_sysctl
+from minicni.plugin import served
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+MAGIC = b"MCNI"
+HEADER = struct.Struct("<4sBBHII")  # magic, version, flags, netns errno, env length, stdin length
+FLAG_POD_SOCKET = 1
+MAX_ENV = 64 << 10
+MAX_STDIN = 1 << 20
+REPLY = struct.Struct("<II")  # exit code, stdout length
+WORKERS = 8
+"""Requests dispatching at once: the GIL is released in netlink syscalls, and the kernel's rtnl
+lock serialises link changes anyway; more threads would only contend."""
+MAX_PENDING = 256
+"""Connections held at once (waiting for a worker, or finishing a DEL); more are refused busy."""
+BACKLOG = 128
+READ_TIMEOUT = 2.0
+"""Seconds for the shim to send its request, and again its go: it is a few syscalls away."""
+SO_NETNS_COOKIE = 71  # Linux >= 5.14; not in the socket module
+SO_PROTOCOL = 38
+SO_DOMAIN = 39
+SIOCGSKNS = 0x894C
+NETLINK_ROUTE = 0
+START_RETRY_SECONDS = 5.0
+COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
+"""The metrics' command label: anything else (the caller's CNI_COMMAND is untrusted) is "other",
+so a caller cannot add series without bound."""
+
+
+class Refused(Exception):
+    """Why a request is not taken: the shim runs the plugin in-process. `reason` labels it in
+    the metrics."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Request:
+    env: dict[str, str]
+    stdin: bytes
+    pod_socket: int | None
+    netns_errno: int
+
+    @property
+    def command(self) -> str:
+        return self.env.get("CNI_COMMAND", "")
+
+    @property
+    def attachment(self) -> tuple[str, str] | None:
+        container_id = self.env.get("CNI_CONTAINERID", "")
+        return (container_id, self.env.get("CNI_IFNAME", "")) if container_id else None
+
+
+class AttachmentLocks:
+    """One lock per (container ID, ifname), dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str], tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def held(self, key: tuple[str, str] | None) -> Iterator[None]:
+        if key is None:
+            yield
+            return
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._locks)
+
+
+def netns_cookie(sock: socket.socket) -> int | None:
+    """The kernel's cookie of the network namespace `sock` lives in; None before Linux 5.14."""
+    try:
+        return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+    except OSError as error:
+        if error.errno in (errno.ENOPROTOOPT, errno.EINVAL):
+            return None
+        raise
+
+
+def netns_identity(fd: int) -> tuple[int, int]:
+    """(device, inode) of the network namespace socket `fd` lives in (SIOCGSKNS, Linux >= 4.9;
+    CAP_NET_ADMIN over that namespace)."""
+    ns = fcntl.ioctl(fd, SIOCGSKNS)
+    try:
+        info = os.fstat(ns)
+    finally:
+        os.close(ns)
+    return info.st_dev, info.st_ino
+
+
+class CniServer:
+    def __init__(
+        self,
+        path: str,
+        data_dir: str,
+        metrics: Metrics,
+        *,
+        workers: int = WORKERS,
+        max_pending: int = MAX_PENDING,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
+        self.path = path
+        self.data_dir = data_dir
+        self.metrics = metrics
+        self.read_timeout = read_timeout
+        self.max_pending = max_pending
+        self._workers = threading.BoundedSemaphore(workers)
+        self._locks = AttachmentLocks()
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._stopping = threading.Event()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._own_cookie: int | None = None
+        self._own_netns = (0, 0)
+        self._socket_inode = 0
+
+    # -- life cycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Finish DELs an earlier agent recorded, then listen. Raises OSError when the socket
+        cannot be made (another agent serves it, a path too long for a unix socket...)."""
+        self._finish_recorded_deletes()
+        listener = self._listen()
+        self._listener = listener
+        self._own_cookie = netns_cookie(listener)
+        self._own_netns = netns_identity(listener.fileno())
+        self._thread = threading.Thread(target=self._accept_loop, name="cni-server", daemon=True)
+        self._thread.start()
+        log.info("serving CNI requests on %s", self.path)
+
+    def start_when_possible(self, stop: threading.Event) -> None:
+        """`start`, now or, if the socket cannot be made yet (another agent still serves it
+        during a rolling update), retried every START_RETRY_SECONDS in the background until it
+        can or `stop` is set. Meanwhile the shims run the plugin in-process."""
+        try:
+            self.start()
+            return
+        except OSError as error:
+            log.error("cannot serve CNI requests on %s yet: %s (retrying)", self.path, error)
+
+        def retry() -> None:
+            while not stop.wait(START_RETRY_SECONDS) and not self._stopping.is_set():
+                try:
+                    self.start()
+                    return
+                except OSError as error:
+                    log.debug("cannot serve CNI requests on %s yet: %s", self.path, error)
+
+        threading.Thread(target=retry, name="cni-server-start", daemon=True).start()
+
+    def _listen(self) -> socket.socket:
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise OSError(errno.EPERM, "not a directory of ours", directory)
+        os.chmod(directory, 0o700)
+        self._remove_stale_socket()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            listener.bind(self.path)
+            os.chmod(self.path, 0o600)  # the directory kept everyone else out meanwhile
+            self._socket_inode = os.lstat(self.path).st_ino
+            listener.listen(BACKLOG)
+        except BaseException:
+            listener.close()
+            raise
+        return listener
+
+    def _remove_stale_socket(self) -> None:
+        """A socket left by an agent that died; one that answers belongs to a live agent."""
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(info.st_mode):
+            raise OSError(errno.EEXIST, "exists and is not a socket", self.path)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            probe.connect(self.path)
+        except OSError:
+            os.unlink(self.path)
+        else:
+            raise OSError(errno.EADDRINUSE, "another process serves this socket", self.path)
+        finally:
+            probe.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking requests (the shims fall back from now on), refuse those still waiting for
+        a worker, and wait up to `timeout` seconds for those being served and their DELs."""
+        self._stopping.set()
+        if self._listener is not None:
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(self.path).st_ino == self._socket_inode:  # not a successor's
+                    os.unlink(self.path)
+            # shutdown() wakes the thread blocked in accept(); close() alone would not.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending and time.monotonic() < deadline:
+                self._idle.wait(deadline - time.monotonic())
+            if self._pending:
+                log.warning("stopping with %d CNI requests still running", self._pending)
+
+    def _finish_recorded_deletes(self) -> None:
+        try:
+            finished = served.finish_recorded_deletes(self.data_dir)
+        except Exception as error:  # the node's store, the kernel: report, serve anyway
+            log.error("finishing recorded DELs failed: %s: %s", type(error).__name__, error)
+            return
+        for attachment in finished:
+            log.info("finished the DEL of %s, recorded by an earlier agent", attachment)
+
+    # -- connections --------------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.05)  # EMFILE and friends: let some requests finish
+                continue
+            with self._idle:
+                busy = self._pending >= self.max_pending
+                if not busy:
+                    self._pending += 1
+            if busy:
+                self._refuse(conn, Refused("busy", f"{self.max_pending} requests in progress"))
+                conn.close()
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        request: Request | None = None
+        try:
+            conn.settimeout(self.read_timeout)
+            request = self._read(conn)  # first: a refusal then reaches the shim, reason and all
+            self._check_peer(conn)
+            self._admit(request)
+            self._serve(conn, request)
+        except Refused as refusal:
+            self._refuse(conn, refusal)
+        except (OSError, EOFError) as error:
+            self.metrics.inc("cni_connections_lost_total")
+            log.debug("CNI connection lost: %s", error)
+        except Exception:  # a bug: the shim gets EOF (a fallback before G, error 11 after)
+            log.exception("serving a CNI request failed")
+        finally:
+            if request is not None and request.pod_socket is not None:
+                os.close(request.pod_socket)
+            conn.close()
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+
+    def _refuse(self, conn: socket.socket, refusal: Refused) -> None:
+        self.metrics.inc("cni_refusals_total", reason=refusal.reason)
+        log.info("refused a CNI request: %s", refusal)
+        with contextlib.suppress(OSError):
+            conn.sendall(b"R" + str(refusal).encode())
+
+    def _check_peer(self, conn: socket.socket) -> None:
+        _, uid, _ = struct.unpack(
+            "=iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        )
+        if uid != 0:
+            raise Refused("uid", f"peer uid {uid} is not 0")
+        cookie = netns_cookie(conn)
+        same = (
+            cookie == self._own_cookie
+            if cookie is not None and self._own_cookie is not None
+            else netns_identity(conn.fileno()) == self._own_netns
+        )
+        if not same:
+            raise Refused("netns", "the caller is in another network namespace than the agent")
+
+    def _read(self, conn: socket.socket) -> Request:
+        fds = array.array("i")
+        data, ancillary, msg_flags, _ = conn.recvmsg(
+            HEADER.size + MAX_ENV + MAX_STDIN, socket.CMSG_SPACE(4 * fds.itemsize)
+        )
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        received = list(fds)
+        try:
+            return self._parse(conn, data, msg_flags, received)
+        except BaseException:
+            for fd in received:
+                os.close(fd)
+            raise
+
+    def _parse(self, conn: socket.socket, data: bytes, msg_flags: int, fds: list[int]) -> Request:
+        if len(data) < 5 or data[:4] != MAGIC:
+            raise Refused("malformed", "not a minicni CNI request")
+        if data[4] != VERSION:
+            raise Refused("version", f"protocol version {data[4]}; this agent speaks {VERSION}")
+        if msg_flags & socket.MSG_CTRUNC or len(fds) > 1:
+            raise Refused("malformed", "more than one file descriptor")
+        buffer = bytearray(data)
+        while len(buffer) < HEADER.size:
+            buffer += self._receive(conn, HEADER.size - len(buffer))
+        _, _, flags, netns_errno, env_size, stdin_size = HEADER.unpack_from(buffer)
+        if env_size > MAX_ENV or stdin_size > MAX_STDIN:
+            raise Refused("malformed", "request larger than the protocol's limits")
+        total = HEADER.size + env_size + stdin_size
+        while len(buffer) < total:
+            buffer += self._receive(conn, total - len(buffer))
+        if len(buffer) != total or bool(flags & FLAG_POD_SOCKET) != bool(fds):
+            raise Refused("malformed", "lengths or file descriptors do not match the header")
+        pod_socket = fds[0] if fds else None
+        if pod_socket is not None and not _is_route_socket(pod_socket):
+            raise Refused("malformed", "the file descriptor passed is not a NETLINK_ROUTE socket")
+        env_block = bytes(buffer[HEADER.size : HEADER.size + env_size])
+        return Request(
+            _decode_env(env_block), bytes(buffer[HEADER.size + env_size :]), pod_socket, netns_errno
+        )
+
+    def _receive(self, conn: socket.socket, size: int) -> bytes:
+        chunk = conn.recv(min(size, 1 << 20))
+        if not chunk:
+            raise EOFError("the shim closed the connection")
+        return chunk
+
+    def _admit(self, request: Request) -> None:
+        if self._stopping.is_set():
+            raise Refused("stopping", "the agent is stopping")
+        outside = served.store_outside(request.stdin, self.data_dir) if request.stdin else None
+        if outside:
+            raise Refused("dataDir", outside)
+        if request.command == "ADD" and read_sysctl("net.ipv4.ip_forward") != "1":
+            raise Refused("ip_forward", "net.ipv4.ip_forward is off; the agent does not write it")
+
+    def _serve(self, conn: socket.socket, request: Request) -> None:
+        command = request.command if request.command in COMMANDS else "other"
+        with self._locks.held(request.attachment):
+            with self._workers:
+                if self._stopping.is_set():
+                    raise Refused("stopping", "the agent is stopping")
+                conn.sendall(b"A")
+                if conn.recv(1) != b"G":  # gave up waiting (its time-out) and fell back
+                    self.metrics.inc("cni_abandoned_total")
+                    return
+                started = time.perf_counter()
+                outcome = served.serve(
+                    request.env, request.stdin, request.pod_socket, request.netns_errno
+                )
+                with contextlib.suppress(OSError):  # the shim's own time-out: nothing to tell
+                    conn.sendall(REPLY.pack(outcome.code, len(outcome.stdout)) + outcome.stdout)
+                seconds = time.perf_counter() - started
+            self.metrics.inc(
+                "cni_requests_total",
+                command=command,
+                outcome="ok" if outcome.code == 0 else "error",
+            )
+            self.metrics.observe_histogram("cni_request_duration_seconds", seconds, command=command)
+            log.info(
+                "CNI %s %s/%s: %s in %.1f ms",
+                command,
+                request.env.get("CNI_CONTAINERID", "-")[:12],
+                request.env.get("CNI_IFNAME", "-"),
+                "ok" if outcome.code == 0 else "error",
+                seconds * 1000,
+            )
+            for work in outcome.deferred:  # still under the attachment's lock
+                try:
+                    work()
+                except Exception as error:  # recorded: finished by the next request or start
+                    self.metrics.inc("cni_deferred_failures_total")
+                    log.error("finishing a DEL after its answer failed: %s", error)
+
+
+def _is_route_socket(fd: int) -> bool:
+    try:
+        probe = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return False
+    try:
+        return (
+            probe.getsockopt(socket.SOL_SOCKET, SO_DOMAIN) == socket.AF_NETLINK
+            and probe.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL) == NETLINK_ROUTE
+        )
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _decode_env(block: bytes) -> dict[str, str]:
+    """The CNI_* variables, decoded as os.environ decodes them (bytes that are not UTF-8 become
+    lone surrogates, which the dispatch then refuses as it does in-process)."""
+    env: dict[str, str] = {}
+    for item in block.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key.startswith(b"CNI_"):
+            env[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+    return env

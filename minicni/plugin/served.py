@@ -1,0 +1,77 @@
+"""The plugin as the node agent's CNI server runs it: the one dispatch (`skel.dispatch`, the same
+ADD, DEL and CHECK as the executable's), with the pod's namespace reached through the socket the
+shim passed, no sysctl written, and a DEL's kernel work left for after its answer.
+
+The agent imports the plugin from this module only: the one edge between the two programs that the
+import contracts allow (pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+from minicni.cni import skel
+from minicni.cni.errors import CniError
+from minicni.log import log
+from minicni.plugin import context
+from minicni.plugin.main import Commands
+
+_agent_log = logging.getLogger("minicni")
+# The plugin's log lines of a served request go to the agent's log (its stderr), not to the
+# config's logFile, a host path the agent's container does not have.
+log.add_sink(lambda level, text: _agent_log.log(logging.getLevelName(level), text))
+
+
+class Served(NamedTuple):
+    code: int
+    stdout: bytes
+    deferred: list[Callable[[], None]]
+    """Work to run after the answer is sent (a DEL's links and address), in order."""
+
+
+def serve(env: Mapping[str, str], stdin: bytes, pod_socket: int | None, netns_errno: int) -> Served:
+    """Run one request. `pod_socket`: the NETLINK_ROUTE socket the shim made in CNI_NETNS (the
+    caller keeps and closes it); `netns_errno`: why there is none when CNI_NETNS was given."""
+    ctx = context.served(pod_socket, netns_errno)
+    code, out = skel.dispatch(env, stdin, lambda: Commands(lambda: ctx))
+    return Served(code, out, ctx.deferred if code == 0 else [])
+
+
+def store_outside(stdin: bytes, data_dir: str) -> str | None:
+    """Why the agent cannot serve this config: its address store (dataDir) lies outside the
+    agent's data dir, the only one it shares with the host (the DaemonSet mounts it). None when it
+    can, also for a config that does not parse: its error is the same on either path."""
+    try:
+        config = json.loads(stdin)
+        if not isinstance(config, dict) or "name" not in config:
+            return None
+        from minicni.plugin.config import parse_netconf
+
+        wanted = parse_netconf(config).data_dir
+    except (ValueError, RecursionError, CniError):
+        return None
+    root = os.path.normpath(data_dir)
+    store = os.path.normpath(wanted)
+    if store == root or store.startswith(root.rstrip("/") + "/"):
+        return None
+    return f"dataDir {wanted} is outside the agent's {data_dir}"
+
+
+def finish_recorded_deletes(data_dir: str) -> list[str]:
+    """Finish every DEL recorded under `data_dir` and not finished (an agent stopped between its
+    answer and the kernel work): the agent runs this before it serves. Returns what it finished,
+    as `network: container/ifname`."""
+    if not os.path.isdir(data_dir):
+        return []
+    from minicni.plugin.commands import finish_recorded_deletes as finish
+
+    finished = []
+    for network in sorted(os.listdir(data_dir)):
+        store_dir = os.path.join(data_dir, network)
+        if os.path.isdir(store_dir) and not os.path.islink(store_dir):
+            finished += [f"{network}: {attachment}" for attachment in finish(store_dir)]
+    return finished

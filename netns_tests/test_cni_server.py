@@ -1,0 +1,201 @@
+"""The agent's CNI server driven over its socket with protocol v1 by hand: what it answers a
+request it cannot take (busy, malformed, another version, a store it cannot reach), a client that
+goes silent or gives up, and its socket's life. Run in this process, in a namespace of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from minicni.agent.service.cni_server import CniServer
+from minicni.agent.service.metrics import Metrics
+from minicni.net import netns
+from netns_tests.conftest import unique_name
+
+pytestmark = pytest.mark.root
+
+
+def request(
+    env: dict[str, str], stdin: bytes = b'{"cniVersion": "1.0.0"}', version: int = 1
+) -> bytes:
+    block = b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
+    header = b"MCNI" + bytes((version, 0)) + bytes(2)
+    return (
+        header + len(block).to_bytes(4, "little") + len(stdin).to_bytes(4, "little") + block + stdin
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[CniServer]:
+    """A server in a namespace of its own (its netns check compares with the caller's: the
+    tests connect from the same namespace, entered for the connect only)."""
+    name = unique_name("pts")
+    path = netns.create(name)
+    socket_dir = Path("/run") / name  # short: a unix socket path has 107 bytes
+    with netns.enter(path):
+        served = CniServer(str(socket_dir / "cni.sock"), str(tmp_path / "data"), Metrics(),
+                           max_pending=2, read_timeout=0.5)  # fmt: skip
+        served.start()
+    try:
+        yield served
+    finally:
+        served.stop()
+        netns.remove(name)
+        os.rmdir(socket_dir)
+
+
+def server_netns(server: CniServer) -> str:
+    """The fixture names the socket's directory after the server's namespace."""
+    return netns.path_of(os.path.basename(os.path.dirname(server.path)))
+
+
+def connect(server: CniServer) -> socket.socket:
+    ns = server_netns(server)
+    with netns.enter(ns):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.settimeout(10)
+        client.connect(server.path)
+    return client
+
+
+def test_a_request_is_taken_then_run_only_after_the_go(server: CniServer) -> None:
+    client = connect(server)
+    client.sendall(request({"CNI_COMMAND": "VERSION"}))
+    assert client.recv(1) == b"A"
+    client.sendall(b"G")
+    head = client.recv(8, socket.MSG_WAITALL)
+    code, size = int.from_bytes(head[:4], "little"), int.from_bytes(head[4:], "little")
+    assert code == 0
+    assert "1.1.0" in json.loads(client.recv(size, socket.MSG_WAITALL))["supportedVersions"]
+    # counted once the answer is on its way
+    wait_for(lambda: server.metrics.get("cni_requests_total", command="VERSION", outcome="ok") == 1)
+    assert server.metrics.get("cni_request_duration_seconds_count", command="VERSION") == 1
+
+
+def test_an_unknown_command_is_answered_and_counted_as_other(server: CniServer) -> None:
+    client = connect(server)
+    client.sendall(request({"CNI_COMMAND": 'X"}\nminicni_fake 1', "CNI_CONTAINERID": "c1"}))
+    assert client.recv(1) == b"A"
+    client.sendall(b"G")
+    head = client.recv(8, socket.MSG_WAITALL)
+    code, size = int.from_bytes(head[:4], "little"), int.from_bytes(head[4:], "little")
+    assert code == 1
+    assert json.loads(client.recv(size, socket.MSG_WAITALL))["code"] == 4
+    wait_for(
+        lambda: server.metrics.get("cni_requests_total", command="other", outcome="error") == 1
+    )
+    assert "minicni_fake" not in server.metrics.render()
+
+
+def test_a_shim_that_gives_up_before_the_go_gets_nothing_done(server: CniServer) -> None:
+    client = connect(server)
+    client.sendall(request({"CNI_COMMAND": "VERSION"}))
+    assert client.recv(1) == b"A"
+    client.close()  # its accept time-out: it runs the plugin in-process instead
+    wait_for(lambda: server.metrics.get("cni_abandoned_total") == 1)
+    assert server.metrics.get("cni_requests_total", command="VERSION", outcome="ok") == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"GET / HTTP/1.0\r\n\r\n", "Rmalformed"),
+        (request({"CNI_COMMAND": "VERSION"}, version=2), "Rversion: protocol version 2"),
+        (request({"CNI_COMMAND": "VERSION"})[:-3], None),  # short: the time-out ends it
+    ],
+    ids=["not-minicni", "version-2", "truncated"],
+)
+def test_what_the_server_cannot_read_is_refused_or_dropped(
+    server: CniServer, data: bytes, reason: str | None
+) -> None:
+    client = connect(server)
+    client.sendall(data)
+    answer = client.recv(4096)  # EOF after the read time-out when the request never completes
+    if reason is None:
+        assert answer == b""
+    else:
+        assert answer.decode().startswith(reason), answer
+        assert client.recv(1) == b""  # and it closes
+
+
+def test_a_passed_descriptor_that_is_not_a_netlink_socket_is_refused(server: CniServer) -> None:
+    client = connect(server)
+    read_end, write_end = os.pipe()
+    try:
+        data = bytearray(request({"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "x", "CNI_IFNAME": "e"}))
+        data[5] = 1  # flags: a pod socket is attached
+        client.sendmsg(
+            [bytes(data)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, read_end.to_bytes(4, "little"))]
+        )
+        assert client.recv(4096).startswith(b"Rmalformed: the file descriptor passed")
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_config_whose_store_the_agent_does_not_share_is_refused(
+    server: CniServer, tmp_path: Path
+) -> None:
+    config = {"cniVersion": "1.0.0", "name": "n", "type": "minicni", "subnet": "10.9.0.0/24"}
+    config["dataDir"] = str(tmp_path / "elsewhere")
+    client = connect(server)
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x"}
+    client.sendall(request(env, json.dumps(config).encode()))
+    assert client.recv(4096).startswith(b"RdataDir: dataDir " + str(tmp_path).encode())
+    assert not (tmp_path / "elsewhere").exists()
+    assert server.metrics.get("cni_refusals_total", reason="dataDir") == 1
+
+
+def test_more_connections_than_it_holds_are_refused_busy(server: CniServer) -> None:
+    silent = [connect(server) for _ in range(2)]  # max_pending=2, each waiting for its request
+    time.sleep(0.05)
+    third = connect(server)
+    assert third.recv(4096).startswith(b"Rbusy")
+    for client in silent:
+        assert client.recv(1) == b""  # dropped after the read time-out
+    assert server.metrics.get("cni_refusals_total", reason="busy") == 1
+
+
+def test_a_second_server_on_a_live_socket_is_refused_and_a_dead_socket_is_replaced(
+    server: CniServer, tmp_path: Path
+) -> None:
+    second = CniServer(server.path, str(tmp_path / "data"), Metrics())
+    with pytest.raises(OSError, match="another process serves this socket"):
+        second.start()
+    server.stop()
+    assert not os.path.exists(server.path)
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(server.path)  # a socket file nobody listens on: an agent killed with -9
+    dead.close()
+    with netns.enter(server_netns(server)):
+        second.start()
+    try:
+        assert os.stat(server.path).st_mode & 0o777 == 0o600
+    finally:
+        second.stop()
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert check()
+
+
+def test_stop_waits_for_a_request_being_served(server: CniServer) -> None:
+    client = connect(server)
+    client.sendall(request({"CNI_COMMAND": "VERSION"}))
+    assert client.recv(1) == b"A"
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    client.sendall(b"G")  # still served: it was taken before the stop
+    assert int.from_bytes(client.recv(8, socket.MSG_WAITALL)[:4], "little") == 0
+    stopper.join(10)
+    assert not stopper.is_alive() and not os.path.exists(server.path)

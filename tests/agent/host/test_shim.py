@@ -1,0 +1,218 @@
+"""The shim as the agent installs it (compiled, run `-I -S -B`), against a scripted agent on a unix
+socket: what it sends, what it imports, and when it runs the plugin in-process instead. No root:
+the commands used (VERSION, STATUS) need no pod namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from minicni.agent.host.launcher import compiled_shim, install_plugin
+
+Script = Callable[[socket.socket], None]
+
+
+class ScriptedAgent:
+    """Accepts one connection and runs `script` on it; keeps what the shim sent."""
+
+    def __init__(self, path: Path, script: Script) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(4)
+        self.script = script
+        self.received = b""
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(10)
+            self.script(conn)
+
+    def read_request(self, conn: socket.socket) -> None:
+        data = conn.recv(16)
+        env_size = int.from_bytes(data[8:12], "little")
+        stdin_size = int.from_bytes(data[12:16], "little")
+        while len(data) < 16 + env_size + stdin_size:
+            data += conn.recv(65536)
+        self.received = data
+
+    @property
+    def env(self) -> dict[str, str]:
+        size = int.from_bytes(self.received[8:12], "little")
+        items = self.received[16 : 16 + size].split(b"\0")
+        return dict(item.decode().split("=", 1) for item in items if item)
+
+    @property
+    def stdin(self) -> bytes:
+        return self.received[16 + int.from_bytes(self.received[8:12], "little") :]
+
+    def close(self) -> None:
+        self.thread.join(10)
+        self.listener.close()
+
+
+@pytest.fixture
+def shim(tmp_path: Path) -> Path:
+    path = tmp_path / "shim.pyc"
+    path.write_bytes(compiled_shim(str(path)))
+    return path
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Callable[[Script], ScriptedAgent]]:
+    made: list[ScriptedAgent] = []
+
+    def start(script: Script) -> ScriptedAgent:
+        made.append(ScriptedAgent(tmp_path / "cni.sock", script))
+        return made[-1]
+
+    yield start
+    for scripted in made:
+        scripted.close()
+
+
+def run_shim(
+    shim: Path, socket_path: Path, command: str, stdin: bytes, **env: str
+) -> subprocess.CompletedProcess[bytes]:
+    variables = {"CNI_COMMAND": command, "PATH": "/usr/bin:/bin", "OTHER": "not sent", **env}
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-X", "importtime", str(shim), str(socket_path), "site"],
+        input=stdin,
+        env=variables,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def imported(run: subprocess.CompletedProcess[bytes]) -> set[str]:
+    """Modules imported after start-up, from `-X importtime`."""
+    names = set()
+    for line in run.stderr.decode().splitlines():
+        if line.startswith("import time:") and "cumulative" not in line:
+            names.add(line.split("|")[-1].strip())
+    return names
+
+
+def interpreter_startup() -> set[str]:
+    """What `python -I -S -B` imports before running anything."""
+    bare = subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-X", "importtime", "-c", "pass"],
+        capture_output=True,
+        check=True,
+    )
+    return imported(bare)
+
+
+def test_a_served_request_costs_only_the_socket_module(
+    shim: Path, tmp_path: Path, agent: Callable[[Script], ScriptedAgent]
+) -> None:
+    answer = b'{"cniVersion": "1.1.0"}\n'
+
+    def serve(conn: socket.socket) -> None:
+        scripted.read_request(conn)
+        conn.sendall(b"A")
+        assert conn.recv(1) == b"G"
+        conn.sendall((7).to_bytes(4, "little") + len(answer).to_bytes(4, "little") + answer)
+
+    scripted = agent(serve)
+    config = b'{"cniVersion": "1.1.0", "name": "x"}'
+    run = run_shim(shim, tmp_path / "cni.sock", "STATUS", config, CNI_PATH="/opt/cni/bin")
+    assert (run.returncode, run.stdout) == (7, answer)  # exit code and stdout passed through
+    assert scripted.received[:6] == b"MCNI\x01\x00"  # version 1, no pod socket
+    assert scripted.env == {"CNI_COMMAND": "STATUS", "CNI_PATH": "/opt/cni/bin"}  # CNI_* only
+    assert scripted.stdin == config
+    assert imported(run) - interpreter_startup() == {"_socket"}  # not json, not minicni
+
+
+def test_without_an_agent_the_plugin_runs_in_process(shim: Path, tmp_path: Path) -> None:
+    run = run_shim(shim, tmp_path / "absent.sock", "VERSION", b'{"cniVersion": "1.0.0"}')
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "1.1.0" in json.loads(run.stdout)["supportedVersions"]
+    assert "minicni.plugin.main" in imported(run)
+
+
+@pytest.mark.parametrize(
+    "verdict", [b"Rversion: protocol version 1; this agent speaks 2", b"", b"?"]
+)
+def test_a_refusal_or_no_verdict_runs_the_plugin_in_process_with_stdin_intact(
+    shim: Path, tmp_path: Path, agent: Callable[[Script], ScriptedAgent], verdict: bytes
+) -> None:
+    def refuse(conn: socket.socket) -> None:
+        scripted.read_request(conn)
+        if verdict:
+            conn.sendall(verdict)
+
+    scripted = agent(refuse)
+    config = {"cniVersion": "1.1.0", "name": "n", "type": "minicni", "subnet": "10.9.0.0/24"}
+    config["dataDir"] = str(tmp_path / "data")
+    config["logFile"] = str(tmp_path / "minicni.log")
+    run = run_shim(shim, tmp_path / "cni.sock", "STATUS", json.dumps(config).encode())
+    # STATUS in-process read the whole config from the stdin the shim handed back
+    assert (run.returncode, run.stdout) == (0, b""), run.stderr[-2000:]
+    assert (tmp_path / "data" / "n" / "lock").exists()
+    assert "fast path unavailable" in (tmp_path / "minicni.log").read_text()
+
+
+def test_a_request_lost_after_the_go_is_a_cni_error_and_never_run_again(
+    shim: Path, tmp_path: Path, agent: Callable[[Script], ScriptedAgent]
+) -> None:
+    def lose(conn: socket.socket) -> None:
+        scripted.read_request(conn)
+        conn.sendall(b"A")
+        assert conn.recv(1) == b"G"  # then the agent dies
+
+    scripted = agent(lose)
+    config = {"cniVersion": "0.4.0", "name": "n", "type": "minicni", "subnet": "10.9.0.0/24"}
+    config["dataDir"] = str(tmp_path / "data")
+    run = run_shim(shim, tmp_path / "cni.sock", "STATUS", json.dumps(config).encode())
+    assert run.returncode == 1
+    error = json.loads(run.stdout)
+    assert (error["cniVersion"], error["code"]) == ("0.4.0", 11)
+    assert not (tmp_path / "data").exists()  # not run in-process after the go
+    assert "minicni.plugin.main" not in imported(run)
+
+
+def test_the_installed_launcher_runs_the_compiled_shim(tmp_path: Path) -> None:
+    socket_path = str(tmp_path / "cni.sock")
+    assert install_plugin(tmp_path / "bin", mode="launcher", runtime_dir=tmp_path / "opt",
+                          cni_socket=socket_path)  # fmt: skip
+    script = (tmp_path / "bin" / "minicni").read_text()
+    (shim_file,) = (tmp_path / "opt").glob("shim.*.pyc")
+    assert f"-I -S -B {shim_file} {socket_path} site" in script
+    assert install_plugin(tmp_path / "bin", mode="launcher", runtime_dir=tmp_path / "opt",
+                          cni_socket=socket_path) is False  # fmt: skip
+    run = subprocess.run(
+        [str(tmp_path / "bin" / "minicni")],
+        input=b'{"cniVersion": "1.0.0"}',
+        env={"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        check=False,
+    )
+    assert run.returncode == 0 and b"supportedVersions" in run.stdout, run.stderr
+    assert os.access(tmp_path / "bin" / "minicni", os.X_OK)
+
+
+def test_the_shim_hands_back_as_much_stdin_as_the_plugin_reads() -> None:
+    """The shim cannot import the plugin's limit: the number is restated, and checked here."""
+    import importlib.util
+
+    from minicni.agent.host import launcher
+    from minicni.cni import skel
+
+    spec = importlib.util.spec_from_file_location("shim_under_test", launcher.SHIM_SOURCE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # its main() runs only as __main__
+    assert module.PLUGIN_STDIN_LIMIT == skel.MAX_CONFIG_BYTES + 1
+    assert module.MAX_STDIN < skel.MAX_CONFIG_BYTES  # larger requests run in-process
