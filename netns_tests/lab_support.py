@@ -15,14 +15,21 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from lab.cluster.agents import NodeFiles, node_entry
 from lab.cluster.build import NetnsLab, lab_namespaces
 from lab.cluster.fabric import ipr_in
-from lab.matrix.cases import CASE_KINDS, Case, MatrixReport, build_cases
+from lab.matrix.cases import (
+    CASE_KINDS,
+    PROBE_ERROR,
+    UNREACHABLE,
+    Case,
+    MatrixReport,
+    build_cases,
+)
 from lab.matrix.executors import POD, Endpoint, Inventory, NetnsExecutor
 from lab.matrix.report import render
 from lab.matrix.runner import MatrixRunner
@@ -50,6 +57,13 @@ def running_lab(topology: Topology, state_root: str) -> Iterator[tuple[NetnsLab,
         assert lab_namespaces(lab.lab.lab_id) == []
 
 
+@dataclass
+class LabReport(MatrixReport):
+    """A matrix report that can probe some of its cells again, with the runner that made it."""
+
+    runner: MatrixRunner | None = None
+
+
 def run_matrix(
     inventory: Inventory,
     protocols: tuple[str, ...] = ("icmp", "tcp", "udp"),
@@ -58,7 +72,7 @@ def run_matrix(
     engine: str = "socket",
     workers: int = 12,
     kinds: Sequence[str] = CASE_KINDS,
-) -> MatrixReport:
+) -> LabReport:
     """The matrix, Service cells included when the lab has Services."""
     runner = MatrixRunner(
         NetnsExecutor(),
@@ -68,17 +82,33 @@ def run_matrix(
         engine=engine,
         launch_timeout=30.0,  # generous: these tests share the machine with others
     )
-    return runner.run(inventory, build_cases(inventory, protocols, kinds))
+    report = runner.run(inventory, build_cases(inventory, protocols, kinds))
+    return LabReport(**{f.name: getattr(report, f.name) for f in fields(report)}, runner=runner)
+
+
+# What a loaded machine can do to a cell: a probe too slow for its timeout reads as X, one that
+# could not start as !. It never delivers a blocked packet or undoes a NAT.
+LOAD_CAN_CAUSE = (UNREACHABLE, PROBE_ERROR)
 
 
 def mismatches(report: MatrixReport, expected: Callable[[Case], str]) -> list[str]:
-    """Cells whose verdict is not the expected one, as readable lines ('' when all match)."""
-    wrong = []
-    for cell in report.cells:
-        want = expected(cell.case)
-        if cell.verdict != want:
-            wrong.append(f"{cell.case.label}: got {cell.verdict} want {want} ({cell.detail})")
-    return wrong
+    """Cells whose verdict is not the expected one, as readable lines ('' when all match).
+
+    The fault tests probe with no retries and short timeouts (every expected X costs a
+    timeout), so a cell that came out X or ! where it should not gets a second look, slowly:
+    it counts only if it fails again."""
+    wrong = [cell for cell in report.cells if cell.verdict != expected(cell.case)]
+    second = [cell.case for cell in wrong if cell.verdict in LOAD_CAN_CAUSE]
+    runner = getattr(report, "runner", None)
+    if second and runner is not None:
+        patient = replace(runner, retries=1, timeout=max(runner.timeout, 3.0), workers=4)
+        again = {cell.case: cell for cell in patient.run(report.inventory, second).cells}
+        wrong = [again.get(cell.case, cell) for cell in wrong]
+        wrong = [cell for cell in wrong if cell.verdict != expected(cell.case)]
+    return [
+        f"{cell.case.label}: got {cell.verdict} want {expected(cell.case)} ({cell.detail})"
+        for cell in wrong
+    ]
 
 
 def assert_cells(report: MatrixReport, expected: Callable[[Case], str]) -> None:
