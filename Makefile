@@ -25,31 +25,34 @@ test: lint ## lint, unit tests and root tests (all of them; run as root)
 	$(BIN)/pytest tests netns_tests $(PYTEST_ARGS)
 
 LAB_ARGS ?=
+BENCH_ARGS ?=
 
 lab: setup ## the connectivity matrix: 3 nodes x 2 pods in network namespaces, up + matrix + down
 	$(BIN)/minicni-lab run --nodes 3 --pods-per-node 2 $(LAB_ARGS)
 
-# The CI gate: host-gw on one L2 segment, vxlan between nodes on routed subnets (with the FORWARD
-# policy DROP Docker sets, and a runtime of the containerd 1.6/1.7 generation, libcni 1.1), a
-# small cluster probed with the scapy engine as a cross-check of the socket probes, and nodes as a
-# real cluster runs them: the DaemonSet as written, its agents run from the built image
-# ($(IMAGE_ARCHIVE), `make image-offline`) with the manifest's pod spec, and pods made through a
-# containerd 1.6 per node as kubelet makes them, running what those agents installed. With
-# LAB_CI_IMAGE=0 (no image) that run has the checkout's agents instead. The scapy run probes 4 cells
-# at a time: each probe process spends ~0.6 s importing scapy, and 12 at once on a busy 2-core
-# runner missed the 10 s launch time-out (probe errors, never X or N). The agents serve CNI
-# requests (the fast path) in every run but the scapy one, whose pods are added by the plugin
-# in-process (--no-fast-path), as when the agent is down. All run even if one fails; JSON + JUnit
-# land in results/.
+# The CI gate: host-gw on one L2 segment (IPv4, as most clusters are), a dual-stack cluster with
+# vxlan between nodes on routed subnets (both families: a tunnel per underlay family, with the
+# FORWARD policy DROP Docker sets, and a runtime of the containerd 1.6/1.7 generation, libcni 1.1),
+# a small dual-stack cluster probed with the scapy engine as a cross-check of the socket probes
+# (ICMPv6 crafted by scapy too), and nodes as a real cluster runs them: the DaemonSet as written,
+# its agents run from the built image ($(IMAGE_ARCHIVE), `make image-offline`) with the manifest's
+# pod spec, and pods made through a containerd 1.6 per node as kubelet makes them, running what
+# those agents installed. With LAB_CI_IMAGE=0 (no image) that run has the checkout's agents
+# instead. The scapy run probes 4 cells at a time: each probe process spends ~0.6 s importing
+# scapy, and 12 at once on a busy 2-core runner missed the 10 s launch time-out (probe errors,
+# never X or N). The agents serve CNI requests (the fast path) in every run but the scapy one,
+# whose pods are added by the plugin in-process (--no-fast-path), as when the agent is down: both
+# paths give dual-stack pods. All run even if one fails; JSON + JUnit land in results/.
 LAB_CI_IMAGE ?= 1
 lab-ci: setup
 	@rc=0; \
 	$(BIN)/minicni-lab run --backend host-gw --underlay l2 \
 		--json results/lab-host-gw-l2.json --junit results/lab-host-gw-l2.xml $(LAB_ARGS) || rc=1; \
-	$(BIN)/minicni-lab run --backend vxlan --underlay routed --forward-drop --libcni 1.1 \
+	$(BIN)/minicni-lab run --family dual --backend vxlan --underlay routed --forward-drop --libcni 1.1 \
 		--json results/lab-vxlan-routed.json --junit results/lab-vxlan-routed.xml $(LAB_ARGS) || rc=1; \
-	$(BIN)/minicni-lab run --nodes 2 --pods-per-node 1 --backend auto --underlay routed --engine scapy \
-		--workers 4 --no-fast-path --json results/lab-scapy.json --junit results/lab-scapy.xml \
+	$(BIN)/minicni-lab run --family dual --nodes 2 --pods-per-node 1 --backend auto --underlay routed \
+		--engine scapy --workers 4 --no-fast-path --json results/lab-scapy.json \
+		--junit results/lab-scapy.xml \
 		$(LAB_ARGS) || rc=1; \
 	if [ "$(LAB_CI_IMAGE)" = 1 ]; then \
 	MINICNI_IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) $(BIN)/minicni-lab run --agent image --runtime cri \
@@ -75,7 +78,10 @@ IMAGE_ARCHIVE ?= build/image/minicni.tar
 IMAGE_CACHE_DIR ?= .cache/image
 IMAGE_ENV := IMAGE=$(IMAGE) IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) IMAGE_CACHE_DIR=$(IMAGE_CACHE_DIR)
 KIND_CLUSTER ?= minicni-e2e
-KIND_ENV := MINICNI_E2E_CLUSTER=$(KIND_CLUSTER) MINICNI_E2E_IMAGE=$(or $(MINICNI_E2E_IMAGE),$(IMAGE))
+# ipv4, dual or ipv6: the kind cluster's IP families (deployments/kind/cluster*.yaml)
+KIND_FAMILY ?= $(or $(MINICNI_E2E_FAMILY),ipv4)
+KIND_ENV := MINICNI_E2E_CLUSTER=$(KIND_CLUSTER) MINICNI_E2E_IMAGE=$(or $(MINICNI_E2E_IMAGE),$(IMAGE)) \
+	MINICNI_E2E_FAMILY=$(KIND_FAMILY)
 
 .PHONY: venv image image-offline kind-up kind-down e2e
 
@@ -101,7 +107,7 @@ e2e: venv ## the kind e2e suite (creates and deletes its own cluster; results in
 
 .PHONY: bench
 bench: setup ## plugin ADD/DEL latency beside the reference bridge + host-local (run as root)
-	$(BIN)/python -m lab.bench.plugin
+	$(BIN)/python -m lab.bench.plugin $(BENCH_ARGS)
 
 .PHONY: bench-cri
 bench-cri: setup ## pod start through containerd's CRI: minicni (bundle) beside bridge + host-local (root)

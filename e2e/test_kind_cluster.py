@@ -3,7 +3,8 @@
 The tests run in file order against one cluster: first that it came up (DaemonSet, nodes, plugin
 on the nodes), then the full connectivity matrix (the same runner and probes as the namespace
 lab, through `kubectl exec`), then the disruptive ones (a pod deleted, the agent restarted, a
-node joining and leaving).
+node joining and leaving). The cluster is IPv4, dual-stack or IPv6 (MINICNI_E2E_FAMILY, kind's
+`ipFamily`); every check covers each family the cluster has, and the matrix probes each.
 """
 
 from __future__ import annotations
@@ -16,18 +17,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lab.kind.cluster import KindLab
 from lab.kind.manifests import (
     AGENT_DAEMONSET,
     AGENT_NAMESPACE,
     AGENT_SELECTOR,
     IPAM_DATA_DIR,
-    KIND_CONFIG,
     NETWORK_NAME,
     PROBE_NAMESPACE,
     kind_node_count,
+    pod_subnets,
 )
 from lab.matrix import report as reports
 from lab.matrix.cases import (
@@ -77,16 +76,27 @@ def wrong_cells(result: MatrixReport) -> str:
     )
 
 
-def pod_subnet() -> str:
-    return str(yaml.safe_load(KIND_CONFIG.read_text())["networking"]["podSubnet"])
+def pod_subnet(kind_lab: KindLab) -> list[str]:
+    """The cluster's pod CIDRs, one per family (kind's podSubnet)."""
+    return pod_subnets(kind_lab.settings.kind_config)
 
 
-def node_facts(kind_lab: KindLab) -> dict[str, tuple[str, str]]:
-    """node name -> (InternalIP, podCIDR) as the agent reads them from the API."""
+def family_of(text: str) -> int:
+    return 6 if ":" in text else 4
+
+
+def node_facts(kind_lab: KindLab) -> dict[str, list[tuple[str, str]]]:
+    """node name -> [(InternalIP, podCIDR)] of each family, as the agent reads them from the
+    API (spec.podCIDRs; a dual-stack node has an InternalIP of each family)."""
     facts = {}
     for node in kind_lab.nodes():
-        addresses = {a["type"]: a["address"] for a in node["status"].get("addresses", [])}
-        facts[node["metadata"]["name"]] = (addresses["InternalIP"], node["spec"]["podCIDR"])
+        internal = [a["address"] for a in node["status"].get("addresses", [])
+                    if a["type"] == "InternalIP"]  # fmt: skip
+        cidrs = node["spec"].get("podCIDRs") or [node["spec"]["podCIDR"]]
+        by_family = {family_of(ip): ip for ip in reversed(internal)}
+        facts[node["metadata"]["name"]] = [
+            (by_family[family_of(cidr)], cidr) for cidr in cidrs if family_of(cidr) in by_family
+        ]
     return facts
 
 
@@ -95,7 +105,8 @@ def routes_to(kind_lab: KindLab, probe_host: str, cidr: str) -> str:
     them (the image carries no iproute2: the agent programs routes through netlink)."""
     namespace, _, pod = probe_host.partition("/")
     node = kind_lab.kubectl("get", "pod", "-n", namespace, pod, "-o", "jsonpath={.spec.nodeName}")
-    return kind_lab.node_exec(node.strip(), ["ip", "-4", "route", "show", "exact", cidr]).strip()
+    family = f"-{family_of(cidr)}"
+    return kind_lab.node_exec(node.strip(), ["ip", family, "route", "show", "exact", cidr]).strip()
 
 
 def wait_until(what: str, check: Callable[[], bool], deadline_s: float = ROUTE_DEADLINE_S) -> None:
@@ -159,15 +170,21 @@ def test_coredns_runs_on_the_pod_network(kind_lab: KindLab) -> None:
     coredns = kind_lab.kubectl_json("get", "deployment", "-n", "kube-system", "coredns")
     assert coredns["status"].get("availableReplicas", 0) == coredns["spec"]["replicas"]
     pods = kind_lab.kubectl_json("get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns")
-    cluster = ipaddress.ip_network(pod_subnet())
+    clusters = [ipaddress.ip_network(cidr) for cidr in pod_subnet(kind_lab)]
     for pod in pods["items"]:
-        assert ipaddress.ip_address(pod["status"]["podIP"]) in cluster
+        addresses = [entry["ip"] for entry in pod["status"].get("podIPs", [])]
+        # an address in each of the cluster's pod CIDRs: one per family
+        assert len(addresses) == len(clusters), pod["status"]
+        for address, cluster in zip(sorted(addresses, key=family_of), clusters, strict=True):
+            assert ipaddress.ip_address(address) in cluster
 
 
 def test_each_node_runs_the_plugin_from_its_bundled_runtime(kind_lab: KindLab) -> None:
     """kind's node image has no Python: the installed launcher runs the runtime the agent copied
-    to /opt/minicni and answers as a runtime calls it; the conflist carries the node's podCIDR."""
-    for node, (_ip, pod_cidr) in node_facts(kind_lab).items():
+    to /opt/minicni and answers as a runtime calls it; the conflist carries the node's podCIDR
+    (a list of both on a dual-stack node)."""
+    for node, facts in node_facts(kind_lab).items():
+        cidrs = [cidr for _ip, cidr in facts]
         launcher = kind_lab.node_exec(node, ["cat", "/opt/cni/bin/minicni"])
         assert launcher.startswith("#!/bin/sh") and "home='/opt/minicni/" in launcher, node
         answer = kind_lab.node_exec(
@@ -181,8 +198,9 @@ def test_each_node_runs_the_plugin_from_its_bundled_runtime(kind_lab: KindLab) -
         )
         # kind's containerd 1.7 (libcni 1.1) runs 1.0.0; containerd 2.x picks 1.1.0
         assert (conflist["cniVersion"], conflist["cniVersions"][-1]) == ("1.0.0", "1.1.0")
-        (plugin,) = conflist["plugins"]
-        assert (plugin["type"], plugin["subnet"]) == ("minicni", pod_cidr), node
+        plugin = conflist["plugins"][0]  # portmap may follow it
+        subnet = cidrs[0] if len(cidrs) == 1 else sorted(cidrs, key=family_of)
+        assert (plugin["type"], plugin["subnet"]) == ("minicni", subnet), node
 
 
 def test_every_node_routes_to_every_other_nodes_pods(
@@ -191,13 +209,15 @@ def test_every_node_routes_to_every_other_nodes_pods(
     facts = node_facts(kind_lab)
     assert set(probe_host_pods) == set(facts)
     for node, probe_host in probe_host_pods.items():
-        for other, (other_ip, other_cidr) in facts.items():
+        for other, families in facts.items():
             if other == node:
                 continue
-            route = routes_to(kind_lab, probe_host, other_cidr)
-            # kind's nodes share one L2 network, so `auto` picks host-gw: via the node's address
-            assert route, f"{node} has no route to {other}'s pods ({other_cidr})"
-            assert f"via {other_ip}" in route or "onlink" in route, f"{node}: {route}"
+            for other_ip, other_cidr in families:  # a route per family
+                route = routes_to(kind_lab, probe_host, other_cidr)
+                # kind's nodes share one L2 network, so `auto` picks host-gw: via the node's
+                # address of the same family
+                assert route, f"{node} has no route to {other}'s pods ({other_cidr})"
+                assert f"via {other_ip}" in route or "onlink" in route, f"{node}: {route}"
 
 
 # --- the matrix ---------------------------------------------------------------------------------
@@ -205,16 +225,23 @@ def test_every_node_routes_to_every_other_nodes_pods(
 
 def test_full_matrix_is_all_ok(kind_lab: KindLab, results_dir: Path) -> None:
     inventory = kind_lab.inventory()
-    nodes = kind_node_count()
+    nodes = kind_node_count(kind_lab.settings.kind_config)
     assert len(inventory.nodes) == nodes and len(inventory.pods) == 2 * nodes, inventory
+    families = tuple(f"ipv{family_of(cidr)}" for cidr in pod_subnet(kind_lab))
+    assert inventory.families == families, inventory  # every pod has an address of each family
     result = run_matrix(kind_lab, inventory, "kind", results_dir)
-    kinds = {cell.case.kind for cell in result.cells}
-    assert {POD_POD_SAME, POD_POD_OTHER, NODE_POD_SAME, NODE_POD_OTHER} <= kinds
+    assert result.families == families
+    for family in families:
+        kinds = {cell.case.kind for cell in result.cells if cell.case.family == family}
+        assert {POD_POD_SAME, POD_POD_OTHER, NODE_POD_SAME, NODE_POD_OTHER} <= kinds, family
     # the real kube-proxy in front of one probe-a pod per node: every Service cell kind, probed
     # with the same probes as in the lab (a server in each endpoint, a client per Service)
-    assert [s.name for s in inventory.services] == ["probe-tcp", "probe-udp"]
-    assert all(len(s.endpoints) == nodes for s in inventory.services)
-    assert set(SERVICE_KINDS) <= kinds
+    # (IPv4 Services: the Service probes speak IPv4; an IPv6-only cluster has no Service cells)
+    kinds = {cell.case.kind for cell in result.cells}
+    if "ipv4" in families:
+        assert [s.name for s in inventory.services] == ["probe-tcp", "probe-udp"]
+        assert all(len(s.endpoints) == nodes for s in inventory.services)
+        assert set(SERVICE_KINDS) <= kinds
     assert result.ok, f"cells not ok:\n{wrong_cells(result)}"
 
 
@@ -235,16 +262,20 @@ def test_a_deleted_pods_address_is_released_and_reused(kind_lab: KindLab) -> Non
                          "--timeout=120s")  # fmt: skip
         first = kind_lab.kubectl_json("get", "pod", "-n", PROBE_NAMESPACE, names[0])
         address = first["status"]["podIP"]
-        assert address in kind_lab.node_exec(node, ["ls", store]).split()
+        addresses = [entry["ip"] for entry in first["status"].get("podIPs", [])] or [address]
+        listed = kind_lab.node_exec(node, ["ls", store]).split()
+        assert set(addresses) <= set(listed)  # a reservation of each family
 
         kind_lab.kubectl("delete", "pod", "-n", PROBE_NAMESPACE, names[0], "--wait=true")
         wait_until(
-            f"{address} released on {node}",
-            lambda: address not in kind_lab.node_exec(node, ["ls", store]).split(),
+            f"{', '.join(addresses)} released on {node}",
+            lambda: not set(addresses) & set(kind_lab.node_exec(node, ["ls", store]).split()),
         )
 
-        before = str(ipaddress.IPv4Address(address) - 1)
-        kind_lab.node_exec(node, ["tee", f"{store}/last_reserved_ip.0"], stdin=before)
+        # each family has its round-robin cursor: .0 for IPv4, .1 for IPv6
+        cursor = "last_reserved_ip.1" if family_of(address) == 6 else "last_reserved_ip.0"
+        before = str(ipaddress.ip_address(address) - 1)
+        kind_lab.node_exec(node, ["tee", f"{store}/{cursor}"], stdin=before)
         kind_lab.apply([pod_manifest(names[1], node, image)])
         kind_lab.kubectl("wait", "-n", PROBE_NAMESPACE, "--for=condition=Ready", f"pod/{names[1]}",
                          "--timeout=120s")  # fmt: skip
@@ -262,7 +293,7 @@ def test_traffic_keeps_flowing_while_the_agent_restarts(
     node keeps flowing while the DaemonSet replaces the agent, and after."""
     facts = node_facts(kind_lab)
     node, other = sorted(facts)[1], sorted(facts)[0]
-    cidr = facts[node][1]
+    cidr = facts[node][0][1]
     inventory = subset(kind_lab.inventory(), [node, other])
     kinds = (POD_POD_OTHER, NODE_POD_OTHER, POD_POD_SAME)
     kind_lab.kubectl("delete", "pod", "-n", AGENT_NAMESPACE, "-l", AGENT_SELECTOR,
@@ -286,49 +317,58 @@ def test_a_joining_node_is_routed_everywhere_and_a_leaving_one_forgotten(
     kind_lab: KindLab, probe_host_pods: dict[str, str]
 ) -> None:
     """A Node object appears (no kubelet behind it: only the API matters to the agents) with a
-    podCIDR and an address on the nodes' network; every agent routes to it, through the watch.
-    Deleted, its route goes away everywhere."""
+    podCIDR and an address on the nodes' network of each family the cluster has; every agent
+    routes to each, through the watch. Deleted, its routes go away everywhere."""
     facts = node_facts(kind_lab)
-    some_ip = ipaddress.IPv4Address(next(iter(facts.values()))[0])
-    phantom_ip = str(ipaddress.IPv4Address((int(some_ip) & ~0xFF) | 250))
-    assert phantom_ip not in {ip for ip, _ in facts.values()}
-    phantom_cidr = str(list(ipaddress.ip_network(pod_subnet()).subnets(new_prefix=24))[250])
-    assert phantom_cidr not in {cidr for _, cidr in facts.values()}
+    taken = {item for families in facts.values() for pair in families for item in pair}
+    phantom = []  # (address, pod CIDR) of each family
+    for some_ip, _cidr in next(iter(facts.values())):
+        address = ipaddress.ip_address(some_ip)
+        phantom_ip = str(type(address)((int(address) & ~0xFF) | 0xFA))
+        cluster = next(c for c in pod_subnet(kind_lab) if family_of(c) == address.version)
+        per_node = 24 if address.version == 4 else 64
+        network = ipaddress.ip_network(cluster)
+        start = int(network.network_address) + 250 * 2 ** (network.max_prefixlen - per_node)
+        phantom_cidr = f"{ipaddress.ip_address(start)}/{per_node}"
+        assert phantom_ip not in taken and phantom_cidr not in taken
+        phantom.append((phantom_ip, phantom_cidr))
     name = f"{kind_lab.settings.cluster_name}-phantom"
+    addresses = [{"type": "InternalIP", "address": ip} for ip, _cidr in phantom]
     node = {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": name, "labels": {"minicni.dev/e2e": "phantom"}},
         "spec": {
-            "podCIDR": phantom_cidr,
-            "podCIDRs": [phantom_cidr],
+            "podCIDR": phantom[0][1],
+            "podCIDRs": [cidr for _ip, cidr in phantom],
             "taints": [{"key": "minicni.dev/phantom", "effect": "NoSchedule"}],
         },
-        "status": {"addresses": [{"type": "InternalIP", "address": phantom_ip}]},
+        "status": {"addresses": addresses},
     }
-    status = {"status": {"addresses": [{"type": "InternalIP", "address": phantom_ip}]}}
+    status = {"status": {"addresses": addresses}}
 
-    def routed_via(handle: str, gateway: str) -> bool:
-        return f"via {gateway}" in routes_to(kind_lab, handle, phantom_cidr)
-
-    def unrouted(handle: str) -> bool:
-        return not routes_to(kind_lab, handle, phantom_cidr)
+    def routed_via(handle: str, cidr: str, gateway: str) -> bool:
+        return f"via {gateway}" in routes_to(kind_lab, handle, cidr)
 
     try:
         kind_lab.apply([node])
         kind_lab.kubectl("patch", "node", name, "--subresource=status", "--type=merge",
                          "-p", json.dumps(status))  # fmt: skip
         for real, probe_host in probe_host_pods.items():
-            wait_until(
-                f"{real} routes {phantom_cidr} via {phantom_ip}",
-                functools.partial(routed_via, probe_host, phantom_ip),
-            )
+            for phantom_ip, phantom_cidr in phantom:
+                wait_until(
+                    f"{real} routes {phantom_cidr} via {phantom_ip}",
+                    functools.partial(routed_via, probe_host, phantom_cidr, phantom_ip),
+                )
     finally:
         kind_lab.kubectl("delete", "node", name, "--ignore-not-found", check=False)
     for real, probe_host in probe_host_pods.items():
-        wait_until(
-            f"{real} forgets {phantom_cidr}",
-            functools.partial(
-                lambda handle: not routes_to(kind_lab, handle, phantom_cidr), probe_host
-            ),
-        )
+        for _ip, phantom_cidr in phantom:
+            wait_until(
+                f"{real} forgets {phantom_cidr}",
+                functools.partial(
+                    lambda handle, cidr: not routes_to(kind_lab, handle, cidr),
+                    probe_host,
+                    phantom_cidr,
+                ),
+            )

@@ -25,6 +25,7 @@ from lab.matrix.runner import MatrixRunner
 from lab.topology import (
     AGENTS,
     BACKENDS,
+    FAMILIES,
     LIBCNI_GENERATIONS,
     PLUGINS,
     RUNTIMES,
@@ -41,6 +42,8 @@ EXIT_OK, EXIT_MATRIX_FAILED, EXIT_ERROR = 0, 1, 2
 TOPOLOGY_FLAGS = (
     "nodes",
     "pods_per_node",
+    "family",
+    "underlay_family",
     "backend",
     "underlay",
     "plugin",
@@ -104,6 +107,18 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--topology", metavar="FILE", help="YAML topology file")
     group.add_argument("--nodes", type=int)
     group.add_argument("--pods-per-node", type=int)
+    group.add_argument(
+        "--family",
+        choices=FAMILIES,
+        help="the pods' IP families: ipv4 (the default), ipv6 or dual (an address of each); the "
+        "nodes' underlay gets addresses of the same families (IPv6: ULA)",
+    )
+    group.add_argument(
+        "--underlay-family",
+        choices=FAMILIES,
+        help="the underlay's families when they differ from the pods' (e.g. dual-stack pods over "
+        "an IPv4 underlay: IPv6 pod traffic through VXLAN over IPv4)",
+    )
     group.add_argument("--backend", choices=BACKENDS)
     group.add_argument("--underlay", choices=UNDERLAYS)
     group.add_argument(
@@ -224,8 +239,8 @@ def command_up(args: argparse.Namespace, progress: Progress) -> tuple[NetnsLab, 
             f"lab {lab_id}: {counted(topology.nodes, 'node')} x "
             f"{counted(topology.pods_per_node, 'pod')}, "
             f"plugin {topology.plugin}, agent {topology.agent}, runtime {topology.runtime}, "
-            f"backend {topology.backend}, "
-            f"underlay {topology.underlay}"
+            f"backend {topology.backend}, underlay {topology.underlay}"
+            + (f", family {topology.family}" if topology.family != "ipv4" else "")
         )
         inventory = lab.up()
     return lab, inventory
@@ -332,6 +347,7 @@ def _describe(topology: dict[str, Any]) -> str:
     keys = (
         "nodes",
         "pods_per_node",
+        "family",
         "plugin",
         "agent",
         "runtime",
@@ -382,9 +398,8 @@ def dispatch(args: argparse.Namespace, progress: Progress) -> int:
         lab, inventory = command_up(args, progress)
         lab_id = lab.lab.lab_id
         for endpoint in inventory.endpoints:
-            print(
-                f"{endpoint.name:<8} {endpoint.kind:<5} {endpoint.ip:<15} netns {endpoint.handle}"
-            )
+            addresses = " ".join(endpoint.addresses)
+            print(f"{endpoint.name:<8} {endpoint.kind:<5} {addresses:<15} netns {endpoint.handle}")
         for service in inventory.services:
             address = f"{service.cluster_ip}:{service.port}/{service.proto}"
             endpoints = ", ".join(service.endpoints)

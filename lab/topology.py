@@ -11,7 +11,8 @@ import ipaddress
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any, TypeVar
 
 IFNAMSIZ = 15
 BACKENDS = ("host-gw", "vxlan", "auto")
@@ -23,6 +24,7 @@ AGENTS = ("process", "image")
 LIBCNI_GENERATIONS = ("1.1", "1.2")  # the runtime's libcni: 1.1 = containerd 1.6/1.7, podman 4
 # libcni: the lab's own runtime (lab.runtimes.libcni); cri: containerd per node, through its CRI
 RUNTIMES = ("libcni", "cri")
+FAMILIES = ("ipv4", "ipv6", "dual")  # the IP families of the pods (and, by default, the underlay)
 LAB_ID_PREFIX = "ml"
 # The lab's Services, one per protocol (ICMP has none): (port, target port). kube-proxy's stand-in
 # (`lab.cluster.kubeproxy`) DNATs <cluster IP>:<port> to <endpoint pod>:<target port>.
@@ -30,6 +32,7 @@ SERVICE_PORTS = {"tcp": (80, 30080), "udp": (53, 30080)}
 SERVICE_NAMESPACE = "lab"
 SERVICE_PORT_NAME = "probe"
 FIRST_SERVICE_HOST = 20  # probe-tcp gets <service CIDR> + 20, probe-udp + 21
+Net = TypeVar("Net", IPv4Network, IPv6Network)
 
 
 class TopologyError(ValueError):
@@ -47,11 +50,19 @@ class Topology:
     plugin: str = "minicni"
     libcni: str = "1.2"  # the generation of the lab's own runtime (containerd's is its own)
     runtime: str = "libcni"
+    family: str = "ipv4"
+    # the underlay's families; "" is the pods' (`family`). Pods of a family the underlay lacks
+    # reach other nodes only through VXLAN over the other family (minicni's vxlan or auto)
+    underlay_family: str = ""
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_prefix: int = 24
     underlay_cidr: str = "172.30.0.0/16"
-    # the first /24 of underlay_cidr in use: the l2 segment, or the one before node 1's (routed)
+    # the first /24 of underlay_cidr in use: the l2 segment, or the one before node 1's (routed);
+    # the same number picks the /64 of underlay_cidr6
     underlay_segment: int = 0
+    cluster_cidr6: str = "fd00:10:244::/56"
+    node_cidr_prefix6: int = 64
+    underlay_cidr6: str = "fd00:172:30::/48"
     forward_drop: bool = False
     rp_filter: int = 1  # kind's nodes run strict (1); 2 is loose, 0 off
     mtu: int = 1500
@@ -90,8 +101,9 @@ class Topology:
             raise TopologyError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.backend == "host-gw" and self.underlay == "routed" and self.plugin == "minicni":
             raise TopologyError("host-gw needs one L2 segment: use underlay l2 or backend vxlan")
-        cluster = _network(self.cluster_cidr, "cluster_cidr")
-        underlay = _network(self.underlay_cidr, "underlay_cidr")
+        self._check_families()
+        cluster = _network(self.cluster_cidr, "cluster_cidr", IPv4Network)
+        underlay = _network(self.underlay_cidr, "underlay_cidr", IPv4Network)
         if underlay.prefixlen > 16:
             raise TopologyError("underlay_cidr must be a /16 or larger (one /24 per routed node)")
         last_segment = self.underlay_segment + (self.nodes if self.underlay == "routed" else 0)
@@ -99,7 +111,7 @@ class Topology:
             raise TopologyError("underlay_cidr has too few /24 for underlay_segment and the nodes")
         if cluster.overlaps(underlay):
             raise TopologyError("cluster_cidr and underlay_cidr overlap")
-        services = _network(self.service_cidr, "service_cidr")
+        services = _network(self.service_cidr, "service_cidr", IPv4Network)
         if services.overlaps(cluster) or services.overlaps(underlay):
             raise TopologyError("service_cidr overlaps cluster_cidr or underlay_cidr")
         if services.num_addresses <= FIRST_SERVICE_HOST + len(SERVICE_PORTS):
@@ -108,10 +120,55 @@ class Topology:
             raise TopologyError("node_cidr_prefix must be longer than the cluster prefix, <= 30")
         if 2 ** (self.node_cidr_prefix - cluster.prefixlen) <= self.nodes:
             raise TopologyError(f"cluster_cidr has too few /{self.node_cidr_prefix} for the nodes")
+        cluster6 = _network(self.cluster_cidr6, "cluster_cidr6", IPv6Network)
+        underlay6 = _network(self.underlay_cidr6, "underlay_cidr6", IPv6Network)
+        if underlay6.prefixlen > 56:
+            raise TopologyError("underlay_cidr6 must be a /56 or larger (one /64 per routed node)")
+        if _readable(last_segment) >= 2 ** (64 - underlay6.prefixlen):
+            raise TopologyError("underlay_cidr6 has too few /64 for underlay_segment and the nodes")
+        if cluster6.overlaps(underlay6):
+            raise TopologyError("cluster_cidr6 and underlay_cidr6 overlap")
+        if not cluster6.prefixlen < self.node_cidr_prefix6 <= 120:
+            raise TopologyError("node_cidr_prefix6 must be longer than the cluster prefix, <= 120")
+        if 2 ** (self.node_cidr_prefix6 - cluster6.prefixlen) <= _readable(self.nodes):
+            raise TopologyError(
+                f"cluster_cidr6 has too few /{self.node_cidr_prefix6} for the nodes"
+            )
         if self.rp_filter not in (0, 1, 2):
             raise TopologyError(f"rp_filter must be 0, 1 or 2, got {self.rp_filter}")
         if not 1280 <= self.mtu <= 9000:
             raise TopologyError(f"mtu must be 1280..9000, got {self.mtu}")
+
+    def _check_families(self) -> None:
+        if self.family not in FAMILIES:
+            raise TopologyError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.underlay_family not in ("", *FAMILIES):
+            raise TopologyError(
+                f"underlay_family must be one of {FAMILIES} (or empty: the pods' family), "
+                f"got {self.underlay_family!r}"
+            )
+        if set(self.pod_versions) <= set(self.underlay_versions):
+            return
+        if self.plugin == "reference":
+            raise TopologyError(
+                "the reference plugins' pods need an underlay of their family: the lab routes "
+                "each family over the underlay of the same family"
+            )
+        if self.backend == "host-gw":
+            raise TopologyError(
+                "host-gw routes a family over an underlay of the same family: use backend vxlan "
+                "or auto for pods of a family the underlay lacks"
+            )
+
+    @property
+    def pod_versions(self) -> tuple[int, ...]:
+        """The IP versions pods get an address of: (4,), (6,) or (4, 6)."""
+        return _versions(self.family)
+
+    @property
+    def underlay_versions(self) -> tuple[int, ...]:
+        """The IP versions of the nodes' underlay addresses."""
+        return _versions(self.underlay_family or self.family)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Topology:
@@ -142,20 +199,44 @@ def load_topology(path: str) -> Topology:
 
 @dataclass(frozen=True)
 class HostPlan:
-    """A namespace on the underlay: a node, or a host outside the cluster (`LabPlan.outsider`)."""
+    """A namespace on the underlay: a node, or a host outside the cluster (`LabPlan.outsider`).
+    The IPv4 fields are empty on an underlay without IPv4, the IPv6 ones without IPv6."""
 
     name: str  # "n1": what the agent and the nodes file call it
     netns: str  # "ml3f2a-n1"
-    ip: str  # underlay address
+    ip: str  # IPv4 underlay address
     prefixlen: int  # underlay prefix length
     gateway: str  # the switch's or router's address on this host's segment
     uplink: str  # the host's underlay interface inside its namespace
     peer: str  # the other end, inside the switch or router namespace
+    ip6: str = field(default="", kw_only=True)  # IPv6 underlay address (ULA)
+    prefixlen6: int = field(default=64, kw_only=True)
+    gateway6: str = field(default="", kw_only=True)
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        """The underlay addresses, IPv4 first: a Node's InternalIPs."""
+        return tuple(ip for ip in (self.ip, self.ip6) if ip)
+
+    @property
+    def primary_ip(self) -> str:
+        return self.ips[0]
+
+    def interfaces(self) -> list[tuple[str, int, str]]:
+        """(address, prefix length, gateway) of each family the host has."""
+        found = [(self.ip, self.prefixlen, self.gateway)] if self.ip else []
+        return found + ([(self.ip6, self.prefixlen6, self.gateway6)] if self.ip6 else [])
 
 
 @dataclass(frozen=True)
 class NodePlan(HostPlan):
-    pod_cidr: str
+    pod_cidr: str  # the IPv4 pod CIDR; empty in an IPv6-only cluster
+    pod_cidr6: str = field(default="", kw_only=True)
+
+    @property
+    def pod_cidrs(self) -> tuple[str, ...]:
+        """A Node's spec.podCIDRs: IPv4 first, as Kubernetes orders a dual-stack cluster."""
+        return tuple(cidr for cidr in (self.pod_cidr, self.pod_cidr6) if cidr)
 
 
 @dataclass(frozen=True)
@@ -230,10 +311,16 @@ class LabPlan:
         if self.topology.underlay != "l2":
             raise TopologyError("an outsider needs the l2 underlay")
         first = self.nodes[0]
-        segment = ipaddress.ip_interface(f"{first.ip}/{first.prefixlen}").network
-        ip = str(segment[host])
-        if ip in {first.gateway, *(n.ip for n in self.nodes)}:
-            raise TopologyError(f"outsider address {ip} is taken")
+        ip = ip6 = ""
+        if first.ip:
+            segment = ipaddress.ip_interface(f"{first.ip}/{first.prefixlen}").network
+            ip = str(segment[host])
+        if first.ip6:
+            segment6 = ipaddress.ip_interface(f"{first.ip6}/{first.prefixlen6}").network
+            ip6 = str(segment6[_readable(host)])
+        taken = {first.gateway, first.gateway6, *(a for n in self.nodes for a in n.ips)}
+        if {ip, ip6} & taken - {""}:
+            raise TopologyError(f"outsider address {ip or ip6} is taken")
         outsider = HostPlan(
             name=name,
             netns=f"{self.lab_id}-{name}",
@@ -242,6 +329,9 @@ class LabPlan:
             gateway=first.gateway,
             uplink=first.uplink,
             peer=f"{name}-up",
+            ip6=ip6,
+            prefixlen6=first.prefixlen6,
+            gateway6=first.gateway6,
         )
         for link in (outsider.netns, outsider.peer):
             _check_length(link)
@@ -256,30 +346,40 @@ def new_lab_id() -> str:
 def plan(topology: Topology, lab_id: str) -> LabPlan:
     if not lab_id.isalnum() or not 1 <= len(lab_id) <= 6:
         raise TopologyError(f"lab id must be 1..6 letters/digits, got {lab_id!r}")
-    cluster = _network(topology.cluster_cidr, "cluster_cidr")
-    underlay = _network(topology.underlay_cidr, "underlay_cidr")
+    cluster = _network(topology.cluster_cidr, "cluster_cidr", IPv4Network)
+    underlay = _network(topology.underlay_cidr, "underlay_cidr", IPv4Network)
+    cluster6 = _network(topology.cluster_cidr6, "cluster_cidr6", IPv6Network)
+    underlay6 = _network(topology.underlay_cidr6, "underlay_cidr6", IPv6Network)
     node_cidrs = cluster.subnets(new_prefix=topology.node_cidr_prefix)
     next(node_cidrs)  # skip the first subnet so that node n<i> gets 10.244.<i>.0/24: easy to read
     segments = list(underlay.subnets(new_prefix=24))[topology.underlay_segment :]
+    pods4, pods6 = (version in topology.pod_versions for version in (4, 6))
+    under4, under6 = (version in topology.underlay_versions for version in (4, 6))
     nodes = []
     for index in range(1, topology.nodes + 1):
         name = f"n{index}"
-        if topology.underlay == "l2":
-            segment = segments[0]
-            ip = segment[10 + index]
-        else:
-            segment = segments[index]
-            ip = segment[2]
+        # the segment and the host number, the same for both families: IPv6 addresses are
+        # written with the IPv4 ones' digits (172.30.0.11 beside fd00:172:30::11)
+        segment_number, host = (0, 10 + index) if topology.underlay == "l2" else (index, 2)
+        segment = segments[segment_number]
+        segment6 = _subnet(underlay6, 64, _readable(topology.underlay_segment + segment_number))
         nodes.append(
             NodePlan(
                 name=name,
                 netns=f"{lab_id}-{name}",
-                ip=str(ip),
+                ip=str(segment[host]) if under4 else "",
                 prefixlen=segment.prefixlen,
-                gateway=str(segment[1]),
-                pod_cidr=str(next(node_cidrs)),
+                gateway=str(segment[1]) if under4 else "",
+                pod_cidr=str(next(node_cidrs)) if pods4 else "",
                 uplink="eth0",
                 peer=f"{name}-up",
+                ip6=str(segment6[_readable(host)]) if under6 else "",
+                gateway6=str(segment6[1]) if under6 else "",
+                pod_cidr6=(
+                    str(_subnet(cluster6, topology.node_cidr_prefix6, _readable(index)))
+                    if pods6
+                    else ""
+                ),
             )
         )
     fabric = f"{lab_id}-{'sw' if topology.underlay == 'l2' else 'rt'}"
@@ -297,10 +397,11 @@ def plan(topology: Topology, lab_id: str) -> LabPlan:
 def plan_services(topology: Topology) -> tuple[ServicePlan, ...]:
     """One Service per protocol whose endpoints are the first pod of every node: every node
     then holds each kind of Service cell -- that pod reaching itself (hairpin), the node's other
-    pods reaching an endpoint beside them, every pod one on another node, the node itself."""
-    if not topology.services or topology.pods_per_node < 1:
-        return ()
-    network = _network(topology.service_cidr, "service_cidr")
+    pods reaching an endpoint beside them, every pod one on another node, the node itself. The
+    Services are IPv4 (service_cidr): a dual-stack lab probes them over IPv4."""
+    if not topology.services or topology.pods_per_node < 1 or 4 not in topology.pod_versions:
+        return ()  # IPv4 Services (service_cidr): an IPv6-only lab has none
+    network = _network(topology.service_cidr, "service_cidr", IPv4Network)
     endpoints = tuple(f"n{index}/p0" for index in range(1, topology.nodes + 1))
     return tuple(
         ServicePlan(
@@ -329,11 +430,27 @@ def _check_length(name: str) -> None:
         raise TopologyError(f"derived name {name!r} is longer than {IFNAMSIZ} bytes")
 
 
-def _network(value: str, key: str) -> ipaddress.IPv4Network:
+def _network(value: str, key: str, kind: type[Net]) -> Net:
     try:
         network = ipaddress.ip_network(value)
     except ValueError as err:
         raise TopologyError(f"{key}: {err}") from err
-    if not isinstance(network, ipaddress.IPv4Network):
-        raise TopologyError(f"{key}: only IPv4 is supported")
+    if not isinstance(network, kind):
+        raise TopologyError(f"{key}: must be an IPv{6 if kind is IPv6Network else 4} network")
     return network
+
+
+def _versions(family: str) -> tuple[int, ...]:
+    return {"ipv4": (4,), "ipv6": (6,), "dual": (4, 6)}[family]
+
+
+def _readable(number: int) -> int:
+    """`number` written in decimal, read as hex: node 11 is ::11 in IPv6, as .11 in IPv4."""
+    return int(str(number), 16)
+
+
+def _subnet(network: Net, prefixlen: int, number: int) -> Net:
+    """The `number`th subnet of `prefixlen` in `network`, without listing the ones before."""
+    size = 2 ** (network.max_prefixlen - prefixlen)
+    start = network.network_address + number * size
+    return type(network)(f"{start}/{prefixlen}")

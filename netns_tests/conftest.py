@@ -16,6 +16,7 @@ needs root is decided in one place, the top-level conftest.py: every test here d
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import os
@@ -94,13 +95,18 @@ def links_in(path: str) -> dict[str, LinkState]:
         }
 
 
-def addresses_in(path: str, ifname: str | None = None) -> set[str]:
-    """IPv4 addresses as "a.b.c.d/len" (of one interface when `ifname` is given)."""
+def addresses_in(path: str, ifname: str | None = None, family: int = 2) -> set[str]:
+    """IPv4 addresses as "a.b.c.d/len" (IPv6 with `family` 10, link-local ones left out; of one
+    interface when `ifname` is given)."""
     with _ipr_in(path) as ipr:
-        kwargs: dict[str, Any] = {"family": 2}
+        kwargs: dict[str, Any] = {"family": family}
         if ifname is not None:
             kwargs["index"] = ipr.link_lookup(ifname=ifname)[0]
-        return {f"{a.get('address')}/{a['prefixlen']}" for a in ipr.get_addr(**kwargs)}
+        return {
+            f"{a.get('address')}/{a['prefixlen']}"
+            for a in ipr.get_addr(**kwargs)
+            if not str(a.get("address")).startswith("fe80:")
+        }
 
 
 def routes_in(path: str) -> set[tuple[str, str | None, str | None]]:
@@ -321,8 +327,11 @@ class FakeNode:
             return {}
         found = {}
         for entry in self.store_dir.iterdir():
-            if entry.name[:1].isdigit() and not entry.name.endswith(".tmp"):
-                found[entry.name] = json.loads(entry.read_text())
+            try:
+                ipaddress.ip_address(entry.name)  # IPv4 or IPv6: a reservation file
+            except ValueError:
+                continue
+            found[entry.name] = json.loads(entry.read_text())
         return found
 
 
@@ -366,8 +375,9 @@ class ServedNode:
 def served_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
     """One node of the lab's builder with its agent running, as the lab runs it (the lab's
     flags, --cni-socket among them); the tests of a module share it, each with its own bridge,
-    network and pods."""
-    topology = Topology(nodes=1, pods_per_node=0, agent_resync_seconds=30)
+    network and pods. A node of a dual-stack cluster: its agent turns on forwarding of both
+    families, so it serves IPv4-only and dual-stack networks alike."""
+    topology = Topology(nodes=1, pods_per_node=0, agent_resync_seconds=30, family="dual")
     lab = NetnsLab(plan(topology, new_lab_id()), str(tmp_path_factory.mktemp("labs")))
     lab.up()
     try:
@@ -436,9 +446,9 @@ def agent_cluster(tmp_path: Path) -> Iterator[Callable[..., AgentCluster]]:
     runs them); each cluster is removed with everything in it even when the test fails."""
     labs: list[NetnsLab] = []
 
-    def build(underlay: str, nodes: int = 3) -> AgentCluster:
+    def build(underlay: str, nodes: int = 3, **families: str) -> AgentCluster:
         lab = NetnsLab(
-            plan(agent_topology(underlay, nodes), new_lab_id()),
+            plan(agent_topology(underlay, nodes, **families), new_lab_id()),
             str(tmp_path / "labs"),
             start_agents=False,
         )

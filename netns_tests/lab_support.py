@@ -38,6 +38,12 @@ from minicni.defaults import ROUTE_PROTOCOL
 from minicni.net import netns
 
 Expectation = Callable[[str, Endpoint, Endpoint], str]
+"""(grid, source, destination) -> the verdict a cell must have; the grid names the protocol and
+the family: `tcp` is TCP over IPv4, `tcp6` over IPv6."""
+
+
+def is_ipv6(grid: str) -> bool:
+    return grid.endswith("6")
 
 
 @contextmanager
@@ -112,26 +118,31 @@ def assert_cells(report: MatrixReport, expected: Callable[[Case], str]) -> None:
 
 
 def assert_matrix(report: MatrixReport, expected: Expectation) -> None:
-    """Every cell has the verdict `expected(proto, source, destination)` gives it; a Service
-    cell's destination is the endpoint the probe must reach through the Service."""
-    assert_cells(report, lambda case: expected(case.proto, case.src, case.dst))
+    """Every cell has the verdict `expected(grid, source, destination)` gives it (the grid is the
+    protocol, `tcp6` for TCP over IPv6); a Service cell's destination is the endpoint the probe
+    must reach through the Service."""
+    assert_cells(report, lambda case: expected(case.grid, case.src, case.dst))
 
 
 def in_node(lab: LabPlan, node: str, *argv: str) -> None:
     subprocess.run(["ip", "netns", "exec", lab.node(node).netns, *argv], check=True)
 
 
-def masquerade_pods_of(lab: LabPlan, node: str) -> Expectation:
+def masquerade_pods_of(lab: LabPlan, node: str, family: str = "ipv4") -> Expectation:
     """Insert the classic fault (MASQUERADE of the node's pod traffic leaving its pod CIDR) ahead
-    of anything else in POSTROUTING; return what the matrix must then show."""
-    cidr = lab.node(node).pod_cidr
-    in_node(lab, node, "iptables", "-t", "nat", "-I", "POSTROUTING", "1",
+    of anything else in POSTROUTING, with iptables, or ip6tables for `family` ipv6; return what
+    the matrix must then show (cells of the other family are untouched)."""
+    ipv6 = family == "ipv6"
+    cidr = lab.node(node).pod_cidr6 if ipv6 else lab.node(node).pod_cidr
+    tool = "ip6tables" if ipv6 else "iptables"
+    in_node(lab, node, tool, "-t", "nat", "-I", "POSTROUTING", "1",
             "-s", cidr, "!", "-d", cidr, "-j", "MASQUERADE")  # fmt: skip
 
-    def expected(_proto: str, src: Endpoint, dst: Endpoint) -> str:
+    def expected(grid: str, src: Endpoint, dst: Endpoint) -> str:
         # Leaving `node` from its pods the source becomes the node's address; traffic to the node
         # itself is delivered locally and never reaches POSTROUTING.
-        return "N" if src.kind == POD and src.node == node and dst.node != node else "."
+        leaving = src.kind == POD and src.node == node and dst.node != node
+        return "N" if leaving and is_ipv6(grid) == ipv6 else "."
 
     return expected
 
@@ -143,15 +154,20 @@ AGENT_UNDERLAY_CIDR = "192.168.0.0/16"
 FIRST_SEGMENT = {"l2": 50, "routed": 60}
 
 
-def agent_topology(underlay: str, nodes: int = 3) -> Topology:
+def agent_topology(
+    underlay: str, nodes: int = 3, family: str = "ipv4", underlay_family: str = ""
+) -> Topology:
     """Nodes on one L2 segment or on routed subnets, rp_filter=1 (strict) as kind's nodes run; no
     pods (the tests add their own once agents ran); a 1 s resync for agents run in the
-    background."""
+    background. `family`: the pods' IP families (with IPv6 the underlay is fd00:172:30:50::/64
+    on l2, fd00:172:30:6<i>::/64 routed); `underlay_family` when the underlay's differ."""
     return Topology(
         nodes=nodes,
         pods_per_node=0,
         backend="auto",  # the agent's default
         underlay=underlay,
+        family=family,
+        underlay_family=underlay_family,
         underlay_cidr=AGENT_UNDERLAY_CIDR,
         underlay_segment=FIRST_SEGMENT[underlay],
         rp_filter=1,
@@ -175,6 +191,10 @@ class ClusterNode:
     @property
     def ip(self) -> str:
         return self.plan.ip
+
+    @property
+    def ip6(self) -> str:
+        return self.plan.ip6
 
     @property
     def home(self) -> Path:
@@ -202,6 +222,11 @@ class ClusterPod:
     ns: str
     container_id: str
     ip: str
+    ips: tuple[str, ...] = ()  # every address, IPv4 first
+
+    @property
+    def ip6(self) -> str:
+        return next((ip for ip in self.ips if ":" in ip), "")
 
 
 class AgentCluster:
@@ -244,8 +269,8 @@ class AgentCluster:
     ) -> ClusterPod:
         """`capability_args`: what the runtime passes as CapabilityArgs (e.g. portMappings)."""
         pod = self.lab.lab.pod(node.name, role)
-        address = self.lab.add_pod(pod, capability_args, check)
-        return ClusterPod(node, pod.netns, pod.container_id, address)
+        addresses = self.lab.add_pod_addresses(pod, capability_args, check)
+        return ClusterPod(node, pod.netns, pod.container_id, addresses[0], addresses)
 
     def add_outsider(self) -> str:
         """A host on the segment that is not a node: 'outside the cluster' (192.168.50.200)."""
@@ -273,10 +298,16 @@ class AgentCluster:
 
 
 def peer_seen_by(server_ns: str, server_ip: str, client_ns: str, port: int = 7777) -> str:
-    """Connect over TCP from `client_ns` to `server_ip` and return the source address the server
-    saw. Both sockets are opened inside their namespace and stay bound to it."""
+    """Connect over TCP from `client_ns` to `server_ip` (of either family) and return the source
+    address the server saw. Both sockets are opened inside their namespace and stay bound to
+    it."""
+    ipv6 = ":" in server_ip
     with netns.enter(netns.path_of(server_ns)):
-        server = socket.create_server(("0.0.0.0", port))
+        server = socket.create_server(
+            ("::" if ipv6 else "0.0.0.0", port),
+            family=socket.AF_INET6 if ipv6 else socket.AF_INET,
+            dualstack_ipv6=False,
+        )
     with server:
         server.settimeout(5)
         with netns.enter(netns.path_of(client_ns)):

@@ -97,10 +97,12 @@ def test_fifteen_character_ifname_works(node: FakeNode) -> None:
         ("10.99.0.0/33", 7),
         ("not-a-subnet", 7),
         ("10.99.0.0/31", 7),
-        ("fd00::/64", 2),
+        ("fd00::/127", 7),
+        (["10.99.0.0/24", "10.98.0.0/24"], 2),  # one subnet per family
+        (["10.99.0.0/24", "fd00::/64", "fd01::/64"], 7),
     ],
 )
-def test_invalid_subnet(node: FakeNode, unchanged: str, subnet: str, code: int) -> None:
+def test_invalid_subnet(node: FakeNode, unchanged: str, subnet: object, code: int) -> None:
     run = node.add(unchanged, node.container_id(), config=node.config(subnet=subnet))
     document = assert_error(run, code)
     assert "subnet" in document["msg"]

@@ -28,7 +28,7 @@ from lab.topology import NodePlan, Topology, new_lab_id, plan
 from minicni.agent.host import launcher
 from minicni.net import netns
 from minicni.net.links import host_veth_name
-from netns_tests.conftest import FakeNode, PluginRun, links_in, unique_name
+from netns_tests.conftest import FakeNode, PluginRun, in_netns, links_in, unique_name
 
 pytestmark = pytest.mark.root
 
@@ -91,7 +91,7 @@ def assert_nothing_left(node: FakeNode, attachments: list[tuple[str, str]]) -> N
     host_links = links_in(node.host)
     assert not [cid for _, cid in attachments if host_veth_name(cid, "eth0") in host_links]
     assert node.reservations() == {}
-    leftovers = [p.name for p in node.store_dir.iterdir() if p.name.startswith(("owner-", "del"))]
+    leftovers = [p.name for p in node.store_dir.iterdir() if p.name.startswith(("owner", "del"))]
     assert leftovers == []
 
 
@@ -294,3 +294,31 @@ def test_the_agent_leaves_its_socket_when_it_stops_and_the_plugin_still_works(
     assert "fast path unavailable (connecting to the agent" in added.stderr
     assert node.run("DEL", None, cid, pod).code == 0
     assert_nothing_left(node, [(pod, cid)])
+
+
+def test_a_dual_stack_add_while_ipv6_forwarding_is_off_runs_in_process_and_turns_it_on(
+    agent_node: AgentNode,
+) -> None:
+    """The agent writes no sysctl while serving; it turns on forwarding of its cluster's
+    families, here IPv4 only. A network with an IPv6 range then needs the in-process plugin for
+    its first ADD; once forwarding is on, the agent serves it."""
+    node = agent_node.fake("fallback")
+    forwarding = ("sysctl", "-n", "net.ipv6.conf.all.forwarding")
+    assert in_netns(node.host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0").returncode == 0
+    config = node.config(subnet=["10.99.0.0/24", "fd00:99::/64"])
+    first, first_cid = node.pod(), node.container_id()
+    added = node.add(first, first_cid, config=config)
+    assert added.code == 0, added
+    assert "refused: ipv6_forwarding: net.ipv6.conf.all.forwarding is off" in added.stderr, added
+    assert "refused a CNI request: ipv6_forwarding" in agent_node.agent_log()
+    assert [ip["address"].split("/")[0][:3] for ip in added.json["ips"]] == ["10.", "fd0"]
+    assert in_netns(node.host, *forwarding).stdout.strip() == "1"
+    node.path = "served"  # from now on a fallback fails the run
+    second, second_cid = node.pod(), node.container_id()
+    served = node.add(second, second_cid, config=config)
+    assert served.code == 0, served
+    assert len(served.json["ips"]) == 2
+    assert f"CNI ADD {second_cid[:12]}/eth0: ok" in agent_node.agent_log()
+    for pod, cid in ((first, first_cid), (second, second_cid)):
+        assert node.run("DEL", config, cid, pod).code == 0
+    assert_nothing_left(node, [(first, first_cid), (second, second_cid)])

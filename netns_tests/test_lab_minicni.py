@@ -67,6 +67,55 @@ def test_auto_backend_on_routed_subnets_is_all_ok(tmp_path: Path) -> None:
         assert_matrix(run_matrix(inventory), all_ok)
 
 
+def test_dual_stack_vxlan_on_routed_subnets_with_forward_drop_is_all_ok(tmp_path: Path) -> None:
+    topology = Topology(
+        nodes=3,
+        pods_per_node=1,
+        family="dual",
+        backend="vxlan",
+        underlay="routed",
+        forward_drop=True,
+    )
+    with running_lab(topology, str(tmp_path)) as (_lab, inventory):
+        report = run_matrix(inventory)
+        assert report.families == ("ipv4", "ipv6")
+        pairs = [c for c in report.cells if c.case.service is None]
+        assert len([c for c in pairs if c.case.family == "ipv6"]) == len(pairs) // 2
+        # the lab's Services are IPv4 (a ClusterIP of the first family): 6 clients x 3 endpoints
+        through_services = [c for c in report.cells if c.case.service is not None]
+        assert len(through_services) == 2 * 6 * 3
+        assert {c.case.family for c in through_services} == {"ipv4"}
+        assert_matrix(report, all_ok)
+
+
+def test_ipv6_only_auto_on_routed_subnets_is_all_ok(tmp_path: Path) -> None:
+    topology = Topology(nodes=2, pods_per_node=1, family="ipv6", backend="auto", underlay="routed")
+    with running_lab(topology, str(tmp_path)) as (_lab, inventory):
+        report = run_matrix(inventory)
+        assert {cell.case.grid for cell in report.cells} == {"icmp6", "tcp6", "udp6"}
+        assert_matrix(report, all_ok)
+
+
+def test_dual_stack_pods_over_an_ipv4_underlay_are_all_ok(tmp_path: Path) -> None:
+    topology = Topology(
+        nodes=2, pods_per_node=1, family="dual", underlay_family="ipv4", backend="auto"
+    )
+    with running_lab(topology, str(tmp_path)) as (_lab, inventory):
+        report = run_matrix(inventory)
+        # the nodes have no IPv6 address: IPv6 cells are pod -> pod only, through VXLAN
+        six = [cell.case for cell in report.cells if cell.case.family == "ipv6"]
+        assert six and all(case.kind == "pod->pod other node" for case in six)
+        assert_matrix(report, all_ok)
+
+
+def test_ip6tables_masquerade_injected_into_a_dual_stack_node_shows_as_n(tmp_path: Path) -> None:
+    topology = Topology(nodes=2, pods_per_node=1, family="dual", **QUIET_AGENT)  # type: ignore[arg-type]
+    with running_lab(topology, str(tmp_path)) as (lab, inventory):
+        expected = masquerade_pods_of(lab.lab, "n1", family="ipv6")
+
+        assert_matrix(run_matrix(inventory, retries=0), expected)
+
+
 @pytest.mark.parametrize(("libcni", "version"), [("1.1", "1.0.0"), ("1.2", "1.1.0")])
 def test_each_libcni_generation_runs_the_agents_conflist_at_its_version(
     tmp_path: Path, libcni: str, version: str

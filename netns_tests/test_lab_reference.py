@@ -38,6 +38,32 @@ def test_reference_plugins_behind_a_router_are_all_ok(tmp_path: Path) -> None:
         assert_matrix(run_matrix(inventory), all_ok)
 
 
+def test_reference_plugins_dual_stack_on_one_l2_segment_are_all_ok(tmp_path: Path) -> None:
+    topology = Topology(nodes=2, pods_per_node=2, plugin="reference", family="dual")
+    with running_lab(topology, str(tmp_path)) as (_lab, inventory):
+        assert inventory.families == ("ipv4", "ipv6")
+        for pod in inventory.pods:
+            assert [":" in ip for ip in pod.addresses] == [False, True], pod
+        report = run_matrix(inventory)
+        # per family and protocol: 4 pods (12 pod->pod, 8 pod->node), 2 nodes x 4 pods; then
+        # 6 clients x 2 endpoints through each Service (TCP, UDP), which are IPv4
+        assert len(report.cells) == 2 * 3 * (12 + 8 + 8) + 2 * 6 * 2
+        assert {c.case.family for c in report.cells if c.case.service} == {"ipv4"}
+        assert_matrix(report, all_ok)
+
+
+def test_reference_plugins_ipv6_only_behind_a_router_are_all_ok(tmp_path: Path) -> None:
+    topology = Topology(
+        nodes=2, pods_per_node=1, plugin="reference", family="ipv6", underlay="routed"
+    )
+    with running_lab(topology, str(tmp_path)) as (_lab, inventory):
+        assert inventory.families == ("ipv6",)
+        assert all(":" in e.ip and len(e.addresses) == 1 for e in inventory.endpoints)
+        report = run_matrix(inventory)
+        assert {cell.case.grid for cell in report.cells} == {"icmp6", "tcp6", "udp6"}
+        assert_matrix(report, all_ok)
+
+
 def test_nodes_are_set_up_as_kind_sets_them(tmp_path: Path) -> None:
     topology = Topology(nodes=2, pods_per_node=1, plugin="reference", forward_drop=True)
     with running_lab(topology, str(tmp_path)) as (lab, _inventory):
@@ -57,6 +83,39 @@ def test_nodes_are_set_up_as_kind_sets_them(tmp_path: Path) -> None:
             check=True,
         )
         assert "-P FORWARD DROP" in rules.stdout
+
+
+def test_dual_stack_nodes_forward_ipv6_and_their_underlay_addresses_are_usable_at_once(
+    tmp_path: Path,
+) -> None:
+    topology = Topology(nodes=2, pods_per_node=0, plugin="reference", family="dual")
+    with running_lab(topology, str(tmp_path)) as (lab, _inventory):
+        node = lab.lab.nodes[0]
+        shown = subprocess.run(
+            ["ip", "netns", "exec", node.netns, "sysctl", "-n", "net.ipv6.conf.all.forwarding"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert shown.stdout.strip() == "1"
+        listed = subprocess.run(
+            ["ip", "-n", node.netns, "-j", "addr", "show", node.uplink],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found = {
+            a["local"]: a for a in json.loads(listed.stdout)[0]["addr_info"] if a["scope"] != "link"
+        }
+        assert set(found) == {node.ip, node.ip6}
+        assert not found[node.ip6].get("tentative")  # no duplicate address detection delay
+        routes = subprocess.run(
+            ["ip", "-n", node.netns, "-6", "route", "show", "default"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert f"via {node.gateway6}" in routes.stdout
 
 
 def test_pods_get_the_address_the_runtime_reports_and_check_sees_damage(tmp_path: Path) -> None:

@@ -213,6 +213,31 @@ def test_kind_config_has_no_cni_one_control_plane_two_workers_and_a_pod_subnet()
     assert env["MINICNI_CLUSTER_CIDR"] == "auto"  # read from the cluster, cannot disagree
 
 
+@pytest.mark.parametrize(
+    ("name", "family", "versions"),
+    [("cluster-dual-stack.yaml", "dual", (4, 6)), ("cluster-ipv6.yaml", "ipv6", (6,))],
+)
+def test_the_dual_stack_and_ipv6_kind_configs_have_a_subnet_per_family(
+    name: str, family: str, versions: tuple[int, ...]
+) -> None:
+    """kind's ipFamily, a pod and a service subnet per family; the agent's `auto` reads the
+    podSubnet as kubeadm writes it (kubeadm-config) and finds a cluster CIDR of each family."""
+    from minicni.agent.service.sources.kube import cluster_cidrs_in
+
+    config = yaml.safe_load((DEPLOY / "kind" / name).read_text())
+    base = yaml.safe_load(KIND.read_text())
+    networking = config["networking"]
+    assert networking["ipFamily"] == family and networking["disableDefaultCNI"] is True
+    pods = [ipaddress.ip_network(c) for c in networking["podSubnet"].split(",")]
+    services = [ipaddress.ip_network(c) for c in networking["serviceSubnet"].split(",")]
+    assert tuple(n.version for n in pods) == tuple(n.version for n in services) == versions
+    for network in pods:  # room for kube-controller-manager's /24 or /64 per node
+        assert network.prefixlen <= (16 if network.version == 4 else 56)
+    cluster = cluster_cidrs_in(networking["podSubnet"])
+    assert cluster is not None and cluster.versions == versions
+    assert config["nodes"] == base["nodes"]
+
+
 def test_probe_workloads_put_two_pods_and_a_host_network_pod_on_every_node() -> None:
     daemonsets = by_kind(PROBES, "DaemonSet")
     roles = {}

@@ -44,6 +44,15 @@ def test_e2e_runs_tox_on_kind_and_uploads_the_results() -> None:
     assert upload["if"] == "always()" and upload["with"]["path"] == "results/"
 
 
+def test_e2e_runs_on_an_ipv4_and_a_dual_stack_cluster() -> None:
+    (job,) = workflow("e2e.yml")["jobs"].values()
+    assert job["strategy"]["matrix"]["family"] == ["ipv4", "dual"]
+    (step,) = [s for s in job["steps"] if "tox -e e2e" in s.get("run", "")]
+    assert step["env"]["MINICNI_E2E_FAMILY"] == "${{ matrix.family }}"
+    (upload,) = [s for s in job["steps"] if "upload-artifact" in s.get("uses", "")]
+    assert "${{ matrix.family }}" in upload["with"]["name"]  # one artifact per family
+
+
 def test_actions_are_pinned_to_a_major_version() -> None:
     for name in ("ci.yml", "e2e.yml"):
         for job in workflow(name)["jobs"].values():

@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from minicni.agent.apply.firewall import IptablesFirewall
-from minicni.agent.model.nodes import NodeEntry
+from minicni.agent.model.nodes import ClusterCidrs, NodeEntry
 from minicni.agent.model.plan import Backend
 from minicni.agent.service.config import AgentConfig
 from minicni.agent.service.metrics import Metrics
 from minicni.agent.service.reconciler import Reconciler
 from minicni.net import netns
 
-CLUSTER_CIDR = ipaddress.IPv4Network("10.0.0.0/8")
+CLUSTER_CIDR = ClusterCidrs(ipaddress.IPv4Network("10.0.0.0/8"))
 UNDERLAY = ipaddress.IPv4Network("172.31.0.0/16")
 SELF_IP = "172.31.0.1"
 

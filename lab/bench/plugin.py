@@ -18,7 +18,8 @@ the wall time of 20 ADDs started at once; then, with 1,000 pods already on each 
 at most 1,023 ports), ADD p50 of the served plugin and of the reference; and the shim's start-up
 floor. CPU columns add the agent's CPU to the served calls. The targets of issue 9 are printed
 beside the figures. Everything made (namespaces, the agent, files) is removed at the end, even on
-failure.
+failure. `--family dual`: every plugin gives each pod an IPv4 and an IPv6 address (the agent's
+node has a pod CIDR of each family).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ IFNAME = "eth0"
 AGENT_CAPS = "-all,+net_admin,+net_raw"
 BRIDGE_MAX_PORTS = 1023  # BR_MAX_PORTS: one bridge holds no more
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+MINI_SUBNETS = ["10.99.0.0/21", "fd00:96:99::/64"]  # /21: a bridge's 1,023 ports and then some
+REF_SUBNETS = ["10.98.0.0/21", "fd00:96:98::/64"]
+CLUSTER_CIDRS = ["10.96.0.0/12", "fd00:96::/32"]  # each holds the subnets above
 
 
 @dataclass
@@ -260,17 +264,18 @@ class BenchAgent:
     def plugin(self) -> Path:
         return self.bin_dir / "minicni"
 
-    def start(self, pod_cidr: str, timeout: float = 600.0) -> None:
+    def start(self, pod_cidrs: list[str], timeout: float = 600.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         nodes = self.home / "nodes.json"
-        node = {"name": "bench", "internalIP": "192.0.2.1", "podCIDR": pod_cidr}
+        node: dict[str, object] = {"name": "bench", "internalIP": "192.0.2.1"}
+        node.update({"podCIDRs": pod_cidrs} if len(pod_cidrs) > 1 else {"podCIDR": pod_cidrs[0]})
         nodes.write_text(json.dumps({"nodes": [node]}))
         agent = shutil.which("minicni-agent", path=os.path.dirname(sys.executable))
         if agent is None:
             raise SystemExit("bench: no minicni-agent next to this Python: pip install -e .")
         flags = {
             "--node-name": "bench",
-            "--cluster-cidr": "10.96.0.0/12",
+            "--cluster-cidr": ",".join(CLUSTER_CIDRS[: len(pod_cidrs)]),
             "--nodes-file": str(nodes),
             "--cni-conf-dir": str(self.home / "net.d"),
             "--cni-bin-dir": str(self.bin_dir),
@@ -428,6 +433,12 @@ def main() -> int:
     )
     parser.add_argument("--crowded-runs", type=int, default=20, help="ADD+DEL pairs at --pods")
     parser.add_argument(
+        "--family",
+        choices=("ipv4", "dual"),
+        default="ipv4",
+        help="dual: every plugin gives each pod an IPv4 and an IPv6 address",
+    )
+    parser.add_argument(
         "--plugin-install", choices=("bundle", "launcher"), default="bundle",
         help="how the agent installs the plugin (bundle, as the DaemonSet; launcher is quicker)",
     )  # fmt: skip
@@ -453,11 +464,13 @@ def main() -> int:
         print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"starting minicni-agent --cni-socket ({args.plugin_install}, NET_ADMIN+NET_RAW)...")
         started = time.monotonic()
-        agent.start(pod_cidr="10.99.0.0/21")
+        families = 2 if args.family == "dual" else 1
+        agent.start(pod_cidrs=MINI_SUBNETS[:families])
         print(f"  agent serving after {time.monotonic() - started:.1f} s: {agent.plugin}")
-        served, fallback, ref = subjects(agent, nodes, work)
+        served, fallback, ref = subjects(agent, nodes, work, families)
         print(f"{args.runs} ADD+DEL each, interleaved, fresh netns per pod, reference: "
               f"{REFERENCE_DIR}/bridge + host-local, cniVersion {CONFIG_VERSION}")  # fmt: skip
+        print(f"pods get {'an IPv4 and an IPv6 address' if families == 2 else 'an IPv4 address'}")
         interleaved([served, fallback, ref], args.runs, tag, made)
         concurrent = {
             s.label: concurrent_adds(s, args.concurrent, tag, work, made)
@@ -501,13 +514,15 @@ def replace_samples(subject: Subject) -> Subject:
     )
 
 
-def subjects(agent: BenchAgent, nodes: Mapping[str, str], work: Path) -> tuple[Subject, ...]:
+def subjects(
+    agent: BenchAgent, nodes: Mapping[str, str], work: Path, families: int
+) -> tuple[Subject, ...]:
     mini = {
         "cniVersion": CONFIG_VERSION,
         "name": "benchmini",
         "type": "minicni",
         "bridge": "bmini0",
-        "subnet": "10.99.0.0/21",  # a bridge's 1,023 ports and then some
+        "subnet": MINI_SUBNETS[0] if families == 1 else MINI_SUBNETS[:families],
         "mtu": 1500,
         "dataDir": str(agent.data_dir),
         "logFile": str(work / "minicni.log"),
@@ -531,7 +546,11 @@ def subjects(agent: BenchAgent, nodes: Mapping[str, str], work: Path) -> tuple[S
         "ipMasq": False,
         "hairpinMode": True,
         "mtu": 1500,
-        "ipam": {"type": "host-local", "subnet": "10.98.0.0/21", "dataDir": str(work / "hl")},
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": subnet}] for subnet in REF_SUBNETS[:families]],
+            "dataDir": str(work / "hl"),
+        },
     }
     ref = Subject("bridge+host-local", REFERENCE_DIR / "bridge", reference, nodes["ref"],
                   str(REFERENCE_DIR))  # fmt: skip

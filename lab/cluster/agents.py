@@ -95,7 +95,7 @@ class NodeFiles:
 def cluster_flags(topology: Topology) -> dict[str, str]:
     """The flags every node's agent gets alike: the cluster's own settings."""
     return {
-        "--cluster-cidr": topology.cluster_cidr,
+        "--cluster-cidr": cluster_cidr(topology),
         "--backend": topology.backend,
         "--resync-seconds": str(topology.agent_resync_seconds),
     }
@@ -276,8 +276,23 @@ def nodes_document(lab: LabPlan) -> dict[str, Any]:
     return {"nodes": [node_entry(node) for node in lab.nodes]}
 
 
-def node_entry(node: NodePlan) -> dict[str, str]:
-    return {"name": node.name, "internalIP": node.ip, "podCIDR": node.pod_cidr}
+def node_entry(node: NodePlan) -> dict[str, Any]:
+    """A node as the nodes file has it: `internalIP` and `podCIDR`, and for a node with IPv6
+    the `internalIPs` and `podCIDRs` lists beside them (both families, IPv4 first)."""
+    entry: dict[str, Any] = {
+        "name": node.name,
+        "internalIP": node.primary_ip,
+        "podCIDR": node.pod_cidrs[0],
+    }
+    if node.ip6 or node.pod_cidr6:
+        entry.update(internalIPs=list(node.ips), podCIDRs=list(node.pod_cidrs))
+    return entry
+
+
+def cluster_cidr(topology: Topology) -> str:
+    """`--cluster-cidr`: one CIDR per family of the pods, IPv4 first."""
+    cidrs = {4: topology.cluster_cidr, 6: topology.cluster_cidr6}
+    return ",".join(cidrs[version] for version in topology.pod_versions)
 
 
 def write_nodes_file(path: Path, document: Mapping[str, Any] | str) -> None:

@@ -315,11 +315,9 @@ class NetnsLab:
             # interrupted: let the ADDs in flight finish (DEL then finds them), start no more
             pool.shutdown(wait=True, cancel_futures=True)
         self.log(f"{counted(len(self.lab.pods), 'pod')} added and checked (CNI ADD + CHECK)")
-        endpoints = []
-        for node in self.lab.nodes:
-            endpoints.append(Endpoint(node.name, NODE, node.name, node.ip, node.netns))
-        for pod, ip in zip(self.lab.pods, addresses, strict=True):
-            endpoints.append(Endpoint(pod.name, POD, pod.node, ip, pod.netns))
+        endpoints = [node_endpoint(node) for node in self.lab.nodes]
+        for pod, ips in zip(self.lab.pods, addresses, strict=True):
+            endpoints.append(Endpoint(pod.name, POD, pod.node, ips[0], pod.netns, ips=ips))
         lab_services = services.matrix_services(self.lab.services)
         return Inventory.build(endpoints, name=self.lab.lab_id, services=lab_services)
 
@@ -337,28 +335,36 @@ class NetnsLab:
             pool.shutdown(wait=True, cancel_futures=True)
         pods = counted(len(self.lab.pods), "pod")
         self.log(f"{pods} running (CRI RunPodSandbox + PodSandboxStatus)")
-        endpoints = [Endpoint(n.name, NODE, n.name, n.ip, n.netns) for n in self.lab.nodes]
-        for pod, (ip, netns_path) in zip(self.lab.pods, sandboxes, strict=True):
-            endpoints.append(Endpoint(pod.name, POD, pod.node, ip, netns_path))
+        endpoints = [node_endpoint(node) for node in self.lab.nodes]
+        for pod, (ips, netns_path) in zip(self.lab.pods, sandboxes, strict=True):
+            endpoints.append(Endpoint(pod.name, POD, pod.node, ips[0], netns_path, ips=ips))
         lab_services = services.matrix_services(self.lab.services)
         return Inventory.build(endpoints, name=self.lab.lab_id, services=lab_services)
 
-    def _run_pod_sandbox(self, pod: PodPlan) -> tuple[str, str]:
-        """RunPodSandbox for `pod`: its address and its network namespace's path."""
+    def _run_pod_sandbox(self, pod: PodPlan) -> tuple[tuple[str, ...], str]:
+        """RunPodSandbox for `pod`: its addresses (IPv4 first) and its network namespace's
+        path."""
         with self._state_lock:
             self.state.pods[pod.name] = {"node": pod.node, "netns": "", "ip": "", "sandbox": ""}
-        ip, netns_path, sandbox_id = self.cri.run_pod(pod)
+        ips, netns_path, sandbox_id = self.cri.run_pod(pod)
+        ips = tuple(sorted(ips, key=lambda address: ":" in address))
         with self._state_lock:
-            self.state.pods[pod.name].update(netns=netns_path, ip=ip, sandbox=sandbox_id)
+            self.state.pods[pod.name].update(netns=netns_path, ip=",".join(ips), sandbox=sandbox_id)
         self.save_state()
-        return ip, netns_path
+        return ips, netns_path
 
     def add_pod(
         self, pod: PodPlan, capability_args: Mapping[str, Any] | None = None, check: bool = True
     ) -> str:
-        """One more pod on a lab that is up (`LabPlan.pod` names it): its address.
+        """One more pod on a lab that is up (`LabPlan.pod` names it): its (first) address.
         `capability_args`: what the runtime passes as libcni CapabilityArgs (portMappings);
         `check`: CHECK after ADD (containerd never does)."""
+        return self.add_pod_addresses(pod, capability_args, check)[0]
+
+    def add_pod_addresses(
+        self, pod: PodPlan, capability_args: Mapping[str, Any] | None = None, check: bool = True
+    ) -> tuple[str, ...]:
+        """`add_pod`, answering every address of the pod (one per family, IPv4 first)."""
         if self.lab.topology.runtime == "cri":
             return self._run_pod_sandbox(pod)[0]
         self._create_pod_namespace(pod)
@@ -372,17 +378,17 @@ class NetnsLab:
 
     def _attach_pod(
         self, pod: PodPlan, capability_args: Mapping[str, Any] | None = None, check: bool = True
-    ) -> str:
+    ) -> tuple[str, ...]:
         runtime = self.runtime_for(self.lab.node(pod.node))
         attachment = replace(pod_attachment(pod), capability_args=capability_args or {})
         result = runtime.add(attachment)
         if check:
             runtime.check(attachment)
-        ip = pod_address(result)
+        ips = pod_addresses(result)
         with self._state_lock:
-            self.state.pods[pod.name]["ip"] = ip
+            self.state.pods[pod.name]["ip"] = ",".join(ips)
         self.save_state()
-        return ip
+        return ips
 
     def add_outsider(self, name: str = "ext", host: int = 200) -> HostPlan:
         """A host on the segment that is not a node: "outside the cluster" (l2 underlay only)."""
@@ -479,7 +485,8 @@ def counted(number: int, noun: str) -> str:
 
 
 def reference_conflist(node: NodePlan, ipam_dir: str, mtu: int) -> dict[str, Any]:
-    """bridge + host-local, the reference plugins, wired as minicni wires a node (no masquerade)."""
+    """bridge + host-local, the reference plugins, wired as minicni wires a node (no masquerade):
+    one range set per family of the node's pod CIDRs."""
     return {
         "cniVersion": "1.0.0",
         "name": "lab-bridge",
@@ -494,12 +501,17 @@ def reference_conflist(node: NodePlan, ipam_dir: str, mtu: int) -> dict[str, Any
                 "mtu": mtu,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": node.pod_cidr}]],
+                    "ranges": [[{"subnet": cidr}] for cidr in node.pod_cidrs],
                     "dataDir": ipam_dir,
                 },
             }
         ],
     }
+
+
+def node_endpoint(node: NodePlan) -> Endpoint:
+    """A node in the matrix: its underlay address of each family."""
+    return Endpoint(node.name, NODE, node.name, node.primary_ip, node.netns, ips=node.ips)
 
 
 def pod_attachment(pod: PodPlan) -> Attachment:
@@ -518,13 +530,22 @@ def pod_attachment(pod: PodPlan) -> Attachment:
 
 
 def pod_address(result: dict[str, Any]) -> str:
-    """The pod interface's IPv4 address in a CNI result (the ip whose interface has a sandbox)."""
+    """The pod interface's first address in a CNI result (IPv4 in a dual-stack result)."""
+    return pod_addresses(result)[0]
+
+
+def pod_addresses(result: dict[str, Any]) -> tuple[str, ...]:
+    """The pod interface's addresses in a CNI result (the ips whose interface has a sandbox),
+    IPv4 first."""
     interfaces = result.get("interfaces") or []
+    found = []
     for ip in result.get("ips") or []:
         index = ip.get("interface")
         if index is None or (0 <= index < len(interfaces) and interfaces[index].get("sandbox")):
-            return str(ip["address"]).split("/")[0]
-    raise LabError(f"the CNI result has no address on the pod interface: {result}")
+            found.append(str(ip["address"]).split("/")[0])
+    if not found:
+        raise LabError(f"the CNI result has no address on the pod interface: {result}")
+    return tuple(sorted(found, key=lambda address: ":" in address))
 
 
 def _run(argv: list[str]) -> None:

@@ -11,18 +11,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lab.topology import HostPlan, LabPlan
+from lab.topology import HostPlan, LabPlan, NodePlan
 from minicni.net import netns
 
+IFA_F_NODAD = 0x02
+"""An address the lab puts on its own links is usable at once, with no duplicate address
+detection (1-2 s per IPv6 address). Only the lab's links: what minicni adds in a node namespace
+must manage without help, so the node namespaces keep the kernel's DAD settings."""
+NO_DAD = {"net/ipv6/conf/all/accept_dad": "0", "net/ipv6/conf/default/accept_dad": "0"}
+"""For the switch and router namespaces, which hold nothing but the lab's links."""
 
-def node_sysctls(rp_filter: int) -> dict[str, str]:
+
+def node_sysctls(rp_filter: int, ipv6: bool = False) -> dict[str, str]:
     """A node forwards; rp_filter=1 as kind nodes set it drops asymmetric paths, which is what
-    the matrix must catch (the effective value per interface is max(all, interface))."""
-    return {
+    the matrix must catch (the effective value per interface is max(all, interface)). With IPv6
+    pods it forwards IPv6 as well, as kind sets its nodes up for an IPv6 or dual-stack cluster
+    (IPv6 has no rp_filter)."""
+    values = {
         "net/ipv4/ip_forward": "1",
         "net/ipv4/conf/all/rp_filter": str(rp_filter),
         "net/ipv4/conf/default/rp_filter": str(rp_filter),
     }
+    if ipv6:
+        values["net/ipv6/conf/all/forwarding"] = "1"
+    return values
 
 
 @contextmanager
@@ -54,19 +66,25 @@ def bring_up_loopback(name: str) -> None:
 def build_fabric(lab: LabPlan) -> None:
     """Create the switch/router links and each node's uplink; namespaces must exist already."""
     routed = lab.topology.underlay == "routed"
+    ipv6_pods = 6 in lab.topology.pod_versions
     for node in lab.nodes:
         # first: an interface takes conf/default's values when it is made, so every node link
         # (the uplink here, the agent's and the plugin's later) shows the node's rp_filter
-        write_sysctls(node.netns, node_sysctls(lab.topology.rp_filter))
+        write_sysctls(node.netns, node_sysctls(lab.topology.rp_filter, ipv6_pods))
+    # before any link is made there, as for the nodes' sysctls
+    write_sysctls(lab.fabric_netns, NO_DAD)
     with ipr_in(lab.fabric_netns) as fabric:
         fabric.link("set", index=fabric.link_lookup(ifname="lo")[0], state="up")
         if routed:
-            write_sysctls(lab.fabric_netns, {"net/ipv4/ip_forward": "1"})
+            forwarding = {"net/ipv4/ip_forward": "1"}
+            if 6 in lab.topology.underlay_versions or ipv6_pods:
+                forwarding["net/ipv6/conf/all/forwarding"] = "1"
+            write_sysctls(lab.fabric_netns, forwarding)
         else:
             fabric.link("add", ifname=lab.fabric_bridge, kind="bridge")
             bridge = fabric.link_lookup(ifname=lab.fabric_bridge)[0]
-            node = lab.nodes[0]
-            fabric.addr("add", index=bridge, address=node.gateway, prefixlen=node.prefixlen)
+            for _ip, prefixlen, gateway in lab.nodes[0].interfaces():
+                fabric.addr("add", index=bridge, address=gateway, prefixlen=prefixlen)
             fabric.link("set", index=bridge, state="up", mtu=lab.topology.mtu)
         for node in lab.nodes:
             _connect(fabric, lab, node, routed)
@@ -96,7 +114,8 @@ def _connect(fabric: Any, lab: LabPlan, host: HostPlan, routed: bool) -> None:
         os.close(target)
     peer = fabric.link_lookup(ifname=host.peer)[0]
     if routed:
-        fabric.addr("add", index=peer, address=host.gateway, prefixlen=host.prefixlen)
+        for _ip, prefixlen, gateway in host.interfaces():
+            fabric.addr("add", index=peer, address=gateway, prefixlen=prefixlen)
     else:
         fabric.link("set", index=peer, master=fabric.link_lookup(ifname=lab.fabric_bridge)[0])
     fabric.link("set", index=peer, state="up")
@@ -106,10 +125,13 @@ def _configure_uplink(host: HostPlan) -> None:
     with ipr_in(host.netns) as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         uplink = ipr.link_lookup(ifname=host.uplink)[0]
-        ipr.addr("add", index=uplink, address=host.ip, prefixlen=host.prefixlen)
+        for ip, prefixlen, _gateway in host.interfaces():
+            ipr.addr("add", index=uplink, address=ip, prefixlen=prefixlen, flags=IFA_F_NODAD)
         ipr.link("set", index=uplink, state="up")
-        # a default route, as real nodes have: the agent and plugin detect the MTU from it
-        ipr.route("add", dst="0.0.0.0/0", gateway=host.gateway)
+        # a default route of each family, as real nodes have: the agent and plugin detect the
+        # MTU from it
+        for ip, _prefixlen, gateway in host.interfaces():
+            ipr.route("add", dst="::/0" if ":" in ip else "0.0.0.0/0", gateway=gateway)
 
 
 def add_bridge_with_pinned_mac(netns: str, name: str) -> None:
@@ -134,9 +156,17 @@ def add_pod_cidr_routes(lab: LabPlan) -> None:
         with ipr_in(node.netns) as ipr:
             for other in lab.nodes:
                 if other.name != node.name:
-                    gateway = node.gateway if routed else other.ip
-                    ipr.route("replace", dst=other.pod_cidr, gateway=gateway)
+                    for dst, via_node, via_router in pod_cidr_hops(node, other):
+                        ipr.route("replace", dst=dst, gateway=via_router if routed else via_node)
     if routed:
         with ipr_in(lab.fabric_netns) as router:
             for node in lab.nodes:
-                router.route("replace", dst=node.pod_cidr, gateway=node.ip)
+                for dst, via_node, _via_router in pod_cidr_hops(node, node):
+                    router.route("replace", dst=dst, gateway=via_node)
+
+
+def pod_cidr_hops(node: NodePlan, other: NodePlan) -> list[tuple[str, str, str]]:
+    """(other's pod CIDR, other's address, node's router) for each family: the reference
+    plugins' pods are routed over the underlay of their own family."""
+    hops = [(other.pod_cidr, other.ip, node.gateway)] if other.pod_cidr else []
+    return hops + ([(other.pod_cidr6, other.ip6, node.gateway6)] if other.pod_cidr6 else [])

@@ -65,8 +65,9 @@ class NodeDetector(Detector):
     ) -> subprocess.CompletedProcess[str]:
         return xtables.run(["ip", "netns", "exec", self.netns, *argv], stdin)
 
-    def legacy_tables(self) -> set[str]:
-        done = self.run(["cat", "/proc/net/ip_tables_names"])  # per namespace
+    def legacy_tables(self, version: int = 4) -> set[str]:
+        names = "ip6_tables_names" if version == 6 else "ip_tables_names"
+        done = self.run(["cat", f"/proc/net/{names}"])  # per namespace
         return set(done.stdout.split()) if done.returncode == 0 else set()
 
 

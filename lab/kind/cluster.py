@@ -32,7 +32,7 @@ from lab.kind.manifests import (
     AGENT_NAMESPACE,
     AGENT_SELECTOR,
     DOCKERFILE,
-    KIND_CONFIG,
+    KIND_CONFIGS,
     PROBE_DAEMONSETS,
     PROBE_MANIFEST,
     PROBE_NAMESPACE,
@@ -63,12 +63,23 @@ class KindSettings:
     node_image: str | None = None  # kindest/node:<version>; default: the one of the kind binary
     timeout_s: int = 300
     workdir: Path = field(default_factory=lambda: REPO_ROOT / ".pytest-kind")
+    family: str = "ipv4"  # ipv4, dual or ipv6: which kind config (deployments/kind/) to create
+
+    def __post_init__(self) -> None:
+        if self.family not in KIND_CONFIGS:
+            raise ValueError(
+                f"MINICNI_E2E_FAMILY must be one of {', '.join(KIND_CONFIGS)}, got {self.family!r}"
+            )
+
+    @property
+    def kind_config(self) -> Path:
+        return KIND_CONFIGS[self.family]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> KindSettings:
         """MINICNI_E2E_CLUSTER, MINICNI_E2E_IMAGE, MINICNI_E2E_BUILD=0 (use an image already
         built), MINICNI_E2E_KEEP=1 (keep and reuse the cluster), MINICNI_E2E_NODE_IMAGE,
-        MINICNI_E2E_TIMEOUT (seconds per wait)."""
+        MINICNI_E2E_TIMEOUT (seconds per wait), MINICNI_E2E_FAMILY (ipv4, dual or ipv6)."""
         return cls(
             cluster_name=environ.get("MINICNI_E2E_CLUSTER", cls.cluster_name),
             image=environ.get("MINICNI_E2E_IMAGE", cls.image),
@@ -76,6 +87,7 @@ class KindSettings:
             keep_cluster=_env_flag(environ, "MINICNI_E2E_KEEP", False),
             node_image=environ.get("MINICNI_E2E_NODE_IMAGE") or None,
             timeout_s=int(environ.get("MINICNI_E2E_TIMEOUT", cls.timeout_s)),
+            family=environ.get("MINICNI_E2E_FAMILY") or cls.family,
         )
 
 
@@ -125,13 +137,13 @@ class KindLab:
             kubectl_path=Path(kubectl),
         )
         # `kind create cluster` without --wait; re-uses a cluster of that name if one exists.
-        self._cluster.create(config_file=KIND_CONFIG)
+        self._cluster.create(config_file=self.settings.kind_config)
 
     def deploy(self) -> None:
         timeout = f"{self.settings.timeout_s}s"
         image = self.settings.image
         self.apply(with_image(load_documents(AGENT_MANIFEST), image))
-        self.wait_for_node_count(kind_node_count())
+        self.wait_for_node_count(kind_node_count(self.settings.kind_config))
         self.rollout(AGENT_NAMESPACE, f"daemonset/{AGENT_DAEMONSET}")
         self.kubectl("wait", "--for=condition=Ready", "nodes", "--all", f"--timeout={timeout}")
         self.rollout("kube-system", "deployment/coredns")

@@ -26,8 +26,10 @@ def inventory_from(
     """The matrix's endpoints from `kubectl get pods -o json` of the probe pods.
 
     Per node, in node-name order: its pod-network probe pods (probe-a, probe-b), then the node
-    itself (its hostNetwork probe pod, whose pod IP is the node's address). Pods not running or
-    without an address (a node with no kubelet, a pod being replaced) are left out.
+    itself (its hostNetwork probe pod, whose pod IP is the node's address). Every address of a
+    pod (`status.podIPs`: one per family in a dual-stack cluster) is kept, IPv4 first, so the
+    matrix probes each family. Pods not running or without an address (a node with no kubelet, a
+    pod being replaced) are left out.
     """
 
     by_node: dict[str, list[Endpoint]] = {}
@@ -40,11 +42,12 @@ def inventory_from(
         role = labels.get("minicni.dev/probe-role")
         short = short_node_name(node, cluster_name)
         handle = f"{meta['namespace']}/{meta['name']}"
+        ips = pod_ips(status)
         if role == NODE:
-            endpoint = Endpoint(name=short, kind=NODE, node=node, ip=ip, handle=handle)
+            endpoint = Endpoint(short, NODE, node, ips[0], handle, ips=ips)
         elif role == POD:
             slot = labels.get("minicni.dev/probe", "probe").removeprefix("probe-")
-            endpoint = Endpoint(name=f"{short}/{slot}", kind=POD, node=node, ip=ip, handle=handle)
+            endpoint = Endpoint(f"{short}/{slot}", POD, node, ips[0], handle, ips=ips)
         else:
             continue
         by_node.setdefault(node, []).append(endpoint)
@@ -75,6 +78,8 @@ def services_from(
         spec, name = item.get("spec", {}), item["metadata"]["name"]
         if spec.get("type", "ClusterIP") != "ClusterIP" or spec.get("clusterIP") in (None, "None"):
             continue
+        if ":" in spec["clusterIP"]:
+            continue  # the Service probes speak IPv4 (an IPv6-only cluster has no Service cells)
         for port in spec.get("ports", []):
             proto, target = str(port.get("protocol", "TCP")).lower(), port.get("targetPort")
             if proto not in ("tcp", "udp") or not isinstance(target, int):
@@ -85,3 +90,10 @@ def services_from(
                     Service(name, proto, spec["clusterIP"], int(port["port"]), target, members)
                 )
     return found
+
+
+def pod_ips(status: Mapping[str, Any]) -> tuple[str, ...]:
+    """A pod's addresses from its status: `podIPs` (every family), else `podIP`; IPv4 first."""
+    listed = [entry.get("ip") for entry in status.get("podIPs") or [] if isinstance(entry, dict)]
+    found = [ip for ip in listed if isinstance(ip, str) and ip] or [status["podIP"]]
+    return tuple(sorted(dict.fromkeys(found), key=lambda address: ":" in address))

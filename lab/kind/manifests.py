@@ -14,6 +14,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 DEPLOYMENTS = REPO_ROOT / "deployments"
 DOCKERFILE = DEPLOYMENTS / "Dockerfile"
 KIND_CONFIG = DEPLOYMENTS / "kind" / "cluster.yaml"
+KIND_CONFIGS = {
+    "ipv4": KIND_CONFIG,
+    "dual": DEPLOYMENTS / "kind" / "cluster-dual-stack.yaml",
+    "ipv6": DEPLOYMENTS / "kind" / "cluster-ipv6.yaml",
+}
+"""The kind config of each IP family the e2e cluster can have (MINICNI_E2E_FAMILY)."""
 AGENT_MANIFEST = DEPLOYMENTS / "manifests" / "minicni.yaml"
 PROBE_MANIFEST = DEPLOYMENTS / "manifests" / "probes.yaml"
 
@@ -48,3 +54,10 @@ def with_image(documents: Sequence[Mapping[str, Any]], image: str) -> list[dict[
 def kind_node_count(config_path: Path = KIND_CONFIG) -> int:
     config = yaml.safe_load(config_path.read_text())
     return len(config.get("nodes") or [{"role": "control-plane"}])
+
+
+def pod_subnets(config_path: Path = KIND_CONFIG) -> list[str]:
+    """The cluster's pod CIDRs (kind's `podSubnet`: one per family, comma separated)."""
+    config = yaml.safe_load(config_path.read_text())
+    text = str(config["networking"]["podSubnet"])
+    return [part.strip() for part in text.split(",") if part.strip()]

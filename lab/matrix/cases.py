@@ -1,7 +1,9 @@
 """The connectivity matrix's cells and verdicts: cases -> observations -> verdicts.
 
-A cell is (protocol, source endpoint, destination endpoint). It passes only if the probe arrived,
-the receiver saw the sender's own address as source, and the reply came back. Verdicts:
+A cell is (family, protocol, source endpoint, destination endpoint): a dual-stack cluster has
+every cell twice, once per IP family, named `tcp` and `tcp6` (`icmp6` is ICMPv6). It passes only if
+the probe arrived, the receiver saw the sender's own address as source, and the reply came back.
+Verdicts:
 
     .  ok            X  unreachable (or the reply never came back)
     N  reachable, but a source address was not the one expected (NAT where there should be
@@ -27,11 +29,22 @@ source an endpoint should see follows from kube-proxy's rules (`lab.cluster.kube
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.matrix.executors import NODE, POD, Endpoint, Inventory, Service
+from lab.matrix.executors import (
+    FAMILIES,
+    IPV4,
+    IPV6,
+    NODE,
+    POD,
+    Endpoint,
+    Inventory,
+    Service,
+    family_of,
+)
 
 OK, UNREACHABLE, NATED, PROBE_ERROR, NOT_APPLICABLE = ".", "X", "N", "!", "-"
 VERDICTS = (OK, UNREACHABLE, NATED, PROBE_ERROR, NOT_APPLICABLE)
@@ -82,6 +95,12 @@ def service_case_kind(client: Endpoint, endpoint: Endpoint) -> str:
     return POD_SVC_SAME if client.node == endpoint.node else POD_SVC_OTHER
 
 
+def grid_name(family: str, proto: str) -> str:
+    """`tcp` for IPv4, `tcp6` for IPv6 (`icmp6` is ICMPv6): how cells, grids and suites are
+    named, so an IPv4 matrix reads as it always did."""
+    return f"{proto}6" if family == IPV6 else proto
+
+
 @dataclass(frozen=True)
 class Case:
     kind: str
@@ -90,12 +109,25 @@ class Case:
     dst: Endpoint  # a Service cell: the endpoint (pod) the probe must reach
     port: int  # a Service cell: the Service's port
     service: Service | None = None
+    family: str = IPV4
+
+    @property
+    def grid(self) -> str:
+        return grid_name(self.family, self.proto)
 
     @property
     def label(self) -> str:
         if self.service is not None:
-            return f"{self.proto} {self.src.name} -> {self.service.name} ({self.dst.name})"
-        return f"{self.proto} {self.src.name} -> {self.dst.name}"
+            return f"{self.grid} {self.src.name} -> {self.service.name} ({self.dst.name})"
+        return f"{self.grid} {self.src.name} -> {self.dst.name}"
+
+    @property
+    def src_ip(self) -> str:
+        return self.src.address(self.family) or ""
+
+    @property
+    def dst_ip(self) -> str:
+        return self.dst.address(self.family) or ""
 
 
 def build_cases(
@@ -103,29 +135,44 @@ def build_cases(
     protocols: Sequence[str] = PROTOCOLS,
     kinds: Sequence[str] = CASE_KINDS,
     port_base: int = 31000,
+    families: Sequence[str] | None = None,
 ) -> list[Case]:
-    """Every applicable cell, each pair cell with its own port so cells can run in parallel;
-    then the Service cells of the Services whose protocol is asked for: every endpoint of the
-    inventory as a client of every endpoint of the Service."""
+    """Every applicable cell, each pair cell with its own port so cells can run in parallel: per
+    family (by default each the inventory's pods have), every pair whose two ends have an address
+    of it; then the Service cells of the Services whose protocol and family are asked for: every
+    endpoint of the inventory with an address of the Service's family as a client of every
+    endpoint of the Service."""
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
         raise ValueError(f"unknown protocols: {', '.join(sorted(unknown))}")
+    families = inventory.families if families is None else families
+    if set(families) - set(FAMILIES):
+        raise ValueError(f"unknown families: {', '.join(sorted(set(families) - set(FAMILIES)))}")
     cases: list[Case] = []
-    for proto in protocols:
-        for src in inventory.endpoints:
-            for dst in inventory.endpoints:
-                kind = case_kind(src, dst)
-                if kind is not None and kind in kinds:
-                    cases.append(Case(kind, proto, src, dst, port_base + len(cases)))
+    for family in families:
+        for proto in protocols:
+            for src in inventory.endpoints:
+                for dst in inventory.endpoints:
+                    kind = case_kind(src, dst)
+                    if kind is None or kind not in kinds:
+                        continue
+                    if src.address(family) and dst.address(family):
+                        port = port_base + len(cases)
+                        cases.append(Case(kind, proto, src, dst, port, family=family))
     for service in inventory.services:
-        if service.proto not in protocols:
+        family = family_of(service.cluster_ip)
+        if service.proto not in protocols or family not in families:
             continue
         for client in inventory.endpoints:
+            if not client.address(family):
+                continue
             for name in service.endpoints:
                 endpoint = inventory.endpoint(name)
                 kind = service_case_kind(client, endpoint)
                 if kind in kinds:
-                    cases.append(Case(kind, service.proto, client, endpoint, service.port, service))
+                    cases.append(
+                        Case(kind, service.proto, client, endpoint, service.port, service, family)
+                    )
     return cases
 
 
@@ -141,7 +188,7 @@ class Observation:
 def expected_source(case: Case, sender: dict[str, Any]) -> str | None:
     """The source address the receiving end should see (see the module's docstring)."""
     if case.service is None or case.kind in (POD_SVC_SAME, POD_SVC_OTHER):
-        return case.src.ip if case.src.kind == POD else sender.get("local")
+        return case.src_ip if case.src.kind == POD else sender.get("local")
     if case.kind == POD_SVC_SELF:
         return sender.get("gateway")
     return (sender.get("egress") or {}).get(case.dst.name)
@@ -165,7 +212,7 @@ def judge(case: Case, observation: Observation) -> tuple[str, str]:
     expected = expected_source(case, sender)
     if expected is None:
         return PROBE_ERROR, "the sender reported no address to expect"
-    if observed != expected:
+    if not same_address(observed, expected):
         who = "the sender is" if case.kind in PAIR_KINDS else "expected"
         return NATED, f"the receiver saw source {observed}, {who} {expected}"
     if not sender.get("reply"):
@@ -176,6 +223,14 @@ def judge(case: Case, observation: Observation) -> tuple[str, str]:
             f"{case.service.cluster_ip} (the DNAT was not undone)"
         )
     return OK, ""
+
+
+def same_address(first: object, second: object) -> bool:
+    """Equal as addresses: an IPv6 address has many spellings (fd00:0::2, fd00::2)."""
+    try:
+        return ipaddress.ip_address(str(first)) == ipaddress.ip_address(str(second))
+    except ValueError:
+        return False
 
 
 def _missed(case: Case, sender: dict[str, Any]) -> str:
@@ -225,17 +280,38 @@ class MatrixReport:
         return counts
 
     @property
+    def families(self) -> tuple[str, ...]:
+        present = {cell.case.family for cell in self.cells}
+        if not present:  # nothing probed: the grids of what the inventory has, all `-`
+            return self.inventory.families or (IPV4,)
+        return tuple(family for family in FAMILIES if family in present)
+
+    def grids(self) -> list[tuple[str, str]]:
+        """(family, protocol) of every grid of pair cells, IPv4's first; a family without cells
+        has none."""
+        pairs = {(c.case.family, c.case.proto) for c in self.cells if c.case.service is None}
+        if not self.cells:
+            pairs = {(family, proto) for family in self.families for proto in self.protocols}
+        return [(f, p) for f in self.families for p in self.protocols if (f, p) in pairs]
+
+    @property
     def services(self) -> tuple[Service, ...]:
         """The Services probed, in the inventory's order."""
         probed = {cell.case.service for cell in self.cells if cell.case.service is not None}
         return tuple(s for s in self.inventory.services if s in probed)
 
     def verdict(
-        self, proto: str, src: Endpoint, dst: Endpoint, service: Service | None = None
+        self,
+        proto: str,
+        src: Endpoint,
+        dst: Endpoint,
+        service: Service | None = None,
+        family: str = IPV4,
     ) -> str:
         """A pair cell's verdict; with `service`, the Service cell of `src` reaching `dst`."""
         for cell in self.cells:
             case = cell.case
-            if (case.proto, case.src, case.dst, case.service) == (proto, src, dst, service):
+            key = (case.proto, case.src, case.dst, case.service, case.family)
+            if key == (proto, src, dst, service, family):
                 return cell.verdict
         return NOT_APPLICABLE

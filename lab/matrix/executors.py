@@ -18,6 +18,12 @@ from typing import Any, Protocol
 POD = "pod"
 NODE = "node"
 PROBE_CONTAINER = "probe"
+IPV4, IPV6 = "ipv4", "ipv6"
+FAMILIES = (IPV4, IPV6)
+
+
+def family_of(address: str) -> str:
+    return IPV6 if ":" in address else IPV4
 
 
 @dataclass(frozen=True)
@@ -25,8 +31,17 @@ class Endpoint:
     name: str  # display name, e.g. "n1/p0" or "n1"
     kind: str  # "pod" or "node"
     node: str  # node name the endpoint lives on
-    ip: str  # address others use to reach it
+    ip: str  # address others use to reach it (its first family's)
     handle: str  # how the executor reaches it: netns name, or "<k8s namespace>/<pod name>"
+    ips: tuple[str, ...] = ()  # every address, one per family, IPv4 first; () means (ip,)
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self.ips or (self.ip,)
+
+    def address(self, family: str) -> str | None:
+        """The endpoint's address of `family` (IPV4 or IPV6), None if it has none."""
+        return next((ip for ip in self.addresses if family_of(ip) == family), None)
 
 
 class Executor(Protocol):
@@ -158,6 +173,11 @@ class Inventory:
     def nodes(self) -> tuple[Endpoint, ...]:
         return tuple(e for e in self.endpoints if e.kind == NODE)
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The families some pod has an address of (IPv4 first): the matrix probes each."""
+        return tuple(f for f in FAMILIES if any(p.address(f) for p in self.pods))
+
     def to_mapping(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -170,6 +190,7 @@ class Inventory:
         services = tuple(
             Service(**{**s, "endpoints": tuple(s["endpoints"])}) for s in data.get("services", [])
         )
-        return cls(
-            tuple(Endpoint(**e) for e in data["endpoints"]), str(data.get("name", "")), services
+        endpoints = tuple(
+            Endpoint(**{**e, "ips": tuple(e.get("ips") or ())}) for e in data["endpoints"]
         )
+        return cls(endpoints, str(data.get("name", "")), services)

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from lab.matrix.cases import NOT_APPLICABLE, OK, CellResult, MatrixReport
-from lab.matrix.executors import Endpoint, Service
+from lab.matrix.cases import NOT_APPLICABLE, OK, CellResult, MatrixReport, grid_name
+from lab.matrix.executors import IPV4, Endpoint, Service
 from minicni.fileutil import write_atomic
 
 LEGEND = (
@@ -23,14 +23,16 @@ LEGEND = (
 )
 
 
-def render_grid(report: MatrixReport, proto: str) -> str:
+def render_grid(report: MatrixReport, proto: str, family: str = IPV4) -> str:
+    """One grid of pair cells: `TCP` for IPv4, `TCP6` for IPv6; an endpoint without an address of
+    the family has a row and column of `-`."""
     verdicts = {
         (cell.case.src.name, cell.case.dst.name): cell.verdict
         for cell in report.cells
-        if cell.case.proto == proto and cell.case.service is None
+        if (cell.case.proto, cell.case.family) == (proto, family) and cell.case.service is None
     }
     endpoints = report.inventory.endpoints
-    return _grid(proto.upper(), endpoints, endpoints, verdicts)
+    return _grid(grid_name(family, proto).upper(), endpoints, endpoints, verdicts)
 
 
 def render_service_grid(report: MatrixReport, service: Service) -> str:
@@ -51,7 +53,7 @@ def _grid(
     columns: Sequence[Endpoint],
     verdicts: Mapping[tuple[str, str], str],
 ) -> str:
-    width = max(len(e.name) for e in [*rows, *columns])
+    width = max(len(corner), *(len(e.name) for e in [*rows, *columns]))
     header = f"{corner:<{width}} | " + " ".join(f"{e.name:^{width}}" for e in columns)
     lines = [header, "-" * len(header)]
     for src in rows:
@@ -83,8 +85,7 @@ def render_summary(report: MatrixReport) -> str:
 
 
 def render(report: MatrixReport) -> str:
-    pair_protocols = {cell.case.proto for cell in report.cells if cell.case.service is None}
-    blocks = [render_grid(report, proto) for proto in report.protocols if proto in pair_protocols]
+    blocks = [render_grid(report, proto, family) for family, proto in report.grids()]
     blocks += [render_service_grid(report, service) for service in report.services]
     blocks.append(LEGEND)
     wrong = report.wrong()
@@ -100,14 +101,21 @@ def render(report: MatrixReport) -> str:
     return "\n\n".join(blocks)
 
 
-def _endpoint(endpoint: Endpoint) -> dict[str, str]:
-    return {"name": endpoint.name, "kind": endpoint.kind, "node": endpoint.node, "ip": endpoint.ip}
+def _endpoint(endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "name": endpoint.name,
+        "kind": endpoint.kind,
+        "node": endpoint.node,
+        "ip": endpoint.ip,
+        "ips": list(endpoint.addresses),
+    }
 
 
 def to_json(report: MatrixReport, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     cells = [
         {
             "proto": cell.case.proto,
+            "family": cell.case.family,
             "src": cell.case.src.name,
             "dst": cell.case.dst.name,
             "case": cell.case.kind,
@@ -128,6 +136,7 @@ def to_json(report: MatrixReport, extra: dict[str, Any] | None = None) -> dict[s
         **(extra or {}),
         "ok": report.ok,
         "protocols": list(report.protocols),
+        "families": list(report.families),
         "endpoints": [_endpoint(e) for e in report.inventory.endpoints],
         "services": [
             {**asdict(service), "endpoints": list(service.endpoints)} for service in report.services
@@ -135,7 +144,10 @@ def to_json(report: MatrixReport, extra: dict[str, Any] | None = None) -> dict[s
         "counts": report.counts(),
         "flaky": len(report.flaky()),
         "duration_s": round(report.duration_s, 3),
-        "grids": {proto: render_grid(report, proto).splitlines() for proto in report.protocols},
+        "grids": {
+            grid_name(family, proto): render_grid(report, proto, family).splitlines()
+            for family, proto in report.grids()
+        },
         "service_grids": {
             service.name: render_service_grid(report, service).splitlines()
             for service in report.services
@@ -145,12 +157,19 @@ def to_json(report: MatrixReport, extra: dict[str, Any] | None = None) -> dict[s
 
 
 def to_junit(report: MatrixReport, suite_name: str = "minicni-lab matrix") -> ET.Element:
-    """One test suite per protocol and one per Service, one test case per cell; wrong cells are
-    failures."""
+    """One test suite per grid (`tcp`, `tcp6`) and one per Service, one test case per cell;
+    wrong cells are failures."""
     suites = ET.Element("testsuites", name=suite_name)
     by_suite = [
-        (proto, [c for c in report.cells if c.case.proto == proto and c.case.service is None])
-        for proto in report.protocols
+        (
+            grid_name(family, proto),
+            [
+                c
+                for c in report.cells
+                if (c.case.proto, c.case.family) == (proto, family) and c.case.service is None
+            ],
+        )
+        for family, proto in report.grids()
     ]
     by_suite += [
         (f"service {service.name}", [c for c in report.cells if c.case.service == service])
@@ -173,7 +192,7 @@ def to_junit(report: MatrixReport, suite_name: str = "minicni-lab matrix") -> ET
             testcase = ET.SubElement(
                 suite,
                 "testcase",
-                classname=f"matrix.{cell.case.proto}.{cell.case.kind.replace(' ', '_')}",
+                classname=f"matrix.{cell.case.grid}.{cell.case.kind.replace(' ', '_')}",
                 name=cell.case.label.split(" ", 1)[1],
                 time=f"{cell.duration_s:.3f}",
             )

@@ -24,21 +24,22 @@ from typing import Any
 
 from lab.matrix import services
 from lab.matrix.cases import OK, Case, CellResult, MatrixReport, Observation, judge
-from lab.matrix.executors import Executor, Inventory
+from lab.matrix.executors import IPV6, Executor, Inventory
 
 ProgressCallback = Callable[[CellResult, int, int], None]
 Observe = Callable[[Sequence[Case], str], dict[Case, Observation]]
 
 
 def group_cases(cases: Sequence[Case]) -> list[tuple[Case, ...]]:
-    """Cells of one (source, destination) pair, probed together by one receiver and one sender
-    (one process each for every protocol: a third of the processes of one pair per protocol)."""
-    groups: dict[tuple[str, str], list[Case]] = {}
+    """Cells of one (source, destination, family), probed together by one receiver and one
+    sender (one process each for every protocol: a third of the processes of one pair per
+    protocol)."""
+    groups: dict[tuple[str, str, str], list[Case]] = {}
     for case in cases:
         if case.service is not None:  # the cells of one (client, Service) share a client
-            key = (case.src.name, f"service {case.service.name}")
+            key = (case.src.name, f"service {case.service.name}", case.family)
         else:
-            key = (case.src.name, case.dst.name)
+            key = (case.src.name, case.dst.name, case.family)
         groups.setdefault(key, []).append(case)
     return [tuple(group) for group in groups.values()]
 
@@ -144,15 +145,17 @@ class MatrixRunner:
         return done
 
     def argv(self, cases: Sequence[Case], token: str) -> tuple[list[str], list[str]]:
-        src, dst, port = cases[0].src, cases[0].dst, min(c.port for c in cases)
+        first, port = cases[0], min(c.port for c in cases)
         protos = ",".join(case.proto for case in cases)
         common = ["--proto", protos, "--port", str(port), "--token", token]
+        if first.family == IPV6:
+            common += ["--family", IPV6]
         if self.engine != "socket":
             common += ["--engine", self.engine]
         recv_timeout = self.timeout + self.launch_timeout
         recv = ["recv", *common, "--timeout", f"{recv_timeout:g}"]
-        send = ["send", *common, "--dst", dst.ip, "--timeout", f"{self.timeout:g}"]
-        return self.executor.command(dst, recv), self.executor.command(src, send)
+        send = ["send", *common, "--dst", first.dst_ip, "--timeout", f"{self.timeout:g}"]
+        return self.executor.command(first.dst, recv), self.executor.command(first.src, send)
 
     def reproduce(self, case: Case) -> str:
         """A shell line a person can paste to run this cell again, by hand."""

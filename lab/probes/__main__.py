@@ -2,6 +2,7 @@
 
     python -m lab.probes recv --proto tcp --port 31000 --token t1   # in the destination
     python -m lab.probes send --proto tcp --dst 10.244.2.2 --port 31000 --token t1   # in the source
+    python -m lab.probes recv --family ipv6 --proto icmp,tcp,udp ...   # ICMPv6, TCP, UDP over IPv6
 
 The receiver writes `ready` to stderr once it listens; both print one JSON line per protocol on
 stdout. The receiver reports the source address it observed on the probe; the sender reports the
@@ -33,22 +34,24 @@ from lab.probes.wire import PROTOCOLS
 EXIT_OK, EXIT_NO_CONNECTIVITY, EXIT_ERROR = 0, 1, 2
 PROG = "python -m lab.probes"
 ENGINES = ("socket", "scapy")
+FAMILIES = ("ipv4", "ipv6")
 ROLES = ("recv", "send", "serve")
 # option -> (default, help); None: required
 OPTIONS: dict[str, tuple[str | None, str]] = {
     "proto": (None, "icmp, tcp, udp or a list: icmp,tcp,udp"),
-    "dst": (None, "destination IPv4 address (send only)"),
+    "dst": (None, "destination address, of the family (send only)"),
     "port": ("31000", "TCP and UDP port"),
     "token": ("minicni-probe", "marks this probe's packets"),
     "timeout": ("2.0", "seconds"),
     "engine": ("socket", f"one of {', '.join(ENGINES)}"),
-    "bind": ("0.0.0.0", "TCP/UDP listening address (recv, serve)"),
+    "family": ("ipv4", f"one of {', '.join(FAMILIES)}; ICMP is ICMPv6 over IPv6"),
+    "bind": ("", "TCP/UDP listening address (recv, serve; default: any of the family)"),
     "expect": ("", "send through a Service until these endpoints answered: name=ip,name=ip"),
     "name": (None, "the endpoint's name in its answers (serve only)"),
 }
 ROLE_OPTIONS = {
-    "recv": ("proto", "port", "token", "timeout", "engine", "bind"),
-    "send": ("proto", "dst", "port", "token", "timeout", "engine", "expect"),
+    "recv": ("proto", "port", "token", "timeout", "engine", "family", "bind"),
+    "send": ("proto", "dst", "port", "token", "timeout", "engine", "family", "expect"),
     "serve": ("proto", "port", "name", "timeout", "bind"),
 }
 USAGE = "".join(
@@ -118,6 +121,12 @@ def _typed(role: str, values: dict[str, str | None]) -> SimpleNamespace:
         port, timeout = int(str(values["port"])), float(str(values["timeout"]))
     except ValueError as err:
         raise UsageError(f"--port is a number, --timeout seconds: {err}") from None
+    family = values.get("family") or "ipv4"
+    if family not in FAMILIES:
+        raise UsageError(f"--family: one of {', '.join(FAMILIES)}, got {family!r}")
+    dst = values.get("dst")
+    if dst is not None and (":" in dst) != (family == "ipv6"):
+        raise UsageError(f"--dst {dst} is not an {family} address (--family {family})")
     expect = _expected(values.get("expect") or "", protos, engine)
     name = values.get("name")
     if role == "serve":
@@ -128,12 +137,13 @@ def _typed(role: str, values: dict[str, str | None]) -> SimpleNamespace:
     typed = SimpleNamespace(
         role=role,
         protos=protos,
-        dst=values.get("dst"),
+        dst=dst,
         port=port,
         token=values.get("token", OPTIONS["token"][0]),
         timeout=timeout,
         engine=engine,
-        bind=values.get("bind", OPTIONS["bind"][0]),
+        family=family,
+        bind=values.get("bind") or ("::" if family == "ipv6" else "0.0.0.0"),
     )
     if role == "send":
         typed.expect = expect

@@ -23,14 +23,20 @@ def scapy_receive(args: SimpleNamespace, emit: Emit) -> None:
 
     from scapy.interfaces import get_if_list
     from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
     from scapy.packet import Raw
     from scapy.sendrecv import AsyncSniffer
 
     (proto,) = args.protos
     token, deadline = args.token.encode(), time.monotonic() + args.timeout
+    network = IPv6 if getattr(args, "family", "ipv4") == "ipv6" else IP
 
     def is_probe(packet: Any) -> bool:
-        if IP not in packet or Raw not in packet or token not in bytes(packet[Raw].load):
+        if network not in packet:
+            return False
+        if proto == "icmp" and network is IPv6:  # scapy keeps an ICMPv6 echo's payload as `data`
+            return ICMPv6EchoRequest in packet and token in bytes(packet[ICMPv6EchoRequest].data)
+        if Raw not in packet or token not in bytes(packet[Raw].load):
             return False
         if proto == "icmp":
             return ICMP in packet and int(packet[ICMP].type) == ICMP_ECHO_REQUEST
@@ -52,23 +58,39 @@ def scapy_receive(args: SimpleNamespace, emit: Emit) -> None:
     if sniffer.running:
         sniffer.stop()
     packets: list[Any] = list(sniffer.results or [])
-    observed = str(packets[0][IP].src) if packets else None
+    observed = str(packets[0][network].src) if packets else None
     emit(proto, {"received": observed is not None, "observed_src": observed})
 
 
-def scapy_send_icmp(dst: str, token: bytes, deadline: float) -> bool:
+def scapy_send_icmp(dst: str, token: bytes, deadline: float, src: str | None = None) -> bool:
+    """Echo requests crafted by scapy from `src` (the address the kernel picks towards `dst`:
+    scapy's own route table ignores a route's preferred source, and would send an IPv6 probe
+    from, say, the VXLAN device's VTEP address instead of the node's)."""
     from scapy.config import conf
     from scapy.layers.inet import ICMP, IP
+    from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
+    from scapy.packet import Packet
     from scapy.sendrecv import sr1
-    from scapy.supersocket import L3RawSocket
+    from scapy.supersocket import L3RawSocket, L3RawSocket6
 
     # A raw IP socket: the kernel routes the probe as it routes any traffic of the namespace.
     # scapy's default L3 socket picks next hops from its own copy of the main table and resolves
     # them with its own ARP, which nobody answers for a VXLAN onlink gateway (a static neighbour).
-    conf.L3socket = L3RawSocket
+    # (sr1 takes conf.L3socket whatever the packet's family: it must be the IPv6 one for IPv6)
+    ipv6 = ":" in dst
+    conf.L3socket = L3RawSocket6 if ipv6 else L3RawSocket
     ident = int.from_bytes(os.urandom(2), "big")
     while (left := deadline - time.monotonic()) > 0:
-        answer = sr1(IP(dst=dst) / ICMP(id=ident) / token, timeout=min(left, 0.5), verbose=False)
-        if answer is not None and ICMP in answer and int(answer[ICMP].type) == ICMP_ECHO_REPLY:
+        request: Packet
+        if ipv6:
+            request = IPv6(src=src, dst=dst) / ICMPv6EchoRequest(id=ident, data=token)
+        else:
+            request = IP(src=src, dst=dst) / ICMP(id=ident) / token
+        answer = sr1(request, timeout=min(left, 0.5), verbose=False)
+        if answer is None:
+            continue
+        if ipv6 and ICMPv6EchoReply in answer and int(answer[ICMPv6EchoReply].id) == ident:
+            return True
+        if not ipv6 and ICMP in answer and int(answer[ICMP].type) == ICMP_ECHO_REPLY:
             return True
     return False

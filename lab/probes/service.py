@@ -153,11 +153,8 @@ def _answer_udp(sock: socket.socket, name: str, seen: Callable[[str, str, str], 
     token = parse_service_request(data)
     if token is None:
         return
-    pktinfo = [
-        (level, kind, _answer_from(value))
-        for level, kind, value in ancillary
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO
-    ]
+    answers = (_answer_from(level, kind, value) for level, kind, value in ancillary)
+    pktinfo = [answer for answer in answers if answer is not None]
     seen("udp", token, str(peer))
     sock.sendmsg([service_answer(token, name)], pktinfo, 0, (peer, peer_port))
 

@@ -8,6 +8,7 @@ import struct
 
 PROTOCOLS = ("icmp", "tcp", "udp")
 ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST = 0, 8
+ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
 
 
 def reply_for(token: bytes) -> bytes:
@@ -42,6 +43,21 @@ def parse_icmp(packet: bytes) -> tuple[str, int, int, bytes] | None:
         "!BBHHH", packet[header_len : header_len + 8]
     )
     return source, icmp_type, ident, packet[header_len + 8 :]
+
+
+def echo_request6(ident: int, seq: int, payload: bytes) -> bytes:
+    """An ICMPv6 echo request for a raw ICMPv6 socket, checksum 0: the kernel computes it (it
+    covers the IPv6 pseudo-header, whose source address only the kernel knows)."""
+    return struct.pack("!BBHHH", ICMPV6_ECHO_REQUEST, 0, 0, ident, seq) + payload
+
+
+def parse_icmp6(message: bytes) -> tuple[int, int, bytes] | None:
+    """(type, identifier, payload) of an ICMPv6 message as a raw ICMPv6 socket reads it (without
+    the IPv6 header: the source comes with recvfrom), None if too short."""
+    if len(message) < 8:
+        return None
+    icmp_type, _code, _sum, ident, _seq = struct.unpack("!BBHHH", message[:8])
+    return icmp_type, ident, message[8:]
 
 
 # A Service probe names its attempt; the endpoint's server answers with its own name, so the

@@ -2,8 +2,11 @@
 
 Layout of `<dataDir>/<network name>/`:
   `10.244.1.7`          the reservation: JSON with containerID, ifname, netns, bootID
-  `owner-<cid>@<ifname>` a symlink to the address file, so DEL finds its address without a scan
-  `last_reserved_ip.0`  where the round-robin search resumes (a freed address is not reused at once)
+  `fd00:10:244:1::7`    the same for an IPv6 address: a dual-stack pod has one of each family
+  `owner-<cid>@<ifname>` a symlink to the IPv4 address file, so DEL finds its address without a
+                        scan; `owner6-<cid>@<ifname>` to the IPv6 one
+  `last_reserved_ip.0`  where the round-robin search resumes (a freed address is not reused at
+                        once); `last_reserved_ip.1` for IPv6: each family has its own round
   `lock`                flock'ed for every change, so concurrent plugin invocations serialise
   `boot_id`             the boot the store was last used in; a new boot triggers the stale sweep
   `.write.tmp`          every file is written here first, then linked or renamed into place
@@ -11,8 +14,9 @@ Layout of `<dataDir>/<network name>/`:
                         once this is written, then deletes the links and releases the address):
                         JSON with containerID and ifname; removed by the release
 
-Every change happens under the lock, and each step leaves a state the next DEL can undo, so a
-plugin killed at any point (or failing on a full disk) never leaks an address:
+Every change happens under the lock (both addresses of a dual-stack pod are reserved under one),
+and each step leaves a state the next DEL can undo, so a plugin killed at any point (or failing
+on a full disk) never leaks an address:
   reserve: owner link (dangling) -> content into `.write.tmp` -> link it to the address name (fails
            if the name exists: O_EXCL semantics) -> unlink the temporary -> `last_reserved_ip.0`
   release: address file -> owner link -> a stale `.write.tmp`
@@ -32,7 +36,7 @@ import fcntl
 import os
 import stat
 from contextlib import contextmanager
-from ipaddress import IPv4Address
+from ipaddress import ip_address
 
 from minicni import fastjson
 from minicni.digest import sha256_hex
@@ -42,12 +46,15 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import ty
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from minicni.ipam.range import AddressRange
+    from minicni.ipam.range import Address, AddressRange
 
 LAST_RESERVED = "last_reserved_ip.0"
+LAST_RESERVED6 = "last_reserved_ip.1"
 BOOT_ID_FILE = "boot_id"
 LOCK_FILE = "lock"
 OWNER_PREFIX = "owner-"
+OWNER6_PREFIX = "owner6-"
+VERSIONS = (4, 6)
 DELETING_PREFIX = "deleting-"
 TEMP_FILE = ".write.tmp"  # one name: writes are serialised by the lock
 SYSTEM_BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -66,7 +73,7 @@ class Reservation(Record):
 
     def __init__(
         self,
-        address: IPv4Address,
+        address: Address,
         container_id: str,
         ifname: str,
         netns: str = "",
@@ -105,9 +112,10 @@ class AddressStore:
             os.close(fd)  # closing releases the flock
 
     # -- queries (call with the lock held) --------------------------------------------------
-    def find(self, container_id: str, ifname: str) -> Reservation | None:
+    def find(self, container_id: str, ifname: str, version: int = 4) -> Reservation | None:
+        """The attachment's address of IP version `version`, if it has one."""
         try:
-            target = os.readlink(self._path(_owner_name(container_id, ifname)))
+            target = os.readlink(self._path(_owner_name(container_id, ifname, version)))
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.EINVAL):  # no link, or not a symlink
                 return None
@@ -119,6 +127,11 @@ class AddressStore:
         ):
             return None
         return reservation
+
+    def find_all(self, container_id: str, ifname: str) -> list[Reservation]:
+        """The attachment's addresses, IPv4 first."""
+        found = (self.find(container_id, ifname, version) for version in VERSIONS)
+        return [reservation for reservation in found if reservation is not None]
 
     def reservations(self) -> list[Reservation]:
         return [r for _, r in self._address_files() if r is not None]
@@ -132,13 +145,15 @@ class AddressStore:
     def reserve(
         self, address_range: AddressRange, container_id: str, ifname: str, netns: str
     ) -> Reservation:
-        """Reserve the next free address after the last one handed out (round robin).
+        """Reserve the next free address of the range's family after the last one handed out of
+        that family (round robin).
 
         Any failure (a full disk) removes what was written before it is raised."""
-        existing = self.find(container_id, ifname)
+        version = address_range.version
+        existing = self.find(container_id, ifname, version)
         if existing is not None:
             return existing
-        owner = self._path(_owner_name(container_id, ifname))
+        owner = self._path(_owner_name(container_id, ifname, version))
         for address in _round_robin(address_range, self._last_reserved(address_range)):
             if os.path.lexists(self._path(str(address))):
                 continue
@@ -151,7 +166,7 @@ class AddressStore:
                 os.symlink(str(address), owner)
                 published = self._publish(reservation)
                 if published:
-                    self._write(LAST_RESERVED, str(address).encode())
+                    self._write(_last_reserved_name(version), str(address).encode())
             except BaseException:
                 with contextlib.suppress(OSError):
                     if published:
@@ -167,21 +182,20 @@ class AddressStore:
             f"({address_range.size} addresses, all reserved)"
         )
 
-    def release(self, container_id: str, ifname: str) -> Reservation | None:
-        """Free the attachment's address: the address file first, then the owner link (a kill in
-        between leaves a dangling link the next DEL removes), then a temporary file a killed
-        writer left. Without a usable owner link, the address files are searched for the
-        owner they record. This also ends a DEL recorded by `mark_deleting`."""
-        reservation = self.find(container_id, ifname)
-        found = (
-            [reservation] if reservation is not None else self._recorded_for(container_id, ifname)
-        )
+    def release(self, container_id: str, ifname: str) -> list[Reservation]:
+        """Free the attachment's addresses, of every family (what was freed, IPv4 first): each
+        address file first, then its owner link (a kill in between leaves a dangling link the
+        next DEL removes), then a temporary file a killed writer left. Without any usable owner
+        link (an older version made none), the address files are searched for the owner
+        they record. This also ends a DEL recorded by `mark_deleting`."""
+        found = self.find_all(container_id, ifname) or self._recorded_for(container_id, ifname)
         for each in found:
             _unlink_quietly(self._path(str(each.address)))
-        _unlink_quietly(self._path(_owner_name(container_id, ifname)))
+        for version in VERSIONS:
+            _unlink_quietly(self._path(_owner_name(container_id, ifname, version)))
         _unlink_quietly(self._path(TEMP_FILE))
         _unlink_quietly(self._path(_deleting_name(container_id, ifname)))
-        return found[0] if found else None
+        return sorted(found, key=_version_of)
 
     def _recorded_for(self, container_id: str, ifname: str) -> list[Reservation]:
         """Reservations recording this owner among the address files no owner link leads to
@@ -247,14 +261,14 @@ class AddressStore:
         released = []
         for name, reservation in self._address_files():
             if reservation is None:
-                reservation = Reservation(IPv4Address(name), "", "")
+                reservation = Reservation(ip_address(name), "", "")
             elif not stale(reservation):
                 continue
             _unlink_quietly(self._path(name))
             if reservation.container_id:
-                _unlink_quietly(
-                    self._path(_owner_name(reservation.container_id, reservation.ifname))
-                )
+                version = reservation.address.version
+                owner = _owner_name(reservation.container_id, reservation.ifname, version)
+                _unlink_quietly(self._path(owner))
             released.append(reservation)
         self._remove_debris()
         return released
@@ -264,7 +278,7 @@ class AddressStore:
             path = self._path(name)
             if name.startswith(".") and name.endswith(".tmp"):
                 _unlink_quietly(path)  # also the randomly named ones of earlier versions
-            elif name.startswith(OWNER_PREFIX):
+            elif name.startswith((OWNER_PREFIX, OWNER6_PREFIX)):
                 try:
                     target = os.path.basename(os.readlink(path))
                 except OSError:
@@ -298,7 +312,7 @@ class AddressStore:
         try:
             data = fastjson.loads(_read_regular(self._path(name)))
             return Reservation(
-                address=IPv4Address(name),
+                address=ip_address(name),
                 container_id=str(data["containerID"]),
                 ifname=str(data["ifname"]),
                 netns=str(data.get("netns", "")),
@@ -347,26 +361,37 @@ class AddressStore:
         os.close(fd)
         return temp
 
-    def _last_reserved(self, address_range: AddressRange) -> IPv4Address | None:
+    def _last_reserved(self, address_range: AddressRange) -> Address | None:
+        text = _read_text(self._path(_last_reserved_name(address_range.version)))
         try:
-            last = IPv4Address(_read_text(self._path(LAST_RESERVED)))
+            last = ip_address(text)
         except ValueError:
             return None
-        return last if address_range.first <= last <= address_range.last else None
+        inside = int(address_range.first) <= int(last) <= int(address_range.last)
+        return last if last.version == address_range.version and inside else None
 
 
-def _round_robin(address_range: AddressRange, last: IPv4Address | None) -> Iterator[IPv4Address]:
+def _round_robin(address_range: AddressRange, last: Address | None) -> Iterator[Address]:
     first, end = int(address_range.first), int(address_range.last)
     start = first if last is None else int(last) + 1
     count = end - first + 1
+    make = type(address_range.first)
     for step in range(count):
-        candidate = IPv4Address(first + (start - first + step) % count)
+        candidate = make(first + (start - first + step) % count)
         if candidate != address_range.gateway:
             yield candidate
 
 
-def _owner_name(container_id: str, ifname: str) -> str:
-    return _attachment_file(OWNER_PREFIX, container_id, ifname)
+def _last_reserved_name(version: int) -> str:
+    return LAST_RESERVED6 if version == 6 else LAST_RESERVED
+
+
+def _version_of(reservation: Reservation) -> int:
+    return reservation.address.version
+
+
+def _owner_name(container_id: str, ifname: str, version: int = 4) -> str:
+    return _attachment_file(OWNER6_PREFIX if version == 6 else OWNER_PREFIX, container_id, ifname)
 
 
 def _deleting_name(container_id: str, ifname: str) -> str:
@@ -385,7 +410,7 @@ def _attachment_file(prefix: str, container_id: str, ifname: str) -> str:
 
 def _is_address(name: str) -> bool:
     try:
-        IPv4Address(name)
+        ip_address(name)
     except ValueError:
         return False
     return True

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from minicni.net.wire import IPAddress, IPNetwork
 
 _IFADDRMSG = IFADDRMSG
+IFA_F_NODAD = 0x02
+"""An IPv6 address usable at once: no duplicate address detection (1-2 s of `tentative`, in
+which nothing can be sent from it). The addresses minicni adds are its own to hand out."""
 
 
 class KernelAddress(Record):
@@ -76,9 +79,12 @@ def dump_addresses(rtnl: Rtnl, family: int = wire.AF_INET, index: int = 0) -> li
 
 
 def address_request(index: int, address: str, prefixlen: int) -> bytes:
+    """RTM_NEWADDR or RTM_DELADDR of `address/prefixlen` on link `index`; an IPv6 address is
+    added without duplicate address detection (IFA_F_NODAD)."""
     packed = ip_address(address).packed
     family = wire.AF_INET if len(packed) == 4 else wire.AF_INET6
-    body = IFADDRMSG.pack(family, prefixlen, 0, 0, index)
+    flags = IFA_F_NODAD if family == wire.AF_INET6 else 0
+    body = IFADDRMSG.pack(family, prefixlen, flags, 0, index)
     # IFA_LOCAL is the address itself; IFA_ADDRESS the peer, the same on a broadcast link.
     if family == wire.AF_INET:
         body += attr(IFA_LOCAL, packed)
@@ -97,17 +103,25 @@ def ensure_address(
     prefixlen: int,
     present: Iterable[KernelAddress] | None = None,
 ) -> AddressChanges:
-    """Make `address/prefixlen` the only IPv4 address of link `index`.
+    """Make `address/prefixlen` the only address of its family on link `index` (IPv6 link-local
+    addresses, the kernel's own, are left alone).
 
     A node whose pod CIDR changed keeps the old gateway address on its bridge; rather than fail
     every pod with "already has an IP address different from ..." the stale one is replaced.
-    `present`: the IPv4 addresses as the caller dumped them already; else they are dumped here.
+    `present`: the addresses of that family as the caller dumped them already; else they are
+    dumped here.
     """
     wanted = f"{address}/{prefixlen}"
+    version = 6 if ":" in address else 4
     removed: list[str] = []
     found = False
-    for existing in dump_addresses(rtnl, index=index) if present is None else present:
-        if existing.ifindex != index or existing.network.version != 4:
+    if present is None:
+        family = wire.AF_INET6 if version == 6 else wire.AF_INET
+        present = dump_addresses(rtnl, family, index)
+    for existing in present:
+        if existing.ifindex != index or existing.network.version != version:
+            continue
+        if version == 6 and existing.local.is_link_local:
             continue
         if existing.cidr == wanted:
             found = True

@@ -40,6 +40,7 @@ from minicni.net.codes import (
     IFLA_VXLAN_ID,
     IFLA_VXLAN_LINK,
     IFLA_VXLAN_LOCAL,
+    IFLA_VXLAN_LOCAL6,
     IFLA_VXLAN_PORT,
     VETH_INFO_PEER,
 )
@@ -49,7 +50,7 @@ from minicni.record import Record
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from typing import Any
 
 DEFAULT_MTU = 1500
@@ -226,12 +227,18 @@ def _u32(value: bytes | None) -> int | None:
     return None if value is None else int(wire.U32.unpack(value)[0])
 
 
+def _vxlan_local(packed: bytes) -> str:
+    if len(packed) == 4:
+        return ".".join(str(octet) for octet in packed)
+    return str(wire.address(packed))
+
+
 def _vxlan_from(data: dict[int, bytes]) -> Vxlan:
-    local = data.get(IFLA_VXLAN_LOCAL)
+    local = data.get(IFLA_VXLAN_LOCAL) or data.get(IFLA_VXLAN_LOCAL6)
     port = data.get(IFLA_VXLAN_PORT)
     return Vxlan(
         vni=_u32(data.get(IFLA_VXLAN_ID)),
-        local=".".join(str(octet) for octet in local) if local else None,
+        local=_vxlan_local(local) if local else None,
         underlay=_u32(data.get(IFLA_VXLAN_LINK)),
         port=int(wire.BE16.unpack(port)[0]) if port else None,
     )
@@ -428,27 +435,29 @@ def bring_up_port(rtnl: Rtnl, index: int, hairpin: bool, alias: str = "") -> Non
 def configure_pod_interface(
     rtnl: Rtnl,
     index: int,
-    address: str,
-    prefixlen: int,
-    gateway: str | None,
+    pod_addresses: Sequence[tuple[str, int]],
+    gateways: Sequence[str] = (),
     alias: str = "",
     *,
     ipv6: bool = False,
 ) -> None:
-    """The pod's address, the link up (with the attachment's mark as alias, in the same
-    request), and its default route via `gateway` (when given).
+    """The pod's addresses (address, prefix length: one per family), the link up (with the
+    attachment's mark as alias, in the same request), and a default route via each of
+    `gateways` (one per family). An IPv6 address is added without duplicate address detection,
+    so it is usable at once, with no sysctl in the pod.
 
     `ipv6` False (a network without an IPv6 range): the interface comes up with IPv6 address
     generation off, so it has no link-local address and sends no DAD, MLD or router
     solicitation, which the bridge would otherwise flood to every other pod on the node. The
-    pod's loopback keeps ::1.
+    pod's loopback keeps ::1. True (the pod has an IPv6 address): the link-local stays, as
+    on any IPv6 host.
     """
-    rtnl.request(
-        addresses.address_request(index, address, prefixlen), wire.RTM_NEWADDR, wire.CREATE_NEW
-    )
+    for address, prefixlen in pod_addresses:
+        request = addresses.address_request(index, address, prefixlen)
+        rtnl.request(request, wire.RTM_NEWADDR, wire.CREATE_NEW)
     up = link_body(index, up=True, attrs=_alias(alias) + (b"" if ipv6 else _ipv6_off()))
     rtnl.request(up, wire.RTM_NEWLINK)
-    if gateway is not None:
+    for gateway in gateways:
         route = routes.default_route_request(gateway, index, protocol=RTPROT_STATIC)
         try:
             rtnl.request(route, wire.RTM_NEWROUTE, wire.CREATE_NEW)
@@ -460,10 +469,16 @@ def configure_pod_interface(
 
 def vxlan_request(name: str, vxlan: Vxlan, mac: str, mtu: int) -> Any:
     """The agent's: a VXLAN link (down, learning off: every FDB entry is set by us) for
-    RTM_NEWLINK, as a pyroute2 ifinfmsg."""
+    RTM_NEWLINK, as a pyroute2 ifinfmsg; its local address (IPv4 or IPv6) says which underlay
+    family carries it."""
+    local = (
+        "IFLA_VXLAN_LOCAL6"
+        if vxlan.local is not None and ":" in vxlan.local
+        else "IFLA_VXLAN_LOCAL"
+    )
     data = [
         ("IFLA_VXLAN_ID", vxlan.vni),
-        ("IFLA_VXLAN_LOCAL", vxlan.local),
+        (local, vxlan.local),
         ("IFLA_VXLAN_LINK", vxlan.underlay),
         ("IFLA_VXLAN_PORT", vxlan.port),
         ("IFLA_VXLAN_LEARNING", 0),

@@ -59,10 +59,10 @@ class KernelRoute(Record):
         self.table = table
 
     @property
-    def dst_key(self) -> tuple[int, int, int]:
-        """(table, network address, prefix length) as integers: cheap to hash and compare, for
-        diffs over thousands of routes."""
-        return self.table, int(self.dst.network_address), self.dst.prefixlen
+    def dst_key(self) -> tuple[int, int, int, int]:
+        """(table, IP version, network address, prefix length) as integers: cheap to hash and
+        compare, for diffs over thousands of routes."""
+        return self.table, self.dst.version, int(self.dst.network_address), self.dst.prefixlen
 
 
 def dump_routes(
@@ -190,9 +190,10 @@ def has_route(rtnl: Rtnl, dst: str, gateway: str | None) -> bool:
 
 
 def default_route_ifindex(rtnl: Rtnl) -> int | None:
-    """The interface of the main table's IPv4 default route (one without a device, a multipath
-    route, does not count)."""
-    for route in dump_routes(rtnl):
-        if route.dst.prefixlen == 0 and route.oif:
-            return route.oif
+    """The interface of the main table's IPv4 default route, else (an IPv6-only node) of the
+    IPv6 one (one without a device, a multipath route, does not count)."""
+    for family in (wire.AF_INET, wire.AF_INET6):
+        for route in dump_routes(rtnl, family=family):
+            if route.dst.prefixlen == 0 and route.oif:
+                return route.oif
     return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
+from ipaddress import ip_network
 from typing import Any
 
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
@@ -33,7 +33,7 @@ class KernelRule:
     name without FRA_, lower case), to delete exactly this rule."""
 
     priority: int
-    src: IPv4Network | None
+    src: wire.IPNetwork | None
     table: int
     action: int
     protocol: int
@@ -51,7 +51,7 @@ def kernel_rule(header: Mapping[str, int], attrs: Iterable[tuple[str, Any]]) -> 
         elif name not in _PLAIN_ATTRS:
             selective = True
     src_len = header["src_len"]
-    src = IPv4Network(f"{values['FRA_SRC']}/{src_len}") if src_len else None
+    src = ip_network(f"{values['FRA_SRC']}/{src_len}") if src_len else None
     fields = {name: header[name] for name in _HEADER}
     fields.update({name[4:].lower(): value for name, value in values.items()})
     priority = int(values.get("FRA_PRIORITY", 0))
@@ -68,6 +68,7 @@ def kernel_rule(header: Mapping[str, int], attrs: Iterable[tuple[str, Any]]) -> 
 
 
 def dump_rules(rtnl: Rtnl, family: int = wire.AF_INET) -> list[KernelRule]:
+    """The rules of `family` (AF_INET or AF_INET6: the kernel keeps one list per family)."""
     request = fibmsg()
     request["family"] = family
     return [
@@ -76,11 +77,16 @@ def dump_rules(rtnl: Rtnl, family: int = wire.AF_INET) -> list[KernelRule]:
 
 
 def rule_request(
-    src: IPv4Network, *, table: int, priority: int, protocol: int, action: int = wire.FR_ACT_TO_TBL
+    src: wire.IPNetwork,
+    *,
+    table: int,
+    priority: int,
+    protocol: int,
+    action: int = wire.FR_ACT_TO_TBL,
 ) -> Any:
-    """`from <src> lookup <table>` at `priority`, for RTM_NEWRULE."""
+    """`from <src> lookup <table>` at `priority`, for RTM_NEWRULE (in `src`'s family's list)."""
     msg = fibmsg()
-    msg["family"] = wire.AF_INET
+    msg["family"] = wire.AF_INET6 if src.version == 6 else wire.AF_INET
     msg["src_len"] = src.prefixlen
     msg["action"] = action
     msg["table"] = table if table < 256 else wire.RT_TABLE_COMPAT

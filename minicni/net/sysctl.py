@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+FORWARDING = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
+"""The forwarding switch of each IP version."""
+
 
 def _path(key: str) -> str:
     return "/proc/sys/" + key.replace(".", "/")

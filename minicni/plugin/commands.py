@@ -22,7 +22,7 @@ from minicni.ipam.store import AddressStore, RangeFullError
 from minicni.log import log
 from minicni.net import addresses, links, routes
 from minicni.net.rtnl import Rtnl
-from minicni.net.sysctl import ensure_sysctl
+from minicni.net.sysctl import FORWARDING, ensure_sysctl
 from minicni.net.wire import NetlinkError
 from minicni.plugin.config import parse_netconf
 from minicni.plugin.result import add_result
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from minicni.cni.skel import Request
+    from minicni.ipam.range import AddressRange
     from minicni.ipam.store import Reservation
     from minicni.plugin.config import NetConf
     from minicni.plugin.context import CommandContext, PodNetns
@@ -86,7 +87,7 @@ def add(request: Request, ctx: CommandContext) -> dict[str, Any]:
                     request.netns,
                 )
         undo = stack.enter_context(ExitStack())
-        reservation = _reserve(conf, request)
+        reservations = _reserve(conf, request)
         undo.callback(_release, conf, request)
         bridge = _ensure_bridge(host, conf, ctx)
         host_name = links.host_veth_name(request.container_id, request.ifname)
@@ -103,9 +104,8 @@ def add(request: Request, ctx: CommandContext) -> dict[str, Any]:
             links.configure_pod_interface(
                 pod,
                 pod_end.index,
-                str(reservation.address),
-                conf.range.subnet.prefixlen,
-                str(conf.range.gateway) if conf.is_default_gateway else None,
+                [(str(r.address), rng.subnet.prefixlen) for r, rng in reservations],
+                [str(rng.gateway) for rng in conf.ranges] if conf.is_default_gateway else [],
                 alias,
                 ipv6=conf.has_ipv6,
             )
@@ -114,25 +114,37 @@ def add(request: Request, ctx: CommandContext) -> dict[str, Any]:
             "ADD %s/%s: %s on %s",
             request.container_id,
             request.ifname,
-            reservation.address,
+            " ".join(str(r.address) for r, _ in reservations),
             host_name,
         )
-        return add_result(conf, request, reservation, bridge, host_end, pod_end)
+        return add_result(conf, request, [r for r, _ in reservations], bridge, host_end, pod_end)
     raise AssertionError("unreachable")
 
 
-def _reserve(conf: NetConf, request: Request) -> Reservation:
+def _reserve(conf: NetConf, request: Request) -> list[tuple[Reservation, AddressRange]]:
+    """An address of each family, under one lock: if one range is full, the other's address is
+    released before the error (the caller's undo releases both after a later failure)."""
     with step(f"reserving an address in {conf.store_dir}"), _store(conf).locked() as store:
         for stale in store.sweep_previous_boots():
             log.info(
                 "released %s of %s: reserved before this boot", stale.address, stale.container_id
             )
+        reserved = []
         try:
-            return store.reserve(conf.range, request.container_id, request.ifname, request.netns)
+            for address_range in conf.ranges:
+                reservation = store.reserve(
+                    address_range, request.container_id, request.ifname, request.netns
+                )
+                reserved.append((reservation, address_range))
         except RangeFullError as exc:
+            store.release(request.container_id, request.ifname)
             raise CniError(
                 errors.ADDRESS_RANGE_FULL, "no address left for the pod", str(exc)
             ) from None
+        except BaseException:
+            store.release(request.container_id, request.ifname)
+            raise
+        return reserved
 
 
 def _create_veth_pair(
@@ -212,27 +224,32 @@ def _is_ours(
     return ours
 
 
-def _release(conf: NetConf, request: Request) -> Reservation | None:
+def _release(conf: NetConf, request: Request) -> list[Reservation]:
     return _release_attachment(conf, request.container_id, request.ifname)
 
 
-def _release_attachment(conf: NetConf, container_id: str, ifname: str) -> Reservation | None:
+def _release_attachment(conf: NetConf, container_id: str, ifname: str) -> list[Reservation]:
     with _store(conf).locked() as store:
         return store.release(container_id, ifname)
 
 
 def _ensure_bridge(host: Rtnl, conf: NetConf, ctx: CommandContext) -> links.Link:
+    """The bridge, holding the gateway of each family (an IPv6 one without duplicate address
+    detection: pods use it at once), and forwarding on for each family (in-process; served, the
+    agent's server checked it before it took the request)."""
     with step(f"setting up bridge {conf.bridge}"):
         bridge = links.ensure_bridge(host, conf.bridge)
         if conf.is_default_gateway:
-            changes = addresses.ensure_address(
-                host, bridge.index, str(conf.range.gateway), conf.range.subnet.prefixlen
-            )
-            if changes.removed:
-                log.warning("removed stale addresses %s from %s", changes.removed, conf.bridge)
-    if ctx.writes_sysctls:  # the agent's server checked it before taking the request
-        with step("enabling IPv4 forwarding"):
-            ensure_sysctl("net.ipv4.ip_forward", "1")
+            for address_range in conf.ranges:
+                changes = addresses.ensure_address(
+                    host, bridge.index, str(address_range.gateway), address_range.subnet.prefixlen
+                )
+                if changes.removed:
+                    log.warning("removed stale addresses %s from %s", changes.removed, conf.bridge)
+    if ctx.writes_sysctls:
+        for version in conf.versions:
+            with step(f"enabling IPv{version} forwarding"):
+                ensure_sysctl(FORWARDING[version], "1")
     return bridge
 
 
@@ -304,12 +321,12 @@ def _finish_served_delete(
     _log_released(container_id, ifname, released)
 
 
-def _log_released(container_id: str, ifname: str, released: Reservation | None) -> None:
+def _log_released(container_id: str, ifname: str, released: list[Reservation]) -> None:
     log.info(
         "DEL %s/%s: released %s",
         container_id,
         ifname,
-        released.address if released else "nothing",
+        " ".join(str(r.address) for r in released) or "nothing",
     )
 
 
@@ -402,12 +419,18 @@ def check(request: Request, ctx: CommandContext) -> None:
                     f"route {route['dst']} via {route.get('gw')} is missing in the container"
                 )
     with step("reading the reservation"), _store(conf).locked() as store:
-        reservation = store.find(request.container_id, request.ifname)
-    if reservation is None:
-        _check_failed(f"no address is reserved for {request.container_id}/{request.ifname}")
-    assert reservation is not None
-    if not any(ip["address"].split("/")[0] == str(reservation.address) for ip in expected_ips):
-        _check_failed(f"the reserved address {reservation.address} is not in prevResult")
+        reservations = store.find_all(request.container_id, request.ifname)
+    reserved: dict[int, Reservation] = {r.address.version: r for r in reservations}
+    for address_range in conf.ranges:
+        family = f"IPv{address_range.version}"
+        reservation = reserved.get(address_range.version)
+        if reservation is None:
+            _check_failed(
+                f"no {family} address is reserved for {request.container_id}/{request.ifname}"
+            )
+        assert reservation is not None
+        if not any(ip["address"].split("/")[0] == str(reservation.address) for ip in expected_ips):
+            _check_failed(f"the reserved address {reservation.address} is not in prevResult")
     host_name = links.host_veth_name(request.container_id, request.ifname)
     with step("reading the host veth"), open_host_netlink() as host:
         host_end = links.find_link(host, host_name)

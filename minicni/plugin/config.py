@@ -2,12 +2,16 @@
 
 Unknown keys are ignored (runtimes add `runtimeConfig`, `args`, `prevResult`...); a known key with a
 bad value is code 7 naming the key, a value minicni deliberately does not support is code 2.
+
+A network has one address range per IP family: `subnet` is a CIDR, or a list of one CIDR per
+family (dual-stack: `["10.244.1.0/24", "fd00:10:244:1::/64"]`); host-local's `ipam.ranges` holds
+one range set per family, each of one range. The pod gets an address of each.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network, ip_address
 
 from minicni import defaults
 from minicni.cni.errors import INVALID_NETWORK_CONFIG, UNSUPPORTED_FIELD, CniError, invalid_config
@@ -19,6 +23,8 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import ty
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
+
+    from minicni.ipam.range import Address, Network
 
 _PATH_MAX = 4095  # bytes, without the terminating NUL
 _BUILTIN_IPAM_TYPES = ("", defaults.PLUGIN_NAME, "host-local")
@@ -35,7 +41,7 @@ class NetConf(Record):
         "mtu",
         "name",
         "prev_result",
-        "range",
+        "ranges",
     )
 
     def __init__(
@@ -43,7 +49,7 @@ class NetConf(Record):
         name: str,
         cni_version: str,
         bridge: str,
-        range: AddressRange,
+        ranges: tuple[AddressRange, ...],
         mtu: int | None,  # None: take the MTU of the default-route interface
         hairpin: bool,
         is_default_gateway: bool,
@@ -54,7 +60,8 @@ class NetConf(Record):
         self.name = name
         self.cni_version = cni_version
         self.bridge = bridge
-        self.range = range
+        self.ranges = ranges
+        """One per IP family, in the config's order: an address of each goes to the pod."""
         self.mtu = mtu
         self.hairpin = hairpin
         self.is_default_gateway = is_default_gateway
@@ -69,8 +76,13 @@ class NetConf(Record):
     @property
     def has_ipv6(self) -> bool:
         """Whether pods get an IPv6 address: then their interface keeps IPv6 address generation
-        (its link-local address). IPv4 only for now; dual-stack (issue 13) turns this on."""
-        return False
+        (its link-local address); a pod of an IPv4-only network comes up without it."""
+        return any(address_range.version == 6 for address_range in self.ranges)
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """The IP versions pods get an address of, in the config's order."""
+        return tuple(address_range.version for address_range in self.ranges)
 
 
 def parse_netconf(raw: Mapping[str, Any]) -> NetConf:
@@ -94,7 +106,7 @@ def parse_netconf(raw: Mapping[str, Any]) -> NetConf:
         name=name,
         cni_version=str(raw.get("cniVersion", "")),
         bridge=bridge,
-        range=_address_range(raw),
+        ranges=_address_ranges(raw),
         mtu=_optional_mtu(raw),
         hairpin=_bool(raw, "hairpinMode", True),
         is_default_gateway=_bool(raw, "isDefaultGateway", True),
@@ -159,7 +171,7 @@ def log_file_problem(value: object) -> str | None:
     return path_problem(value)
 
 
-def _address_range(raw: Mapping[str, Any]) -> AddressRange:
+def _address_ranges(raw: Mapping[str, Any]) -> tuple[AddressRange, ...]:
     ipam = raw.get("ipam", {})
     if not isinstance(ipam, dict):
         raise invalid_config("ipam", ipam, "must be an object")
@@ -179,15 +191,44 @@ def _address_range(raw: Mapping[str, Any]) -> AddressRange:
                 INVALID_NETWORK_CONFIG,
                 "invalid network config: subnet is required (or host-local-style ipam.ranges)",
             )
-        return _range_from({"subnet": raw["subnet"]}, "subnet")
-    if not isinstance(ranges, list) or len(ranges) != 1:
-        raise CniError(UNSUPPORTED_FIELD, "unsupported field: ipam.ranges", "exactly one range set")
-    range_set = ranges[0]
-    if not isinstance(range_set, list) or len(range_set) != 1 or not isinstance(range_set[0], dict):
+        return _ranges_from_subnet(raw["subnet"])
+    if not isinstance(ranges, list) or not 1 <= len(ranges) <= 2:
         raise CniError(
-            UNSUPPORTED_FIELD, "unsupported field: ipam.ranges[0]", "exactly one IPv4 range"
+            UNSUPPORTED_FIELD, "unsupported field: ipam.ranges", "one range set per IP family"
         )
-    return _range_from(range_set[0], "ipam.ranges[0][0].subnet")
+    found = []
+    for position, range_set in enumerate(ranges):
+        if (
+            not isinstance(range_set, list)
+            or len(range_set) != 1
+            or not isinstance(range_set[0], dict)
+        ):
+            raise CniError(
+                UNSUPPORTED_FIELD,
+                f"unsupported field: ipam.ranges[{position}]",
+                "exactly one range in each range set",
+            )
+        found.append(_range_from(range_set[0], f"ipam.ranges[{position}][0].subnet"))
+    return _one_per_family(found, "ipam.ranges")
+
+
+def _ranges_from_subnet(value: object) -> tuple[AddressRange, ...]:
+    if not isinstance(value, list):
+        return (_range_from({"subnet": value}, "subnet"),)
+    if not 1 <= len(value) <= 2:
+        raise invalid_config("subnet", value, "must be a CIDR, or a list of one CIDR per family")
+    found = [_range_from({"subnet": item}, f"subnet[{i}]") for i, item in enumerate(value)]
+    return _one_per_family(found, "subnet")
+
+
+def _one_per_family(found: list[AddressRange], key: str) -> tuple[AddressRange, ...]:
+    if len({r.version for r in found}) != len(found):
+        raise CniError(
+            UNSUPPORTED_FIELD,
+            f"unsupported field: {key}",
+            f"one range per IP family, got two of IPv{found[0].version}",
+        )
+    return tuple(found)
 
 
 def _range_from(spec: Mapping[str, Any], subnet_key: str) -> AddressRange:
@@ -197,18 +238,20 @@ def _range_from(spec: Mapping[str, Any], subnet_key: str) -> AddressRange:
     except ValueError:
         subnet = None
     if subnet is None:
-        raise invalid_config(subnet_key, value, "must be an IPv4 CIDR such as 10.244.1.0/24")
-    if not isinstance(subnet, IPv4Network):
-        raise CniError(UNSUPPORTED_FIELD, f"unsupported field: {subnet_key}", "IPv4 only")
-    if subnet.prefixlen > 30:
-        raise invalid_config(subnet_key, value, "prefix must be /30 or larger")
+        raise invalid_config(
+            subnet_key, value, "must be a CIDR such as 10.244.1.0/24 or fd00:10:244:1::/64"
+        )
+    longest = 30 if isinstance(subnet, IPv4Network) else 126
+    if subnet.prefixlen > longest:
+        raise invalid_config(subnet_key, value, f"prefix must be /{longest} or larger")
     hosts_first = subnet.network_address + 1
-    hosts_last = subnet.broadcast_address - 1
+    # IPv4's last address is the broadcast address; IPv6 has none (host-local hands it out too)
+    hosts_last = subnet.broadcast_address - (1 if isinstance(subnet, IPv4Network) else 0)
     base = subnet_key.rsplit(".", 1)[0] if "." in subnet_key else ""
     gateway = _address_in(spec, "gateway", subnet, base, default=hosts_first)
     first = _address_in(spec, "rangeStart", subnet, base, default=hosts_first)
     last = _address_in(spec, "rangeEnd", subnet, base, default=hosts_last)
-    if first > last:
+    if int(first) > int(last):
         raise invalid_config(f"{base}.rangeStart", str(first), "is after rangeEnd")
     if first == last == gateway:
         raise invalid_config(subnet_key, value, "the range holds no address besides the gateway")
@@ -216,15 +259,21 @@ def _range_from(spec: Mapping[str, Any], subnet_key: str) -> AddressRange:
 
 
 def _address_in(
-    spec: Mapping[str, Any], key: str, subnet: IPv4Network, base: str, default: IPv4Address
-) -> IPv4Address:
+    spec: Mapping[str, Any], key: str, subnet: Network, base: str, default: Address
+) -> Address:
     if key not in spec:
         return default
     full_key = f"{base}.{key}" if base else key
+    family = f"an IPv{subnet.version} address"
     try:
-        address = IPv4Address(spec[key] if isinstance(spec[key], str) else "")
+        address = ip_address(spec[key] if isinstance(spec[key], str) else "")
     except ValueError:
-        raise invalid_config(full_key, spec[key], "must be an IPv4 address") from None
-    if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+        raise invalid_config(full_key, spec[key], f"must be {family}") from None
+    if address.version != subnet.version:
+        raise invalid_config(full_key, spec[key], f"must be {family}")
+    reserved = {subnet.network_address}
+    if isinstance(subnet, IPv4Network):
+        reserved.add(subnet.broadcast_address)
+    if address not in subnet or address in reserved:
         raise invalid_config(full_key, spec[key], f"must be a host address inside {subnet}")
     return address

@@ -17,6 +17,7 @@ from typing import NamedTuple
 from minicni.cni import skel
 from minicni.cni.errors import CniError
 from minicni.log import log
+from minicni.net.sysctl import FORWARDING, read_sysctl
 from minicni.plugin import context
 from minicni.plugin.main import Commands
 
@@ -41,24 +42,38 @@ def serve(env: Mapping[str, str], stdin: bytes, pod_socket: int | None, netns_er
     return Served(code, out, ctx.deferred if code == 0 else [])
 
 
-def store_outside(stdin: bytes, data_dir: str) -> str | None:
-    """Why the agent cannot serve this config: its address store (dataDir) lies outside the
-    agent's data dir, the only one it shares with the host (the DaemonSet mounts it). None when it
-    can, also for a config that does not parse: its error is the same on either path."""
+class Refusal(NamedTuple):
+    reason: str  # the refusals metric's label, and the shim's log
+    detail: str
+
+
+def refusal(command: str, stdin: bytes, data_dir: str) -> Refusal | None:
+    """Why the agent cannot serve this request (the shim then runs it in-process), else None:
+    the config's address store (dataDir) lies outside the agent's data dir, the only one it shares
+    with the host (the DaemonSet mounts it); or an ADD while forwarding of a family the network has
+    (IPv4, and IPv6 for a network with an IPv6 range) is off, which the in-process plugin turns on
+    and the agent, with /proc/sys read-only, cannot. A config that does not parse is served: its
+    error is the same on either path."""
     try:
-        config = json.loads(stdin)
+        config = json.loads(stdin) if stdin else None
         if not isinstance(config, dict) or "name" not in config:
             return None
         from minicni.plugin.config import parse_netconf
 
-        wanted = parse_netconf(config).data_dir
+        conf = parse_netconf(config)
     except (ValueError, RecursionError, CniError):
         return None
     root = os.path.normpath(data_dir)
-    store = os.path.normpath(wanted)
-    if store == root or store.startswith(root.rstrip("/") + "/"):
-        return None
-    return f"dataDir {wanted} is outside the agent's {data_dir}"
+    store = os.path.normpath(conf.data_dir)
+    if store != root and not store.startswith(root.rstrip("/") + "/"):
+        return Refusal("dataDir", f"dataDir {conf.data_dir} is outside the agent's {data_dir}")
+    if command == "ADD":
+        for version in conf.versions:
+            key = FORWARDING[version]
+            if read_sysctl(key) != "1":
+                reason = "ip_forward" if version == 4 else "ipv6_forwarding"
+                return Refusal(reason, f"{key} is off; the agent does not write it")
+    return None
 
 
 def finish_recorded_deletes(data_dir: str) -> list[str]:

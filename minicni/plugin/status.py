@@ -13,7 +13,8 @@ from minicni.plugin.config import parse_netconf
 
 
 def status(request: Request) -> None:
-    """Ready to serve ADD: the config is valid, the store is usable and has a free address."""
+    """Ready to serve ADD: the config is valid, the store is usable and has a free address of
+    each family."""
     try:
         conf = parse_netconf(request.config)
     except CniError as err:
@@ -22,12 +23,16 @@ def status(request: Request) -> None:
         with AddressStore(conf.store_dir).locked() as store:
             if not os.access(store.directory, os.W_OK):
                 raise PermissionError(f"{store.directory} is not writable")
-            used = len(store.reservations())
+            reserved = store.reservations()
     except OSError as exc:
         raise CniError(
             errors.NOT_AVAILABLE, f"address store {conf.store_dir} is unusable", str(exc)
         ) from None
-    if used >= conf.range.size:
-        raise CniError(
-            errors.NOT_AVAILABLE, "no free address left", f"{used} of {conf.range.size} reserved"
-        )
+    for address_range in conf.ranges:
+        used = sum(1 for r in reserved if r.address.version == address_range.version)
+        if used >= address_range.size:
+            raise CniError(
+                errors.NOT_AVAILABLE,
+                "no free address left",
+                f"{used} of {address_range.size} IPv{address_range.version} addresses reserved",
+            )

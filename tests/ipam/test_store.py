@@ -117,8 +117,8 @@ def test_release(store: AddressStore) -> None:
     rng = address_range()
     r = reserve(store, rng, "c1")
     with store.locked():
-        assert store.release("c1", "eth0") == r
-        assert store.release("c1", "eth0") is None
+        assert store.release("c1", "eth0") == [r]
+        assert store.release("c1", "eth0") == []
         assert store.find("c1", "eth0") is None
         assert store.reservations() == []
     left = sorted(os.listdir(store.directory))
@@ -128,7 +128,7 @@ def test_release(store: AddressStore) -> None:
 def test_release_of_unknown_owner_on_a_fresh_store(tmp_path: Path) -> None:
     fresh = AddressStore(str(tmp_path / "never-used"), boot_id="b")
     with fresh.locked():
-        assert fresh.release("nobody", "eth0") is None
+        assert fresh.release("nobody", "eth0") == []
         assert fresh.reservations() == []
 
 
@@ -204,7 +204,7 @@ def test_long_container_id(store: AddressStore) -> None:
     with store.locked():
         assert store.find(cid, "eth0") == r
         assert store.find("c" * 299, "eth0") is None
-        assert store.release(cid, "eth0") == r
+        assert store.release(cid, "eth0") == [r]
         assert store.reservations() == []
 
 
@@ -259,6 +259,76 @@ def test_concurrent_reservations_from_several_processes(tmp_path: Path) -> None:
         owners = {(r.container_id, str(r.address)) for r in store.reservations()}
     assert len(owners) == workers * each
     assert {a for _, a in owners} == set(addresses)
+
+
+# -- dual-stack: an address of each family per attachment ----------------------------------------
+def range6(cidr: str = "fd00:1::/125") -> AddressRange:
+    from ipaddress import IPv6Network
+
+    subnet = IPv6Network(cidr)
+    return AddressRange(subnet, subnet[1], subnet[-1], subnet[1])
+
+
+def test_each_family_has_its_own_owner_link_and_round_robin(store: AddressStore) -> None:
+    from minicni.ipam.store import LAST_RESERVED6
+
+    four, six = address_range(), range6()
+    with store.locked():
+        a4 = store.reserve(four, "c1", "eth0", "/n")
+        a6 = store.reserve(six, "c1", "eth0", "/n")
+        assert (str(a4.address), str(a6.address)) == ("10.1.0.2", "fd00:1::2")
+        assert store.find("c1", "eth0") == a4 and store.find("c1", "eth0", 6) == a6
+        assert store.find_all("c1", "eth0") == [a4, a6]
+        assert store.reserve(six, "c1", "eth0", "/n") == a6  # the same owner, the same address
+        store.release("c1", "eth0")
+        b6 = store.reserve(six, "c2", "eth0", "/n")
+    assert str(b6.address) == "fd00:1::3"  # IPv6's round robin goes on from fd00:1::2
+    names = set(os.listdir(store.directory))
+    assert {"fd00:1::3", "owner6-c2@eth0", LAST_RESERVED6} <= names
+    assert Path(store.directory, LAST_RESERVED).read_text().strip() == "10.1.0.2"
+    assert Path(store.directory, LAST_RESERVED6).read_text().strip() == "fd00:1::3"
+
+
+def test_releasing_an_attachment_frees_both_families_and_sweeps_see_both(
+    store: AddressStore,
+) -> None:
+    with store.locked():
+        store.reserve(address_range(), "c1", "eth0", "/n")
+        store.reserve(range6(), "c1", "eth0", "/n")
+        keep = store.reserve(range6(), "c2", "eth0", "/n")
+        released = store.release("c1", "eth0")
+        assert [str(r.address) for r in released] == ["10.1.0.2", "fd00:1::2"]
+        assert store.reservations() == [keep]
+        gone = store.release_where(lambda r: r.container_id == "c2")
+        assert gone == [keep] and store.find("c2", "eth0", 6) is None
+    assert not [n for n in os.listdir(store.directory) if n.startswith("owner")]
+
+
+def test_an_ipv6_range_fills_up_on_its_own(store: AddressStore) -> None:
+    six = range6("fd00:1::/126")  # ::1 gateway, ::2 and ::3 for pods
+    with store.locked():
+        store.reserve(six, "c1", "eth0", "/n")
+        store.reserve(six, "c2", "eth0", "/n")
+        with pytest.raises(RangeFullError):
+            store.reserve(six, "c3", "eth0", "/n")
+        assert store.reserve(address_range(), "c3", "eth0", "/n")  # IPv4 still has room
+
+
+def test_the_reboot_sweep_releases_both_families_of_a_pod_of_an_earlier_boot(
+    tmp_path: Path,
+) -> None:
+    directory = str(tmp_path / "net")
+    before = AddressStore(directory, boot_id="boot-1")
+    with before.locked():
+        before.sweep_previous_boots()
+        before.reserve(address_range(), "old", "eth0", "/run/netns/gone-with-the-boot")
+        before.reserve(range6(), "old", "eth0", "/run/netns/gone-with-the-boot")
+    after = AddressStore(directory, boot_id="boot-2")
+    with after.locked():
+        swept = after.sweep_previous_boots()
+        assert sorted(str(r.address) for r in swept) == ["10.1.0.2", "fd00:1::2"]
+        assert after.reservations() == []
+    assert not [n for n in os.listdir(directory) if n.startswith("owner")]
 
 
 def test_a_recorded_delete_is_pending_until_the_release(store: AddressStore) -> None:

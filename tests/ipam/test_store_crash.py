@@ -9,14 +9,20 @@ import json
 import os
 import signal
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from minicni.ipam.range import AddressRange
-from minicni.ipam.store import BOOT_ID_FILE, LAST_RESERVED, LOCK_FILE, AddressStore
+from minicni.ipam.store import (
+    BOOT_ID_FILE,
+    LAST_RESERVED,
+    LAST_RESERVED6,
+    LOCK_FILE,
+    AddressStore,
+)
 
 RANGE = AddressRange(
     IPv4Network("10.1.0.0/29"),
@@ -46,8 +52,19 @@ def _kill_at(call_number: int) -> None:
         setattr(os, name, wrap(getattr(os, name)))
 
 
-def _reserve_killed(directory: str, call_number: int, boot_id: str) -> bool:
-    """Reserve in a child killed at the given call; True if the kill happened."""
+RANGE6 = AddressRange(
+    IPv6Network("fd00:1::/125"),
+    IPv6Address("fd00:1::2"),
+    IPv6Address("fd00:1::7"),
+    IPv6Address("fd00:1::1"),
+)
+
+
+def _reserve_killed(
+    directory: str, call_number: int, boot_id: str, ranges: tuple[AddressRange, ...] = (RANGE,)
+) -> bool:
+    """Reserve (an address of each range, under one lock, as a dual-stack ADD does) in a child
+    killed at the given call; True if the kill happened."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
@@ -55,7 +72,8 @@ def _reserve_killed(directory: str, call_number: int, boot_id: str) -> bool:
             store = AddressStore(directory, boot_id=boot_id)
             with store.locked():
                 store.sweep_previous_boots()
-                store.reserve(RANGE, "victim", "eth0", "/run/netns/victim")
+                for address_range in ranges:
+                    store.reserve(address_range, "victim", "eth0", "/run/netns/victim")
         finally:
             os._exit(0)
     _, status = os.waitpid(pid, 0)
@@ -89,6 +107,26 @@ def test_a_kill_at_any_call_of_reserve_leaves_nothing_release_misses(
     assert killed_somewhere
 
 
+def test_a_kill_anywhere_in_a_dual_stack_reservation_leaves_nothing_release_misses(
+    tmp_path: Path,
+) -> None:
+    bookkeeping = BOOKKEEPING | {LAST_RESERVED6}
+    killed_in_ipv6 = False
+    for call_number in range(1, 300):
+        directory = str(tmp_path / f"kill-{call_number}")
+        if not _reserve_killed(directory, call_number, "b", ranges=(RANGE, RANGE6)):
+            break
+        killed_in_ipv6 |= os.path.lexists(os.path.join(directory, "10.1.0.2"))
+        store = AddressStore(directory, boot_id="b")
+        with store.locked():
+            store.release("victim", "eth0")
+        assert set(os.listdir(directory)) - bookkeeping == set(), f"killed at call {call_number}"
+        with store.locked():  # both families free again (IPv4's round robin may go on)
+            assert store.reservations() == []
+            assert str(store.reserve(RANGE6, "next", "eth0", "").address) == "fd00:1::2"
+    assert killed_in_ipv6  # some kill came after the IPv4 address was in place
+
+
 def test_release_finds_a_reservation_whose_owner_link_was_never_made(tmp_path: Path) -> None:
     """What an earlier version left when killed at the owner symlink: a complete address file
     naming its owner, and no link."""
@@ -98,7 +136,7 @@ def test_release_finds_a_reservation_whose_owner_link_was_never_made(tmp_path: P
             json.dumps({"containerID": "c1", "ifname": "eth0", "netns": "", "bootID": "b"})
         )
         released = store.release("c1", "eth0")
-    assert released is not None and str(released.address) == "10.1.0.4"
+    assert [str(r.address) for r in released] == ["10.1.0.4"]
     assert _leftovers(store.directory) == set()
 
 

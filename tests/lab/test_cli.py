@@ -49,6 +49,22 @@ def test_counts_agree_with_their_number(number: int, noun: str, text: str) -> No
     assert counted(number, noun) == text
 
 
+def test_the_family_flags_override_the_topology_file(tmp_path: Path) -> None:
+    from lab.cli import topology_from
+
+    path = tmp_path / "lab.yaml"
+    path.write_text("family: ipv6\nplugin: reference\n")
+    args = parser().parse_args(["run", "--topology", str(path)])
+    assert topology_from(args).family == "ipv6"
+    args = parser().parse_args(["run", "--topology", str(path), "--family", "dual"])
+    assert topology_from(args).family == "dual"
+    args = parser().parse_args(
+        ["up", "--family", "dual", "--underlay-family", "ipv4", "--backend", "vxlan"]
+    )
+    topology = topology_from(args)
+    assert (topology.pod_versions, topology.underlay_versions) == ((4, 6), (4,))
+
+
 def test_the_runtime_is_a_flag_of_up_and_run() -> None:
     args = parser().parse_args(["run", "--runtime", "cri", "--nodes", "2"])
     assert topology_from(args).runtime == "cri"

@@ -134,6 +134,58 @@ def test_shipped_topology_files_load() -> None:
     loaded = {path.name: load_topology(str(path)) for path in folder.glob("*.yaml")}
     assert loaded["default.yaml"] == Topology()
     assert loaded["vxlan-routed.yaml"].underlay == "routed"
+    assert loaded["dual-stack.yaml"].pod_versions == (4, 6)
+    assert loaded["ipv6.yaml"].underlay_versions == (6,)
+
+
+def test_an_ipv4_topology_plans_no_ipv6_at_all() -> None:
+    lab = plan(Topology(), "ml1")
+    assert lab.topology.pod_versions == lab.topology.underlay_versions == (4,)
+    for node in lab.nodes:
+        assert (node.ip6, node.gateway6, node.pod_cidr6) == ("", "", "")
+        assert node.ips == (node.ip,) and node.pod_cidrs == (node.pod_cidr,)
+
+
+def test_a_dual_stack_node_has_an_address_and_a_pod_cidr_of_each_family() -> None:
+    lab = plan(Topology(family="dual"), "ml1")
+    n1 = lab.nodes[0]
+    assert n1.ips == ("172.30.0.11", "fd00:172:30::11")
+    assert (n1.gateway, n1.gateway6) == ("172.30.0.1", "fd00:172:30::1")
+    assert n1.pod_cidrs == ("10.244.1.0/24", "fd00:10:244:1::/64")
+    assert [n.pod_cidr6 for n in lab.nodes] == [f"fd00:10:244:{i}::/64" for i in (1, 2, 3)]
+    assert n1.interfaces() == [
+        ("172.30.0.11", 24, "172.30.0.1"),
+        ("fd00:172:30::11", 64, "fd00:172:30::1"),
+    ]
+
+
+def test_an_ipv6_only_lab_has_no_ipv4_on_nodes_or_pods() -> None:
+    lab = plan(Topology(family="ipv6", underlay="routed", backend="vxlan", nodes=12), "ml1")
+    assert [(n.ip, n.pod_cidr) for n in lab.nodes] == [("", "")] * 12
+    assert lab.nodes[0].ips == ("fd00:172:30:1::2",)
+    assert lab.nodes[11].ips == ("fd00:172:30:12::2",)  # the IPv4 plan's digits, read as hex
+    assert lab.nodes[11].pod_cidrs == ("fd00:10:244:12::/64",)
+    assert lab.nodes[0].primary_ip == "fd00:172:30:1::2"
+    for node in lab.nodes:
+        segment = ipaddress.ip_network(f"{node.ip6}/64", strict=False)
+        assert ipaddress.ip_address(node.gateway6) in segment
+
+
+def test_dual_stack_pods_may_ride_an_ipv4_underlay_through_vxlan() -> None:
+    lab = plan(Topology(family="dual", underlay_family="ipv4", backend="vxlan"), "ml1")
+    assert lab.topology.underlay_versions == (4,)
+    assert lab.nodes[0].ips == ("172.30.0.11",)
+    assert lab.nodes[0].pod_cidrs == ("10.244.1.0/24", "fd00:10:244:1::/64")
+    with pytest.raises(TopologyError, match="host-gw"):
+        Topology(family="dual", underlay_family="ipv4", backend="host-gw")
+    with pytest.raises(TopologyError, match="reference"):
+        Topology(family="dual", underlay_family="ipv4", plugin="reference")
+
+
+def test_an_outsider_of_a_dual_stack_lab_has_both_families() -> None:
+    outsider = plan(Topology(family="dual"), "ml1").outsider()
+    assert outsider.ips == ("172.30.0.200", "fd00:172:30::200")
+    assert outsider.gateway6 == "fd00:172:30::1"
 
 
 def test_one_service_per_protocol_in_front_of_every_nodes_first_pod() -> None:
@@ -165,6 +217,25 @@ def test_the_agent_runs_as_a_process_unless_the_image_is_asked_for() -> None:
     image = Topology.from_mapping({"agent": "image", "image": "localhost/minicni:x"})
     assert (image.agent, image.image) == ("image", "localhost/minicni:x")
     assert Topology.from_mapping(image.to_mapping()) == image  # kept in the lab's state file
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"family": "ipv5"}, "family"),
+        ({"underlay_family": "both"}, "underlay_family"),
+        ({"cluster_cidr6": "10.0.0.0/8"}, "IPv6"),
+        ({"cluster_cidr6": "fd00:172:30::/56"}, "overlap"),
+        ({"underlay_cidr6": "fd00:1::/64"}, "/56"),
+        ({"node_cidr_prefix6": 56}, "node_cidr_prefix6"),
+        ({"cluster_cidr6": "fd00:10:244::/63", "nodes": 3}, "too few"),
+    ],
+)
+def test_unbuildable_ipv6_plans_are_refused_with_the_reason(
+    values: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TopologyError, match=message):
+        Topology.from_mapping({"plugin": "reference", "family": "dual", **values})
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ NUMBERS = [
     ),
     (
         ifinfmsg.ifinfo.data_map["vxlan"],
-        "IFLA_VXLAN_ID IFLA_VXLAN_LINK IFLA_VXLAN_LOCAL IFLA_VXLAN_PORT",
+        "IFLA_VXLAN_ID IFLA_VXLAN_LINK IFLA_VXLAN_LOCAL IFLA_VXLAN_LOCAL6 IFLA_VXLAN_PORT",
     ),
     (ifinfmsg.ifinfo.bridge_slave_data, "IFLA_BRPORT_MODE"),
     (ifinfmsg.af_spec_inet.inet6, "IFLA_INET6_ADDR_GEN_MODE"),
@@ -142,6 +142,8 @@ def test_an_address_request_is_pyroute2s(address: str, prefixlen: int) -> None:
     theirs["family"] = wire.AF_INET6 if ":" in address else wire.AF_INET
     theirs["prefixlen"] = prefixlen
     theirs["index"] = 2
+    if theirs["family"] == wire.AF_INET6:
+        theirs["flags"] = 0x02  # IFA_F_NODAD: a pod's IPv6 address is usable at once
     local = [("IFA_LOCAL", address)] if theirs["family"] == wire.AF_INET else []
     theirs["attrs"] = [*local, ("IFA_ADDRESS", address)]
     same_request(addresses.address_request(2, address, prefixlen), theirs, wire.RTM_NEWADDR)
@@ -216,6 +218,14 @@ def test_a_link_decodes_as_pyroute2_reads_it() -> None:
         up=True,
         vxlan=links.Vxlan(1, "192.168.50.11", 2, 8472),
     )
+
+
+def test_a_vxlan_over_an_ipv6_underlay_decodes_its_local_address() -> None:
+    vxlan = [("IFLA_VXLAN_ID", 1), ("IFLA_VXLAN_LOCAL6", "fd00:50::11"), ("IFLA_VXLAN_PORT", 8472)]
+    info = {"attrs": [("IFLA_INFO_KIND", "vxlan"), ("IFLA_INFO_DATA", {"attrs": vxlan})]}
+    theirs = pyroute2_link(10, "minicni-vxlan6", linkinfo=info)
+    link = links.decode_link(encode_request(theirs, wire.RTM_NEWLINK, 0, 1))
+    assert link.vxlan == links.Vxlan(1, "fd00:50::11", None, 8472)
 
 
 def test_a_link_with_its_mark_and_peer_decodes_as_pyroute2_reads_it() -> None:

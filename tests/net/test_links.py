@@ -233,14 +233,14 @@ def test_a_port_without_hairpin_carries_no_bridge_port_data() -> None:
 
 def test_an_ipv4_pod_interface_comes_up_without_ipv6() -> None:
     sock = ScriptedSocket([ack], [ack], [ack])
-    links.configure_pod_interface(Rtnl(sock), 2, "10.1.0.5", 24, "10.1.0.1")
+    links.configure_pod_interface(Rtnl(sock), 2, [("10.1.0.5", 24)], ["10.1.0.1"])
     assert sock.sent_types() == [wire.RTM_NEWADDR, wire.RTM_NEWLINK, wire.RTM_NEWROUTE]
     assert ipv6_addr_gen_mode(sock.sent_message(1)) == links.IN6_ADDR_GEN_MODE_NONE
 
 
 def test_a_pod_interface_with_ipv6_keeps_its_address_generation() -> None:
     sock = ScriptedSocket([ack], [ack])
-    links.configure_pod_interface(Rtnl(sock), 2, "10.1.0.5", 24, None, ipv6=True)
+    links.configure_pod_interface(Rtnl(sock), 2, [("10.1.0.5", 24)], [], ipv6=True)
     assert ipv6_addr_gen_mode(sock.sent_message(1)) is None
 
 
@@ -254,9 +254,38 @@ def test_delete_link_tells_whether_there_was_one() -> None:
 def test_an_existing_default_route_in_the_pod_is_named() -> None:
     sock = ScriptedSocket([ack], [ack], [fails(errno.EEXIST)])
     with pytest.raises(NetlinkError) as raised:
-        links.configure_pod_interface(Rtnl(sock), 2, "10.1.0.5", 24, "10.1.0.1")
+        links.configure_pod_interface(Rtnl(sock), 2, [("10.1.0.5", 24)], ["10.1.0.1"])
     assert raised.value.args == (errno.EEXIST, "the container already has a default route")
     assert sock.sent_types() == [wire.RTM_NEWADDR, wire.RTM_NEWLINK, wire.RTM_NEWROUTE]
+
+
+def test_a_dual_stack_pod_gets_both_addresses_then_up_then_a_default_route_each() -> None:
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    sock = ScriptedSocket([ack], [ack], [ack], [ack], [ack])
+    links.configure_pod_interface(
+        Rtnl(sock),
+        2,
+        [("10.1.0.5", 24), ("fd00:1::5", 64)],
+        ["10.1.0.1", "fd00:1::1"],
+        ipv6=True,
+    )
+    assert ipv6_addr_gen_mode(sock.sent_message(2)) is None  # the pod keeps its link-local
+    assert sock.sent_types() == [
+        *[wire.RTM_NEWADDR] * 2,
+        wire.RTM_NEWLINK,
+        *[wire.RTM_NEWROUTE] * 2,
+    ]
+    four, six = sock.sent_message(0, ifaddrmsg), sock.sent_message(1, ifaddrmsg)
+    assert four["flags"] == 0  # IPv4 has no duplicate address detection
+    assert (six["family"], six["flags"] & 0x02) == (wire.AF_INET6, 0x02)  # IFA_F_NODAD
+    route6 = sock.sent_message(4, rtmsg)
+    assert (route6["family"], route6["dst_len"], route6.get_attr("RTA_GATEWAY")) == (
+        wire.AF_INET6,
+        0,
+        "fd00:1::1",
+    )
 
 
 def test_a_missing_link_is_none() -> None:

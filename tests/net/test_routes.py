@@ -54,7 +54,7 @@ def test_the_dump_reads_our_routes_of_both_tables() -> None:
         IPv4Network("10.244.2.0/24"), IPv4Address("192.168.50.12"), 2, False, 0
     )
     assert (vxlan.oif, vxlan.onlink, vxlan.prefsrc) == (7, True, IPv4Address("192.168.50.11"))
-    assert peer_node.dst_key == (POLICY, int(IPv4Address("192.168.60.13")), 32)
+    assert peer_node.dst_key == (POLICY, 4, int(IPv4Address("192.168.60.13")), 32)
     assert stale.priority == 100
     # Two tables: the request names none, so the kernel filters by protocol only.
     request = sock.sent_message(0, rtmsg)
@@ -149,7 +149,16 @@ def test_has_route_finds_the_pods_routes() -> None:
 def test_the_default_route_names_its_interface() -> None:
     sock = ScriptedSocket([routes_of_a_node])
     assert routes.default_route_ifindex(Rtnl(sock)) == 2
-    assert routes.default_route_ifindex(Rtnl(ScriptedSocket([done]))) is None
+    assert routes.default_route_ifindex(Rtnl(ScriptedSocket([done], [done]))) is None
+
+
+def test_an_ipv6_only_node_has_its_ipv6_default_route_interface() -> None:
+    def ipv6_default(seq: int) -> bytes:
+        return route_reply(seq, "::/0", "fd00:50::1", family=wire.AF_INET6, oif=3) + done(seq)
+
+    sock = ScriptedSocket([done], [ipv6_default])
+    assert routes.default_route_ifindex(Rtnl(sock)) == 3
+    assert sock.sent_message(1, rtmsg)["family"] == wire.AF_INET6
 
 
 def test_a_table_without_a_route_dumps_empty_on_a_strict_socket() -> None:

@@ -46,7 +46,7 @@ def test_defaults() -> None:
     assert conf.store_dir == "/var/lib/cni/networks/k8s-pod-network"
     assert dict(conf.dns) == {}
     assert conf.prev_result is None
-    rng = conf.range
+    (rng,) = conf.ranges
     assert rng.subnet == IPv4Network("10.244.1.0/24")
     assert rng.gateway == IPv4Address("10.244.1.1")
     assert (rng.first, rng.last) == (IPv4Address("10.244.1.1"), IPv4Address("10.244.1.254"))
@@ -76,7 +76,8 @@ def test_every_key_given() -> None:
 
 
 def test_host_address_in_subnet_is_accepted_as_its_network() -> None:
-    assert parse_netconf(raw(subnet="10.244.1.77/24")).range.subnet == IPv4Network("10.244.1.0/24")
+    (rng,) = parse_netconf(raw(subnet="10.244.1.77/24")).ranges
+    assert rng.subnet == IPv4Network("10.244.1.0/24")
 
 
 def test_ipam_data_dir_is_honoured() -> None:
@@ -135,10 +136,41 @@ def test_missing_subnet_is_code_7() -> None:
     assert "subnet" in err.msg
 
 
-def test_ipv6_subnet_is_code_2() -> None:
-    err = parse_error(raw(subnet="fd00:10:244:1::/64"))
-    assert err.code == 2
-    assert "subnet" in err.msg
+def test_an_ipv6_subnet_is_an_ipv6_only_network() -> None:
+    (rng,) = parse_netconf(raw(subnet="fd00:10:244:1::/64")).ranges
+    assert (rng.version, str(rng.gateway)) == (6, "fd00:10:244:1::1")
+    assert (str(rng.first), str(rng.last)) == (
+        "fd00:10:244:1::1",
+        "fd00:10:244:1:ffff:ffff:ffff:ffff",  # no broadcast in IPv6: host-local's range too
+    )
+    assert rng.size == 2**64 - 2  # the subnet less its network address and the gateway
+
+
+def test_a_subnet_list_is_a_dual_stack_network_in_its_order() -> None:
+    conf = parse_netconf(raw(subnet=["10.244.1.0/24", "fd00:10:244:1::/64"]))
+    assert [(r.version, str(r.subnet)) for r in conf.ranges] == [
+        (4, "10.244.1.0/24"),
+        (6, "fd00:10:244:1::/64"),
+    ]
+    six_first = parse_netconf(raw(subnet=["fd00:10:244:1::/64", "10.244.1.0/24"]))
+    assert [r.version for r in six_first.ranges] == [6, 4]
+
+
+@pytest.mark.parametrize(
+    ("subnet", "code", "key"),
+    [
+        (["10.244.1.0/24", "10.244.2.0/24"], 2, "subnet"),  # one per family
+        (["fd00:1::/64", "fd00:2::/64"], 2, "subnet"),
+        ([], 7, "subnet"),
+        (["10.244.1.0/24", "fd00::/64", "10.9.0.0/24"], 7, "subnet"),
+        (["10.244.1.0/24", "fd00::/127"], 7, "subnet[1]"),  # too small: /126 at most
+        (["10.244.1.0/24", 6], 7, "subnet[1]"),
+    ],
+)
+def test_a_bad_subnet_list_is_refused_naming_the_key(subnet: Any, code: int, key: str) -> None:
+    err = parse_error(raw(subnet=subnet))
+    assert err.code == code
+    assert key in err.msg
 
 
 @pytest.mark.parametrize("ipam_type", ["dhcp", "static", "whereabouts"])
@@ -170,7 +202,7 @@ def test_ranges_form() -> None:
             }
         )
     )
-    rng = conf.range
+    (rng,) = conf.ranges
     assert rng.subnet == IPv4Network("10.10.0.0/16")
     assert (str(rng.first), str(rng.last), str(rng.gateway)) == (
         "10.10.1.10",
@@ -185,7 +217,7 @@ def test_ranges_form_defaults(ipam_type: str | None) -> None:
     ipam: dict[str, Any] = {"ranges": [[{"subnet": "10.10.0.0/29"}]]}
     if ipam_type is not None:
         ipam["type"] = ipam_type
-    rng = parse_netconf(raw(subnet=None, ipam=ipam)).range
+    (rng,) = parse_netconf(raw(subnet=None, ipam=ipam)).ranges
     assert (str(rng.first), str(rng.last), str(rng.gateway)) == (
         "10.10.0.1",
         "10.10.0.6",
@@ -229,10 +261,11 @@ def test_ranges_invalid_value_names_the_key(spec: dict[str, Any], key: str) -> N
     [
         [[{"subnet": "10.10.0.0/24"}], [{"subnet": "10.11.0.0/24"}]],
         [[{"subnet": "10.10.0.0/24"}, {"subnet": "10.11.0.0/24"}]],
+        [[{"subnet": "10.10.0.0/24"}], [{"subnet": "fd00::/64"}], [{"subnet": "fd01::/64"}]],
         [],
         "10.10.0.0/24",
     ],
-    ids=["two-sets", "two-ranges", "empty", "string"],
+    ids=["two-sets-of-one-family", "two-ranges", "three-sets", "empty", "string"],
 )
 def test_more_than_one_range_is_code_2(ranges: Any) -> None:
     err = parse_error(raw(subnet=None, ipam={"ranges": ranges}))
@@ -240,6 +273,28 @@ def test_more_than_one_range_is_code_2(ranges: Any) -> None:
     assert "ipam.ranges" in err.msg
 
 
-def test_ranges_ipv6_is_code_2() -> None:
-    err = parse_error(ranges_config({"subnet": "fd00::/64"}))
-    assert err.code == 2
+def test_ranges_one_set_per_family_is_dual_stack() -> None:
+    ipam = {
+        "type": "host-local",
+        "ranges": [
+            [{"subnet": "10.10.0.0/24"}],
+            [{"subnet": "fd00:10::/64", "rangeStart": "fd00:10::100", "gateway": "fd00:10::fe"}],
+        ],
+    }
+    four, six = parse_netconf(raw(subnet=None, ipam=ipam)).ranges
+    assert (four.version, six.version) == (4, 6)
+    assert (str(six.first), str(six.gateway)) == ("fd00:10::100", "fd00:10::fe")
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ({"subnet": "fd00:10::/64", "gateway": "10.10.0.1"}, "ipam.ranges[1][0].gateway"),
+        ({"subnet": "fd00:10::/64", "rangeEnd": "fd00:11::9"}, "ipam.ranges[1][0].rangeEnd"),
+        ({"subnet": "fd00:10::/64", "gateway": "fd00:10::"}, "ipam.ranges[1][0].gateway"),
+    ],
+)
+def test_an_ipv6_range_checks_its_addresses(spec: dict[str, Any], key: str) -> None:
+    ipam = {"ranges": [[{"subnet": "10.10.0.0/24"}], [spec]]}
+    err = parse_error(raw(subnet=None, ipam=ipam))
+    assert (err.code, key in err.msg) == (7, True)

@@ -93,6 +93,11 @@ class SandboxStatus:
     ip: str
     netns: str  # path of the sandbox's network namespace ("" unless asked verbosely)
     labels: Mapping[str, str]
+    additional_ips: tuple[str, ...] = ()  # a dual-stack pod's address of the other family
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        return (self.ip, *self.additional_ips) if self.ip else ()
 
 
 class CriClient:
@@ -160,6 +165,7 @@ class CriClient:
             ip=status.network.ip,
             netns=netns_path(answer.info) if verbose else "",
             labels=dict(status.labels),
+            additional_ips=tuple(extra.ip for extra in status.network.additional_ips),
         )
 
     def stop_pod_sandbox(self, sandbox_id: str) -> None:

@@ -108,8 +108,9 @@ class CriLabRuntime:
                         )
                     time.sleep(0.02)
 
-    def run_pod(self, pod: PodPlan) -> tuple[str, str, str]:
-        """RunPodSandbox + PodSandboxStatus for `pod`: (IP, netns path, sandbox id)."""
+    def run_pod(self, pod: PodPlan) -> tuple[tuple[str, ...], str, str]:
+        """RunPodSandbox + PodSandboxStatus for `pod`: (its IPs, one per family, as the CRI
+        lists them; netns path; sandbox id)."""
         node = self.nodes[pod.node]
         uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"minicni-lab/{pod.container_id}"))
         name = pod.name.replace("/", "-")
@@ -127,7 +128,7 @@ class CriLabRuntime:
             status = client.pod_sandbox_status(sandbox_id, verbose=True)
         if not status.ready or not status.ip:
             raise CriLabError(f"pod {pod.name}: sandbox {sandbox_id[:12]} is not ready: {status}")
-        return status.ip, node.reachable(status.netns), sandbox_id
+        return status.ips, node.reachable(status.netns), sandbox_id
 
     # ------------------------------------------------------------ down
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
 
+from minicni.agent.model.nodes import ClusterCidrs, IPAddress, IPNetwork, overlap
 from minicni.net import links, routes
 from minicni.net.addresses import KernelAddress
 from minicni.net.rtnl import Rtnl
@@ -21,31 +21,32 @@ class Underlay:
 
 def connected_subnets(
     addresses: Iterable[KernelAddress],
-    cluster_cidr: IPv4Network,
+    cluster_cidr: ClusterCidrs,
     exclude_ifindexes: Iterable[int] = (),
-) -> list[IPv4Network]:
-    """Subnets the node reaches without a router: where host-gw routing works.
+) -> list[IPNetwork]:
+    """Subnets the node reaches without a router, of both families: where host-gw routing works.
 
-    Loopback, host routes (/32), our own devices and anything inside the cluster CIDR (the pod
-    bridge) are left out.
+    Loopback, link-local, host routes (/32, /128), our own devices and anything overlapping the
+    cluster CIDR of its family (the pod bridge) are left out.
     """
     excluded = set(exclude_ifindexes)
-    subnets: set[IPv4Network] = set()
+    subnets: set[IPNetwork] = set()
     for address in addresses:
         network = address.network
+        cluster = cluster_cidr.of_version(network.version)
         if (
-            not isinstance(network, IPv4Network)
-            or address.ifindex in excluded
+            address.ifindex in excluded
             or address.local.is_loopback
-            or network.prefixlen >= 32
-            or network.overlaps(cluster_cidr)
+            or (network.version == 6 and address.local.is_link_local)
+            or network.prefixlen >= network.max_prefixlen
+            or (cluster is not None and overlap(network, cluster))
         ):
             continue
         subnets.add(network)
-    return sorted(subnets)
+    return sorted(subnets, key=lambda n: (n.version, int(n.network_address), n.prefixlen))
 
 
-def ifindex_of_address(addresses: Iterable[KernelAddress], ip: IPv4Address) -> int | None:
+def ifindex_of_address(addresses: Iterable[KernelAddress], ip: IPAddress) -> int | None:
     for address in addresses:
         if address.local == ip:
             return address.ifindex
@@ -53,7 +54,7 @@ def ifindex_of_address(addresses: Iterable[KernelAddress], ip: IPv4Address) -> i
 
 
 def find_underlay(
-    rtnl: Rtnl, node_ip: IPv4Address, addresses: Iterable[KernelAddress]
+    rtnl: Rtnl, node_ip: IPAddress, addresses: Iterable[KernelAddress]
 ) -> Underlay | None:
     """The interface carrying the node's own address, else the default route's interface."""
     index = ifindex_of_address(addresses, node_ip)

@@ -1,5 +1,5 @@
 """Bring the kernel's routes in line with the plan: to remote pod CIDRs in the main table, to
-VXLAN peers' node IPs in our policy table.
+VXLAN peers' node IPs in our policy table, of both families.
 
 Our routes carry a private protocol number, so one dump of that protocol over both tables is the
 whole current state: routes missing are added, ours with a wrong gateway or device are replaced,
@@ -10,7 +10,7 @@ that collides with a foreign route fails with EEXIST and is reported, not forced
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,8 @@ from minicni.net.routes import KernelRoute
 from minicni.net.rtnl import Rtnl
 
 OUR_TABLES = (MAIN_TABLE, POLICY_TABLE)
+DEFAULT_PRIORITY = {4: 0, 6: 1024}
+"""The metric the kernel gives a route added without one: IPv6's is IP6_RT_PRIO_USER."""
 
 
 @dataclass(frozen=True)
@@ -51,26 +53,27 @@ class RouteResult:
     def counts(self, table: int = MAIN_TABLE) -> TableCounts:
         return self.tables.setdefault(table, TableCounts())
 
-    def failed_deletes(self, table: int) -> int:
+    def failed_deletes(self, table: int, version: int | None = None) -> int:
+        """Our routes in `table` (of IP version `version`, else of any) that could not go."""
         return sum(
             1
             for failure in self.failures
-            if isinstance(failure.item, KernelRoute) and failure.item.table == table
+            if isinstance(failure.item, KernelRoute)
+            and failure.item.table == table
+            and version in (None, failure.item.dst.version)
         )
 
 
 def planned_key(
-    route: KernelRoute, dst: DstKey, vxlan_ifindex: int | None, vxlan_name: str
+    route: KernelRoute, dst: DstKey, devices_by_index: Mapping[int, str]
 ) -> RouteKey | None:
     """The `Route.key` this kernel route (whose `dst_key` is `dst`) amounts to, or None if it
-    matches no route we plan."""
-    if route.gateway is None or route.priority != 0:
+    matches no route we plan. `devices_by_index`: our VXLAN devices, ifindex -> name."""
+    if route.gateway is None or route.priority != DEFAULT_PRIORITY[route.dst.version]:
         return None
-    device = None
-    if vxlan_ifindex is not None and route.oif == vxlan_ifindex:
-        if not route.onlink:
-            return None
-        device = vxlan_name
+    device = devices_by_index.get(route.oif)
+    if device is not None and not route.onlink:
+        return None
     src = int(route.prefsrc) if route.prefsrc is not None else None
     return (*dst, int(route.gateway), device, src)
 
@@ -78,15 +81,16 @@ def planned_key(
 def diff_routes(
     current: Iterable[KernelRoute],
     desired: Iterable[Route],
-    vxlan_ifindex: int | None,
-    vxlan_name: str,
+    devices: Mapping[str, int],
 ) -> RouteChanges:
+    """`devices`: our VXLAN devices that exist, name -> ifindex."""
+    by_index = {index: name for name, index in devices.items()}
     wanted = {route.dst_key: route for route in desired}
     present: dict[DstKey, RouteKey] = {}
     delete: list[KernelRoute] = []
     for route in current:
         dst = route.dst_key
-        planned = planned_key(route, dst, vxlan_ifindex, vxlan_name)
+        planned = planned_key(route, dst, by_index)
         if planned is None or dst not in wanted or dst in present:
             delete.append(route)
         else:
@@ -110,13 +114,19 @@ class RouteApplier:
         self._rtnl = rtnl
 
     def current(self) -> list[KernelRoute]:
-        return routes.dump_routes(self._rtnl, protocol=ROUTE_PROTOCOL, tables=OUR_TABLES)
+        """Our routes of both families (an IPv4 cluster has none of IPv6: one empty dump)."""
+        return [
+            route
+            for family in (wire.AF_INET, wire.AF_INET6)
+            for route in routes.dump_routes(
+                self._rtnl, family=family, protocol=ROUTE_PROTOCOL, tables=OUR_TABLES
+            )
+        ]
 
-    def reconcile(
-        self, desired: Iterable[Route], vxlan_ifindex: int | None, vxlan_name: str
-    ) -> RouteResult:
+    def reconcile(self, desired: Iterable[Route], devices: Mapping[str, int]) -> RouteResult:
+        """`devices`: our VXLAN devices that exist, name -> ifindex."""
         desired = list(desired)
-        changes = diff_routes(self.current(), desired, vxlan_ifindex, vxlan_name)
+        changes = diff_routes(self.current(), desired, devices)
         result = RouteResult()
         for route in desired:
             result.counts(route.table).total += 1
@@ -127,12 +137,12 @@ class RouteApplier:
             self._rtnl, changes.delete, _delete_request, tolerate=(errno.ESRCH,)
         )
         add_failures = send_changes(
-            self._rtnl, changes.add, lambda r: _change_request(r, wire.CREATE_NEW, vxlan_ifindex)
+            self._rtnl, changes.add, lambda r: _change_request(r, wire.CREATE_NEW, devices)
         )
         replace_failures = send_changes(
             self._rtnl,
             changes.replace,
-            lambda r: _change_request(r, wire.CREATE_OR_REPLACE, vxlan_ifindex),
+            lambda r: _change_request(r, wire.CREATE_OR_REPLACE, devices),
         )
         failures: list[Failure[Any]] = [*delete_failures, *add_failures, *replace_failures]
         failed = {failure.item for failure in failures}
@@ -153,17 +163,18 @@ class RouteApplier:
         return result
 
 
-def _change_request(route: Route, flags: int, vxlan_ifindex: int | None) -> Request:
+def _change_request(route: Route, flags: int, devices: Mapping[str, int]) -> Request:
     """Add (CREATE_NEW: a foreign route in the way is reported) or replace one of our routes;
-    a VXLAN route goes onlink through the device."""
-    if route.device is not None and vxlan_ifindex is None:
+    a VXLAN route goes onlink through its device."""
+    oif = devices.get(route.device) if route.device is not None else None
+    if route.device is not None and oif is None:
         raise RuntimeError(f"route {route.dst} needs {route.device}, which is absent")
     message = routes.route_request(
         route.dst,
         route.gateway,
         table=route.table,
         protocol=ROUTE_PROTOCOL,
-        oif=vxlan_ifindex if route.device is not None else None,
+        oif=oif,
         onlink=route.device is not None,
         prefsrc=route.src,
     )

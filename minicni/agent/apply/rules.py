@@ -1,15 +1,16 @@
-"""Keep our one policy rule (`from <own pod CIDR> lookup <our table>`) as the plan says.
+"""Keep our policy rules (`from <own pod CIDR> lookup <our table>`, one per pod family) as the
+plan says.
 
-The rule carries our routing protocol number (FRA_PROTOCOL), like our routes: rules with that
-number are ours, any other rule is never touched. One dump of the (few) rules per pass; a rule of
-ours that differs from the plan in any way (source after a podCIDR change, table, priority, extra
-selectors) is deleted, and the planned one added if missing.
+A rule carries our routing protocol number (FRA_PROTOCOL), like our routes: rules with that
+number are ours, any other rule is never touched. One dump of the (few) rules of each family per
+pass; a rule of ours that differs from the plan in any way (source after a podCIDR change, table,
+priority, extra selectors) is deleted, and the planned one added if missing.
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,18 +25,18 @@ from minicni.net.wire import NetlinkError
 
 @dataclass(frozen=True)
 class RuleChanges:
-    add: PolicyRule | None = None
+    add: tuple[PolicyRule, ...] = ()
     delete: tuple[KernelRule, ...] = ()
 
     def __bool__(self) -> bool:
-        return self.add is not None or bool(self.delete)
+        return bool(self.add) or bool(self.delete)
 
 
 @dataclass
 class RuleResult:
     changed: int = 0
-    present: bool = False
-    """Whether the planned rule is in place after the pass."""
+    present: int = 0
+    """How many of the planned rules are in place after the pass."""
     failures: list[Failure[Any]] = field(default_factory=list)
 
 
@@ -53,18 +54,19 @@ def matches(rule: KernelRule, wanted: PolicyRule) -> bool:
     )
 
 
-def diff_rules(current: Iterable[KernelRule], wanted: PolicyRule | None) -> RuleChanges:
-    """Keep one rule of ours that matches `wanted`; delete every other rule of ours."""
-    kept = False
+def diff_rules(current: Iterable[KernelRule], wanted: Collection[PolicyRule]) -> RuleChanges:
+    """Keep one rule of ours that matches each of `wanted`; delete every other rule of ours."""
+    kept: set[PolicyRule] = set()
     delete: list[KernelRule] = []
     for rule in current:
         if not is_ours(rule):
             continue
-        if wanted is not None and not kept and matches(rule, wanted):
-            kept = True
+        match = next((w for w in wanted if w not in kept and matches(rule, w)), None)
+        if match is not None:
+            kept.add(match)
         else:
             delete.append(rule)
-    add = wanted if wanted is not None and not kept else None
+    add = tuple(sorted((w for w in wanted if w not in kept), key=lambda w: w.src.version))
     return RuleChanges(add=add, delete=tuple(delete))
 
 
@@ -76,24 +78,27 @@ class RuleApplier:
         self._rtnl = rtnl
 
     def current(self) -> list[KernelRule]:
-        return rules.dump_rules(self._rtnl)
+        """Rules of both families (the kernel keeps a list per family)."""
+        return rules.dump_rules(self._rtnl, wire.AF_INET) + rules.dump_rules(
+            self._rtnl, wire.AF_INET6
+        )
 
-    def reconcile(self, wanted: PolicyRule | None) -> RuleResult:
+    def reconcile(self, wanted: Collection[PolicyRule]) -> RuleResult:
         changes = diff_rules(self.current(), wanted)
-        result = RuleResult(present=wanted is not None)
+        result = RuleResult(present=len(wanted))
         # Add before deleting: a rule that moves (new podCIDR) never leaves a gap.
-        if changes.add is not None:
+        for planned in changes.add:
             try:
-                result.changed += self._add(changes.add)
+                result.changed += self._add(planned)
             except Exception as error:  # the kernel's reason, reported by the caller
-                result.present = False
-                result.failures.append(Failure(changes.add, str(error)))
-        for rule in changes.delete:
+                result.present -= 1
+                result.failures.append(Failure(planned, str(error)))
+        for stale in changes.delete:
             try:
-                self._delete(rule)
+                self._delete(stale)
                 result.changed += 1
             except Exception as error:
-                result.failures.append(Failure(rule, str(error)))
+                result.failures.append(Failure(stale, str(error)))
         return result
 
     def _add(self, rule: PolicyRule) -> int:

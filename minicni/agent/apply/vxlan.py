@@ -1,9 +1,10 @@
-"""The VXLAN device and its per-peer FDB and neighbour entries.
+"""The VXLAN devices and their per-peer FDB and neighbour entries.
 
-One device (`minicni-vxlan`, VNI 1, UDP 8472, learning off) bound to the underlay interface that
-holds the node's own address. Its MAC is derived from that address (see `plan.vtep_mac`) and its
-only address is our pod CIDR's network address as a /32. Everything on this device is ours:
-entries of peers that left are deleted.
+One device per underlay family (`minicni-vxlan` over IPv4, `minicni-vxlan6` over IPv6; VNI 1, UDP
+8472, learning off) bound to the underlay interface that holds the node's own address of that
+family. Its MAC is derived from that address (see `plan.vtep_mac`) and its addresses are our pod
+CIDRs' network addresses, a /32 and a /128 (added without duplicate address detection).
+Everything on these devices is ours: entries of peers that left are deleted.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from minicni.agent.apply.changes import Failure, send_changes
+from minicni.agent.model.nodes import IPNetwork
 from minicni.agent.model.plan import (
     VXLAN_DEVICE,
     VXLAN_PORT,
@@ -35,11 +36,12 @@ _GONE = (errno.ENOENT, errno.ESRCH)
 
 @dataclass(frozen=True)
 class VxlanDevice:
-    """What our VXLAN device must look like on this node."""
+    """What one of our VXLAN devices must look like on this node: bound to the underlay of
+    `local_ip`'s family, holding our VTEP address of each pod family (`pod_cidrs`)."""
 
-    local_ip: IPv4Address
+    local_ip: IPAddress
     underlay_ifindex: int
-    pod_cidr: IPv4Network
+    pod_cidrs: tuple[IPNetwork, ...]
     mtu: int
     name: str = VXLAN_DEVICE
 
@@ -48,8 +50,9 @@ class VxlanDevice:
         return vtep_mac(self.local_ip)
 
     @property
-    def address(self) -> IPv4Address:
-        return vtep_address(self.pod_cidr)
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """(VTEP address, prefix length: a host route's) of each pod family."""
+        return tuple((str(vtep_address(cidr)), cidr.max_prefixlen) for cidr in self.pod_cidrs)
 
     @property
     def binding(self) -> links.Vxlan:
@@ -77,7 +80,8 @@ def diff_peers(
     neighbours: Iterable[KernelNeighbour],
 ) -> PeerChanges:
     """FDB: one permanent entry per peer MAC pointing at its node IP. Neighbours: one permanent
-    entry per peer VTEP address with its MAC. Anything else on the device is stale."""
+    entry per peer VTEP address (of any family) with its MAC. Anything else on the device is
+    stale. `peers` are one device's; a dual-stack peer is there twice, with one MAC."""
     peers = list(peers)
     wanted_fdb = {peer.vtep_mac: peer for peer in peers}
     wanted_neigh: dict[IPAddress, VxlanPeer] = {peer.vtep_ip: peer for peer in peers}
@@ -92,15 +96,15 @@ def diff_peers(
     neigh_ok: set[IPAddress] = set()
     neigh_delete = []
     for entry in neighbours:
-        if entry.dst is None:
-            continue
+        if entry.dst is None or entry.dst.is_multicast:
+            continue  # multicast entries (ff02::16 for MLD) are the kernel's own mapping
         peer = wanted_neigh.get(entry.dst)
         if peer is None:
             neigh_delete.append(entry)
         elif entry.lladdr == peer.vtep_mac and entry.state & wire.NUD_PERMANENT:
             neigh_ok.add(entry.dst)
     return PeerChanges(
-        fdb_upsert=tuple(p for p in peers if p.vtep_mac not in fdb_ok),
+        fdb_upsert=tuple(p for mac, p in wanted_fdb.items() if mac not in fdb_ok),
         fdb_delete=tuple(fdb_delete),
         neigh_upsert=tuple(p for p in peers if p.vtep_ip not in neigh_ok),
         neigh_delete=tuple(neigh_delete),
@@ -121,7 +125,7 @@ class VxlanApplier:
         self, device: VxlanDevice, present: Iterable[KernelAddress] | None = None
     ) -> tuple[int, bool]:
         """Create or correct the device; returns (ifindex, whether anything changed).
-        `present`: the node's IPv4 addresses as the caller dumped them already."""
+        `present`: the node's addresses (of every family) as the caller dumped them already."""
         changed = False
         link = links.find_link(self._rtnl, device.name)
         if link is not None and link.vxlan != device.binding:
@@ -138,8 +142,10 @@ class VxlanApplier:
             request = links.link_request(link.index, address=device.mac, mtu=device.mtu)
             self._rtnl.request(request, wire.RTM_NEWLINK)
             changed = True
-        address = str(device.address)
-        changed |= bool(addresses.ensure_address(self._rtnl, link.index, address, 32, present))
+        present = list(present) if present is not None else None
+        for address, prefixlen in device.addresses:
+            ensured = addresses.ensure_address(self._rtnl, link.index, address, prefixlen, present)
+            changed |= bool(ensured)
         if not link.up:
             self._rtnl.request(links.link_request(link.index, up=True), wire.RTM_NEWLINK)
             changed = True
@@ -168,7 +174,7 @@ class VxlanApplier:
             self._rtnl,
             changes.neigh_upsert,
             lambda p: (
-                neighbour_request(wire.AF_INET, index, p.vtep_ip, p.vtep_mac),
+                neighbour_request(_family(p.vtep_ip), index, p.vtep_ip, p.vtep_mac),
                 wire.RTM_NEWNEIGH,
                 replace,
             ),
@@ -186,17 +192,23 @@ class VxlanApplier:
         failures += send_changes(
             self._rtnl,
             changes.neigh_delete,
-            lambda e: (_entry_request(wire.AF_INET, index, e), wire.RTM_DELNEIGH, 0),
+            lambda e: (_entry_request(_family(e.dst), index, e), wire.RTM_DELNEIGH, 0),
             tolerate=_GONE,
         )
         changed = len(changes.fdb_delete) + len(changes.neigh_delete) - len(failures)
         return PeerResult(changed, failures)
 
     def current_peers(self, index: int) -> tuple[list[KernelNeighbour], list[KernelNeighbour]]:
+        """The device's FDB entries, and its neighbour entries of both families."""
         return (
             dump_neighbours(self._rtnl, wire.AF_BRIDGE, index),
-            dump_neighbours(self._rtnl, wire.AF_INET, index),
+            dump_neighbours(self._rtnl, wire.AF_INET, index)
+            + dump_neighbours(self._rtnl, wire.AF_INET6, index),
         )
+
+
+def _family(address: IPAddress | None) -> int:
+    return wire.AF_INET6 if address is not None and address.version == 6 else wire.AF_INET
 
 
 def _entry_request(

@@ -36,7 +36,13 @@ KUBELET_HINT = re.compile(r"^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY)\s", re.MU
 COUNT_EVERY_SECONDS = 60.0
 OWN_CHAIN_PREFIX = "MINICNI-"
 LEGACY_TABLES = Path("/proc/net/ip_tables_names")
+LEGACY_TABLES6 = Path("/proc/net/ip6_tables_names")
 TIMEOUT_SECONDS = 30
+
+
+def tool(name: str, version: int) -> str:
+    """`iptables`, `iptables-save`, `iptables-restore` for IPv4; the ip6tables ones for IPv6."""
+    return name.replace("iptables", "ip6tables", 1) if version == 6 else name
 
 
 class Backend(enum.Enum):
@@ -96,20 +102,24 @@ class Detector:
         runner: Runner = run,
         legacy_tables: Path = LEGACY_TABLES,
         which: Callable[[str], str | None] = shutil.which,
+        legacy_tables6: Path = LEGACY_TABLES6,
         *,
         count_every: float = COUNT_EVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run = runner
         self._legacy_tables = legacy_tables
+        self._legacy_tables6 = legacy_tables6
         self._count_every = count_every
         self._clock = clock
         self._counted: tuple[float, Detection] | None = None
         self.available = [b for b in Backend if which(b.binary("iptables-restore"))]
 
-    def legacy_tables(self) -> set[str]:
+    def legacy_tables(self, version: int = 4) -> set[str]:
+        """The legacy tables that exist, of iptables (4) or ip6tables (6)."""
+        path = self._legacy_tables6 if version == 6 else self._legacy_tables
         try:
-            return set(self._legacy_tables.read_text().split())
+            return set(path.read_text().split())
         except OSError:  # no x_tables in this kernel: nothing legacy exists
             return set()
 

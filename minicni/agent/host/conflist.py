@@ -34,7 +34,8 @@ def write_conflist(conf_dir: Path, settings: ConflistSettings) -> bool:
     path = conf_dir / defaults.CONFLIST_NAME
     changed = write_atomic(str(path), render(settings).encode())
     if changed:
-        log.info("wrote %s (subnet %s, mtu %d)", path, settings.pod_cidr, settings.mtu)
+        subnets = ", ".join(str(cidr) for cidr in settings.pod_cidrs)
+        log.info("wrote %s (subnet %s, mtu %d)", path, subnets, settings.mtu)
     return changed
 
 

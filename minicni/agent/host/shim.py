@@ -22,7 +22,8 @@ Protocol v1 (little-endian integers; the agent's side is `minicni.agent.service.
                    DEL whose CNI_NETNS would not open or enter, no socket, and its errno instead.
                    Limits: env 64 KiB, stdin 1 MiB (a larger request runs in-process).
     agent -> shim  b"A" (a worker has the request), or b"R" and a reason, then the agent closes
-                   (refused: uid, netns, version, dataDir, ip_forward, busy, stopping, malformed).
+                   (refused: uid, netns, version, dataDir, ip_forward, ipv6_forwarding,
+                   busy, stopping, malformed).
     shim -> agent  b"G" (go). The agent dispatches only after this; from here the shim never
                    falls back, so a request is never run twice.
     agent -> shim  u32 exit code, u32 stdout length, stdout.

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from minicni.agent.model.nodes import Node
+from minicni.agent.model.nodes import Node, node_from_mapping, node_to_mapping
 from minicni.fileutil import write_atomic
 
 STATE_FILE = "nodes.json"
@@ -18,12 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def save_nodes(state_dir: Path, nodes: Mapping[str, Node]) -> bool:
-    document = {
-        "nodes": [
-            {"name": n.name, "internalIP": str(n.internal_ip), "podCIDR": str(n.pod_cidr)}
-            for n in sorted(nodes.values())
-        ]
-    }
+    """In the nodes file's format: an IPv4 node as it always was, IPv6 in the lists beside."""
+    document = {"nodes": [node_to_mapping(n) for n in sorted(nodes.values(), key=lambda n: n.name)]}
     text = json.dumps(document, indent=1) + "\n"
     return write_atomic(str(state_dir / STATE_FILE), text.encode(), 0o600)
 
@@ -33,12 +28,7 @@ def load_nodes(state_dir: Path) -> dict[str, Node]:
     path = state_dir / STATE_FILE
     try:
         document = json.loads(path.read_text())
-        return {
-            item["name"]: Node(
-                item["name"], IPv4Address(item["internalIP"]), IPv4Network(item["podCIDR"])
-            )
-            for item in document["nodes"]
-        }
+        return {item["name"]: node_from_mapping(item) for item in document["nodes"]}
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError, TypeError) as error:

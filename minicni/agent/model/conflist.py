@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from minicni import defaults
@@ -27,7 +27,8 @@ CNI_VERSIONS = SUPPORTED_VERSIONS
 
 @dataclass(frozen=True)
 class ConflistSettings:
-    pod_cidr: IPv4Network
+    pod_cidrs: tuple[IPv4Network | IPv6Network, ...]
+    """The node's pod CIDRs, one per family, IPv4 first."""
     mtu: int
     data_dir: str
     log_file: str = defaults.LOG_FILE
@@ -58,11 +59,18 @@ def chains_portmap(settings: ConflistSettings) -> bool:
     )
 
 
+def subnet(settings: ConflistSettings) -> str | list[str]:
+    """The plugin's `subnet`: the pod CIDR, or the list of both for a dual-stack node (the
+    plugin's config takes either; a single-stack node's conflist reads as it always did)."""
+    cidrs = [str(cidr) for cidr in settings.pod_cidrs]
+    return cidrs[0] if len(cidrs) == 1 else cidrs
+
+
 def render(settings: ConflistSettings) -> str:
     plugin: dict[str, Any] = {
         "type": defaults.PLUGIN_NAME,
         "bridge": settings.bridge,
-        "subnet": str(settings.pod_cidr),
+        "subnet": subnet(settings),
         "mtu": settings.mtu,
         "hairpinMode": True,
         "isDefaultGateway": True,

@@ -6,6 +6,8 @@ the FORWARD policy is DROP (Docker sets it). This has to live in the iptables `f
 itself: an accept in a separate nftables table would not override another table's drop.
 POSTROUTING: `MINICNI-POSTRTG` masquerades pod traffic only when it leaves the cluster: pod->pod
 and pod->node (every node address is listed) keep the pod's source address.
+A dual-stack cluster has both chains in iptables for IPv4 and in ip6tables for IPv6, each with
+the cluster CIDR and the node addresses of its family.
 
 Pure: `minicni.agent.apply.firewall` reads our chains back (`iptables -S`) and runs
 iptables-restore with what this module computes, in the backend `minicni.agent.apply.xtables`
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 FORWARD_CHAIN = "MINICNI-FWD"
 MASQUERADE_CHAIN = "MINICNI-POSTRTG"
 MULTICAST = IPv4Network("224.0.0.0/4")
+MULTICAST6 = IPv6Network("ff00::/8")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class ChainSpec:
     builtin: str
     chain: str
     rules: tuple[str, ...]
+    version: int = 4
+    """The IP version: iptables (4) or ip6tables (6) holds the chain."""
 
     @property
     def jump(self) -> str:
@@ -42,7 +47,7 @@ class ChainState:
     jumps: int
 
 
-def forward_spec(cluster_cidr: IPv4Network) -> ChainSpec:
+def forward_spec(cluster_cidr: IPv4Network | IPv6Network) -> ChainSpec:
     return ChainSpec(
         "filter",
         "FORWARD",
@@ -51,18 +56,26 @@ def forward_spec(cluster_cidr: IPv4Network) -> ChainSpec:
             f"-A {FORWARD_CHAIN} -s {cluster_cidr} -j ACCEPT",
             f"-A {FORWARD_CHAIN} -d {cluster_cidr} -j ACCEPT",
         ),
+        cluster_cidr.version,
     )
 
 
-def masquerade_spec(cluster_cidr: IPv4Network, node_ips: Iterable[IPv4Address]) -> ChainSpec:
-    chain = MASQUERADE_CHAIN
+def masquerade_spec(
+    cluster_cidr: IPv4Network | IPv6Network, node_ips: Iterable[IPv4Address | IPv6Address]
+) -> ChainSpec:
+    """Pod traffic to anywhere but the cluster CIDR, multicast and the nodes (addresses of the
+    cluster CIDR's family; others are ignored) leaves with the node's address."""
+    chain, version = MASQUERADE_CHAIN, cluster_cidr.version
+    host = 32 if version == 4 else 128
+    multicast = MULTICAST if version == 4 else MULTICAST6
     rules = [
         f"-A {chain} -s {cluster_cidr} -d {cluster_cidr} -j RETURN",
-        f"-A {chain} -d {MULTICAST} -j RETURN",
+        f"-A {chain} -d {multicast} -j RETURN",
     ]
-    rules += [f"-A {chain} -s {cluster_cidr} -d {ip}/32 -j RETURN" for ip in sorted(set(node_ips))]
+    own_family = sorted({int(ip): ip for ip in node_ips if ip.version == version}.items())
+    rules += [f"-A {chain} -s {cluster_cidr} -d {ip}/{host} -j RETURN" for _, ip in own_family]
     rules.append(f"-A {chain} -s {cluster_cidr} -j MASQUERADE")
-    return ChainSpec("nat", "POSTROUTING", chain, tuple(rules))
+    return ChainSpec("nat", "POSTROUTING", chain, tuple(rules), version)
 
 
 def parse_chain(save_output: str, spec: ChainSpec) -> ChainState:

@@ -22,6 +22,7 @@ from types import FrameType
 
 from minicni import defaults
 from minicni.agent.host.launcher import MODES as INSTALL_MODES
+from minicni.agent.model.nodes import ClusterCidrs
 from minicni.agent.model.plan import Backend
 from minicni.agent.service.config import AgentConfig
 from minicni.agent.service.metrics import Metrics
@@ -63,8 +64,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--node-name", "this node's name", environ.get("NODE_NAME") or socket.gethostname())
     option(
         "--cluster-cidr",
-        "the cluster's pod CIDR (every node's podCIDR lies in it); `auto` reads it from the "
-        "cluster (kube-system ConfigMaps kubeadm-config, else kube-proxy)",
+        "the cluster's pod CIDR (every node's podCIDR lies in it), one per family for a "
+        "dual-stack cluster (10.244.0.0/16,fd00:10:244::/56); `auto` reads it from the cluster "
+        "(kube-system ConfigMaps kubeadm-config, else kube-proxy)",
         defaults.CLUSTER_CIDR,
     )
     option(
@@ -144,18 +146,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_cluster_cidr(text: str) -> ipaddress.IPv4Network | None:
-    """The --cluster-cidr value; None for `auto` (read from the cluster later)."""
+def parse_cluster_cidr(text: str) -> ClusterCidrs | None:
+    """The --cluster-cidr value: a CIDR, or one of each family comma separated; None for `auto`
+    (read from the cluster later)."""
     if text == AUTO:
         return None
     try:
-        return ipaddress.IPv4Network(text, strict=True)
+        return ClusterCidrs.parse(text)
     except ValueError as error:
         raise ValueError(f"--cluster-cidr: {error}") from None
 
 
 def config_from_args(
-    args: argparse.Namespace, cluster_cidr: ipaddress.IPv4Network | None = None
+    args: argparse.Namespace, cluster_cidr: ClusterCidrs | None = None
 ) -> AgentConfig:
     cluster_cidr = cluster_cidr or parse_cluster_cidr(args.cluster_cidr)
     if cluster_cidr is None:
@@ -218,7 +221,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             raise ValueError(
                 "--cluster-cidr auto reads the cluster: it needs the Kubernetes source"
             )
-        config_from_args(args, cluster_cidr or ipaddress.IPv4Network("0.0.0.0/0"))  # validation
+        config_from_args(args, cluster_cidr or ClusterCidrs(ipaddress.IPv4Network("0.0.0.0/0")))
         resync_seconds = float(args.resync_seconds)
         if resync_seconds <= 0:
             raise ValueError("--resync-seconds must be positive")
@@ -249,9 +252,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         source.close()
 
 
-def discover_cluster_cidr(source: NodeSource) -> ipaddress.IPv4Network | None:
-    """--cluster-cidr auto: the cluster's pod CIDR from its ConfigMaps, retried while the API
-    server does not answer; None (logged) when the cluster does not say."""
+def discover_cluster_cidr(source: NodeSource) -> ClusterCidrs | None:
+    """--cluster-cidr auto: the cluster's pod CIDRs (one per family) from its ConfigMaps, retried
+    while the API server does not answer; None (logged) when the cluster does not say."""
     from minicni.agent.service.sources.kube import KubeNodeSource, read_cluster_cidr
 
     assert isinstance(source, KubeNodeSource)

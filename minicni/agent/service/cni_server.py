@@ -16,8 +16,9 @@ Such a request is refused, and served by the fallback in the caller's own namesp
 What is served: every command, with the same dispatch as the executable's (`minicni.plugin.served`,
 the one place the agent imports the plugin from). Refused before anything is done: a config whose
 address store (dataDir) lies outside the agent's --ipam-data-dir (the directory the DaemonSet
-shares with the host), an ADD while net.ipv4.ip_forward is off (the agent never writes a sysctl
-here: /proc/sys is read-only in its container; the in-process plugin turns it on), and a request
+shares with the host), an ADD while net.ipv4.ip_forward is off, or net.ipv6.conf.all.forwarding
+for a network with an IPv6 range (the agent never writes a sysctl here: /proc/sys is read-only in
+its container; the in-process plugin turns them on), and a request
 of another protocol version. The plugin's log lines of a served request go to the agent's log;
 the config's logFile is not written.
 
@@ -49,7 +50,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from minicni.agent.service.metrics import Metrics
-from minicni.net.sysctl import read_sysctl
 from minicni.plugin import served
 
 log = logging.getLogger(__name__)
@@ -401,11 +401,9 @@ class CniServer:
     def _admit(self, request: Request) -> None:
         if self._stopping.is_set():
             raise Refused("stopping", "the agent is stopping")
-        outside = served.store_outside(request.stdin, self.data_dir) if request.stdin else None
-        if outside:
-            raise Refused("dataDir", outside)
-        if request.command == "ADD" and read_sysctl("net.ipv4.ip_forward") != "1":
-            raise Refused("ip_forward", "net.ipv4.ip_forward is off; the agent does not write it")
+        refusal = served.refusal(request.command, request.stdin, self.data_dir)
+        if refusal is not None:
+            raise Refused(refusal.reason, refusal.detail)
 
     def _serve(self, conn: socket.socket, request: Request) -> None:
         command = request.command if request.command in COMMANDS else "other"

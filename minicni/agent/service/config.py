@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Network
 from pathlib import Path
 
 from minicni import defaults
+from minicni.agent.model.nodes import ClusterCidrs
 from minicni.agent.model.plan import Backend
 
 
 @dataclass(frozen=True)
 class AgentConfig:
     node_name: str
-    cluster_cidr: IPv4Network
+    cluster_cidr: ClusterCidrs
     backend: Backend = Backend.AUTO
     cni_conf_dir: Path = Path(defaults.CNI_CONF_DIR)
     cni_bin_dir: Path = Path(defaults.CNI_BIN_DIR)

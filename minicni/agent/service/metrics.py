@@ -35,7 +35,11 @@ FAMILIES = (
         "counter",
         "Routes in our policy table added, replaced or deleted.",
     ),
-    _Family("policy_rules", "gauge", "1 while our `from <pod CIDR> lookup` rule is in place."),
+    _Family(
+        "policy_rules",
+        "gauge",
+        "Our `from <pod CIDR> lookup` rules in place (one per pod family with a VXLAN peer).",
+    ),
     _Family("policy_rule_changes_total", "counter", "Times our policy rule was added or deleted."),
     _Family("nodes", "gauge", "Valid nodes in the current node set."),
     _Family("bad_node_entries", "gauge", "Node entries skipped in the last node set, by reason."),

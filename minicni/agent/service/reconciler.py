@@ -21,11 +21,12 @@ from minicni.agent.host.companions import missing_loopback
 from minicni.agent.host.launcher import host_write_error
 from minicni.agent.host.portmap import PortmapProbe
 from minicni.agent.model.conflist import ConflistSettings, chains_portmap
-from minicni.agent.model.nodes import Node, NodeEntry, NodeProblem, validate_entries
-from minicni.agent.model.plan import pod_mtu
+from minicni.agent.model.nodes import VERSIONS, Node, NodeEntry, NodeProblem, validate_entries
+from minicni.agent.model.plan import pod_mtu, tunnel_versions
 from minicni.agent.service.config import AgentConfig
 from minicni.agent.service.metrics import Metrics
 from minicni.agent.service.report import Report, record_failure, record_network
+from minicni.net import wire
 from minicni.net.addresses import KernelAddress, dump_addresses
 from minicni.net.rtnl import Rtnl
 
@@ -175,9 +176,9 @@ class Reconciler:
         self._last_problems = problems
 
     def _apply(self, nodes: dict[str, Node], report: Report) -> None:
-        own, addresses, underlay = self._install_host(nodes, report)
+        own, addresses, underlays = self._install_host(nodes, report)
         view = NodeView(
-            nodes, own, self.config.backend, self.config.cluster_cidr, addresses, underlay
+            nodes, own, self.config.backend, self.config.cluster_cidr, addresses, underlays
         )
         record_network(report, self.metrics, NetworkApplier(self._kernel()).apply(view))
         if self.config.firewall == "iptables":
@@ -242,7 +243,7 @@ class Reconciler:
 
     def _install_host(
         self, nodes: dict[str, Node], report: Report
-    ) -> tuple[Node, tuple[KernelAddress, ...], hostnet.Underlay | None]:
+    ) -> tuple[Node, tuple[KernelAddress, ...], dict[int, hostnet.Underlay]]:
         """The plugin, then the conflist (a runtime that finds the conflist executes the plugin
         straight away), then whether the runtime will use it."""
         config = self.config
@@ -250,10 +251,14 @@ class Reconciler:
         self.metrics.set("nodes", len(nodes))
         own = self._own_node(nodes)
         rtnl = self._kernel()
-        addresses = tuple(dump_addresses(rtnl))
-        underlay = hostnet.find_underlay(rtnl, own.internal_ip, addresses)
-        underlay_mtu = underlay.mtu if underlay else hostnet.DEFAULT_MTU
-        report.mtu = config.mtu or pod_mtu(underlay_mtu, config.backend)
+        addresses = tuple(dump_addresses(rtnl, wire.AF_UNSPEC))
+        underlays: dict[int, hostnet.Underlay] = {}
+        for version in VERSIONS:
+            node_ip = own.address(version)
+            underlay = hostnet.find_underlay(rtnl, node_ip, addresses) if node_ip else None
+            if underlay is not None:
+                underlays[version] = underlay
+        report.mtu = config.mtu or self._pod_mtu(own, underlays)
         if time.monotonic() >= self._next_install:
             self._install_plugin(report)
         if self._plugin_ok:
@@ -261,11 +266,18 @@ class Reconciler:
         loopback = missing_loopback(config.cni_bin_dir)
         self.metrics.set("loopback_plugin_present", 0.0 if loopback else 1.0)
         self._warn("loopback", loopback, report)
-        return own, addresses, underlay
+        return own, addresses, underlays
+
+    def _pod_mtu(self, own: Node, underlays: dict[int, hostnet.Underlay]) -> int:
+        """The underlay's MTU (the smallest, with one of each family), less the VXLAN headers
+        when a tunnel may carry pod traffic: the IPv6 ones when it may run over IPv6."""
+        mtus = [underlay.mtu for underlay in underlays.values()]
+        tunnels = tunnel_versions(own, self.config.cluster_cidr.versions)
+        return pod_mtu(min(mtus, default=hostnet.DEFAULT_MTU), self.config.backend, tunnels)
 
     def _write_conflist(self, own: Node, mtu: int, report: Report) -> None:
         settings = ConflistSettings(
-            own.pod_cidr,
+            own.pod_cidrs,
             mtu,
             self.config.ipam_data_dir,
             self.config.plugin_log_file,
@@ -334,7 +346,8 @@ class Reconciler:
             self._firewall = IptablesFirewall()
         try:
             report.firewall_rewritten = self._firewall.apply(
-                self.config.cluster_cidr, (node.internal_ip for node in nodes.values())
+                self.config.cluster_cidr,
+                (ip for node in nodes.values() for ip in node.internal_ips),
             )
         except Exception as error:  # missing iptables, a failed restore: reported, retried
             self._fail(report, "firewall", f"{type(error).__name__}: {error}")

@@ -29,6 +29,8 @@ class Report:
     peer_node_routes: int = 0
     peer_node_route_changes: int = 0
     policy_rule: bool = False
+    """Whether our policy rules (one per pod family with a VXLAN peer) are all in place."""
+    policy_rules: int = 0
     policy_rule_changes: int = 0
     conflist_written: bool = False
     plugin_installed: bool = False
@@ -73,7 +75,8 @@ def record_network(report: Report, metrics: Metrics, result: NetworkResult) -> N
     report.peer_node_route_changes = policy.added + policy.replaced + policy.deleted
     report.vxlan_peers = len(result.plan.vxlan_peers)
     report.vxlan_changes = result.vxlan_changes
-    report.policy_rule = result.rule.present
+    report.policy_rules = result.rule.present
+    report.policy_rule = bool(result.plan.rules) and result.rule.present == len(result.plan.rules)
     report.policy_rule_changes = result.rule.changed
     _record_network_metrics(report, metrics, result)
 
@@ -85,7 +88,7 @@ def _record_network_metrics(report: Report, metrics: Metrics, result: NetworkRes
         "routes", {"host-gw": len(routes) - vxlan_routes, "vxlan": vxlan_routes}, "backend"
     )
     metrics.set("peer_node_routes", report.peer_node_routes)
-    metrics.set("policy_rules", 1.0 if report.policy_rule else 0.0)
+    metrics.set("policy_rules", float(report.policy_rules))
     for name, count in (
         ("vxlan_peer_changes_total", report.vxlan_changes),
         ("peer_node_route_changes_total", report.peer_node_route_changes),

@@ -36,7 +36,7 @@ def test_nothing_to_do_when_kernel_matches() -> None:
         kroute("10.244.3.0/24", "10.244.3.0", VX, True, prefsrc=SRC),
     ]
     desired = [route("10.244.2.0/24", "192.168.50.12"), route("10.244.3.0/24", "10.244.3.0", True)]
-    assert not diff_routes(current, desired, VX, VXLAN_DEVICE)
+    assert not diff_routes(current, desired, {VXLAN_DEVICE: VX})
 
 
 def test_missing_are_added_stale_deleted_wrong_gateway_replaced() -> None:
@@ -45,7 +45,7 @@ def test_missing_are_added_stale_deleted_wrong_gateway_replaced() -> None:
         kroute("10.244.9.0/24", "192.168.50.19"),  # node left
     ]
     desired = [route("10.244.2.0/24", "192.168.50.12"), route("10.244.3.0/24", "192.168.50.13")]
-    changes = diff_routes(current, desired, VX, VXLAN_DEVICE)
+    changes = diff_routes(current, desired, {VXLAN_DEVICE: VX})
     assert changes.add == (route("10.244.3.0/24", "192.168.50.13"),)
     assert changes.replace == (route("10.244.2.0/24", "192.168.50.12"),)
     assert [r.dst for r in changes.delete] == [IPv4Network("10.244.9.0/24")]
@@ -53,7 +53,7 @@ def test_missing_are_added_stale_deleted_wrong_gateway_replaced() -> None:
 
 def test_backend_switch_is_a_replace() -> None:
     current = [kroute("10.244.2.0/24", "192.168.50.12")]
-    changes = diff_routes(current, [route("10.244.2.0/24", "10.244.2.0", True)], VX, VXLAN_DEVICE)
+    changes = diff_routes(current, [route("10.244.2.0/24", "10.244.2.0", True)], {VXLAN_DEVICE: VX})
     assert changes.replace == (route("10.244.2.0/24", "10.244.2.0", True),)
 
 
@@ -63,7 +63,7 @@ def test_our_routes_we_would_never_make_are_deleted_and_re_added() -> None:
         kroute("10.244.3.0/24", "10.244.3.0", VX, onlink=False),
     ]
     desired = [route("10.244.2.0/24", "192.168.50.12"), route("10.244.3.0/24", "10.244.3.0", True)]
-    changes = diff_routes(current, desired, VX, VXLAN_DEVICE)
+    changes = diff_routes(current, desired, {VXLAN_DEVICE: VX})
     assert len(changes.delete) == 2
     assert set(changes.add) == set(desired)
 
@@ -127,13 +127,15 @@ def test_routes_in_both_tables_in_place_need_nothing() -> None:
         route("10.244.3.0/24", "10.244.3.0", True),
         node_route("192.168.70.13", "10.244.3.0"),
     ]
-    assert not diff_routes(current, desired, VX, VXLAN_DEVICE)
+    assert not diff_routes(current, desired, {VXLAN_DEVICE: VX})
 
 
 def test_a_destination_is_diffed_per_table() -> None:
     """The same destination in the main table does not stand in for ours, nor the other way."""
     in_main = kroute("192.168.70.13/32", "10.244.3.0", VX, True)
-    changes = diff_routes([in_main], [node_route("192.168.70.13", "10.244.3.0")], VX, VXLAN_DEVICE)
+    changes = diff_routes(
+        [in_main], [node_route("192.168.70.13", "10.244.3.0")], {VXLAN_DEVICE: VX}
+    )
     assert changes.add == (node_route("192.168.70.13", "10.244.3.0"),)
     assert changes.delete == (in_main,)
 
@@ -146,8 +148,26 @@ def test_stale_and_moved_node_routes_in_our_table() -> None:
 
     left = ours("192.168.70.14", "10.244.4.0")
     moved = ours("192.168.70.13", "10.244.3.0")  # the peer's podCIDR is now 10.244.33.0/24
-    changes = diff_routes([left, moved], [node_route("192.168.70.13", "10.244.33.0")], VX,
-                          VXLAN_DEVICE)  # fmt: skip
+    changes = diff_routes([left, moved], [node_route("192.168.70.13", "10.244.33.0")],
+                          {VXLAN_DEVICE: VX})  # fmt: skip
     assert changes.delete == (left,)
     assert changes.replace == (node_route("192.168.70.13", "10.244.33.0"),)
     assert changes.add == ()
+
+
+def test_the_kernels_multicast_entries_on_the_device_are_not_peers() -> None:
+    from ipaddress import IPv6Address
+
+    mld = KernelNeighbour(VX, IPv6Address("ff02::16"), "33:33:00:00:00:16", 0x40)  # NUD_NOARP
+    assert diff_peers([], [], [mld]).neigh_delete == ()
+
+
+def test_an_ipv6_route_in_place_has_the_kernels_ipv6_metric() -> None:
+    from ipaddress import IPv6Address, IPv6Network
+
+    dst, via = IPv6Network("fd00:10:244:2::/64"), IPv6Address("fd00:50::12")
+    in_place = KernelRoute(dst, via, 2, False, 1024)
+    assert not diff_routes([in_place], [Route(dst, via)], {})
+    other_metric = KernelRoute(dst, via, 2, False, 100)  # not one we would make: replaced
+    changes = diff_routes([other_metric], [Route(dst, via)], {})
+    assert (changes.add, changes.delete) == ((Route(dst, via),), (other_metric,))

@@ -18,7 +18,7 @@ from minicni.net.neighbours import KernelNeighbour
 from minicni.net.rtnl import Rtnl
 from tests.rtnl_fakes import ScriptedSocket, ack, done, fails, link_reply
 
-DEVICE = VxlanDevice(IPv4Address("192.168.50.11"), 2, IPv4Network("10.244.1.0/24"), 1450)
+DEVICE = VxlanDevice(IPv4Address("192.168.50.11"), 2, (IPv4Network("10.244.1.0/24"),), 1450)
 ADDRESS = KernelAddress(9, IPv4Network("10.244.1.0/32"), IPv4Address("10.244.1.0"))
 PEER = VxlanPeer(IPv4Address("192.168.50.12"), IPv4Address("10.244.2.0"), "0e:6d:c0:a8:32:0c")
 
@@ -100,3 +100,53 @@ def test_a_stale_entry_already_gone_is_no_failure() -> None:
     result = VxlanApplier(Rtnl(sock)).delete_stale(9, changes)
     assert result.changed == 1 and [f.item for f in result.failures] == [stale]
     assert sock.sent_types() == [wire.RTM_DELNEIGH, wire.RTM_DELNEIGH]
+
+
+def test_an_ipv6_underlay_device_is_bound_by_local6_and_holds_both_vteps() -> None:
+    from ipaddress import IPv6Address, IPv6Network
+
+    from minicni.agent.model.plan import VXLAN_DEVICE6, vtep_mac
+
+    local = IPv6Address("fd00:50::11")
+    cidrs = (IPv4Network("10.244.1.0/24"), IPv6Network("fd00:10:244:1::/64"))
+    device = VxlanDevice(local, 2, cidrs, 1430, VXLAN_DEVICE6)
+    assert device.mac == vtep_mac(local)
+    assert device.addresses == (("10.244.1.0", 32), ("fd00:10:244:1::", 128))
+    sock = ScriptedSocket(
+        [fails(errno.ENODEV)],  # not there yet
+        [ack],  # create it
+        [
+            lambda seq: link_reply(
+                seq, 9, VXLAN_DEVICE6, 0, IFLA_ADDRESS=device.mac, IFLA_MTU=1430
+            ),
+            ack,
+        ],
+        [done],  # its IPv4 addresses: none
+        [ack],  # the IPv4 VTEP
+        [done],  # its IPv6 addresses: none
+        [ack],  # the IPv6 VTEP
+        [ack],  # up
+    )
+    assert VxlanApplier(Rtnl(sock)).ensure_device(device, []) == (9, True)
+    created = sock.sent_message(1)
+    data = created.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    assert data.get_attr("IFLA_VXLAN_LOCAL6") == "fd00:50::11"
+    assert data.get_attr("IFLA_VXLAN_LOCAL") is None
+    six = sock.sent_message(6, ifaddrmsg)
+    assert (six["family"], six["prefixlen"], six.get_attr("IFA_ADDRESS")) == (
+        wire.AF_INET6,
+        128,
+        "fd00:10:244:1::",
+    )
+    assert six["flags"] & 0x02  # IFA_F_NODAD: usable at once
+
+
+def test_an_ipv6_vtep_gets_an_ipv6_neighbour_entry_and_its_stale_one_goes() -> None:
+    from ipaddress import IPv6Address
+
+    peer6 = VxlanPeer(IPv4Address("192.168.50.12"), IPv6Address("fd00:10:244:2::"), PEER.vtep_mac)
+    sock = ScriptedSocket([ack], [ack, ack])
+    result = VxlanApplier(Rtnl(sock)).upsert_peers(9, PeerChanges(neigh_upsert=(PEER, peer6)))
+    assert result.changed == 2
+    families = [sock.sent_message(i, ndmsg)["family"] for i in (0, 1)]
+    assert families == [wire.AF_INET, wire.AF_INET6]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from minicni.agent.apply.firewall import IptablesFirewall
 from minicni.agent.apply.xtables import Backend, Detector, count_rules
 from minicni.agent.model.firewall import FORWARD_CHAIN, MASQUERADE_CHAIN
+from minicni.agent.model.nodes import ClusterCidrs
 
 KUBE_PROXY_NAT = """*nat
 :PREROUTING ACCEPT [0:0]
@@ -38,6 +39,7 @@ class FakeIptables:
         self.mangle: dict[str, str] = {}
         self.calls: list[list[str]] = []
         self.restored: list[tuple[str, str]] = []
+        self.restored_with: list[tuple[str, str]] = []  # (binary, payload)
 
     def __call__(
         self, argv: Sequence[str], stdin: str | None = None
@@ -47,6 +49,7 @@ class FakeIptables:
         backend = argv[0].split("-")[1]
         if argv[0].endswith("-restore"):
             self.restored.append((backend, stdin or ""))
+            self.restored_with.append((argv[0], stdin or ""))
             return subprocess.CompletedProcess(argv, 0, "", "")
         if argv[0].endswith("-save") and "-t" in argv:  # only mangle is read this way
             assert argv[argv.index("-t") + 1] == "mangle"
@@ -65,7 +68,9 @@ class FakeIptables:
 def detector(fake: FakeIptables, tmp_path: Path, legacy_tables: str = "") -> Detector:
     names = tmp_path / "ip_tables_names"
     names.write_text(legacy_tables)
-    return Detector(fake, names, which=lambda name: f"/usr/sbin/{name}")
+    names6 = tmp_path / "ip6_tables_names"
+    names6.write_text(legacy_tables)
+    return Detector(fake, names, which=lambda name: f"/usr/sbin/{name}", legacy_tables6=names6)
 
 
 def test_count_rules_counts_rules_and_drop_policies_but_not_ours() -> None:
@@ -136,8 +141,8 @@ def test_one_installed_backend_needs_no_detection(tmp_path: Path) -> None:
         Detector(fake, names, which=lambda n: None).detect()
 
 
-CLUSTER = IPv4Network("10.244.0.0/16")
-NODES = [IPv4Address("192.168.50.11")]
+CLUSTER = ClusterCidrs(IPv4Network("10.244.0.0/16"))
+NODES: list[IPv4Address | IPv6Address] = [IPv4Address("192.168.50.11")]
 
 
 def test_firewall_reads_only_its_chains_and_their_built_in_chains(tmp_path: Path) -> None:
@@ -170,3 +175,29 @@ def test_switching_backend_removes_our_chains_from_the_old_one(tmp_path: Path) -
     assert removal and f"-D FORWARD -j {FORWARD_CHAIN}" in removal[0]
     assert f"-X {FORWARD_CHAIN}" in removal[0]
     assert any(b == "legacy" and f"-I FORWARD 1 -j {FORWARD_CHAIN}" in p for b, p in fake.restored)
+
+
+def test_an_ipv4_cluster_touches_no_ip6tables(tmp_path: Path) -> None:
+    fake = FakeIptables()
+    IptablesFirewall(detector(fake, tmp_path), fake).apply(CLUSTER, NODES)
+    assert not any(c[0].startswith("ip6tables") for c in fake.calls)
+    assert [binary for binary, _ in fake.restored_with] == ["iptables-nft-restore"]
+
+
+def test_a_dual_stack_cluster_has_the_chains_in_both_families_of_one_backend(
+    tmp_path: Path,
+) -> None:
+    fake = FakeIptables()
+    dual = ClusterCidrs(IPv4Network("10.244.0.0/16"), IPv6Network("fd00:10:244::/56"))
+    nodes = [*NODES, IPv6Address("fd00:50::11")]
+    firewall = IptablesFirewall(detector(fake, tmp_path), fake)
+    assert firewall.apply(dual, nodes) is True
+    restores = dict(fake.restored_with)
+    assert sorted(restores) == ["ip6tables-nft-restore", "iptables-nft-restore"]
+    four, six = restores["iptables-nft-restore"], restores["ip6tables-nft-restore"]
+    assert "-d 192.168.50.11/32 -j RETURN" in four and "fd00" not in four
+    assert f"-A {MASQUERADE_CHAIN} -s fd00:10:244::/56 -d fd00:50::11/128 -j RETURN" in six
+    assert f"-A {MASQUERADE_CHAIN} -d ff00::/8 -j RETURN" in six
+    assert f"-A {FORWARD_CHAIN} -s fd00:10:244::/56 -j ACCEPT" in six and "192.168" not in six
+    chains6 = {c[c.index("-S") + 1] for c in fake.calls if c[0] == "ip6tables-nft" and "-S" in c}
+    assert chains6 == {FORWARD_CHAIN, MASQUERADE_CHAIN, "FORWARD", "POSTROUTING"}

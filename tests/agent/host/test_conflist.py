@@ -17,7 +17,7 @@ from minicni.agent.host.conflist import (
 from minicni.agent.model.conflist import ConflistSettings, render
 from minicni.defaults import CONFLIST_NAME
 
-SETTINGS = ConflistSettings(IPv4Network("10.244.1.0/24"), 1450, "/var/lib/cni/networks")
+SETTINGS = ConflistSettings((IPv4Network("10.244.1.0/24"),), 1450, "/var/lib/cni/networks")
 
 
 def test_render_matches_the_plugin_contract() -> None:
@@ -53,7 +53,7 @@ def test_a_change_replaces_the_file_by_rename(tmp_path: Path) -> None:
     write_conflist(tmp_path, SETTINGS)
     path = tmp_path / CONFLIST_NAME
     inode = os.stat(path).st_ino
-    moved = ConflistSettings(IPv4Network("10.244.7.0/24"), 1450, "/var/lib/cni/networks")
+    moved = ConflistSettings((IPv4Network("10.244.7.0/24"),), 1450, "/var/lib/cni/networks")
     assert write_conflist(tmp_path, moved) is True
     assert os.stat(path).st_ino != inode
     assert json.loads(path.read_text())["plugins"][0]["subnet"] == "10.244.7.0/24"
@@ -139,3 +139,17 @@ def test_a_portmap_without_a_common_version_is_not_chained() -> None:
     document = json.loads(render(replace(SETTINGS, portmap_versions=("0.1.0", "0.2.0"))))
     assert [plugin["type"] for plugin in document["plugins"]] == ["minicni"]
     assert document["cniVersions"] == ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+
+
+def test_a_dual_stack_node_lists_both_subnets_and_a_single_stack_one_a_string() -> None:
+    from ipaddress import IPv6Network
+
+    dual = replace(
+        SETTINGS, pod_cidrs=(IPv4Network("10.244.1.0/24"), IPv6Network("fd00:10:244:1::/64"))
+    )
+    assert json.loads(render(dual))["plugins"][0]["subnet"] == [
+        "10.244.1.0/24",
+        "fd00:10:244:1::/64",
+    ]
+    six = replace(SETTINGS, pod_cidrs=(IPv6Network("fd00:10:244:1::/64"),))
+    assert json.loads(render(six))["plugins"][0]["subnet"] == "fd00:10:244:1::/64"

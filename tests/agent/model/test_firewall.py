@@ -76,3 +76,24 @@ def test_duplicate_jumps_are_removed() -> None:
     )
     lines = restore_section(spec, parse_chain(saved, spec))
     assert lines.count(f"-D FORWARD -j {FORWARD_CHAIN}") == 2
+
+
+def test_the_ipv6_chains_hold_the_ipv6_cluster_and_node_addresses_only() -> None:
+    from ipaddress import IPv6Address, IPv6Network
+
+    cluster6 = IPv6Network("fd00:10:244::/56")
+    nodes = [*NODES, IPv6Address("fd00:50::12"), IPv6Address("fd00:50::11")]
+    forward = forward_spec(cluster6)
+    assert forward.version == 6 and forward_spec(CLUSTER).version == 4
+    assert forward.rules[0] == f"-A {FORWARD_CHAIN} -s fd00:10:244::/56 -j ACCEPT"
+    masquerade = masquerade_spec(cluster6, nodes)
+    assert masquerade.version == 6
+    assert masquerade.rules == (
+        f"-A {MASQUERADE_CHAIN} -s fd00:10:244::/56 -d fd00:10:244::/56 -j RETURN",
+        f"-A {MASQUERADE_CHAIN} -d ff00::/8 -j RETURN",
+        f"-A {MASQUERADE_CHAIN} -s fd00:10:244::/56 -d fd00:50::11/128 -j RETURN",
+        f"-A {MASQUERADE_CHAIN} -s fd00:10:244::/56 -d fd00:50::12/128 -j RETURN",
+        f"-A {MASQUERADE_CHAIN} -s fd00:10:244::/56 -j MASQUERADE",
+    )
+    # the IPv4 chain is what it always was, whatever IPv6 addresses the nodes have
+    assert masquerade_spec(CLUSTER, nodes) == masquerade_spec(CLUSTER, NODES)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from minicni.agent.model.nodes import ClusterCidrs
 from minicni.agent.model.plan import Backend
 from minicni.agent.service.cli import build_parser, config_from_args, env_name, main
 
@@ -42,7 +43,7 @@ def test_environment_sets_and_flags_override() -> None:
     args = build_parser(environ).parse_args(["--backend", "host-gw"])
     config = config_from_args(args)
     assert config.node_name == "n7"
-    assert config.cluster_cidr == IPv4Network("10.96.0.0/12")
+    assert config.cluster_cidr == ClusterCidrs(IPv4Network("10.96.0.0/12"))
     assert config.backend is Backend.HOST_GW
     assert config.plugin_install == "launcher"
     assert args.once is True
@@ -52,6 +53,8 @@ def test_environment_sets_and_flags_override() -> None:
     "argv",
     [
         ["--cluster-cidr", "10.244.0.1/16"],
+        ["--cluster-cidr", "10.244.0.0/16,10.245.0.0/16"],  # two of one family
+        ["--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56,fd00:11::/56"],
         ["--backend", "bgp"],
         ["--mtu", "100"],
         ["--resync-seconds", "0"],
@@ -63,6 +66,16 @@ def test_bad_values_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
         main([*argv, "--nodes-file", "/nonexistent", "--once"], environ={})
     assert exited.value.code == 2
     assert "minicni-agent" in capsys.readouterr().err
+
+
+def test_a_dual_stack_cluster_cidr_is_one_network_per_family() -> None:
+    args = build_parser({}).parse_args(["--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56"])
+    cluster = config_from_args(args).cluster_cidr
+    assert str(cluster.v4) == "10.244.0.0/16" and str(cluster.v6) == "fd00:10:244::/56"
+    six = config_from_args(
+        build_parser({"MINICNI_CLUSTER_CIDR": "fd00:10:244::/56"}).parse_args([])
+    )
+    assert six.cluster_cidr.versions == (6,)
 
 
 def test_cluster_cidr_auto_needs_the_kubernetes_source(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from minicni.agent.model.nodes import NodeEntry
+from minicni.agent.model.nodes import ClusterCidrs, NodeEntry
 from minicni.agent.service.config import AgentConfig
 from minicni.agent.service.metrics import Metrics
 from minicni.agent.service.reconciler import Reconciler
@@ -18,7 +18,8 @@ class NoKernel:
 
 
 def reconciler(tmp_path: Path) -> Reconciler:
-    config = AgentConfig("n1", IPv4Network("10.244.0.0/16"), state_dir=tmp_path / "state")
+    cluster = ClusterCidrs(IPv4Network("10.244.0.0/16"))
+    config = AgentConfig("n1", cluster, state_dir=tmp_path / "state")
     return Reconciler(config, Metrics(), rtnl=NoKernel())  # type: ignore[arg-type]
 
 

@@ -52,6 +52,25 @@ def test_the_nodes_file_lists_every_node_as_kubernetes_names_it() -> None:
     }
 
 
+def test_a_dual_stack_lab_lists_both_families_and_gives_a_cluster_cidr_of_each() -> None:
+    dual = plan(Topology(nodes=1, family="dual"), "ml1")
+    assert nodes_document(dual)["nodes"] == [
+        {
+            "name": "n1",
+            "internalIP": "172.30.0.11",
+            "podCIDR": "10.244.1.0/24",
+            "internalIPs": ["172.30.0.11", "fd00:172:30::11"],
+            "podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"],
+        }
+    ]
+    flags = agent_flags(dual.topology, dual.nodes[0], NodeFiles(Path("/w/n1")), Path("/w/n"))
+    assert flags["--cluster-cidr"] == "10.244.0.0/16,fd00:10:244::/56"
+    six = plan(Topology(nodes=1, family="ipv6"), "ml1")
+    assert nodes_document(six)["nodes"][0]["internalIP"] == "fd00:172:30::11"
+    flags = agent_flags(six.topology, six.nodes[0], NodeFiles(Path("/w/n1")), Path("/w/n"))
+    assert flags["--cluster-cidr"] == "fd00:10:244::/56"
+
+
 def test_the_agents_serve_cni_requests_on_a_socket_of_their_node_unless_told_not_to(
     tmp_path: Path,
 ) -> None:

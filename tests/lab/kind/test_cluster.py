@@ -137,3 +137,16 @@ def test_the_image_reaches_kind_through_an_archive_of_this_platform(
     assert lines[-1] == f"kind load image-archive --name c1 {archive}"
     assert not any("docker-image" in line for line in lines)
     assert not archive.exists()  # the archive goes once loaded
+
+
+def test_the_family_picks_the_kind_config_and_a_wrong_one_is_named() -> None:
+    from lab.kind.manifests import pod_subnets
+
+    assert KindSettings.from_env({}).kind_config.name == "cluster.yaml"
+    dual = KindSettings.from_env({"MINICNI_E2E_FAMILY": "dual"})
+    assert dual.kind_config.name == "cluster-dual-stack.yaml"
+    assert pod_subnets(dual.kind_config) == ["10.244.0.0/16", "fd00:10:244::/56"]
+    six = KindSettings.from_env({"MINICNI_E2E_FAMILY": "ipv6"})
+    assert pod_subnets(six.kind_config) == ["fd00:10:244::/56"]
+    with pytest.raises(ValueError, match="MINICNI_E2E_FAMILY"):
+        KindSettings.from_env({"MINICNI_E2E_FAMILY": "ipv5"})

@@ -45,6 +45,22 @@ def test_short_node_name_drops_the_cluster_prefix_only() -> None:
     assert short_node_name("node-1", "minicni-e2e") == "node-1"
 
 
+def test_a_dual_stack_pod_and_node_have_an_address_of_each_family() -> None:
+    pods = {
+        "items": [
+            _pod("probe-a-1", "mc-worker", "fd00:10:244:1::5", "probe-a", "pod"),
+            _pod("probe-host-x", "mc-worker", "172.18.0.3", "probe-host", "node"),
+        ]
+    }
+    pods["items"][0]["status"]["podIPs"] = [{"ip": "fd00:10:244:1::5"}, {"ip": "10.244.1.5"}]
+    pods["items"][1]["status"]["podIPs"] = [{"ip": "172.18.0.3"}, {"ip": "fc00:f853::3"}]
+    inventory = inventory_from(pods, cluster_name="mc")
+    pod, node = inventory.endpoints
+    assert pod.addresses == ("10.244.1.5", "fd00:10:244:1::5")  # IPv4 first, as the lab's
+    assert node.address("ipv6") == "fc00:f853::3"
+    assert inventory.families == ("ipv4", "ipv6")
+
+
 def test_services_come_with_the_ready_endpoints_kube_proxy_knows() -> None:
     pods = {
         "items": [
@@ -99,3 +115,32 @@ def test_services_come_with_the_ready_endpoints_kube_proxy_knows() -> None:
     )
     assert (service.target_port, service.endpoints) == (30080, ("control-plane/a", "worker/a"))
     assert inventory_from(pods, "mc").services == ()
+
+
+def test_an_ipv6_service_is_left_out_the_service_probes_speak_ipv4() -> None:
+    pods = {"items": [_pod("probe-a-1", "mc-worker", "fd00:10:244:1::2", "probe-a", "pod")]}
+    services = {
+        "items": [
+            {
+                "metadata": {"name": "probe-tcp"},
+                "spec": {
+                    "clusterIP": "fd00:10:96::20",
+                    "ports": [{"protocol": "TCP", "port": 80, "targetPort": 30080}],
+                },
+            }
+        ]
+    }
+    slices = {
+        "items": [
+            {
+                "metadata": {"labels": {"kubernetes.io/service-name": "probe-tcp"}},
+                "endpoints": [
+                    {
+                        "conditions": {"ready": True},
+                        "targetRef": {"namespace": "minicni-e2e", "name": "probe-a-1"},
+                    }
+                ],
+            }
+        ]
+    }
+    assert inventory_from(pods, "mc", "kind", services, slices).services == ()

@@ -16,7 +16,7 @@ from lab.matrix.cases import (
     case_kind,
     judge,
 )
-from lab.matrix.executors import Endpoint
+from lab.matrix.executors import Endpoint, Inventory
 from tests.lab.matrix.samples import INVENTORY, N1, N2, P10, P11, P20
 
 
@@ -102,3 +102,51 @@ def test_a_node_is_judged_by_the_address_it_chose_to_send_from() -> None:
     assert judge(case(N1, P10), observation) == (OK, "")
     masqueraded = Observation(sent("10.244.1.1"), seen("172.30.0.11"))
     assert judge(case(N1, P10), masqueraded)[0] == NATED
+
+
+D1 = Endpoint("n1", "node", "n1", "172.30.0.11", "ml1-n1", ips=("172.30.0.11", "fd00:172:30::11"))
+D10 = Endpoint(
+    "n1/p0", "pod", "n1", "10.244.1.2", "ml1-n1p0", ips=("10.244.1.2", "fd00:10:244:1::2")
+)
+D20 = Endpoint(
+    "n2/p0", "pod", "n2", "10.244.2.2", "ml1-n2p0", ips=("10.244.2.2", "fd00:10:244:2::2")
+)
+V4_ONLY_NODE = Endpoint("n2", "node", "n2", "172.30.0.12", "ml1-n2")
+
+
+def test_a_dual_stack_inventory_has_every_cell_once_per_family() -> None:
+    inventory = Inventory.build([D1, V4_ONLY_NODE, D10, D20])
+    assert inventory.families == ("ipv4", "ipv6")
+    cases = build_cases(inventory, ["icmp", "tcp"])
+    by_family = {f: [c for c in cases if c.family == f] for f in ("ipv4", "ipv6")}
+    # n2 has no IPv6 address: its IPv6 cells do not exist (they would be `-`)
+    assert len(by_family["ipv4"]) == 2 * (2 + 2 + 2 + 2 + 2)
+    assert {(c.src.name, c.dst.name) for c in by_family["ipv6"]} == {
+        ("n1/p0", "n2/p0"), ("n2/p0", "n1/p0"), ("n1/p0", "n1"), ("n2/p0", "n1"),
+        ("n1", "n1/p0"), ("n1", "n2/p0"),
+    }  # fmt: skip
+    six = next(c for c in by_family["ipv6"] if (c.src, c.dst) == (D10, D20))
+    assert (six.grid, six.src_ip, six.dst_ip) == ("icmp6", "fd00:10:244:1::2", "fd00:10:244:2::2")
+    assert six.label == "icmp6 n1/p0 -> n2/p0"
+    assert len({c.port for c in cases}) == len(cases)
+    only_six = build_cases(inventory, ["tcp"], families=["ipv6"])
+    assert len(only_six) == 6 and {c.family for c in only_six} == {"ipv6"}
+
+
+def test_an_ipv6_cell_is_judged_by_the_pods_ipv6_address_in_any_spelling() -> None:
+    six = Case("pod->pod other node", "tcp", D10, D20, 31000, family="ipv6")
+    assert judge(six, Observation(sent("fd00:10:244:1::2"), seen("fd00:10:244:1:0::2")))[0] == OK
+    # the pod's IPv4 address, or the node's, is not its IPv6 source
+    assert judge(six, Observation(sent("x"), seen("10.244.1.2")))[0] == NATED
+    assert judge(six, Observation(sent("x"), seen("fd00:172:30::11")))[0] == NATED
+
+
+def test_an_unknown_family_is_refused() -> None:
+    with pytest.raises(ValueError, match="ipv5"):
+        build_cases(INVENTORY, ["tcp"], families=["ipv5"])
+
+
+def test_an_ipv4_inventory_keeps_its_cells_and_names() -> None:
+    cases = build_cases(INVENTORY, ["tcp"])
+    assert {c.family for c in cases} == {"ipv4"} and INVENTORY.families == ("ipv4",)
+    assert cases[0].label.startswith("tcp ") and cases[0].dst_ip == cases[0].dst.ip

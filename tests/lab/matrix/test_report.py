@@ -106,6 +106,45 @@ def test_junit_has_one_suite_per_protocol_and_a_failure_per_wrong_cell(tmp_path:
     assert any("flaky" in (o.text or "") for o in root.iter("system-out"))
 
 
+D1 = Endpoint("n1", NODE, "n1", "172.30.0.11", "ml1-n1", ips=("172.30.0.11", "fd00:172:30::11"))
+D10 = Endpoint("n1/p0", POD, "n1", "10.244.1.2", "ml1-n1p0", ips=("10.244.1.2", "fd00:10:244:1::2"))
+D20 = Endpoint("n2/p0", POD, "n2", "10.244.2.2", "ml1-n2p0", ips=("10.244.2.2", "fd00:10:244:2::2"))
+
+
+def dual_report() -> MatrixReport:
+    def both(src: Endpoint, dst: Endpoint, v4: str, v6: str) -> list[CellResult]:
+        four = cell(src, dst, v4)
+        case6 = Case(four.case.kind, "tcp", src, dst, 31100, family="ipv6")
+        six = CellResult(case6, v6, "" if v6 == "." else "NATed", 1, four.observation, 0.5)
+        return [four, six]
+
+    cells = [*both(D1, D10, ".", "."), *both(D10, D20, ".", "N"), *both(D20, D1, ".", ".")]
+    return MatrixReport(Inventory.build([D1, D10, D20]), ("tcp",), cells, 1.0)
+
+
+def test_a_dual_stack_report_has_a_grid_per_family_in_text_json_and_junit(tmp_path: Path) -> None:
+    dual = dual_report()
+    text = render(dual)
+    titles = [line.split()[0] for line in text.splitlines() if line.endswith("n2/p0")]
+    assert titles == ["TCP", "TCP6"]
+    assert "N tcp6 n1/p0 -> n2/p0 (pod->pod other node): NATed" in text
+    data = to_json(dual)
+    assert data["families"] == ["ipv4", "ipv6"]
+    assert list(data["grids"]) == ["tcp", "tcp6"]
+    assert data["grids"]["tcp"][3].split() == ["n1/p0", "|", "-", "-", "."]
+    assert data["grids"]["tcp6"][3].split() == ["n1/p0", "|", "-", "-", "N"]
+    assert [c["family"] for c in data["cells"]] == ["ipv4", "ipv6"] * 3
+    assert data["endpoints"][1]["ips"] == ["10.244.1.2", "fd00:10:244:1::2"]
+    path = tmp_path / "dual.xml"
+    write_junit(dual, str(path))
+    suites = ET.parse(path).getroot().findall("testsuite")
+    assert [(s.get("name"), s.get("tests"), s.get("failures")) for s in suites] == [
+        ("minicni-lab matrix tcp", "3", "0"),
+        ("minicni-lab matrix tcp6", "3", "1"),
+    ]
+    assert suites[1].find("testcase").get("classname") == "matrix.tcp6.node->pod_same_node"  # type: ignore[union-attr]
+
+
 SERVICE = Service("probe-tcp", "tcp", "10.96.0.20", 80, 30080, ("n1/p0", "n2/p0"))
 WITH_SERVICE = Inventory.build([N1, P10, P20], services=[SERVICE])
 

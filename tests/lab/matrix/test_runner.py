@@ -53,6 +53,32 @@ def run_loopback(executor: LoopbackExecutor, src_ip: str = "127.0.0.1", retries:
     return runner.run(inventory, cases)
 
 
+def test_a_dual_stack_pair_is_probed_once_per_family_over_loopback() -> None:
+    inventory = Inventory.build(
+        [
+            Endpoint("a/p0", POD, "a", "127.0.0.1", "-", ips=("127.0.0.1", "::1")),
+            Endpoint("b/p0", POD, "b", "127.0.0.1", "-", ips=("127.0.0.1", "::1")),
+        ]
+    )
+
+    class DualLoopback(LoopbackExecutor):
+        def command(self, endpoint: Endpoint, argv: Sequence[str]) -> list[str]:
+            if argv[0] == "recv" and "ipv6" in argv:
+                return [sys.executable, "-m", "lab.probes", *argv, "--bind", "::1"]
+            return super().command(endpoint, argv)
+
+    port = random.randint(40000, 60000)
+    cases = [
+        c for c in build_cases(inventory, ["tcp", "udp"], port_base=port) if c.dst.name == "b/p0"
+    ]
+    report = MatrixRunner(DualLoopback(), timeout=0.5, retries=0, workers=4).run(inventory, cases)
+    assert [(c.case.grid, c.verdict) for c in report.cells] == [
+        ("tcp", OK), ("udp", OK), ("tcp6", OK), ("udp6", OK)
+    ]  # fmt: skip
+    observed = [c.observation.receiver["observed_src"] for c in report.cells]  # type: ignore[index]
+    assert observed == ["127.0.0.1", "127.0.0.1", "::1", "::1"]
+
+
 def test_runner_ok_over_loopback() -> None:
     report = run_loopback(LoopbackExecutor())
     assert [c.verdict for c in report.cells] == [OK, OK]

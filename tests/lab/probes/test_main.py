@@ -21,6 +21,7 @@ def test_the_runners_argv_is_read_exactly() -> None:
         "token": "t",
         "timeout": 2.0,
         "engine": "socket",
+        "family": "ipv4",
         "bind": "0.0.0.0",
         "expect": {},
     }
@@ -34,6 +35,13 @@ def test_the_runners_argv_is_read_exactly() -> None:
     assert parse(["recv", "--proto=udp", "--port=40000"]).port == 40000
 
 
+def test_an_ipv6_probe_listens_on_the_ipv6_any_address_and_sends_to_an_ipv6_one() -> None:
+    recv = parse(["recv", "--proto", "icmp,tcp,udp", "--family", "ipv6"])
+    assert (recv.family, recv.bind) == ("ipv6", "::")
+    send = parse(["send", "--proto", "tcp", "--dst", "fd00:10:244:2::2", "--family", "ipv6"])
+    assert (send.family, send.dst) == ("ipv6", "fd00:10:244:2::2")
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -45,6 +53,9 @@ def test_the_runners_argv_is_read_exactly() -> None:
         ["recv", "--proto", "udp", "--port", "x"],
         ["recv", "--proto"],
         ["recv", "--proto", "udp", "--engine", "pcap"],
+        ["recv", "--proto", "udp", "--family", "ipv5"],
+        ["send", "--proto", "udp", "--dst", "fd00::2"],  # an IPv6 address, IPv4 probe
+        ["send", "--proto", "udp", "--dst", "10.0.0.2", "--family", "ipv6"],
         ["probe", "--proto", "udp"],
         [],
     ],
@@ -72,5 +83,6 @@ def test_help_names_both_roles_and_every_option() -> None:
     done = probes("-h")
     assert done.returncode == EXIT_OK
     assert "python -m lab.probes recv" in done.stdout and "python -m lab.probes send" in done.stdout
-    for option in ("--proto", "--dst", "--port", "--token", "--timeout", "--engine", "--bind"):
+    options = ("--proto", "--dst", "--port", "--token", "--timeout", "--engine", "--family")
+    for option in (*options, "--bind"):
         assert option in done.stdout

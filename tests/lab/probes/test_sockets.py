@@ -15,20 +15,24 @@ import pytest
 from lab.probes.__main__ import EXIT_ERROR, EXIT_NO_CONNECTIVITY
 
 
-def probe_pair_over_loopback(protos: str, token: str) -> tuple[list[Any], list[Any]]:
-    """A receiver and a sender on 127.0.0.1, as the matrix runs them in two namespaces: the
-    sender's exit code and its JSON lines, the receiver's exit code and its JSON lines."""
+def probe_pair_over_loopback(
+    protos: str, token: str, loopback: str = "127.0.0.1"
+) -> tuple[list[Any], list[Any]]:
+    """A receiver and a sender on `loopback` (127.0.0.1 or ::1), as the matrix runs them in two
+    namespaces: the sender's JSON lines, the receiver's JSON lines (both must exit 0)."""
     port = str(random.randint(40000, 60000))
     common = ["--proto", protos, "--port", port, "--token", token]
+    if ":" in loopback:
+        common += ["--family", "ipv6"]
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "lab.probes", "recv", *common, "--bind", "127.0.0.1"],
+        [sys.executable, "-m", "lab.probes", "recv", *common, "--bind", loopback],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     assert receiver.stderr is not None and receiver.stderr.readline() == "ready\n"
     sender = subprocess.run(
-        [sys.executable, "-m", "lab.probes", "send", *common, "--dst", "127.0.0.1"],
+        [sys.executable, "-m", "lab.probes", "send", *common, "--dst", loopback],
         capture_output=True,
         text=True,
         timeout=10,
@@ -52,6 +56,37 @@ def test_probe_pair_over_loopback(proto: str) -> None:
         "received": True,
         "observed_src": "127.0.0.1",
     }
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_probe_pair_over_ipv6_loopback(proto: str) -> None:
+    [sent], [received] = probe_pair_over_loopback(proto, "tok-6", "::1")
+    assert (sent["reply"], sent["local"], sent["dst"]) == (True, "::1", "::1")
+    assert (received["received"], received["observed_src"]) == (True, "::1")
+
+
+def test_an_ipv6_receiver_does_not_hear_ipv4_on_its_port() -> None:
+    """The families' cells are told apart: an IPv6 receiver never answers an IPv4 probe."""
+    port = str(random.randint(40000, 60000))
+    common = ["--proto", "udp", "--port", port, "--token", "tok-x"]
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "lab.probes", "recv", *common, "--family", "ipv6", "--timeout", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert receiver.stderr is not None and receiver.stderr.readline() == "ready\n"
+    sender = subprocess.run(
+        [sys.executable, "-m", "lab.probes", "send", *common, "--dst", "127.0.0.1",
+         "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )  # fmt: skip
+    receiver.terminate()
+    out, _ = receiver.communicate(timeout=10)
+    assert json.loads(sender.stdout)["reply"] is False
+    assert json.loads(out)["received"] is False
 
 
 def test_one_receiver_and_one_sender_probe_tcp_and_udp_together() -> None:

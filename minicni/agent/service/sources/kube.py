@@ -33,10 +33,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
-from minicni.agent.model.nodes import NodeEntry
+from minicni.agent.model.nodes import ClusterCidrs, NodeEntry
 from minicni.agent.service.sources import SourceError, SourceHealth
 from minicni.agent.service.sources.backoff import Backoff
 from minicni.agent.service.sources.kube_stream import (
@@ -137,9 +137,10 @@ got as --cluster-cidr), else kube-proxy's configuration (what it treats as pod t
 MAX_CONFIG_MAP_BYTES = 1 << 20
 
 
-def read_cluster_cidr(api: Any, timeouts: Timeouts = Timeouts()) -> tuple[IPv4Network, str]:
-    """The cluster's IPv4 pod CIDR and where it was found. LookupError when the cluster does not
-    say (no such ConfigMap, no field, or no IPv4 in it); other errors when the API fails."""
+def read_cluster_cidr(api: Any, timeouts: Timeouts = Timeouts()) -> tuple[ClusterCidrs, str]:
+    """The cluster's pod CIDRs (one per family: `10.244.0.0/16,fd00:10:244::/56` in a dual-stack
+    cluster) and where they were found. LookupError when the cluster does not say (no such
+    ConfigMap, no field, nothing usable in it); other errors when the API fails."""
     import yaml
 
     tried = []
@@ -165,18 +166,27 @@ def read_cluster_cidr(api: Any, timeouts: Timeouts = Timeouts()) -> tuple[IPv4Ne
         value: Any = yaml.safe_load(data.get(key) or "") if isinstance(data, dict) else None
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
-        for text in str(value or "").split(","):
-            try:
-                network = ip_network(text.strip(), strict=True)
-            except ValueError:
-                continue
-            if isinstance(network, IPv4Network):
-                return network, where
-        tried.append(f"{name}: no IPv4 CIDR in {'.'.join(path)} ({value!r})")
+        cidrs = cluster_cidrs_in(str(value or ""))
+        if cidrs is not None:
+            return cidrs, where
+        tried.append(f"{name}: no CIDR in {'.'.join(path)} ({value!r})")
     raise LookupError(
         "the cluster does not say its pod CIDR (" + "; ".join(tried) + "): set --cluster-cidr "
         "(MINICNI_CLUSTER_CIDR) to kube-controller-manager's --cluster-cidr"
     )
+
+
+def cluster_cidrs_in(text: str) -> ClusterCidrs | None:
+    """The first CIDR of each family in a comma separated list (kube-controller-manager's
+    --cluster-cidr form); None if it holds none. What is not a CIDR is passed over."""
+    found: dict[int, IPv4Network | IPv6Network] = {}
+    for part in text.split(","):
+        try:
+            network = ip_network(part.strip(), strict=True)
+        except ValueError:
+            continue
+        found.setdefault(network.version, network)
+    return ClusterCidrs.of(found.values()) if found else None
 
 
 @dataclass

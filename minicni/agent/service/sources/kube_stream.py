@@ -165,8 +165,7 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
 
 
 def _ipv4_first(addresses: list[str]) -> str | None:
-    """Prefer an IPv4 address (the planning is IPv4); else the first one, which validation
-    reports as not IPv4."""
+    """An IPv4 address first (what an IPv4 node set always planned with); else the first one."""
     for text in addresses:
         try:
             if isinstance(ip_address(text), IPv4Address):
@@ -201,6 +200,7 @@ def entry_from_object(node: Any) -> NodeEntry:
         name=name if isinstance(name, str) else "",
         internal_ip=_ipv4_first(internal),
         pod_cidrs=tuple(cidrs),
+        internal_ips=tuple(internal) if len(internal) > 1 else (),
     )
 
 

@@ -2,7 +2,10 @@
 
 Format (it mirrors the Node fields that matter):
 `{"nodes": [{"name": "n1", "internalIP": "192.168.50.11", "podCIDR": "10.244.1.0/24"}, ...]}`;
-`podCIDRs` (a list) is accepted too, as in a Node's spec.
+the lists `podCIDRs` (as in a Node's spec) and `internalIPs` (a Node's InternalIP addresses) are
+read beside them, for a dual-stack node:
+`{"name": "n1", "internalIPs": ["192.168.81.11", "fd00:81::11"], "podCIDRs": ["10.244.1.0/24",
+"fd00:10:244:1::/64"]}`.
 
 The file is untrusted input: it is read only if it is a regular file of at most MAX_FILE_BYTES,
 and YAML aliases (the "billion laughs" bomb: 500 bytes that expand to gigabytes) are refused.
@@ -121,10 +124,16 @@ def entry_from_mapping(raw: Any) -> NodeEntry:
     single = _text(raw.get("podCIDR"))
     if single and single not in cidrs:
         cidrs.insert(0, single)
+    addresses = raw.get("internalIPs")
     return NodeEntry(
         name=_text(raw.get("name")) or "",
         internal_ip=_text(raw.get("internalIP")),
         pod_cidrs=tuple(cidrs),
+        internal_ips=(
+            tuple(text for text in map(_text, addresses) if text)
+            if isinstance(addresses, list)
+            else ()
+        ),
     )
 
 

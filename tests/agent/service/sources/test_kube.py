@@ -299,10 +299,10 @@ def api_for(server: FakeApiServer) -> Any:
     return core_api(Configuration(host=server.url))
 
 
-def test_cluster_cidr_from_kubeadm_config_ipv4_of_dual_stack(server: FakeApiServer) -> None:
+def test_cluster_cidr_from_kubeadm_config_both_of_dual_stack(server: FakeApiServer) -> None:
     server.config_maps = {"kubeadm-config": KUBEADM, "kube-proxy": KUBE_PROXY}
     cidr, where = read_cluster_cidr(api_for(server))
-    assert str(cidr) == "10.244.0.0/16"
+    assert str(cidr) == "10.244.0.0/16,fd00:10:244::/56"
     assert "kube-system/kubeadm-config" in where
 
 

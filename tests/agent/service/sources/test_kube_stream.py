@@ -127,6 +127,7 @@ def test_entry_dual_stack_prefers_ipv4_and_keeps_all_cidrs() -> None:
     }
     entry = entry_from_object(obj)
     assert entry.internal_ip == "172.18.0.3"
+    assert entry.addresses == ("172.18.0.3", "fc00::3")  # both InternalIPs, no ExternalIP
     assert entry.pod_cidrs == ("fd00:10:244:1::/64", "10.244.1.0/24")
 
 

@@ -64,3 +64,20 @@ def test_change_is_noticed(tmp_path: Path) -> None:
     replacement.replace(path)
     assert source.wait(2, threading.Event()) is True
     assert source.fetch()[0].name == "n9"
+
+
+def test_a_dual_stack_node_lists_its_internal_ips_and_pod_cidrs(tmp_path: Path) -> None:
+    """The issue's own example, beside a node written the old way."""
+    path = tmp_path / "nodes.json"
+    path.write_text(
+        '{"nodes": [{"name": "n1", "internalIPs": ["192.168.81.11", "fd00:81::11"],'
+        ' "podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"]},'
+        ' {"name": "n2", "internalIP": "192.168.81.12", "podCIDR": "10.244.2.0/24",'
+        ' "internalIPs": ["192.168.81.12", "fd00:81::12"],'
+        ' "podCIDRs": ["10.244.2.0/24", "fd00:10:244:2::/64"]}]}'
+    )
+    first, second = StaticFileSource(path).fetch()
+    assert first.addresses == ("192.168.81.11", "fd00:81::11")
+    assert first.pod_cidrs == ("10.244.1.0/24", "fd00:10:244:1::/64")
+    assert second.addresses == ("192.168.81.12", "fd00:81::12")  # each address once
+    assert second.pod_cidrs == ("10.244.2.0/24", "fd00:10:244:2::/64")
