@@ -59,9 +59,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         flag: str, help: str, default: str | None = None, choices: Sequence[str] | None = None
     ) -> None:
         value = environ.get(env_name(flag), default)
-        parser.add_argument(flag, default=value, choices=choices, help=f"{help} [{env_name(flag)}]")
+        shown = f" (default: {default})" if default and "default:" not in help else ""
+        parser.add_argument(
+            flag, default=value, choices=choices, help=f"{help}{shown} [{env_name(flag)}]"
+        )
 
-    option("--node-name", "this node's name", environ.get("NODE_NAME") or socket.gethostname())
+    option(
+        "--node-name",
+        "this node's name (default: $NODE_NAME, else the host name)",
+        environ.get("NODE_NAME") or socket.gethostname(),
+    )
     option(
         "--cluster-cidr",
         "the cluster's pod CIDR (every node's podCIDR lies in it), one per family for a "

@@ -32,6 +32,16 @@ def test_defaults() -> None:
     assert args.once is False
 
 
+def test_help_names_each_default_the_environment_does_not_change() -> None:
+    parser = build_parser({"MINICNI_CNI_CONF_DIR": "/srv/cni"})
+    helps = {a.option_strings[0]: a.help or "" for a in parser._actions if a.option_strings}
+    assert "(default: /etc/cni/net.d)" in helps["--cni-conf-dir"]
+    assert parser.parse_args([]).cni_conf_dir == "/srv/cni"
+    assert "(default: /run/minicni/cni.sock)" in helps["--cni-socket"]
+    assert "(default: 127.0.0.1:28109)" in helps["--health-addr"]
+    assert "default" not in helps["--nodes-file"]  # none: the Kubernetes API instead
+
+
 def test_environment_sets_and_flags_override() -> None:
     environ = {
         "MINICNI_NODE_NAME": "n7",
