@@ -251,7 +251,7 @@ def main() -> None:
         if verdict[:1] == b"A":
             sock.sendall(b"G")
         elif verdict[:1] == b"R":
-            raise ConnectionRefusedError(0, "refused: " + verdict[1:].decode(errors="replace"))
+            raise ConnectionRefusedError("refused: " + verdict[1:].decode(errors="replace"))
         else:
             raise EOFError("no answer from the agent")
     except (OSError, EOFError) as error:  # the time-out included: nothing was dispatched

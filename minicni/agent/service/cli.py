@@ -201,6 +201,10 @@ def check_socket_path(path: str) -> None:
         raise ValueError(f"--cni-socket {path!r} must be an absolute path")
     if len(os.fsencode(path)) > UNIX_PATH_MAX:
         raise ValueError(f"--cni-socket is longer than a unix socket path may be ({UNIX_PATH_MAX})")
+    if any(char in path for char in "'\\\n\0"):
+        # the installed plugin names the socket in a shell script: refused here, at start-up,
+        # rather than by the install, where only the log would say so
+        raise ValueError(f"--cni-socket {path!r} must not contain a quote, backslash or newline")
 
 
 def make_source(args: argparse.Namespace) -> NodeSource:

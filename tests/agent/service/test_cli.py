@@ -124,7 +124,10 @@ def test_health_listens_on_loopback_on_a_port_nobody_else_uses() -> None:
     assert int(port) < 32768  # below Linux's ephemeral range: no outgoing connection holds it
 
 
-@pytest.mark.parametrize("socket", ["relative.sock", "/run/" + "x" * 103 + ".sock"])
+@pytest.mark.parametrize(
+    "socket",
+    ["relative.sock", "/run/" + "x" * 103 + ".sock", "/run/it's.sock", "/run/a\\b", "/run/a\nb"],
+)
 def test_a_cni_socket_that_cannot_be_a_unix_socket_path_is_refused(
     socket: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
