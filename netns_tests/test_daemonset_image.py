@@ -30,6 +30,7 @@ import pytest
 from lab.cluster.build import NetnsLab, lab_namespaces
 from lab.cluster.daemonset import LabNode
 from lab.cluster.image_agents import (
+    HOST_MOUNT_POINTS,
     ImageAgent,
     PodmanStore,
     effective_capabilities,
@@ -80,6 +81,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageCluster]:
     if reason:
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("dsimage")
+    mount_points_before = {d for d in HOST_MOUNT_POINTS if os.path.exists(d)}
     topology = Topology(nodes=2, pods_per_node=0, backend="auto", underlay="l2", agent="image")
     lab = NetnsLab(plan(topology, new_lab_id()), str(base), log=print)
     lab.up()  # a failed up removes what it built
@@ -91,6 +93,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageCluster]:
     assert not problems, problems
     assert lab_namespaces(lab.lab.lab_id) == []
     assert not mounts_under(str(base))
+    # the host's mount point for the node's /run/minicni goes with the lab that made it
+    assert {d for d in HOST_MOUNT_POINTS if os.path.exists(d)} <= mount_points_before
 
 
 def test_the_agent_runs_with_net_admin_and_net_raw_only(cluster: ImageCluster) -> None:

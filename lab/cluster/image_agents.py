@@ -17,6 +17,7 @@ and /run/minicni at their usual paths, in a mount namespace of its own that disa
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import http.client
 import json
@@ -234,6 +235,16 @@ def remove_cgroups(parent: str) -> None:
             for directory, _, _ in os.walk(top, topdown=False):
                 with contextlib.suppress(OSError):
                     os.rmdir(directory)
+
+
+def release_host_mount_points() -> None:
+    """Remove the host's mount points `prepare_node_root` made, once no image lab is left (each
+    has a podman run root until its teardown): never one with something in it."""
+    if glob.glob(f"{SHORT_RUN_DIR}-*"):
+        return
+    for directory in HOST_MOUNT_POINTS:
+        with contextlib.suppress(OSError):  # absent, or in use: a real agent's socket is there
+            os.rmdir(directory)
 
 
 def node_view_prefix(node_root: str) -> list[str]:

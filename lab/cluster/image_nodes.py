@@ -127,4 +127,6 @@ def remove(work_dir: str, lab_id: str) -> list[str]:
     """The agent containers and everything of the lab's podman, if the lab made one."""
     if not os.path.isdir(os.path.join(work_dir, IMAGE_STORE)):
         return []
-    return store_of(work_dir, lab_id).remove_everything()
+    problems = store_of(work_dir, lab_id).remove_everything()
+    image_agents.release_host_mount_points()
+    return problems
