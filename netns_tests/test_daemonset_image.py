@@ -69,6 +69,13 @@ class ImageCluster:
         return [self.image.node(node) for node in self.plan.nodes]
 
 
+HOST_CNI_CONF_DIR = "/etc/cni/net.d"  # the host's, which a lab never writes into
+
+
+def _listing(directory: str) -> set[str]:
+    return set(os.listdir(directory)) if os.path.isdir(directory) else set()
+
+
 def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
         argv, capture_output=True, text=True, timeout=60, check=False, **kwargs
@@ -82,6 +89,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageCluster]:
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("dsimage")
     mount_points_before = {d for d in HOST_MOUNT_POINTS if os.path.exists(d)}
+    host_cni_before = _listing(HOST_CNI_CONF_DIR)
     topology = Topology(nodes=2, pods_per_node=0, backend="auto", underlay="l2", agent="image")
     lab = NetnsLab(plan(topology, new_lab_id()), str(base), log=print)
     lab.up()  # a failed up removes what it built
@@ -95,6 +103,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageCluster]:
     assert not mounts_under(str(base))
     # the host's mount point for the node's /run/minicni goes with the lab that made it
     assert {d for d in HOST_MOUNT_POINTS if os.path.exists(d)} <= mount_points_before
+    assert _listing(HOST_CNI_CONF_DIR) <= host_cni_before  # podman's lock is in the lab's store
 
 
 def test_the_agent_runs_with_net_admin_and_net_raw_only(cluster: ImageCluster) -> None:

@@ -112,7 +112,7 @@ class PodmanStore:
     def __init__(self, base: str, cgroup_parent: str) -> None:
         self.base = base
         self.cgroup_parent = cgroup_parent
-        self.dirs = {k: os.path.join(base, k) for k in ("root", "tmp", "runtime")}
+        self.dirs = {k: os.path.join(base, k) for k in ("root", "tmp", "runtime", "network")}
         # podman refuses a run root longer than 50 characters: a short one, named after `base`
         digest = hashlib.sha256(os.path.abspath(base).encode()).hexdigest()[:12]
         self.dirs["runroot"] = f"{SHORT_RUN_DIR}-{digest}"
@@ -126,6 +126,9 @@ class PodmanStore:
                 f'[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
                 f'events_logfile_path = "{self.dirs["tmp"]}/events.log"\n'
                 f'tmp_dir = "{self.dirs["tmp"]}"\n'
+                # the agent runs in the node's network (no podman network); still, podman takes
+                # its network backend's lock in this directory: ours, not the host's /etc/cni
+                f'[network]\nnetwork_config_dir = "{self.dirs["network"]}"\n'
             )
         storage = os.path.join(base, "storage.conf")
         with open(storage, "w", encoding="utf-8") as stream:
