@@ -6,6 +6,7 @@ one node on which a real runtime (containerd's CRI, podman, ctr) runs what the a
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import json
 import shutil
@@ -19,7 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lab.cluster.agents import NodeFiles, node_entry
+from lab.cluster.agents import AGENT_HEALTH_ADDR, NodeFiles, node_entry
 from lab.cluster.build import NetnsLab, lab_namespaces
 from lab.cluster.fabric import ipr_in
 from lab.matrix.cases import (
@@ -325,6 +326,23 @@ def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "cond
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+AGENT_HEALTH_PORT = int(AGENT_HEALTH_ADDR.rsplit(":", 1)[1])
+
+
+def health_get(node: ClusterNode, path: str, port: int = AGENT_HEALTH_PORT) -> tuple[int, str]:
+    """GET `path` from the node's agent's health endpoint (/healthz, /readyz, /metrics), as
+    kubelet's probe reaches a hostNetwork pod: status and body."""
+    with netns.enter(netns.path_of(node.ns)):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        connection.connect()  # the socket is made inside the node's namespace
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
 
 
 # -- one node for a real runtime ----------------------------------------------------------------

@@ -9,7 +9,6 @@ server on 127.0.0.1 inside the node's network namespace (lab.fake_apiserver).
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import yaml
 
 from lab.fake_apiserver import FakeApiServer, kubeconfig_for
 from minicni.net import netns
-from netns_tests.lab_support import AgentCluster, ClusterNode, wait_for
+from netns_tests.lab_support import AgentCluster, ClusterNode, health_get, wait_for
 
 HEALTH_PORT = 28109
 OTHER = "05-other.conflist"
@@ -55,21 +54,9 @@ def test_exclusive_moves_the_other_config_aside(cluster: AgentCluster) -> None:
     assert (n1.files.conf_dir / (OTHER + ".minicni_bak")).exists()
 
 
-def get(node: ClusterNode, path: str) -> tuple[int, str]:
-    with netns.enter(netns.path_of(node.ns)):
-        connection = http.client.HTTPConnection("127.0.0.1", HEALTH_PORT, timeout=2)
-        connection.connect()  # the socket is made inside the node's namespace
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
-
-
 def answers(node: ClusterNode) -> bool:
     try:
-        get(node, "/healthz")
+        health_get(node, "/healthz", HEALTH_PORT)
     except OSError:
         return False
     return True
@@ -100,19 +87,24 @@ def test_shadowed_node_stays_not_ready_and_network_unavailable(cluster: AgentClu
         assert process.poll() is None
         wait_for(lambda: answers(n1), what="the health endpoint")
         wait_for(
-            lambda: _metric(get(n1, "/metrics")[1], "minicni_agent_reconciles_total") >= 3,
+            lambda: (
+                _metric(
+                    health_get(n1, "/metrics", HEALTH_PORT)[1], "minicni_agent_reconciles_total"
+                )
+                >= 3
+            ),
             what="three reconciles",
         )
-        status, body = get(n1, "/readyz")
+        status, body = health_get(n1, "/readyz", HEALTH_PORT)
         assert status == 503
         assert f"the runtime loads {other}" in body
-        metrics = get(n1, "/metrics")[1]
+        metrics = health_get(n1, "/metrics", HEALTH_PORT)[1]
         assert "minicni_agent_conflist_in_effect 0" in metrics
         assert f'minicni_agent_conflist_shadowed{{file="{other}"}} 1' in metrics
         assert api.requests_of("patch") == []  # NetworkUnavailable stays as it is
 
         other.unlink()  # the other CNI is removed: ours is the one the runtime loads
-        wait_for(lambda: get(n1, "/readyz")[0] == 200, what="ready")
+        wait_for(lambda: health_get(n1, "/readyz", HEALTH_PORT)[0] == 200, what="ready")
         wait_for(lambda: bool(api.patches), what="the NetworkUnavailable patch")
         name, body_sent = api.patches[0]
         (condition,) = body_sent["status"]["conditions"]
@@ -121,7 +113,7 @@ def test_shadowed_node_stays_not_ready_and_network_unavailable(cluster: AgentClu
             "NetworkUnavailable",
             "False",
         )
-        assert "minicni_agent_conflist_in_effect 1" in get(n1, "/metrics")[1]
+        assert "minicni_agent_conflist_in_effect 1" in health_get(n1, "/metrics", HEALTH_PORT)[1]
     finally:
         if n1.name in cluster.lab.agents:
             cluster.stop_agent(n1)

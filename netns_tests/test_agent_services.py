@@ -4,7 +4,6 @@ nf_call_iptables turned back on, a port without hairpin named in the report, the
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
 import time
@@ -12,13 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from lab.cluster.agents import AGENT_HEALTH_ADDR
 from minicni.defaults import BRIDGE
-from minicni.net import netns
 from minicni.net.links import host_veth_name
-from netns_tests.lab_support import AgentCluster, ClusterNode
+from netns_tests.lab_support import AgentCluster, ClusterNode, health_get
 
-HEALTH_PORT = int(AGENT_HEALTH_ADDR.rsplit(":", 1)[1])
 REFERENCE_LOOPBACK = "/usr/lib/cni/loopback"
 
 
@@ -35,18 +31,6 @@ def bridge_switches(cluster: AgentCluster, node: ClusterNode) -> tuple[int, int]
     shown = cluster.in_ns(node.ns, "ip", "-j", "-d", "link", "show", BRIDGE)
     data = json.loads(shown.stdout)[0]["linkinfo"]["info_data"]
     return data["nf_call_iptables"], data["nf_call_ip6tables"]
-
-
-def get(node: ClusterNode, path: str) -> tuple[int, str]:
-    with netns.enter(netns.path_of(node.ns)):
-        connection = http.client.HTTPConnection("127.0.0.1", HEALTH_PORT, timeout=2)
-        connection.connect()  # the socket is made inside the node's namespace
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
 
 
 def test_the_agent_keeps_the_bridge_netfilter_on_and_names_ports_without_hairpin(
@@ -89,7 +73,7 @@ def test_readyz_names_a_hairpin_problem_and_stays_ready(cluster: AgentCluster) -
         deadline = time.monotonic() + 30
         while True:  # the lab's agents resync every second
             try:
-                status, body = get(node, "/readyz")
+                status, body = health_get(node, "/readyz")
             except OSError:
                 status, body = 0, ""
             if "without hairpin" in body or time.monotonic() > deadline:
@@ -97,7 +81,7 @@ def test_readyz_names_a_hairpin_problem_and_stays_ready(cluster: AgentCluster) -
             time.sleep(0.2)
         assert status == 200, body
         assert body.startswith("ready\nwarning: 1 of the 1 ports of minicni0 without hairpin")
-        metrics = get(node, "/metrics")[1]
+        metrics = health_get(node, "/metrics")[1]
         for line in (
             "minicni_agent_br_netfilter 1",
             "minicni_agent_bridge_nf_call_iptables 1",
