@@ -6,15 +6,13 @@ through the plugin the agent installed. Assertions read the kernel, the files an
 
 from __future__ import annotations
 
-import http.client
 import json
 from collections.abc import Callable
 
 import pytest
 
 from minicni.agent.model.plan import VXLAN_DEVICE
-from minicni.net import netns
-from netns_tests.lab_support import AgentCluster, peer_seen_by, wait_for
+from netns_tests.lab_support import AgentCluster, health_get, peer_seen_by, wait_for
 
 
 @pytest.fixture
@@ -169,18 +167,9 @@ def test_background_agents_follow_the_nodes_file(cluster: AgentCluster) -> None:
 def test_health_endpoints(cluster: AgentCluster) -> None:
     n1 = cluster.nodes[0]
     cluster.start_agent(n1, "--health-addr", "127.0.0.1:28109")
-    path = netns.path_of(n1.ns)
 
     def get(url: str) -> tuple[int, str]:
-        with netns.enter(path):
-            connection = http.client.HTTPConnection("127.0.0.1", 28109, timeout=2)
-            connection.connect()  # the socket is made inside the node's namespace
-        try:
-            connection.request("GET", url)
-            response = connection.getresponse()
-            return response.status, response.read().decode()
-        finally:
-            connection.close()
+        return health_get(n1, url, 28109)
 
     def ready() -> bool:
         try:
