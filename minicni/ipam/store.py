@@ -86,12 +86,19 @@ class Reservation(Record):
         self.boot_id = boot_id
 
 
+_boot_id = ""
+
+
 def current_boot_id() -> str:
-    try:
-        with open(SYSTEM_BOOT_ID) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    """This boot's ID, read once per process (the agent's server makes several stores per
+    request; a boot outlives every process)."""
+    global _boot_id
+    if not _boot_id:
+        try:
+            _boot_id = _read_regular(SYSTEM_BOOT_ID).decode(errors="replace").strip()
+        except OSError:
+            return ""
+    return _boot_id
 
 
 class AddressStore:
@@ -166,7 +173,7 @@ class AddressStore:
                 os.symlink(str(address), owner)
                 published = self._publish(reservation)
                 if published:
-                    self._write(_last_reserved_name(version), str(address).encode())
+                    self._write_cursor(_last_reserved_name(version), str(address).encode())
             except BaseException:
                 with contextlib.suppress(OSError):
                     if published:
@@ -344,6 +351,27 @@ class AddressStore:
     def _write(self, name: str, data: bytes) -> None:
         """Replace a bookkeeping file whole (readers see the old content or the new)."""
         os.replace(self._write_temp(data), self._path(name))
+
+    def _write_cursor(self, name: str, data: bytes) -> None:
+        """Rewrite the round-robin cursor in place. Replacing it by a rename, as `_write` does,
+        makes ext4 allocate and flush the new file at once (auto_da_alloc): ~0.35 ms of every
+        ADD, against ~0.01 ms. The cursor is only a hint: one a crash tears does not parse, and
+        the round restarts at the range's first address. A planted symlink or FIFO in its place
+        is replaced whole, never written through."""
+        path = self._path(name)
+        try:
+            fd = _open_regular(path, os.O_WRONLY | os.O_CREAT)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EINVAL, errno.ENXIO):  # ENXIO: a FIFO
+                raise
+            self._write(name, data)
+            return
+        try:
+            if os.pwrite(fd, data, 0) != len(data):
+                raise OSError(errno.ENOSPC, "short write of the round-robin cursor", path)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
 
     def _write_temp(self, data: bytes) -> str:
         temp = self._path(TEMP_FILE)

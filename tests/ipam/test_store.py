@@ -41,6 +41,23 @@ def reserve(store: AddressStore, rng: AddressRange, cid: str, ifname: str = "eth
         return store.reserve(rng, cid, ifname, f"/run/netns/{cid}")
 
 
+def test_the_cursor_is_rewritten_in_place_and_exactly(store: AddressStore) -> None:
+    """The round-robin cursor keeps its file (no rename per ADD) and holds exactly the last
+    address handed out, also when it is shorter than the one before."""
+    rng = address_range("10.1.0.0/24", first="10.1.0.98", last="10.1.0.101")
+    cursor = Path(store.directory, LAST_RESERVED)
+    reserve(store, rng, "c1")
+    inode = cursor.stat().st_ino
+    for cid, expected in (("c2", "10.1.0.99"), ("c3", "10.1.0.100"), ("c4", "10.1.0.101")):
+        reserve(store, rng, cid)
+        assert cursor.read_bytes() == expected.encode()
+    with store.locked():
+        store.release("c1", "eth0")
+    reserve(store, rng, "c5")  # wraps around to the freed, shorter 10.1.0.98
+    assert cursor.read_bytes() == b"10.1.0.98"
+    assert cursor.stat().st_ino == inode
+
+
 def test_first_reservation_skips_the_gateway_and_is_written_down(store: AddressStore) -> None:
     r = reserve(store, address_range(), "c1")
     assert r == Reservation(IPv4Address("10.1.0.2"), "c1", "eth0", "/run/netns/c1", "boot-1")
