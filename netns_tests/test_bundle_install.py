@@ -102,6 +102,60 @@ def fresh_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshRoot]:
     yield fresh
 
 
+@pytest.fixture(scope="module")
+def served_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshRoot]:
+    """A fresh root with no shell and no libc at all: only what the agent installs when it serves
+    CNI requests (the launcher runs the shim). No agent serves this socket: the shim falls back."""
+    root = tmp_path_factory.mktemp("served") / "root"
+    root.mkdir()
+    _mirror_host_path(root)
+    fresh = FreshRoot(root, root / "opt" / "cni" / "bin", root / "opt" / "minicni")
+    socket_path = str(root / "run" / "minicni" / "cni.sock")
+    assert install_plugin(fresh.cni_bin_dir, mode="bundle", runtime_dir=fresh.runtime_dir,
+                          cni_socket=socket_path)  # fmt: skip
+    yield fresh
+
+
+def test_the_served_launcher_needs_no_shell_and_no_libc_but_the_bundles(
+    served_root: FreshRoot,
+) -> None:
+    """The kernel starts the bundled interpreter on the launcher: it names the bundled loader and
+    libraries itself, so a root with neither /bin/sh nor any other libc runs the plugin."""
+    version_dir = served_root.runtime_dir / served_root.versions()[0]
+    assert served_root.plugin.read_text().startswith(f"#!{version_dir}/bin/python3 -ISB\n")
+    assert not (served_root.root / "bin").exists() and not (served_root.root / "lib").exists()
+    proc = served_root.run(
+        [str(served_root.plugin)],
+        env={"CNI_COMMAND": "VERSION", "PATH": "/nowhere"},
+        stdin=b'{"cniVersion":"1.1.0"}',
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads(proc.stdout)["cniVersion"] == "1.1.0"
+    # A second install with the same socket finds everything in place.
+    socket_path = str(served_root.root / "run" / "minicni" / "cni.sock")
+    again = install_plugin(served_root.cni_bin_dir, mode="bundle",
+                           runtime_dir=served_root.runtime_dir, cni_socket=socket_path)  # fmt: skip
+    assert again is False
+
+
+def test_the_bundled_interpreter_keeps_its_libraries_whatever_ld_library_path_says(
+    served_root: FreshRoot,
+) -> None:
+    """DT_RPATH is searched before LD_LIBRARY_PATH: a runtime's environment that names the host's
+    libraries changes nothing (the shell launcher's --library-path gives the same guarantee)."""
+    version_dir = served_root.runtime_dir / served_root.versions()[0]
+    proc = subprocess.run(
+        [str(version_dir / "bin" / "python3"), "-I", "-S", "-c",
+         "print(open('/proc/self/maps').read())"],
+        env={"LD_LIBRARY_PATH": "/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib:/usr/lib"},
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    mapped = {line.split()[-1] for line in proc.stdout.splitlines() if ".so" in line}
+    assert any("libc.so" in path for path in mapped), mapped
+    assert all(path.startswith(f"{version_dir}/") for path in mapped), mapped
+
+
 def test_the_fresh_root_has_no_python_outside_the_bundle(fresh_root: FreshRoot) -> None:
     strays = [
         path

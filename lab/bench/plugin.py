@@ -416,7 +416,11 @@ def interpreter_label() -> str:
 
 
 def _launcher_python(launcher: str) -> list[str]:
-    """The interpreter argv the launcher execs (the bundled loader and python, or a venv's)."""
+    """The interpreter argv the launcher execs (the bundled loader and python, or a venv's), or
+    the interpreter the kernel starts on a Python launcher (`#!python -ISB`)."""
+    first = launcher.split("\n", 1)[0]
+    if first.startswith("#!") and not first.startswith("#!/bin/sh"):
+        return [first[2:].split()[0]]
     for line in launcher.splitlines():
         if line.startswith("home="):
             home = line.split("=", 1)[1].strip("'")

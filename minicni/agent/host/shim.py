@@ -1,9 +1,13 @@
 """minicni's CNI plugin executable while the node agent serves CNI requests: a shim.
 
 The runtime execs `/opt/cni/bin/minicni`, a launcher the agent installs, which runs this file
-compiled (by the agent, with the interpreter that runs it):
+compiled (by the agent, with the interpreter that runs it) as if it were started as
 
     python3 -I -S -B shim.pyc SOCKET [site]
+
+(the launcher is a Python script the kernel starts with that interpreter, `#!python3 -ISB`, which
+sets sys.argv so and runs the .pyc's code; or, where that cannot be, a /bin/sh script running that
+command line).
 
 It forwards the request (env and stdin) over the agent's unix socket and writes the agent's answer:
 the interpreter's start-up is then the whole cost of a pod's CNI call (~10 ms), not the plugin's

@@ -72,6 +72,25 @@ def test_with_a_cni_socket_the_launcher_runs_the_bundled_shim() -> None:
     assert "-m minicni" not in script
 
 
+def test_a_bundle_that_starts_directly_gets_a_python_launcher_for_its_shim() -> None:
+    script = render_launcher(
+        Path("/opt/minicni/v3-abc"), "ld.so", "/run/minicni/cni.sock", direct=True
+    )
+    assert script.startswith("#!/opt/minicni/v3-abc/bin/python3 -ISB\n")
+    compile(script, "launcher", "exec")  # valid Python, comments and all
+    assert "sys.argv[1:] = ['/run/minicni/cni.sock']\n" in script
+    assert "open('/opt/minicni/v3-abc/shim.pyc', 'rb')" in script
+    # without a socket there is no shim: the plugin runs from the shell launcher
+    plain = render_launcher(Path("/opt/minicni/v3-abc"), "ld.so", direct=True)
+    assert plain.startswith("#!/bin/sh\n") and "-m minicni" in plain
+
+
+def test_a_bundle_path_too_long_for_a_shebang_keeps_the_shell_launcher() -> None:
+    home = Path("/opt/" + "m" * 120)
+    script = render_launcher(home, "ld.so", "/run/minicni/cni.sock", direct=True)
+    assert script.startswith("#!/bin/sh\n") and f"home='{home}'" in script
+
+
 @pytest.mark.parametrize("bad", ["run/cni.sock", "/run/it's", "/run/a\nb"])
 def test_launcher_refuses_a_socket_it_cannot_quote(bad: str) -> None:
     with pytest.raises(BundleError):

@@ -5,6 +5,7 @@ the commands used (VERSION, STATUS) need no pod namespace."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from minicni.agent.host.launcher import compiled_shim, install_plugin
+from minicni.agent.host.launcher import compiled_shim, install_plugin, launcher_script, shim_script
 
 Script = Callable[[socket.socket], None]
 
@@ -189,7 +190,10 @@ def test_the_installed_launcher_runs_the_compiled_shim(tmp_path: Path) -> None:
                           cni_socket=socket_path)  # fmt: skip
     script = (tmp_path / "bin" / "minicni").read_text()
     (shim_file,) = (tmp_path / "opt").glob("shim.*.pyc")
-    assert f"-I -S -B {shim_file} {socket_path} site" in script
+    # The kernel starts this very interpreter on the script: no /bin/sh in between.
+    assert script.startswith(f"#!{sys.executable} -ISB\n")
+    assert f"sys.argv[1:] = [{socket_path!r}, 'site']" in script
+    assert f"with open({str(shim_file)!r}, 'rb')" in script
     assert install_plugin(tmp_path / "bin", mode="launcher", runtime_dir=tmp_path / "opt",
                           cni_socket=socket_path) is False  # fmt: skip
     run = subprocess.run(
@@ -216,3 +220,32 @@ def test_the_shim_hands_back_as_much_stdin_as_the_plugin_reads() -> None:
     spec.loader.exec_module(module)  # its main() runs only as __main__
     assert module.PLUGIN_STDIN_LIMIT == skel.MAX_CONFIG_BYTES + 1
     assert module.MAX_STDIN < skel.MAX_CONFIG_BYTES  # larger requests run in-process
+
+
+def test_an_interpreter_no_shebang_can_name_gets_the_shell_launcher(tmp_path: Path) -> None:
+    """A blank in the path, or a "#!" line longer than every kernel reads: /bin/sh runs it."""
+    shim = tmp_path / "shim.pyc"
+    for python in ("/opt/my python/bin/python3", "/" + "p" * 130 + "/python3"):
+        script = launcher_script(python, shim, "/run/minicni/cni.sock").decode()
+        assert script.startswith("#!/bin/sh\n"), python
+        assert f"-I -S -B {shim} /run/minicni/cni.sock site" in script
+        check = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
+        assert check.returncode == 0, check.stderr
+
+
+def test_the_python_launcher_quotes_whatever_the_paths_hold(tmp_path: Path) -> None:
+    """The socket and shim paths reach the script as Python literals, never as code."""
+    odd = tmp_path / 'it\'s a "dir" \\ here'
+    odd.mkdir()
+    shim = odd / "shim.pyc"
+    shim.write_bytes(
+        b"\0" * 16 + marshal.dumps(compile("import sys; print(sys.argv[1:])", "s", "exec"))
+    )
+    launcher = tmp_path / "minicni"
+    launcher.write_bytes(
+        shim_script(sys.executable, shim, str(odd / "cni.sock"), site=False, about="x")
+    )
+    launcher.chmod(0o755)
+    run = subprocess.run([str(launcher)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == repr([str(odd / "cni.sock")])
