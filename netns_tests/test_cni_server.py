@@ -199,3 +199,51 @@ def test_stop_waits_for_a_request_being_served(server: CniServer) -> None:
     assert int.from_bytes(client.recv(8, socket.MSG_WAITALL)[:4], "little") == 0
     stopper.join(10)
     assert not stopper.is_alive() and not os.path.exists(server.path)
+
+
+def send_with_file(
+    client: socket.socket, env: dict[str, str], flags: int, fd: int, stdin: str = "{}"
+) -> None:
+    data = bytearray(request(env, stdin.encode()))
+    data[5] = flags
+    client.sendmsg(
+        [bytes(data)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, "little"))]
+    )
+
+
+def test_a_namespace_file_comes_with_a_del_only_and_alone(server: CniServer) -> None:
+    """Flags bit 1: CNI_NETNS's file instead of a socket inside it, for a DEL; anything else
+    with it is malformed (the shim then runs the command in-process)."""
+    fd = os.open(server_netns(server), os.O_RDONLY)
+    try:
+        for env, flags, reason in [
+            ({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "x", "CNI_IFNAME": "e"}, 2, "only a DEL"),
+            ({"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "x", "CNI_IFNAME": "e"}, 3, "lengths or"),
+        ]:
+            client = connect(server)
+            send_with_file(client, env, flags, fd)
+            assert client.recv(4096).startswith(b"Rmalformed: " + reason.encode()), env
+    finally:
+        os.close(fd)
+
+
+def test_a_del_whose_namespace_file_is_no_namespace_is_served_as_gone(
+    server: CniServer, tmp_path: Path
+) -> None:
+    """An empty file where a runtime had mounted the namespace: the DEL is taken and answered,
+    as when the shim's setns into it fails."""
+    plain = tmp_path / "netns-left-behind"
+    plain.write_bytes(b"")
+    fd = os.open(plain, os.O_RDONLY)
+    try:
+        client = connect(server)
+        config = {"cniVersion": "1.0.0", "name": "n", "type": "minicni", "subnet": "10.9.0.0/24"}
+        config["dataDir"] = server.data_dir + "/n"
+        env = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "x", "CNI_IFNAME": "eth0"}
+        send_with_file(client, {**env, "CNI_NETNS": str(plain)}, 2, fd, json.dumps(config))
+        assert client.recv(1) == b"A"
+        client.sendall(b"G")
+        head = client.recv(8, socket.MSG_WAITALL)
+        assert int.from_bytes(head[:4], "little") == 0, client.recv(4096)
+    finally:
+        os.close(fd)

@@ -175,6 +175,23 @@ def test_del_twice(node: FakeNode) -> None:
         assert_deleted(node, result, pod)
 
 
+def test_del_removes_a_pod_end_whose_host_end_was_moved_away(node: FakeNode) -> None:
+    """The host end is no longer in the node (moved to another namespace): DEL finds the pod end
+    by its mark and deletes it, which takes the moved host end too. Served, the agent holds the
+    pod's namespace file only and reaches in by its id."""
+    pod, cid = node.pod(), node.container_id()
+    result = node.add(pod, cid).json
+    host_if = result["interfaces"][1]["name"]
+    elsewhere = node.pod()
+    moved = in_netns(node.host, "ip", "link", "set", host_if, "netns", elsewhere)
+    assert moved.returncode == 0, moved.stderr
+    deleted = node.run("DEL", None, cid, pod)
+    assert (deleted.code, deleted.stdout) == (0, ""), deleted
+    assert "eth0" not in links_in(pod)
+    assert host_if not in links_in(elsewhere)
+    assert node.reservations() == {}
+
+
 def test_del_of_something_never_added(node: FakeNode) -> None:
     pod = node.pod()
     deleted = node.run("DEL", None, node.container_id(), pod)

@@ -31,6 +31,7 @@ IFLA_AF_SPEC = 26
 IFLA_NET_NS_FD = 28
 IFLA_EXT_MASK = 29
 IFLA_LINK_NETNSID = 37
+IFLA_IF_NETNSID = 46  # IFLA_TARGET_NETNSID in the kernel since 4.19 (pyroute2 keeps the old name)
 
 # Inside IFLA_LINKINFO.
 IFLA_INFO_KIND = 1

@@ -25,6 +25,7 @@ from minicni.net.codes import (
     IFLA_BR_NF_CALL_IPTABLES,
     IFLA_BRPORT_MODE,
     IFLA_EXT_MASK,
+    IFLA_IF_NETNSID,
     IFLA_IFALIAS,
     IFLA_IFNAME,
     IFLA_INET6_ADDR_GEN_MODE,
@@ -362,15 +363,53 @@ def create_veth_pair(
     rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
 
 
-def netns_id(rtnl: Rtnl, netns_fd: int) -> int | None:
-    """The id under which `rtnl`'s namespace knows the namespace of `netns_fd` (None: none)."""
+def netns_id(rtnl: Rtnl, netns_fd: int, *, assign: bool = False) -> int | None:
+    """The id under which `rtnl`'s namespace knows the namespace of `netns_fd` (None: none; with
+    `assign`, one is given it first)."""
     from pyroute2.netlink.rtnl.nsidmsg import nsidmsg  # a rare path: an unmarked veth
 
     request = nsidmsg()
     request["attrs"] = [("NETNSA_FD", netns_fd)]
     (reply,) = rtnl.request(request, wire.RTM_GETNSID)
     nsid = reply.get_attr("NETNSA_NSID")
+    if (nsid is None or nsid == NETNSA_NSID_NOT_ASSIGNED) and assign:
+        new = nsidmsg()
+        new["attrs"] = [("NETNSA_FD", netns_fd), ("NETNSA_NSID", NETNSA_NSID_NOT_ASSIGNED)]
+        try:
+            rtnl.request(new, wire.RTM_NEWNSID)  # -1: the kernel picks the id
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:  # given one meanwhile
+                raise
+        return netns_id(rtnl, netns_fd)
     return None if nsid is None or nsid == NETNSA_NSID_NOT_ASSIGNED else int(nsid)
+
+
+def delete_marked_link_in(rtnl: Rtnl, netns_fd: int, name: str, alias: str) -> bool:
+    """Delete the veth `name` marked `alias` in the namespace of `netns_fd`, reached from
+    `rtnl`'s namespace by its id (IFLA_TARGET_NETNSID, Linux >= 4.20): for the agent, which holds
+    that namespace's file but no socket inside it (a served DEL). False when there was none; a
+    link without the mark is left alone."""
+    nsid = netns_id(rtnl, netns_fd, assign=True)
+    if nsid is None:
+        return False
+    target = attr(IFLA_IF_NETNSID, wire.I32.pack(nsid))
+    skip_stats = attr(IFLA_EXT_MASK, wire.u32(RTEXT_FILTER_SKIP_STATS))
+    try:
+        (reply,) = rtnl.request(link_body(0, name, attrs=target + skip_stats), wire.RTM_GETLINK)
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return False
+        raise
+    link = decode_link(reply)
+    if link.kind != "veth" or link.alias != alias:
+        return False
+    try:
+        rtnl.request(link_body(link.index, attrs=target), wire.RTM_DELLINK)
+    except NetlinkError as exc:
+        if exc.code in (errno.ENODEV, errno.ENOENT):
+            return False
+        raise
+    return True
 
 
 def is_attachment_veth(rtnl: Rtnl, link: Link, alias: str, pod_netns_fd: int | None) -> bool:

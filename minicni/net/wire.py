@@ -65,6 +65,7 @@ RTM_GETNEIGH = 30
 RTM_NEWRULE = 32
 RTM_DELRULE = 33
 RTM_GETRULE = 34
+RTM_NEWNSID = 88
 RTM_GETNSID = 90
 
 # Values inside rtnetlink messages.

@@ -366,6 +366,15 @@ def finish_recorded_deletes(store_dir: str) -> list[str]:
 def _delete_pod_end(pod_netns: PodNetns, container_id: str, ifname: str) -> None:
     """Remove a pod-side veth whose host end is gone or was moved away, if it carries this
     attachment's mark: the name CNI_IFNAME alone does not make a link minicni's."""
+    if pod_netns.socketless:  # served DEL: reached from the node by the namespace's id
+        alias = links.attachment_alias(container_id, ifname)
+        with step(f"deleting {ifname} in the container"), open_host_netlink() as host:
+            fd = pod_netns.open_fd()
+            try:
+                links.delete_marked_link_in(host, fd, ifname, alias)
+            finally:
+                os.close(fd)
+        return
     try:
         pod = pod_netns.rtnl()
     except OSError as exc:

@@ -10,6 +10,8 @@ whether they may write sysctls, and whether a DEL may finish after its answer:
   runs as the runtime's full root, opened a NETLINK_ROUTE socket inside the namespace and passed
   it over the unix socket: a netlink socket stays bound to the namespace it was made in, and the
   namespace itself is derived from it (SIOCGSKNS) where a request needs it (IFLA_NET_NS_FD).
+  A DEL, which configures nothing inside, gets the namespace's file instead (`PassedNamespace`):
+  the shim enters nothing for it.
   The agent's /proc/sys is read-only, so it never writes a sysctl; and a DEL is answered once it
   is recorded, the links and the address going after the answer (see `commands.delete`).
 """
@@ -36,6 +38,9 @@ SIOCGSKNS = 0x894C
 
 class PodNetns:
     """The pod's network namespace (CNI_NETNS) as one command reaches it."""
+
+    socketless = False
+    """True when there is the namespace's file but no socket inside it (`rtnl` cannot be)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -145,6 +150,27 @@ class PassedSocket(PodNetns):
         return Rtnl(sock)
 
 
+class PassedNamespace(PodNetns):
+    """Served DEL: the namespace's file itself, which the shim opened (it enters nothing: a DEL
+    deletes the host end, and the pod end goes with it). What reaches inside, in the rare case
+    the host end is gone, goes through the namespace's id (`links.delete_marked_link_in`)."""
+
+    socketless = True
+
+    def __init__(self, path: str, netns_fd: int) -> None:
+        super().__init__(path)
+        self._fd = netns_fd
+
+    def require(self) -> None:
+        _refuse_own(os.fstat(self._fd), self.path)
+
+    def open_fd(self) -> int:
+        return os.dup(self._fd)
+
+    def rtnl(self) -> Rtnl:
+        raise OSError(errno.EOPNOTSUPP, "no socket inside the namespace (a DEL passes its file)")
+
+
 def _refuse_own(theirs: os.stat_result, path: str) -> None:
     ours = os.stat(netns.current_netns_path())
     if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino):
@@ -169,5 +195,8 @@ def in_process() -> CommandContext:
     return CommandContext(NetnsPath, served=False)
 
 
-def served(sock_fd: int | None, open_errno: int) -> CommandContext:
+def served(sock_fd: int | None, open_errno: int, netns_fd: int | None = None) -> CommandContext:
+    """`netns_fd`: a DEL's namespace file, passed instead of a socket inside it."""
+    if netns_fd is not None:
+        return CommandContext(lambda path: PassedNamespace(path, netns_fd), served=True)
     return CommandContext(lambda path: PassedSocket(path, sock_fd, open_errno), served=True)

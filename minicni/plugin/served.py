@@ -34,10 +34,18 @@ class Served(NamedTuple):
     """Work to run after the answer is sent (a DEL's links and address), in order."""
 
 
-def serve(env: Mapping[str, str], stdin: bytes, pod_socket: int | None, netns_errno: int) -> Served:
-    """Run one request. `pod_socket`: the NETLINK_ROUTE socket the shim made in CNI_NETNS (the
-    caller keeps and closes it); `netns_errno`: why there is none when CNI_NETNS was given."""
-    ctx = context.served(pod_socket, netns_errno)
+def serve(
+    env: Mapping[str, str],
+    stdin: bytes,
+    pod_socket: int | None,
+    netns_errno: int,
+    *,
+    netns_file: int | None = None,
+) -> Served:
+    """Run one request. `pod_socket`: the NETLINK_ROUTE socket the shim made in CNI_NETNS;
+    `netns_file`: instead, for a DEL, CNI_NETNS itself, opened (the caller keeps and closes
+    either); `netns_errno`: why there is neither when CNI_NETNS was given."""
+    ctx = context.served(pod_socket, netns_errno, netns_file)
     code, out = skel.dispatch(env, stdin, lambda: Commands(lambda: ctx))
     return Served(code, out, ctx.deferred if code == 0 else [])
 

@@ -21,9 +21,12 @@ Protocol v1 (little-endian integers; the agent's side is `minicni.agent.service.
 
     shim -> agent  one sendmsg: b"MCNI", u8 version, u8 flags, u16 netns errno, u32 env length,
                    u32 stdin length, then the env (b"K=V" items, each ended by a NUL: the CNI_*
-                   variables only), then stdin; with SCM_RIGHTS, when flags bit 0 is set, one file
-                   descriptor: a NETLINK_ROUTE socket made inside CNI_NETNS. For ADD, CHECK and
-                   DEL whose CNI_NETNS would not open or enter, no socket, and its errno instead.
+                   variables only), then stdin; with SCM_RIGHTS one file descriptor, when flags
+                   bit 0 is set a NETLINK_ROUTE socket made inside CNI_NETNS (ADD, CHECK), when
+                   bit 1 is set CNI_NETNS itself, opened (DEL: it configures nothing inside, so the
+                   shim enters nothing). For ADD, CHECK and DEL whose CNI_NETNS would not open or
+                   enter, no descriptor, and its errno instead. (An agent that knows bit 0 only
+                   refuses bit 1 as malformed: the DEL runs in-process.)
                    Limits: env 64 KiB, stdin 1 MiB (a larger request runs in-process).
     agent -> shim  b"A" (a worker has the request), or b"R" and a reason, then the agent closes
                    (refused: uid, netns, version, dataDir, ip_forward, ipv6_forwarding,
@@ -56,6 +59,7 @@ if TYPE_CHECKING:  # annotations only: typing is not imported when the shim runs
 VERSION = 1
 MAGIC = b"MCNI"
 FLAG_POD_SOCKET = 1
+FLAG_NETNS_FILE = 2
 MAX_ENV = 64 << 10
 MAX_STDIN = 1 << 20
 ACCEPT_TIMEOUT = 10.0
@@ -64,7 +68,9 @@ burst of pod starts is served sooner than a fallback would run (each costs ~50 m
 REPLY_TIMEOUT = 240.0
 """Seconds from G until the answer: longer than any ADD takes; the runtime's deadline is its own."""
 CLONE_NEWNET = 0x40000000
-NETNS_COMMANDS = (b"ADD", b"CHECK", b"DEL")
+SOCKET_COMMANDS = (b"ADD", b"CHECK")
+"""Commands that configure or read the pod's side: the agent needs a socket inside its namespace.
+A DEL gets the namespace's file only (the agent deletes the host end; the pod end goes with it)."""
 PLUGIN_STDIN_LIMIT = (4 << 20) + 1
 """What the plugin reads of stdin at most (minicni.cni.skel.MAX_CONFIG_BYTES and one byte, to
 know it is too large): an oversized stdin is handed back no further."""
@@ -147,10 +153,9 @@ def regular(mode: int) -> bool:
     return mode & 0o170000 == 0o100000
 
 
-def pod_socket(netns: bytes) -> tuple[_socket.socket | None, int]:
-    """A NETLINK_ROUTE socket created inside the namespace at `netns`, this thread back home
-    after; or the errno of opening or entering it. Only a regular file is opened (what a
-    namespace looks like), without blocking or becoming a controlling terminal."""
+def open_netns(netns: bytes) -> tuple[int | None, int]:
+    """The namespace file at `netns`, opened; or the errno of opening it. Only a regular file is
+    opened (what a namespace looks like), without blocking or becoming a controlling terminal."""
     flags = posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NONBLOCK | posix.O_NOCTTY
     try:
         if not regular(posix.stat(netns).st_mode):  # a FIFO, a device...: never opened
@@ -158,9 +163,19 @@ def pod_socket(netns: bytes) -> tuple[_socket.socket | None, int]:
         target = posix.open(netns, flags)
     except OSError as error:
         return None, error.errno or 2  # ENOENT
+    if not regular(posix.fstat(target).st_mode):  # swapped since the stat
+        posix.close(target)
+        return None, 22
+    return target, 0
+
+
+def pod_socket(netns: bytes) -> tuple[_socket.socket | None, int]:
+    """A NETLINK_ROUTE socket created inside the namespace at `netns`, this thread back home
+    after; or the errno of opening or entering it."""
+    target, error = open_netns(netns)
+    if target is None:
+        return None, error
     try:
-        if not regular(posix.fstat(target).st_mode):  # swapped since the stat
-            return None, 22
         home = posix.open(b"/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
         try:
             setns = setns_function()
@@ -235,20 +250,27 @@ def main() -> None:
     if len(stdin) > MAX_STDIN or len(env) > MAX_ENV:
         sock.close()
         fall_back(b"request larger than the protocol's limits", stdin, site)
-    pod = None
+    passed = None  # the descriptor for the agent: a socket in CNI_NETNS, or its file
     flags = netns_errno = 0
     netns = environ.get(b"CNI_NETNS", b"")
-    if netns and environ.get(b"CNI_COMMAND") in NETNS_COMMANDS:
+    command = environ.get(b"CNI_COMMAND")
+    if netns and command in SOCKET_COMMANDS:
         pod, netns_errno = pod_socket(netns)
-        flags = FLAG_POD_SOCKET if pod is not None else 0
+        if pod is not None:
+            passed, flags = pod.detach(), FLAG_POD_SOCKET
+    elif netns and command == b"DEL":
+        passed, netns_errno = open_netns(netns)
+        flags = FLAG_NETNS_FILE if passed is not None else 0
     header = MAGIC + bytes((VERSION, flags)) + (netns_errno & 0xFFFF).to_bytes(2, "little")
     request = header + u32(len(env)) + u32(len(stdin)) + env + stdin
-    rights = [] if pod is None else [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, u32(pod.fileno()))]
+    rights = [] if passed is None else [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, u32(passed))]
     sock.settimeout(timeout)
     try:
-        sent = sock.sendmsg([request], rights)
-        if pod is not None:
-            pod.close()  # the agent has its own copy now
+        try:
+            sent = sock.sendmsg([request], rights)
+        finally:
+            if passed is not None:
+                posix.close(passed)  # the agent has its own copy now, or none (a fallback)
         if sent < len(request):
             sock.sendall(request[sent:])
         verdict = sock.recv(1024)

@@ -13,6 +13,10 @@ socket tells; SIOCGSKNS and fstat before Linux 5.14): a shim in another node's n
 reaches this socket through a shared file system would get its pod wired into the wrong node.
 Such a request is refused, and served by the fallback in the caller's own namespace.
 
+A DEL comes with CNI_NETNS's file instead of a socket inside it (the shim enters nothing: the
+agent deletes the host end and the pod end goes with it; it reaches inside only in the rare case
+where the host end is gone, by the namespace's id, IFLA_TARGET_NETNSID).
+
 What is served: every command, with the same dispatch as the executable's (`minicni.plugin.served`,
 the one place the agent imports the plugin from). Refused before anything is done: a config whose
 address store (dataDir) lies outside the agent's --ipam-data-dir (the directory the DaemonSet
@@ -58,6 +62,9 @@ VERSION = 1
 MAGIC = b"MCNI"
 HEADER = struct.Struct("<4sBBHII")  # magic, version, flags, netns errno, env length, stdin length
 FLAG_POD_SOCKET = 1
+FLAG_NETNS_FILE = 2
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type (Linux >= 4.11)
+CLONE_NEWNET = 0x40000000
 MAX_ENV = 64 << 10
 MAX_STDIN = 1 << 20
 REPLY = struct.Struct("<II")  # exit code, stdout length
@@ -95,6 +102,12 @@ class Request:
     stdin: bytes
     pod_socket: int | None
     netns_errno: int
+    netns_file: int | None = None
+    """A DEL's CNI_NETNS, opened by the shim (it needs no socket inside)."""
+
+    @property
+    def passed(self) -> list[int]:
+        return [fd for fd in (self.pod_socket, self.netns_file) if fd is not None]
 
     @property
     def command(self) -> str:
@@ -322,8 +335,8 @@ class CniServer:
         except Exception:  # a bug: the shim gets EOF (a fallback before G, error 11 after)
             log.exception("serving a CNI request failed")
         finally:
-            if request is not None and request.pod_socket is not None:
-                os.close(request.pod_socket)
+            for fd in request.passed if request is not None else []:
+                os.close(fd)
             conn.close()
             with self._idle:
                 self._pending -= 1
@@ -382,15 +395,27 @@ class CniServer:
         total = HEADER.size + env_size + stdin_size
         while len(buffer) < total:
             buffer += self._receive(conn, total - len(buffer))
-        if len(buffer) != total or bool(flags & FLAG_POD_SOCKET) != bool(fds):
+        kind = flags & (FLAG_POD_SOCKET | FLAG_NETNS_FILE)
+        if (
+            len(buffer) != total
+            or kind == FLAG_POD_SOCKET | FLAG_NETNS_FILE
+            or bool(kind) != bool(fds)
+        ):
             raise Refused("malformed", "lengths or file descriptors do not match the header")
-        pod_socket = fds[0] if fds else None
-        if pod_socket is not None and not _is_route_socket(pod_socket):
+        env = _decode_env(bytes(buffer[HEADER.size : HEADER.size + env_size]))
+        stdin = bytes(buffer[HEADER.size + env_size :])
+        passed = fds[0] if fds else None
+        if kind == FLAG_NETNS_FILE:
+            if env.get("CNI_COMMAND") != "DEL":
+                raise Refused("malformed", "only a DEL comes with its namespace's file")
+            assert passed is not None
+            if not _is_network_namespace(passed):  # an empty file left where one was mounted...
+                os.close(passed)  # ...as the shim's setns would have found: EINVAL, served
+                return Request(env, stdin, None, errno.EINVAL)
+            return Request(env, stdin, None, netns_errno, netns_file=passed)
+        if passed is not None and not _is_route_socket(passed):
             raise Refused("malformed", "the file descriptor passed is not a NETLINK_ROUTE socket")
-        env_block = bytes(buffer[HEADER.size : HEADER.size + env_size])
-        return Request(
-            _decode_env(env_block), bytes(buffer[HEADER.size + env_size :]), pod_socket, netns_errno
-        )
+        return Request(env, stdin, passed, netns_errno)
 
     def _receive(self, conn: socket.socket, size: int) -> bytes:
         chunk = conn.recv(min(size, 1 << 20))
@@ -417,7 +442,11 @@ class CniServer:
                     return
                 started = time.perf_counter()
                 outcome = served.serve(
-                    request.env, request.stdin, request.pod_socket, request.netns_errno
+                    request.env,
+                    request.stdin,
+                    request.pod_socket,
+                    request.netns_errno,
+                    netns_file=request.netns_file,
                 )
                 with contextlib.suppress(OSError):  # the shim's own time-out: nothing to tell
                     conn.sendall(REPLY.pack(outcome.code, len(outcome.stdout)) + outcome.stdout)
@@ -442,6 +471,13 @@ class CniServer:
                 except Exception as error:  # recorded: finished by the next request or start
                     self.metrics.inc("cni_deferred_failures_total")
                     log.error("finishing a DEL after its answer failed: %s", error)
+
+
+def _is_network_namespace(fd: int) -> bool:
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:  # not a namespace file (ENOTTY), or a kernel before 4.11
+        return False
 
 
 def _is_route_socket(fd: int) -> bool:
