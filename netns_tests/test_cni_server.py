@@ -107,10 +107,10 @@ def test_a_shim_that_gives_up_before_the_go_gets_nothing_done(server: CniServer)
     ("data", "reason"),
     [
         (b"GET / HTTP/1.0\r\n\r\n", "Rmalformed"),
-        (request({"CNI_COMMAND": "VERSION"}, version=2), "Rversion: protocol version 2"),
+        (request({"CNI_COMMAND": "VERSION"}, version=3), "Rversion: protocol version 3"),
         (request({"CNI_COMMAND": "VERSION"})[:-3], None),  # short: the time-out ends it
     ],
-    ids=["not-minicni", "version-2", "truncated"],
+    ids=["not-minicni", "version-3", "truncated"],
 )
 def test_what_the_server_cannot_read_is_refused_or_dropped(
     server: CniServer, data: bytes, reason: str | None
@@ -247,3 +247,38 @@ def test_a_del_whose_namespace_file_is_no_namespace_is_served_as_gone(
         assert int.from_bytes(head[:4], "little") == 0, client.recv(4096)
     finally:
         os.close(fd)
+
+
+def test_a_go_that_brings_the_pod_socket_is_checked_like_the_request(server: CniServer) -> None:
+    """v2: for ADD and CHECK the pod's socket comes with the go (b"G", u16 errno). Without one,
+    the errno says why and the request is served with it; anything but a NETLINK_ROUTE socket
+    ends the connection (after the go, the shim answers CNI error 11: try again)."""
+    served = connect(server)
+    data = bytearray(request({"CNI_COMMAND": "VERSION"}, version=2))
+    data[5] = 4  # the socket comes with the go
+    served.sendall(bytes(data))
+    assert served.recv(1) == b"A"
+    served.sendall(b"G" + (2).to_bytes(2, "little"))  # ENOENT: no socket
+    assert int.from_bytes(served.recv(8, socket.MSG_WAITALL)[:4], "little") == 0
+
+    lost = connect(server)
+    lost.sendall(bytes(data))
+    assert lost.recv(1) == b"A"
+    read_end, write_end = os.pipe()
+    try:
+        lost.sendmsg(
+            [b"G\0\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, read_end.to_bytes(4, "little"))]
+        )
+        assert lost.recv(8) == b""
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    wait_for(lambda: server.metrics.get("cni_connections_lost_total") == 1)
+
+
+def test_a_v1_request_with_v2_flags_is_malformed(server: CniServer) -> None:
+    client = connect(server)
+    data = bytearray(request({"CNI_COMMAND": "VERSION"}, version=1))
+    data[5] = 4
+    client.sendall(bytes(data))
+    assert client.recv(4096).startswith(b"Rmalformed")

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import marshal
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -209,7 +210,10 @@ def test_a_caller_in_another_network_namespace_is_refused_and_runs_in_process(
 
 def test_a_shim_of_another_protocol_version_falls_back_cleanly(agent_node: AgentNode) -> None:
     """As during an upgrade, when the installed plugin and the running agent differ."""
-    source = launcher.SHIM_SOURCE.read_text().replace("VERSION = 1\n", "VERSION = 2\n", 1)
+    source = launcher.SHIM_SOURCE.read_text()
+    version = int(re.search(r"^VERSION = (\d+)$", source, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    future = version + 1  # a release this agent does not know
+    source = source.replace(f"VERSION = {version}\n", f"VERSION = {future}\n", 1)
     code = compile(source, "shim2.py", "exec")
     shim2 = agent_node.tmp / "shim2.pyc"
     shim2.write_bytes(importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code))
@@ -223,7 +227,7 @@ def test_a_shim_of_another_protocol_version_falls_back_cleanly(agent_node: Agent
     pod, cid = node.pod(), node.container_id()
     added = node.add(pod, cid)
     assert added.code == 0, added
-    assert "protocol version 2" in added.stderr
+    assert f"protocol version {future}" in added.stderr
     assert "refused a CNI request: version" in agent_node.agent_log()
     assert node.run("DEL", None, cid, pod).code == 0
     assert_nothing_left(node, [(pod, cid)])

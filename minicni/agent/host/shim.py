@@ -17,22 +17,24 @@ No json, no minicni: this is not a module of the agent but a program of its own.
 cannot take the request it runs the plugin in-process, exactly as the launcher without the shim
 does (`python -m minicni`); `site` (launcher mode: the agent's venv) is set up only then.
 
-Protocol v1 (little-endian integers; the agent's side is `minicni.agent.service.cni_server`):
+Protocol v2 (little-endian integers; the agent's side is `minicni.agent.service.cni_server`,
+which also serves v1, the shim of the release before):
 
     shim -> agent  one sendmsg: b"MCNI", u8 version, u8 flags, u16 netns errno, u32 env length,
                    u32 stdin length, then the env (b"K=V" items, each ended by a NUL: the CNI_*
-                   variables only), then stdin; with SCM_RIGHTS one file descriptor, when flags
-                   bit 0 is set a NETLINK_ROUTE socket made inside CNI_NETNS (ADD, CHECK), when
-                   bit 1 is set CNI_NETNS itself, opened (DEL: it configures nothing inside, so the
-                   shim enters nothing). For ADD, CHECK and DEL whose CNI_NETNS would not open or
-                   enter, no descriptor, and its errno instead. (An agent that knows bit 0 only
-                   refuses bit 1 as malformed: the DEL runs in-process.)
+                   variables only), then stdin. Flags bit 1: with SCM_RIGHTS, CNI_NETNS itself,
+                   opened (DEL: it configures nothing inside, so the shim enters nothing). Bit 2:
+                   a NETLINK_ROUTE socket made inside CNI_NETNS comes with the go (ADD, CHECK:
+                   the shim makes it while the agent reads and checks the request). For a DEL
+                   whose CNI_NETNS would not open, no descriptor, and its errno instead.
                    Limits: env 64 KiB, stdin 1 MiB (a larger request runs in-process).
+                   (v1: bit 0, that socket attached here; G one byte.)
     agent -> shim  b"A" (a worker has the request), or b"R" and a reason, then the agent closes
                    (refused: uid, netns, version, dataDir, ip_forward, ipv6_forwarding,
                    busy, stopping, malformed).
-    shim -> agent  b"G" (go). The agent dispatches only after this; from here the shim never
-                   falls back, so a request is never run twice.
+    shim -> agent  b"G" (go), and with bit 2 a u16 errno: 0 and, with SCM_RIGHTS, the socket;
+                   else why CNI_NETNS would not open or enter. The agent dispatches only after
+                   this; from here the shim never falls back, so a request is never run twice.
     agent -> shim  u32 exit code, u32 stdout length, stdout.
 
 The shim runs the plugin in-process when the socket is absent or refuses the connection, the
@@ -56,10 +58,10 @@ if TYPE_CHECKING:  # annotations only: typing is not imported when the shim runs
 
     SetNs = Callable[[int, int], None]
 
-VERSION = 1
+VERSION = 2
 MAGIC = b"MCNI"
-FLAG_POD_SOCKET = 1
 FLAG_NETNS_FILE = 2
+FLAG_SOCKET_WITH_GO = 4
 MAX_ENV = 64 << 10
 MAX_STDIN = 1 << 20
 ACCEPT_TIMEOUT = 10.0
@@ -194,6 +196,11 @@ def pod_socket(netns: bytes) -> tuple[_socket.socket | None, int]:
         posix.close(target)
 
 
+def rights_of(fd: int | None) -> list[tuple[int, int, bytes]]:
+    """The ancillary data passing `fd` (SCM_RIGHTS), or none."""
+    return [] if fd is None else [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, u32(fd))]
+
+
 def receive_exactly(sock: _socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
@@ -250,31 +257,35 @@ def main() -> None:
     if len(stdin) > MAX_STDIN or len(env) > MAX_ENV:
         sock.close()
         fall_back(b"request larger than the protocol's limits", stdin, site)
-    passed = None  # the descriptor for the agent: a socket in CNI_NETNS, or its file
+    passed = None  # a DEL's CNI_NETNS, opened
     flags = netns_errno = 0
     netns = environ.get(b"CNI_NETNS", b"")
     command = environ.get(b"CNI_COMMAND")
-    if netns and command in SOCKET_COMMANDS:
-        pod, netns_errno = pod_socket(netns)
-        if pod is not None:
-            passed, flags = pod.detach(), FLAG_POD_SOCKET
+    with_go = bool(netns) and command in SOCKET_COMMANDS
+    if with_go:
+        flags = FLAG_SOCKET_WITH_GO
     elif netns and command == b"DEL":
         passed, netns_errno = open_netns(netns)
         flags = FLAG_NETNS_FILE if passed is not None else 0
     header = MAGIC + bytes((VERSION, flags)) + (netns_errno & 0xFFFF).to_bytes(2, "little")
     request = header + u32(len(env)) + u32(len(stdin)) + env + stdin
-    rights = [] if passed is None else [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, u32(passed))]
     sock.settimeout(timeout)
+    pod = None
     try:
         try:
-            sent = sock.sendmsg([request], rights)
+            sent = sock.sendmsg([request], rights_of(passed))
         finally:
             if passed is not None:
                 posix.close(passed)  # the agent has its own copy now, or none (a fallback)
         if sent < len(request):
             sock.sendall(request[sent:])
+        if with_go:  # meanwhile the agent reads and checks the request
+            pod, netns_errno = pod_socket(netns)
         verdict = sock.recv(1024)
-        if verdict[:1] == b"A":
+        if verdict[:1] == b"A" and with_go:
+            go = b"G" + (netns_errno & 0xFFFF).to_bytes(2, "little")
+            sock.sendmsg([go], rights_of(None if pod is None else pod.fileno()))
+        elif verdict[:1] == b"A":
             sock.sendall(b"G")
         elif verdict[:1] == b"R":
             raise ConnectionRefusedError("refused: " + verdict[1:].decode(errors="replace"))
@@ -282,7 +293,11 @@ def main() -> None:
             raise EOFError("no answer from the agent")
     except (OSError, EOFError) as error:  # the time-out included: nothing was dispatched
         sock.close()
+        if pod is not None:
+            pod.close()
         fall_back(str(error).encode(errors="replace") or b"lost before the go", stdin, site)
+    if pod is not None:
+        pod.close()  # the agent has its own copy
     try:
         sock.settimeout(REPLY_TIMEOUT)
         head = receive_exactly(sock, 8)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -58,11 +59,16 @@ from minicni.plugin import served
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
+"""What this agent serves: v2, and v1, the shim of the release before (a plugin process started
+before an upgrade keeps running its version's shim)."""
 MAGIC = b"MCNI"
 HEADER = struct.Struct("<4sBBHII")  # magic, version, flags, netns errno, env length, stdin length
-FLAG_POD_SOCKET = 1
+FLAG_POD_SOCKET = 1  # v1: a socket inside CNI_NETNS comes with the request
 FLAG_NETNS_FILE = 2
+FLAG_SOCKET_WITH_GO = 4  # v2: that socket comes with the go (the shim makes it meanwhile)
+GO_WITH_SOCKET = struct.Struct("<cH")  # b"G", the errno of making the socket (0: attached)
 NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type (Linux >= 4.11)
 CLONE_NEWNET = 0x40000000
 MAX_ENV = 64 << 10
@@ -104,6 +110,8 @@ class Request:
     netns_errno: int
     netns_file: int | None = None
     """A DEL's CNI_NETNS, opened by the shim (it needs no socket inside)."""
+    socket_with_go: bool = False
+    """v2's ADD and CHECK: the pod's socket, or why there is none, comes with the go."""
 
     @property
     def passed(self) -> list[int]:
@@ -382,8 +390,8 @@ class CniServer:
     def _parse(self, conn: socket.socket, data: bytes, msg_flags: int, fds: list[int]) -> Request:
         if len(data) < 5 or data[:4] != MAGIC:
             raise Refused("malformed", "not a minicni CNI request")
-        if data[4] != VERSION:
-            raise Refused("version", f"protocol version {data[4]}; this agent speaks {VERSION}")
+        if data[4] not in VERSIONS:
+            raise Refused("version", f"protocol version {data[4]}; this agent speaks 1 and 2")
         if msg_flags & socket.MSG_CTRUNC or len(fds) > 1:
             raise Refused("malformed", "more than one file descriptor")
         buffer = bytearray(data)
@@ -396,14 +404,19 @@ class CniServer:
         while len(buffer) < total:
             buffer += self._receive(conn, total - len(buffer))
         kind = flags & (FLAG_POD_SOCKET | FLAG_NETNS_FILE)
+        with_go = bool(flags & FLAG_SOCKET_WITH_GO)
         if (
             len(buffer) != total
             or kind == FLAG_POD_SOCKET | FLAG_NETNS_FILE
             or bool(kind) != bool(fds)
+            or (with_go and (data[4] == 1 or kind))
+            or (kind == FLAG_POD_SOCKET and data[4] != 1)
         ):
             raise Refused("malformed", "lengths or file descriptors do not match the header")
         env = _decode_env(bytes(buffer[HEADER.size : HEADER.size + env_size]))
         stdin = bytes(buffer[HEADER.size + env_size :])
+        if with_go:
+            return Request(env, stdin, None, 0, socket_with_go=True)
         passed = fds[0] if fds else None
         if kind == FLAG_NETNS_FILE:
             if env.get("CNI_COMMAND") != "DEL":
@@ -416,6 +429,24 @@ class CniServer:
         if passed is not None and not _is_route_socket(passed):
             raise Refused("malformed", "the file descriptor passed is not a NETLINK_ROUTE socket")
         return Request(env, stdin, passed, netns_errno)
+
+    def _receive_go(self, conn: socket.socket, request: Request) -> Request | None:
+        """The shim's go; None when it gave up waiting and fell back. For v2's ADD and CHECK the
+        request as the go completes it: the pod's socket, or why the shim has none. A go that
+        does not parse ends the connection (the shim answers CNI error 11: try again)."""
+        if not request.socket_with_go:
+            return request if conn.recv(1) == b"G" else None
+        data, pod_socket = _receive_go_with_socket(conn)
+        if data[:1] != b"G":
+            if pod_socket is not None:
+                os.close(pod_socket)
+            return None
+        if len(data) != GO_WITH_SOCKET.size or (pod_socket is None) == (data[1:] == bytes(2)):
+            if pod_socket is not None:
+                os.close(pod_socket)
+            raise EOFError("a go that does not match the protocol")
+        (_, netns_errno) = GO_WITH_SOCKET.unpack(data)
+        return dataclasses.replace(request, pod_socket=pod_socket, netns_errno=netns_errno)
 
     def _receive(self, conn: socket.socket, size: int) -> bytes:
         chunk = conn.recv(min(size, 1 << 20))
@@ -437,17 +468,22 @@ class CniServer:
                 if self._stopping.is_set():
                     raise Refused("stopping", "the agent is stopping")
                 conn.sendall(b"A")
-                if conn.recv(1) != b"G":  # gave up waiting (its time-out) and fell back
+                go = self._receive_go(conn, request)
+                if go is None:  # gave up waiting (its time-out) and fell back
                     self.metrics.inc("cni_abandoned_total")
                     return
                 started = time.perf_counter()
-                outcome = served.serve(
-                    request.env,
-                    request.stdin,
-                    request.pod_socket,
-                    request.netns_errno,
-                    netns_file=request.netns_file,
-                )
+                try:
+                    outcome = served.serve(
+                        go.env,
+                        go.stdin,
+                        go.pod_socket,
+                        go.netns_errno,
+                        netns_file=go.netns_file,
+                    )
+                finally:
+                    if go.pod_socket is not None and go is not request:
+                        os.close(go.pod_socket)  # came with the go
                 with contextlib.suppress(OSError):  # the shim's own time-out: nothing to tell
                     conn.sendall(REPLY.pack(outcome.code, len(outcome.stdout)) + outcome.stdout)
                 seconds = time.perf_counter() - started
@@ -471,6 +507,33 @@ class CniServer:
                 except Exception as error:  # recorded: finished by the next request or start
                     self.metrics.inc("cni_deferred_failures_total")
                     log.error("finishing a DEL after its answer failed: %s", error)
+
+
+def _receive_go_with_socket(conn: socket.socket) -> tuple[bytes, int | None]:
+    """v2's go for ADD and CHECK: b"G" and an errno, with the pod's socket when the errno is 0."""
+    fds = array.array("i")
+    data, ancillary, msg_flags, _ = conn.recvmsg(
+        GO_WITH_SOCKET.size, socket.CMSG_SPACE(2 * fds.itemsize)
+    )
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    received = list(fds)
+    try:
+        while data[:1] == b"G" and len(data) < GO_WITH_SOCKET.size:
+            chunk = conn.recv(GO_WITH_SOCKET.size - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if len(received) > 1 or msg_flags & socket.MSG_CTRUNC:
+            raise EOFError("more than one file descriptor with the go")
+        if received and not _is_route_socket(received[0]):
+            raise EOFError("the go came with a file descriptor that is not a NETLINK_ROUTE socket")
+    except BaseException:
+        for fd in received:
+            os.close(fd)
+        raise
+    return data, received[0] if received else None
 
 
 def _is_network_namespace(fd: int) -> bool:

@@ -130,7 +130,7 @@ def test_a_served_request_costs_only_the_socket_module(
     config = b'{"cniVersion": "1.1.0", "name": "x"}'
     run = run_shim(shim, tmp_path / "cni.sock", "STATUS", config, CNI_PATH="/opt/cni/bin")
     assert (run.returncode, run.stdout) == (7, answer)  # exit code and stdout passed through
-    assert scripted.received[:6] == b"MCNI\x01\x00"  # version 1, no pod socket
+    assert scripted.received[:6] == b"MCNI\x02\x00"  # version 2, no descriptor
     assert scripted.env == {"CNI_COMMAND": "STATUS", "CNI_PATH": "/opt/cni/bin"}  # CNI_* only
     assert scripted.stdin == config
     assert imported(run) - interpreter_startup() == {"_socket"}  # not json, not minicni
@@ -277,3 +277,35 @@ def test_a_del_passes_its_namespace_file_and_enters_nothing(
     mine = os.stat(netns_file)
     assert [(info.st_dev, info.st_ino) for info in passed] == [(mine.st_dev, mine.st_ino)]
     assert "_ctypes" not in imported(run)
+
+
+def test_an_add_sends_its_request_first_and_the_pod_socket_with_the_go(
+    shim: Path, tmp_path: Path, agent: Callable[[Script], ScriptedAgent]
+) -> None:
+    """v2: the request goes out with no descriptor (flags bit 2); the shim makes the pod's socket
+    while the agent checks the request, and sends it with the go, or the errno of making it
+    (entering a namespace needs root: a test run as another user sees EPERM)."""
+    go: list[tuple[bytes, int]] = []
+
+    def serve(conn: socket.socket) -> None:
+        data, ancillary, _, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(4))
+        scripted.received = data
+        assert ancillary == []
+        conn.sendall(b"A")
+        message, ancillary, _, _ = conn.recvmsg(3, socket.CMSG_SPACE(4))
+        for _, _, payload in ancillary:
+            fd = int.from_bytes(payload[:4], "little")
+            go.append((message, socket.socket(fileno=fd).getsockopt(socket.SOL_SOCKET, 39)))
+        if not ancillary:
+            go.append((message, -1))
+        conn.sendall(bytes(8))
+
+    scripted = agent(serve)
+    run = run_shim(shim, tmp_path / "cni.sock", "ADD", b"{}", CNI_NETNS="/proc/self/ns/net")
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    assert scripted.received[:6] == b"MCNI\x02\x04"
+    ((message, domain),) = go
+    if os.geteuid() == 0:
+        assert (message, domain) == (b"G\0\0", socket.AF_NETLINK)  # errno 0, the socket
+    else:
+        assert message[:1] == b"G" and message[1:] != bytes(2) and domain == -1
