@@ -35,6 +35,7 @@ from lab.cluster.image_agents import (
     PodmanStore,
     effective_capabilities,
     missing_image_reason,
+    stale_image_reason,
 )
 from lab.cluster.image_nodes import ImageNodes
 from lab.runtimes.cri.cleanup import mounts_under
@@ -87,6 +88,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageCluster]:
     reason = missing_image_reason()
     if reason:
         pytest.skip(reason)
+    stale = stale_image_reason()
+    if stale:  # its failures would be about code that is no longer here
+        pytest.fail(stale)
     base = tmp_path_factory.mktemp("dsimage")
     mount_points_before = {d for d in HOST_MOUNT_POINTS if os.path.exists(d)}
     host_cni_before = _listing(HOST_CNI_CONF_DIR)

@@ -264,7 +264,10 @@ class BenchAgent:
     def plugin(self) -> Path:
         return self.bin_dir / "minicni"
 
-    def start(self, pod_cidrs: list[str], timeout: float = 600.0) -> None:
+    def start(self, pod_cidrs: list[str], timeout: float = 120.0) -> None:
+        """Start the agent and wait until it serves and has installed the plugin (building the
+        bundle takes seconds); an agent that exits, or is not there within `timeout`, fails the
+        benchmark with its log."""
         self.home.mkdir(parents=True, exist_ok=True)
         nodes = self.home / "nodes.json"
         node: dict[str, object] = {"name": "bench", "internalIP": "192.0.2.1"}
@@ -295,8 +298,12 @@ class BenchAgent:
             self.process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not (self.socket.exists() and self.plugin.exists()):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the agent did not start:\n" + self.log_tail())
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise RuntimeError(f"the agent exited ({code}):\n" + self.log_tail())
+            if time.monotonic() > deadline:
+                why = f"the agent was not serving after {timeout:.0f} s:\n"
+                raise RuntimeError(why + self.log_tail())
             time.sleep(0.1)
 
     def log_tail(self) -> str:

@@ -73,6 +73,29 @@ def image_archive() -> Path:
     return Path(os.environ.get(ARCHIVE_ENV) or DEFAULT_ARCHIVE)
 
 
+IMAGE_SOURCES = ("minicni", "lab", "pyproject.toml", "deployments/Dockerfile")
+"""What the image is built from: an archive older than any of it runs code that is not this."""
+
+
+def stale_image_reason(archive: Path | None = None) -> str | None:
+    """Why the saved image is older than the sources it is built from (None: it is not, or it
+    was not built from this checkout: $MINICNI_IMAGE_ARCHIVE names another)."""
+    archive = archive or image_archive()
+    if archive != DEFAULT_ARCHIVE or not archive.is_file():
+        return None
+    built = archive.stat().st_mtime
+    for name in IMAGE_SOURCES:
+        source = REPO / name
+        files = source.rglob("*.py") if source.is_dir() else [source]
+        newer = next((f for f in files if f.is_file() and f.stat().st_mtime > built), None)
+        if newer is not None:
+            return (
+                f"the image at {archive} is older than {newer.relative_to(REPO)}: it runs other "
+                f"code than this checkout's; rebuild it with `{BUILD_TARGET}`"
+            )
+    return None
+
+
 def missing_image_reason() -> str | None:
     """Why the image cannot be run here (None: it can)."""
     if shutil.which("podman") is None:

@@ -90,6 +90,9 @@ class ImageNodes:
             reason = image_agents.missing_image_reason()
             if reason:
                 raise ImageNodesError(reason)
+            stale = image_agents.stale_image_reason()
+            if stale:
+                self.log(f"warning: {stale}")
             loaded = self.store.load_archive(image_agents.image_archive())
         self.log(f"image {loaded} loaded in {time.monotonic() - started:.1f} s")
         overrides = {k: v for k, v in settings.items() if k in self.spec.env_names()}

@@ -255,3 +255,31 @@ def test_a_volume_mounted_elsewhere_than_its_host_path_is_followed() -> None:
     spec = daemonset.parse(documents)
     found = daemonset.node_path(spec, NODE, "/etc/cni/net.d/10-minicni.conflist")
     assert found == "/run/lab/n1/root/etc/kubernetes/cni/net.d/10-minicni.conflist"
+
+
+def test_an_image_older_than_its_sources_is_named_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image tests and `--agent image` run the saved archive: one built before the last change
+    to the code it carries is said to be stale, naming the newer file and the target to run."""
+    import os
+
+    archive = tmp_path / "build" / "image" / "minicni.tar"
+    archive.parent.mkdir(parents=True)
+    (tmp_path / "minicni" / "agent").mkdir(parents=True)
+    source = tmp_path / "minicni" / "agent" / "cli.py"
+    source.write_text("")
+    archive.write_bytes(b"")
+    monkeypatch.setattr(image_agents, "REPO", tmp_path)
+    monkeypatch.setattr(image_agents, "DEFAULT_ARCHIVE", archive)
+    monkeypatch.delenv(image_agents.ARCHIVE_ENV, raising=False)
+    os.utime(source, (1_000_000, 1_000_000))
+    assert image_agents.stale_image_reason() is None
+    os.utime(source, (archive.stat().st_mtime + 60,) * 2)
+    reason = image_agents.stale_image_reason()
+    assert (
+        reason is not None and "minicni/agent/cli.py" in reason and "make image-offline" in reason
+    )
+    # an archive named by $MINICNI_IMAGE_ARCHIVE was built elsewhere: not judged
+    monkeypatch.setenv(image_agents.ARCHIVE_ENV, str(tmp_path / "other.tar"))
+    assert image_agents.stale_image_reason() is None
