@@ -71,7 +71,7 @@ def _store(conf: NetConf) -> AddressStore:
 
 # -- ADD ------------------------------------------------------------------------------------------
 def add(request: Request, ctx: CommandContext) -> dict[str, Any]:
-    conf = parse_netconf(request.config)
+    conf = ctx.netconf or parse_netconf(request.config)
     pod_netns = ctx.pod(request.netns)
     pod_netns.require()
     _finish_recorded_delete(conf, request)
@@ -273,7 +273,7 @@ def delete(request: Request, ctx: CommandContext) -> None:
     server's next request for it (which waits for the deferred work), an in-process ADD, CHECK
     or DEL, GC, or the agent at its next start.
     """
-    conf = parse_netconf(request.config)
+    conf = ctx.netconf or parse_netconf(request.config)
     pod_netns = ctx.pod(request.netns) if request.netns else None
     cid, ifname = request.container_id, request.ifname
     if not ctx.served:
@@ -390,7 +390,7 @@ def _delete_pod_end(pod_netns: PodNetns, container_id: str, ifname: str) -> None
 
 # -- CHECK ----------------------------------------------------------------------------------------
 def check(request: Request, ctx: CommandContext) -> None:
-    conf = parse_netconf(request.config)
+    conf = ctx.netconf or parse_netconf(request.config)
     if conf.prev_result is None:
         raise CniError(
             errors.INVALID_NETWORK_CONFIG, "invalid network config: CHECK needs prevResult"
@@ -454,7 +454,7 @@ def _check_failed(msg: str) -> None:
 
 # -- GC -------------------------------------------------------------------------------------------
 def gc(request: Request, ctx: CommandContext) -> None:
-    conf = parse_netconf(request.config)
+    conf = ctx.netconf or parse_netconf(request.config)
     valid = _valid_attachments(request.config)
     with step("finishing recorded DELs"):
         finish_recorded_deletes(conf.store_dir)

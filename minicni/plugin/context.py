@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
     Deferred = list[Callable[[], None]]
 
+    from minicni.plugin.config import NetConf
+
 SIOCGSKNS = 0x894C
 """ioctl on a socket: a file descriptor of the network namespace it lives in (Linux >= 4.9)."""
 
@@ -180,9 +182,14 @@ def _refuse_own(theirs: os.stat_result, path: str) -> None:
 class CommandContext:
     """What the commands need from the process they run in."""
 
-    def __init__(self, pod: Callable[[str], PodNetns], *, served: bool) -> None:
+    def __init__(
+        self, pod: Callable[[str], PodNetns], *, served: bool, netconf: NetConf | None = None
+    ) -> None:
         self.pod = pod
         self.served = served
+        self.netconf = netconf
+        """The request's config, parsed already (served: the agent parsed it to admit the
+        request); None: the command parses it."""
         self.deferred: Deferred = []
         """Work a served DEL leaves for after its answer, run by the server in order."""
 
@@ -195,8 +202,16 @@ def in_process() -> CommandContext:
     return CommandContext(NetnsPath, served=False)
 
 
-def served(sock_fd: int | None, open_errno: int, netns_fd: int | None = None) -> CommandContext:
-    """`netns_fd`: a DEL's namespace file, passed instead of a socket inside it."""
+def served(
+    sock_fd: int | None,
+    open_errno: int,
+    netns_fd: int | None = None,
+    netconf: NetConf | None = None,
+) -> CommandContext:
+    """`netns_fd`: a DEL's namespace file, passed instead of a socket inside it; `netconf`: the
+    request's config, as the agent parsed it."""
     if netns_fd is not None:
-        return CommandContext(lambda path: PassedNamespace(path, netns_fd), served=True)
-    return CommandContext(lambda path: PassedSocket(path, sock_fd, open_errno), served=True)
+        pod: Callable[[str], PodNetns] = lambda path: PassedNamespace(path, netns_fd)  # noqa: E731
+    else:
+        pod = lambda path: PassedSocket(path, sock_fd, open_errno)  # noqa: E731
+    return CommandContext(pod, served=True, netconf=netconf)

@@ -19,6 +19,7 @@ from minicni.cni.errors import CniError
 from minicni.log import log
 from minicni.net.sysctl import FORWARDING, read_sysctl
 from minicni.plugin import context
+from minicni.plugin.config import NetConf, parse_netconf
 from minicni.plugin.main import Commands
 
 _agent_log = logging.getLogger("minicni")
@@ -45,9 +46,34 @@ def serve(
     """Run one request. `pod_socket`: the NETLINK_ROUTE socket the shim made in CNI_NETNS;
     `netns_file`: instead, for a DEL, CNI_NETNS itself, opened (the caller keeps and closes
     either); `netns_errno`: why there is neither when CNI_NETNS was given."""
-    ctx = context.served(pod_socket, netns_errno, netns_file)
+    ctx = context.served(pod_socket, netns_errno, netns_file, netconf=_netconf(stdin))
     code, out = skel.dispatch(env, stdin, lambda: Commands(lambda: ctx))
     return Served(code, out, ctx.deferred if code == 0 else [])
+
+
+_NETCONFS: dict[bytes, NetConf] = {}
+_NETCONFS_MAX = 64
+"""Configs parsed, by their bytes: a node's pods are wired with one config (~0.15 ms a parse, and
+each request needed two: to admit it, and to run it). Bounded; emptied when full."""
+
+
+def _netconf(stdin: bytes) -> NetConf | None:
+    """The config `stdin` holds, parsed; None when it does not parse (the dispatch then reports
+    that as it does in-process)."""
+    conf = _NETCONFS.get(stdin)
+    if conf is not None:
+        return conf
+    try:
+        config = json.loads(stdin) if stdin else None
+        if not isinstance(config, dict) or "name" not in config:
+            return None
+        conf = parse_netconf(config)
+    except (ValueError, RecursionError, CniError):
+        return None
+    if len(_NETCONFS) >= _NETCONFS_MAX:
+        _NETCONFS.clear()
+    _NETCONFS[stdin] = conf
+    return conf
 
 
 class Refusal(NamedTuple):
@@ -62,14 +88,8 @@ def refusal(command: str, stdin: bytes, data_dir: str) -> Refusal | None:
     (IPv4, and IPv6 for a network with an IPv6 range) is off, which the in-process plugin turns on
     and the agent, with /proc/sys read-only, cannot. A config that does not parse is served: its
     error is the same on either path."""
-    try:
-        config = json.loads(stdin) if stdin else None
-        if not isinstance(config, dict) or "name" not in config:
-            return None
-        from minicni.plugin.config import parse_netconf
-
-        conf = parse_netconf(config)
-    except (ValueError, RecursionError, CniError):
+    conf = _netconf(stdin)
+    if conf is None:
         return None
     root = os.path.normpath(data_dir)
     store = os.path.normpath(conf.data_dir)

@@ -359,6 +359,19 @@ def test_a_recorded_delete_is_pending_until_the_release(store: AddressStore) -> 
         assert store.reservations() == []
 
 
+def test_a_delete_recorded_twice_is_one_whole_record(store: AddressStore) -> None:
+    """A DEL repeated before the first finished records it again; a record torn by a kill (or
+    planted) is rewritten whole."""
+    reserve(store, address_range(), "c1")
+    with store.locked():
+        store.mark_deleting("c1", "eth0")
+        record = Path(store.directory, "deleting-c1@eth0")
+        record.write_text('{"containerID": "c1", "ifname": "eth0", "torn and much longer')
+        store.mark_deleting("c1", "eth0")
+        assert json.loads(record.read_text()) == {"containerID": "c1", "ifname": "eth0"}
+        assert store.pending_deletes() == [("c1", "eth0")]
+
+
 def test_a_recorded_delete_of_a_long_container_id_is_named_by_its_digest(
     store: AddressStore,
 ) -> None:

@@ -61,3 +61,33 @@ def test_a_config_that_does_not_parse_is_served_to_get_its_error(
 ) -> None:
     sysctls.update(FORWARDING_OFF)
     assert served.refusal("ADD", stdin, "/var/lib/cni") is None
+
+
+def test_a_config_is_parsed_once_for_admitting_and_running_every_request_that_brings_it(
+    sysctls: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's pods come with one config: parsed once, not twice per request."""
+    parsed: list[str] = []
+    real = served.parse_netconf
+
+    def counting(raw: dict[str, object]) -> served.NetConf:
+        parsed.append(str(raw["name"]))
+        return real(raw)
+
+    monkeypatch.setattr(served, "parse_netconf", counting)
+    monkeypatch.setattr(served, "_NETCONFS", {})
+    ipam = str(tmp_path / "ipam")
+    stdin = config(tmp_path / "ipam", "10.9.0.0/24")
+    env = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0"}
+    for _ in range(3):
+        assert served.refusal("DEL", stdin, ipam) is None
+        assert served.serve(env, stdin, None, 0).code == 0  # DEL of nothing: nothing to do
+    assert parsed == ["n"]
+    other = stdin.replace(b'"name": "n"', b'"name": "m"')
+    assert served.refusal("DEL", other, ipam) is None
+    assert parsed == ["n", "m"]
+    # a config with an error is not kept: each request gets the error from its own parse
+    bad = stdin.replace(b"10.9.0.0/24", b"10.9.0.0/99")
+    assert served.serve(env, bad, None, 0).code == 1
+    assert served.serve(env, bad, None, 0).code == 1
+    assert served._NETCONFS.keys() == {stdin, other}
