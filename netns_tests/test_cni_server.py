@@ -282,3 +282,24 @@ def test_a_v1_request_with_v2_flags_is_malformed(server: CniServer) -> None:
     data[5] = 4
     client.sendall(bytes(data))
     assert client.recv(4096).startswith(b"Rmalformed")
+
+
+def test_a_del_is_its_own_go_and_nothing_else_is(server: CniServer) -> None:
+    """v2, bit 3: a DEL (idempotent) runs without waiting for a go, and b"A" comes with its
+    answer; the bit on another command, or in v1, is malformed."""
+    env = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "x", "CNI_IFNAME": "eth0"}
+    config = {"cniVersion": "1.0.0", "name": "n", "type": "minicni", "subnet": "10.9.0.0/24"}
+    config["dataDir"] = server.data_dir + "/n"
+    data = bytearray(request(env, json.dumps(config).encode(), version=2))
+    data[5] = 8
+    client = connect(server)
+    client.sendall(bytes(data))  # and nothing more
+    answer = client.recv(9, socket.MSG_WAITALL)
+    assert answer[:1] == b"A" and int.from_bytes(answer[1:5], "little") == 0, answer
+    wait_for(lambda: server.metrics.get("cni_requests_total", command="DEL", outcome="ok") == 1)
+    for command, version in (("ADD", 2), ("DEL", 1)):
+        bad = bytearray(request({**env, "CNI_COMMAND": command}, version=version))
+        bad[5] = 8
+        client = connect(server)
+        client.sendall(bytes(bad))
+        assert client.recv(4096).startswith(b"Rmalformed"), (command, version)

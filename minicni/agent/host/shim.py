@@ -26,15 +26,18 @@ which also serves v1, the shim of the release before):
                    opened (DEL: it configures nothing inside, so the shim enters nothing). Bit 2:
                    a NETLINK_ROUTE socket made inside CNI_NETNS comes with the go (ADD, CHECK:
                    the shim makes it while the agent reads and checks the request). For a DEL
-                   whose CNI_NETNS would not open, no descriptor, and its errno instead.
+                   whose CNI_NETNS would not open, no descriptor, and its errno instead. Bit 3:
+                   the request is its own go (DEL only: it is idempotent, so a shim that gives up
+                   waiting and runs it in-process too does nothing twice).
                    Limits: env 64 KiB, stdin 1 MiB (a larger request runs in-process).
                    (v1: bit 0, that socket attached here; G one byte.)
     agent -> shim  b"A" (a worker has the request), or b"R" and a reason, then the agent closes
                    (refused: uid, netns, version, dataDir, ip_forward, ipv6_forwarding,
-                   busy, stopping, malformed).
+                   busy, stopping, malformed). With bit 3, b"A" comes with the answer (below).
     shim -> agent  b"G" (go), and with bit 2 a u16 errno: 0 and, with SCM_RIGHTS, the socket;
                    else why CNI_NETNS would not open or enter. The agent dispatches only after
                    this; from here the shim never falls back, so a request is never run twice.
+                   (Not with bit 3.)
     agent -> shim  u32 exit code, u32 stdout length, stdout.
 
 The shim runs the plugin in-process when the socket is absent or refuses the connection, the
@@ -62,6 +65,7 @@ VERSION = 2
 MAGIC = b"MCNI"
 FLAG_NETNS_FILE = 2
 FLAG_SOCKET_WITH_GO = 4
+FLAG_GO_NOW = 8
 MAX_ENV = 64 << 10
 MAX_STDIN = 1 << 20
 ACCEPT_TIMEOUT = 10.0
@@ -201,8 +205,8 @@ def rights_of(fd: int | None) -> list[tuple[int, int, bytes]]:
     return [] if fd is None else [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, u32(fd))]
 
 
-def receive_exactly(sock: _socket.socket, size: int) -> bytes:
-    data = b""
+def receive_exactly(sock: _socket.socket, size: int, data: bytes = b"") -> bytes:
+    """At least `size` bytes, starting with `data` (received already)."""
     while len(data) < size:
         chunk = sock.recv(size - len(data))
         if not chunk:
@@ -262,11 +266,14 @@ def main() -> None:
     netns = environ.get(b"CNI_NETNS", b"")
     command = environ.get(b"CNI_COMMAND")
     with_go = bool(netns) and command in SOCKET_COMMANDS
+    go_now = command == b"DEL"  # idempotent: no round trip for the go
     if with_go:
         flags = FLAG_SOCKET_WITH_GO
-    elif netns and command == b"DEL":
+    elif netns and go_now:
         passed, netns_errno = open_netns(netns)
         flags = FLAG_NETNS_FILE if passed is not None else 0
+    if go_now:
+        flags |= FLAG_GO_NOW
     header = MAGIC + bytes((VERSION, flags)) + (netns_errno & 0xFFFF).to_bytes(2, "little")
     request = header + u32(len(env)) + u32(len(stdin)) + env + stdin
     sock.settimeout(timeout)
@@ -282,7 +289,9 @@ def main() -> None:
         if with_go:  # meanwhile the agent reads and checks the request
             pod, netns_errno = pod_socket(netns)
         verdict = sock.recv(1024)
-        if verdict[:1] == b"A" and with_go:
+        if verdict[:1] == b"A" and go_now:
+            pass  # the answer follows
+        elif verdict[:1] == b"A" and with_go:
             go = b"G" + (netns_errno & 0xFFFF).to_bytes(2, "little")
             sock.sendmsg([go], rights_of(None if pod is None else pod.fileno()))
         elif verdict[:1] == b"A":
@@ -300,9 +309,10 @@ def main() -> None:
         pod.close()  # the agent has its own copy
     try:
         sock.settimeout(REPLY_TIMEOUT)
-        head = receive_exactly(sock, 8)
+        head = receive_exactly(sock, 8, verdict[1:] if go_now else b"")
         code = int.from_bytes(head[:4], "little")
-        out = receive_exactly(sock, int.from_bytes(head[4:], "little"))
+        size = int.from_bytes(head[4:8], "little")
+        out = receive_exactly(sock, size, head[8:])[:size]
     except (OSError, EOFError) as error:
         code, out = 1, lost(stdin, f"{type(error).__name__}: {error}")
     write_all(1, out)

@@ -68,6 +68,7 @@ HEADER = struct.Struct("<4sBBHII")  # magic, version, flags, netns errno, env le
 FLAG_POD_SOCKET = 1  # v1: a socket inside CNI_NETNS comes with the request
 FLAG_NETNS_FILE = 2
 FLAG_SOCKET_WITH_GO = 4  # v2: that socket comes with the go (the shim makes it meanwhile)
+FLAG_GO_NOW = 8  # v2, DEL only: the request is its own go; b"A" comes with the answer
 GO_WITH_SOCKET = struct.Struct("<cH")  # b"G", the errno of making the socket (0: attached)
 NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type (Linux >= 4.11)
 CLONE_NEWNET = 0x40000000
@@ -112,6 +113,9 @@ class Request:
     """A DEL's CNI_NETNS, opened by the shim (it needs no socket inside)."""
     socket_with_go: bool = False
     """v2's ADD and CHECK: the pod's socket, or why there is none, comes with the go."""
+    go_now: bool = False
+    """v2's DEL: no go to wait for (run twice, by this agent and a shim that gave up waiting,
+    a DEL does nothing twice)."""
 
     @property
     def passed(self) -> list[int]:
@@ -417,7 +421,18 @@ class CniServer:
         stdin = bytes(buffer[HEADER.size + env_size :])
         if with_go:
             return Request(env, stdin, None, 0, socket_with_go=True)
-        passed = fds[0] if fds else None
+        if flags & FLAG_GO_NOW:
+            if data[4] == 1 or env.get("CNI_COMMAND") != "DEL":
+                raise Refused("malformed", "only a DEL is its own go")
+            return dataclasses.replace(
+                self._passed(env, stdin, kind, fds[0] if fds else None, netns_errno), go_now=True
+            )
+        return self._passed(env, stdin, kind, fds[0] if fds else None, netns_errno)
+
+    def _passed(
+        self, env: dict[str, str], stdin: bytes, kind: int, passed: int | None, netns_errno: int
+    ) -> Request:
+        """The request with the descriptor that came with it, checked."""
         if kind == FLAG_NETNS_FILE:
             if env.get("CNI_COMMAND") != "DEL":
                 raise Refused("malformed", "only a DEL comes with its namespace's file")
@@ -467,8 +482,11 @@ class CniServer:
             with self._workers:
                 if self._stopping.is_set():
                     raise Refused("stopping", "the agent is stopping")
-                conn.sendall(b"A")
-                go = self._receive_go(conn, request)
+                if request.go_now:
+                    go: Request | None = request
+                else:
+                    conn.sendall(b"A")
+                    go = self._receive_go(conn, request)
                 if go is None:  # gave up waiting (its time-out) and fell back
                     self.metrics.inc("cni_abandoned_total")
                     return
@@ -484,8 +502,9 @@ class CniServer:
                 finally:
                     if go.pod_socket is not None and go is not request:
                         os.close(go.pod_socket)  # came with the go
+                answer = REPLY.pack(outcome.code, len(outcome.stdout)) + outcome.stdout
                 with contextlib.suppress(OSError):  # the shim's own time-out: nothing to tell
-                    conn.sendall(REPLY.pack(outcome.code, len(outcome.stdout)) + outcome.stdout)
+                    conn.sendall(b"A" + answer if request.go_now else answer)
                 seconds = time.perf_counter() - started
             self.metrics.inc(
                 "cni_requests_total",

@@ -251,11 +251,12 @@ def test_the_python_launcher_quotes_whatever_the_paths_hold(tmp_path: Path) -> N
     assert run.stdout.strip() == repr([str(odd / "cni.sock")])
 
 
-def test_a_del_passes_its_namespace_file_and_enters_nothing(
+def test_a_del_passes_its_namespace_file_enters_nothing_and_sends_no_go(
     shim: Path, tmp_path: Path, agent: Callable[[Script], ScriptedAgent]
 ) -> None:
     """A DEL configures nothing inside the pod: the shim opens CNI_NETNS and passes that file,
-    with no setns (and no _ctypes import for it on Python 3.11)."""
+    with no setns (and no _ctypes import for it on Python 3.11); and, idempotent, it is its own
+    go: the agent's b"A" comes with the answer, no round trip in between."""
     passed: list[os.stat_result] = []
 
     def serve(conn: socket.socket) -> None:
@@ -265,15 +266,13 @@ def test_a_del_passes_its_namespace_file_and_enters_nothing(
             fd = int.from_bytes(payload[:4], "little")
             passed.append(os.fstat(fd))
             os.close(fd)
-        conn.sendall(b"A")
-        assert conn.recv(1) == b"G"
-        conn.sendall(bytes(8))  # exit code 0, no output
+        conn.sendall(b"A" + bytes(8))  # no go to wait for: taken, exit code 0, no output
 
     scripted = agent(serve)
     netns_file = "/proc/self/ns/net"  # the shim's own: what matters is that it is a namespace
     run = run_shim(shim, tmp_path / "cni.sock", "DEL", b"{}", CNI_NETNS=netns_file)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
-    assert scripted.received[5] == 2  # flags: the namespace's file, not a socket inside it
+    assert scripted.received[5] == 2 | 8  # the namespace's file; the request is its own go
     mine = os.stat(netns_file)
     assert [(info.st_dev, info.st_ino) for info in passed] == [(mine.st_dev, mine.st_ino)]
     assert "_ctypes" not in imported(run)
