@@ -31,6 +31,7 @@ from lab.cluster.build import NetnsLab, lab_namespaces
 from lab.cluster.daemonset import LabNode
 from lab.cluster.image_agents import (
     HOST_MOUNT_POINTS,
+    PODMAN_HOST_FILES,
     ImageAgent,
     PodmanStore,
     effective_capabilities,
@@ -94,6 +95,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageCluster]:
     base = tmp_path_factory.mktemp("dsimage")
     mount_points_before = {d for d in HOST_MOUNT_POINTS if os.path.exists(d)}
     host_cni_before = _listing(HOST_CNI_CONF_DIR)
+    podman_before = {d for d, _, _ in PODMAN_HOST_FILES if os.path.exists(d)}
     topology = Topology(nodes=2, pods_per_node=0, backend="auto", underlay="l2", agent="image")
     lab = NetnsLab(plan(topology, new_lab_id()), str(base), log=print)
     lab.up()  # a failed up removes what it built
@@ -108,6 +110,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageCluster]:
     # the host's mount point for the node's /run/minicni goes with the lab that made it
     assert {d for d in HOST_MOUNT_POINTS if os.path.exists(d)} <= mount_points_before
     assert _listing(HOST_CNI_CONF_DIR) <= host_cni_before  # podman's lock is in the lab's store
+    # podman's blob-info cache (written for root whatever --root says) goes too, on a host that
+    # has no podman store of its own
+    if not any(os.path.exists(store) for _, _, store in PODMAN_HOST_FILES):
+        assert {d for d, _, _ in PODMAN_HOST_FILES if os.path.exists(d)} <= podman_before
 
 
 def test_the_agent_runs_with_net_admin_and_net_raw_only(cluster: ImageCluster) -> None:

@@ -193,3 +193,13 @@ if [ -n "$IMAGE_ARCHIVE" ]; then
 fi
 size=$("${engine[@]}" image inspect --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo 0)
 say "$IMAGE: $((size / 1000000)) MB, done in $(since "$started")"
+
+# podman writes, for root and whatever --root says, a blob-info cache in /var/lib/containers/cache
+# and a lock in /var/cache/containers: on a host with no podman store of its own they are only
+# this build's, and go (as the image lab's teardown removes them).
+if [ "$engine_name" = podman ] && [ ! -e /var/lib/containers/storage ]; then
+  for leftover in /var/lib/containers:cache /var/cache/containers:short-name-aliases.conf.lock; do
+    dir=${leftover%%:*}
+    if [ "$(ls -A "$dir" 2>/dev/null)" = "${leftover#*:}" ]; then rm -rf "$dir"; fi
+  done
+fi

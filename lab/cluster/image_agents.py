@@ -273,6 +273,28 @@ def release_host_mount_points() -> None:
             os.rmdir(directory)
 
 
+PODMAN_HOST_FILES = (
+    ("/var/lib/containers", "cache", "/var/lib/containers/storage"),
+    ("/var/cache/containers", "short-name-aliases.conf.lock", "/var/lib/containers/storage"),
+)
+"""What podman writes for root whatever --root says (its blob-info cache, a lock of its
+short-name aliases), as (directory, what it holds, the store that would show the host uses podman
+itself)."""
+
+
+def release_podman_host_files() -> None:
+    """Remove what podman wrote outside the lab's own store, once no image lab is left, on a host
+    that has no podman store of its own (there, the cache is the host's: it stays)."""
+    if glob.glob(f"{SHORT_RUN_DIR}-*"):
+        return
+    for directory, written, own_store in PODMAN_HOST_FILES:
+        if os.path.exists(own_store):
+            continue
+        with contextlib.suppress(OSError):
+            if os.listdir(directory) == [written]:
+                shutil.rmtree(directory)
+
+
 def node_view_prefix(node_root: str) -> list[str]:
     """argv prefix: run the rest seeing the node's /opt, /var/lib and /var/log (bind mounts in a
     private mount namespace of that command alone, gone when it exits)."""

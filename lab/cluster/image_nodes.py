@@ -132,4 +132,5 @@ def remove(work_dir: str, lab_id: str) -> list[str]:
         return []
     problems = store_of(work_dir, lab_id).remove_everything()
     image_agents.release_host_mount_points()
+    image_agents.release_podman_host_files()
     return problems
