@@ -2,9 +2,10 @@
 
 `minicni-agent --cni-socket PATH` (default /run/minicni/cni.sock; empty: no server). A pod's CNI
 call then costs the shim's interpreter start-up and the kernel's work, not the plugin's imports.
-The protocol (v1) is described in `minicni.agent.host.shim`, the other end; in short: request
-(env, stdin, the pod's netlink socket) -> A (taken) or R (refused: the shim runs the plugin
-in-process) -> G (go) -> exit code and stdout.
+The protocol (v2, and v1 of the release before) is described in `minicni.agent.host.shim`, the
+other end; in short: request (env, stdin; a DEL's namespace file) -> A (taken) or R (refused: the
+shim runs the plugin in-process) -> G (go; for ADD and CHECK with the pod's netlink socket) ->
+exit code and stdout. A DEL is its own go: A comes with its answer.
 
 Who may ask: the directory is 0700 and the socket 0600 (root only), the peer's SO_PEERCRED uid
 must be 0, and the caller must be in the agent's own network namespace (the kernel makes the
