@@ -159,6 +159,20 @@ def in_netns(path: str, *argv: str, timeout: float = 10) -> subprocess.Completed
     )
 
 
+def check_then_delete(
+    node: FakeNode, config: dict[str, Any], result: dict[str, Any], cid: str, pod: str, version: str
+) -> None:
+    """CHECK, then DEL, each with the ADD's result as prevResult, as a runtime runs them: CHECK
+    passes (0.3.x has none: CNI error 1), DEL succeeds with nothing on stdout."""
+    checked = node.run("CHECK", dict(config, prevResult=result), cid, pod)
+    if version in ("0.3.0", "0.3.1"):
+        assert checked.code != 0 and checked.json["code"] == 1, checked
+    else:
+        assert (checked.code, checked.stdout) == (0, ""), checked
+    deleted = node.run("DEL", dict(config, prevResult=result), cid, pod)
+    assert (deleted.code, deleted.stdout) == (0, ""), deleted
+
+
 def ping(path: str, address: str) -> bool:
     return in_netns(path, "ping", "-c", "1", "-W", "2", "-q", address).returncode == 0
 

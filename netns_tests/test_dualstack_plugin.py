@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from netns_tests.conftest import PLUGIN_PATHS, FakeNode, addresses_in, in_netns, links_in, ping
+from netns_tests.conftest import (
+    PLUGIN_PATHS,
+    FakeNode,
+    addresses_in,
+    check_then_delete,
+    in_netns,
+    links_in,
+    ping,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.parametrize("node", PLUGIN_PATHS, indirect=True)]
 
@@ -85,14 +93,7 @@ def test_dual_stack_add_check_del(node: FakeNode, version: str) -> None:
     address4, address6 = assert_dual_stack_pod(node, result, pod)
     assert ping(pod, "10.99.0.1") and ping(pod, "fd00:99::1")  # right after ADD
 
-    checked = node.run("CHECK", dict(config, prevResult=result), cid, pod)
-    if version in ("0.3.0", "0.3.1"):
-        assert checked.code != 0 and checked.json["code"] == 1, checked
-    else:
-        assert (checked.code, checked.stdout) == (0, ""), checked
-
-    deleted = node.run("DEL", dict(config, prevResult=result), cid, pod)
-    assert (deleted.code, deleted.stdout) == (0, ""), deleted
+    check_then_delete(node, config, result, cid, pod, version)
     assert not {address4, address6} & set(node.reservations())
     assert not [p for p in node.store_dir.iterdir() if p.name.startswith("owner")]
     assert result["interfaces"][1]["name"] not in links_in(node.host)

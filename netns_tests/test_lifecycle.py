@@ -16,6 +16,7 @@ from netns_tests.conftest import (
     PLUGIN_PATHS,
     FakeNode,
     addresses_in,
+    check_then_delete,
     host_snapshot,
     in_netns,
     links_in,
@@ -99,14 +100,7 @@ def test_add_check_del(node: FakeNode, version: str) -> None:
     assert_added(node, result, pod)
     assert ping(pod, "10.99.0.1")
 
-    checked = node.run("CHECK", dict(config, prevResult=result), cid, pod)
-    if version in ("0.3.0", "0.3.1"):
-        assert checked.code != 0 and checked.json["code"] == 1, checked
-    else:
-        assert (checked.code, checked.stdout) == (0, ""), checked
-
-    deleted = node.run("DEL", dict(config, prevResult=result), cid, pod)
-    assert (deleted.code, deleted.stdout) == (0, ""), deleted
+    check_then_delete(node, config, result, cid, pod, version)
     assert_deleted(node, result, pod)
     assert cid[:12] in node.log_text()
 

@@ -210,8 +210,10 @@ def served(
 ) -> CommandContext:
     """`netns_fd`: a DEL's namespace file, passed instead of a socket inside it; `netconf`: the
     request's config, as the agent parsed it."""
-    if netns_fd is not None:
-        pod: Callable[[str], PodNetns] = lambda path: PassedNamespace(path, netns_fd)  # noqa: E731
-    else:
-        pod = lambda path: PassedSocket(path, sock_fd, open_errno)  # noqa: E731
+
+    def pod(path: str) -> PodNetns:
+        if netns_fd is not None:
+            return PassedNamespace(path, netns_fd)
+        return PassedSocket(path, sock_fd, open_errno)
+
     return CommandContext(pod, served=True, netconf=netconf)

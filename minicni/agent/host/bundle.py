@@ -160,7 +160,7 @@ def install_bundle(
     version_dir = runtime_dir / version_name
     launcher = cni_bin_dir / plugin_name
     loader_name = _loader_name(source.executable)
-    render_launcher(version_dir, loader_name, cni_socket)  # refuses unquotable paths up front
+    _require_quotable(version_dir, cni_socket)  # before anything is built
 
     built = not _is_current(version_dir, stamp)
     if built:
@@ -201,12 +201,9 @@ def render_launcher(
     """The launcher; it names the version directory, so it switches versions atomically. `direct`:
     the bundled interpreter starts on its own (`starts_directly`), so the shim's launcher is a
     Python script, when its path fits a "#!" line."""
+    _require_quotable(version_dir, cni_socket)
     home = str(version_dir)
-    if any(char in home for char in "'\n\\") or not version_dir.is_absolute():
-        raise BundleError(f"runtime directory {home!r} must be absolute and plainly quotable")
     if cni_socket:
-        if any(char in cni_socket for char in "'\n\\") or not cni_socket.startswith("/"):
-            raise BundleError(f"CNI socket {cni_socket!r} must be absolute and plainly quotable")
         python = f"{home}/bin/python3"
         if direct and shebang_safe(python):
             about = DIRECT_LAUNCHER_ABOUT.format(home=home)
@@ -233,6 +230,17 @@ home='{home}'
 exec "$home/lib/{loader_name}" --library-path "$home/lib" \\
     "$home/bin/python3" -I -S -B -m {PLUGIN_MODULE} "$@"
 """
+
+
+def _require_quotable(version_dir: Path, cni_socket: str) -> None:
+    """The launcher quotes both paths for the shell: they must be absolute and plainly quotable."""
+    home = str(version_dir)
+    if any(char in home for char in "'\n\\") or not version_dir.is_absolute():
+        raise BundleError(f"runtime directory {home!r} must be absolute and plainly quotable")
+    if cni_socket and (
+        any(char in cni_socket for char in "'\n\\") or not cni_socket.startswith("/")
+    ):
+        raise BundleError(f"CNI socket {cni_socket!r} must be absolute and plainly quotable")
 
 
 DIRECT_LAUNCHER_ABOUT = """\
