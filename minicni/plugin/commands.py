@@ -279,15 +279,9 @@ def delete(request: Request, ctx: CommandContext) -> None:
     if not ctx.served:
         _delete_now(conf, cid, ifname, pod_netns)
         return
-    host_name = links.host_veth_name(cid, ifname)
-    with step(f"looking up {host_name}"), open_host_netlink() as host:
-        host_end = links.find_link(host, host_name)
-        if host_end is not None and not _is_ours(host, host_end, cid, ifname, pod_netns):
-            host_end = None  # a link minicni did not make: left alone (and logged)
     with step(f"recording the DEL in {conf.store_dir}"), _store(conf).locked() as store:
         store.mark_deleting(cid, ifname)
-    index = host_end.index if host_end is not None else None
-    ctx.deferred.append(lambda: _finish_served_delete(conf, cid, ifname, index, pod_netns))
+    ctx.deferred.append(lambda: _finish_served_delete(conf, cid, ifname, pod_netns))
 
 
 def _delete_now(conf: NetConf, container_id: str, ifname: str, pod_netns: PodNetns | None) -> None:
@@ -302,19 +296,33 @@ def _delete_now(conf: NetConf, container_id: str, ifname: str, pod_netns: PodNet
 
 
 def _finish_served_delete(
-    conf: NetConf, container_id: str, ifname: str, index: int | None, pod_netns: PodNetns | None
+    conf: NetConf, container_id: str, ifname: str, pod_netns: PodNetns | None
 ) -> None:
-    """The work of a served DEL, after its answer. The host veth goes by the index it had when
-    the DEL was recorded, and the address only if the record still stands: whoever finished the
-    DEL meanwhile (an in-process ADD, while the agent was refusing work) may already have made a
-    new veth of the same name, and a new reservation, which must stay."""
+    """The work of a served DEL, after its answer, done only while its record stands: whoever
+    finished the DEL meanwhile (an in-process ADD, while the agent was refusing work) may already
+    have made a new veth of the same name, and a new reservation, which must stay. The host veth
+    is looked up under the store's lock, with the record standing (an ADD finishes the record
+    before it makes its veth), and deleted by that index after (unregistering it takes the kernel
+    tens of milliseconds, which no other pod's ADD should wait for)."""
+    store = _store(conf)
+    host_name = links.host_veth_name(container_id, ifname)
+    with step(f"looking up {host_name}"), store.locked():
+        if not store.is_deleting(container_id, ifname):
+            return
+        with open_host_netlink() as host:
+            host_end = links.find_link(host, host_name)
+            if host_end is not None and not _is_ours(
+                host, host_end, container_id, ifname, pod_netns
+            ):
+                host_end = None  # a link minicni did not make: left alone (and logged)
+    index = host_end.index if host_end is not None else None
     removed = False
     if index is not None:
         with step(f"deleting link {index}"), open_host_netlink() as host:
             removed = links.delete_link(host, index=index)
     if not removed and pod_netns is not None:
         _delete_pod_end(pod_netns, container_id, ifname)
-    with step("releasing the address"), _store(conf).locked() as store:
+    with step("releasing the address"), store.locked():
         if not store.is_deleting(container_id, ifname):
             return
         released = store.release(container_id, ifname)

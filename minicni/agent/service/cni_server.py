@@ -33,10 +33,10 @@ Concurrency: a thread per connection, at most MAX_PENDING connections at once (m
 one request at a time per (container ID, ifname); the store's lock stays the arbiter between the
 server and in-process plugins. Every read has a time-out, so a silent client ties up nothing.
 
-A DEL is answered once it is recorded in the store; its links and its address go after the answer
-(the kernel takes tens of milliseconds to unregister a veth), still under the attachment's lock,
-so a later request for the same pod waits for it. At start the server finishes what an earlier
-agent recorded and did not finish.
+A DEL is answered once it is recorded in the store; looking up its links, removing them and
+releasing its address go after the answer (the kernel takes tens of milliseconds to unregister a
+veth), still under the attachment's lock, so a later request for the same pod waits for it. At
+start the server finishes what an earlier agent recorded and did not finish.
 """
 
 from __future__ import annotations
