@@ -15,7 +15,7 @@ import pytest
 
 from minicni.cni import errors
 from minicni.net.links import host_veth_name
-from netns_tests.conftest import FakeNode, in_netns, links_in, ping
+from netns_tests.conftest import PLUGIN_PATHS, FakeNode, addresses_in, in_netns, links_in, ping
 
 pytestmark = pytest.mark.root
 
@@ -45,12 +45,40 @@ def test_a_leftover_host_veth_of_a_killed_add_is_replaced(node: FakeNode) -> Non
     assert ping(pod, "10.99.0.1")
 
 
+# Served, the agent reads the bridge while the shim makes the pod's socket; each ADD still puts
+# right what it finds wrong.
+@pytest.mark.parametrize("node", PLUGIN_PATHS, indirect=True)
 def test_a_bridge_set_down_is_brought_up_again(node: FakeNode) -> None:
     assert node.add(node.pod(), node.container_id()).code == 0
     in_netns(node.host, "ip", "link", "set", node.bridge, "down")
     pod = node.pod()
     assert node.add(pod, node.container_id()).code == 0
     assert links_in(node.host)[node.bridge].up
+    assert ping(pod, "10.99.0.1")
+
+
+@pytest.mark.parametrize("node", PLUGIN_PATHS, indirect=True)
+def test_a_stale_gateway_on_the_bridge_is_replaced(node: FakeNode) -> None:
+    """The node's pod CIDR changed: the old gateway goes, the new one comes back."""
+    assert node.add(node.pod(), node.container_id()).code == 0
+    in_netns(node.host, "ip", "addr", "flush", "dev", node.bridge)
+    in_netns(node.host, "ip", "addr", "add", "10.77.0.1/24", "dev", node.bridge)
+    pod = node.pod()
+    assert node.add(pod, node.container_id()).code == 0
+    assert addresses_in(node.host, node.bridge) == {"10.99.0.1/24"}
+    assert ping(pod, "10.99.0.1")
+
+
+@pytest.mark.parametrize("node", PLUGIN_PATHS, indirect=True)
+def test_a_deleted_bridge_is_made_again(node: FakeNode) -> None:
+    first = node.pod()
+    assert node.add(first, node.container_id()).code == 0
+    assert in_netns(node.host, "ip", "link", "del", node.bridge).returncode == 0
+    pod = node.pod()
+    assert node.add(pod, node.container_id()).code == 0
+    bridge = links_in(node.host)[node.bridge]
+    assert bridge.kind == "bridge" and bridge.up
+    assert addresses_in(node.host, node.bridge) == {"10.99.0.1/24"}
     assert ping(pod, "10.99.0.1")
 
 

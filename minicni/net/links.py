@@ -303,15 +303,20 @@ def ensure_bridge(rtnl: Rtnl, name: str) -> Link:
         raise NetlinkError(
             errno.EEXIST, f"{name} exists but is a {bridge.kind or 'non-bridge'} link"
         )
-    # A kernel without bridge netfilter reports no switches: they are left alone there.
-    netfilter_off = bridge.netfilter is not None and not all(bridge.netfilter)
-    if not bridge.up or bridge.mcast_snooping or netfilter_off:
+    if not bridge_in_order(bridge):
         # set down by hand, or made by an older version: one request puts all of it right
         info = _bridge_info(snooping_off=True, netfilter_on=bridge.netfilter is not None)
         rtnl.request(link_body(bridge.index, up=True, attrs=info), wire.RTM_NEWLINK)
-        if netfilter_off:
+        if bridge.netfilter is not None:
             bridge = bridge.replaced(netfilter=BridgeNetfilter(True, True))
     return bridge
+
+
+def bridge_in_order(bridge: Link) -> bool:
+    """A bridge as `ensure_bridge` leaves it: up, snooping off, its netfilter switches on (a
+    kernel without bridge netfilter reports none: they are left alone there)."""
+    netfilter_off = bridge.netfilter is not None and not all(bridge.netfilter)
+    return bridge.kind == "bridge" and bridge.up and not bridge.mcast_snooping and not netfilter_off
 
 
 def ensure_bridge_netfilter(rtnl: Rtnl, bridge: Link) -> bool:

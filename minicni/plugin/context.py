@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     Deferred = list[Callable[[], None]]
 
+    from minicni.plugin.commands import HostView
     from minicni.plugin.config import NetConf
 
 SIOCGSKNS = 0x894C
@@ -183,13 +184,20 @@ class CommandContext:
     """What the commands need from the process they run in."""
 
     def __init__(
-        self, pod: Callable[[str], PodNetns], *, served: bool, netconf: NetConf | None = None
+        self,
+        pod: Callable[[str], PodNetns],
+        *,
+        served: bool,
+        netconf: NetConf | None = None,
+        ahead: HostView | None = None,
     ) -> None:
         self.pod = pod
         self.served = served
         self.netconf = netconf
         """The request's config, parsed already (served: the agent parsed it to admit the
         request); None: the command parses it."""
+        self.ahead = ahead
+        """Served ADD: the node as read while the shim made the pod's socket."""
         self.deferred: Deferred = []
         """Work a served DEL leaves for after its answer, run by the server in order."""
 
@@ -207,13 +215,15 @@ def served(
     open_errno: int,
     netns_fd: int | None = None,
     netconf: NetConf | None = None,
+    ahead: HostView | None = None,
 ) -> CommandContext:
     """`netns_fd`: a DEL's namespace file, passed instead of a socket inside it; `netconf`: the
-    request's config, as the agent parsed it."""
+    request's config, as the agent parsed it; `ahead`: what the agent read of the node while
+    the shim made the pod's socket."""
 
     def pod(path: str) -> PodNetns:
         if netns_fd is not None:
             return PassedNamespace(path, netns_fd)
         return PassedSocket(path, sock_fd, open_errno)
 
-    return CommandContext(pod, served=True, netconf=netconf)
+    return CommandContext(pod, served=True, netconf=netconf, ahead=ahead)

@@ -19,6 +19,8 @@ from minicni.cni.errors import CniError
 from minicni.log import log
 from minicni.net.sysctl import FORWARDING, read_sysctl
 from minicni.plugin import context
+from minicni.plugin.commands import HostView
+from minicni.plugin.commands import look_ahead as look_ahead_of
 from minicni.plugin.config import NetConf, parse_netconf
 from minicni.plugin.main import Commands
 
@@ -42,13 +44,24 @@ def serve(
     netns_errno: int,
     *,
     netns_file: int | None = None,
+    ahead: HostView | None = None,
 ) -> Served:
     """Run one request. `pod_socket`: the NETLINK_ROUTE socket the shim made in CNI_NETNS;
     `netns_file`: instead, for a DEL, CNI_NETNS itself, opened (the caller keeps and closes
-    either); `netns_errno`: why there is neither when CNI_NETNS was given."""
-    ctx = context.served(pod_socket, netns_errno, netns_file, netconf=_netconf(stdin))
+    either); `netns_errno`: why there is neither when CNI_NETNS was given; `ahead`: what
+    `look_ahead` read (the caller closes it)."""
+    conf = _netconf(stdin)
+    ctx = context.served(pod_socket, netns_errno, netns_file, netconf=conf, ahead=ahead)
     code, out = skel.dispatch(env, stdin, lambda: Commands(lambda: ctx))
     return Served(code, out, ctx.deferred if code == 0 else [])
+
+
+def look_ahead(command: str, stdin: bytes) -> HostView | None:
+    """For an ADD, what it reads of the node before it changes anything, read while its shim
+    makes the pod's socket (the agent has nothing else to do then); None for anything else, or
+    a config that does not parse. Read only: the request may yet be abandoned."""
+    conf = _netconf(stdin) if command == "ADD" else None
+    return look_ahead_of(conf) if conf is not None else None
 
 
 _NETCONFS: dict[bytes, NetConf] = {}

@@ -531,26 +531,34 @@ class CniServer:
             with self._workers:
                 if self._stopping.is_set():
                     raise Refused("stopping", "the agent is stopping")
-                if request.go_now:
-                    go: Request | None = request
-                else:
-                    conn.sendall(b"A")
-                    go = self._receive_go(conn, request)
-                if go is None:  # gave up waiting (its time-out) and fell back
-                    self.metrics.inc("cni_abandoned_total")
-                    return
-                started = time.perf_counter()
+                ahead = None
                 try:
-                    outcome = served.serve(
-                        go.env,
-                        go.stdin,
-                        go.pod_socket,
-                        go.netns_errno,
-                        netns_file=go.netns_file,
-                    )
+                    if request.go_now:
+                        go: Request | None = request
+                    else:
+                        conn.sendall(b"A")
+                        if request.socket_with_go:  # the shim is making the socket meanwhile
+                            ahead = served.look_ahead(request.command, request.stdin)
+                        go = self._receive_go(conn, request)
+                    if go is None:  # gave up waiting (its time-out) and fell back
+                        self.metrics.inc("cni_abandoned_total")
+                        return
+                    started = time.perf_counter()
+                    try:
+                        outcome = served.serve(
+                            go.env,
+                            go.stdin,
+                            go.pod_socket,
+                            go.netns_errno,
+                            netns_file=go.netns_file,
+                            ahead=ahead,
+                        )
+                    finally:
+                        if go.pod_socket is not None and go is not request:
+                            os.close(go.pod_socket)  # came with the go
                 finally:
-                    if go.pod_socket is not None and go is not request:
-                        os.close(go.pod_socket)  # came with the go
+                    if ahead is not None:
+                        ahead.close()
                 answer = REPLY.pack(outcome.code, len(outcome.stdout)) + outcome.stdout
                 with contextlib.suppress(OSError):  # the shim's own time-out: nothing to tell
                     conn.sendall(b"A" + answer if request.go_now else answer)
