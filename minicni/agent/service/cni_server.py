@@ -14,6 +14,9 @@ socket tells; SIOCGSKNS and fstat before Linux 5.14): a shim in another node's n
 reaches this socket through a shared file system would get its pod wired into the wrong node.
 Such a request is refused, and served by the fallback in the caller's own namespace.
 
+While the shim makes the pod's socket, the agent does an ADD's first reads of the node (the
+bridge, its addresses: `served.look_ahead`); only reads, since the request may yet be abandoned.
+
 A DEL comes with CNI_NETNS's file instead of a socket inside it (the shim enters nothing: the
 agent deletes the host end and the pod end goes with it; it reaches inside only in the rare case
 where the host end is gone, by the namespace's id, IFLA_TARGET_NETNSID).
