@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 FORWARDING = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 """The forwarding switch of each IP version."""
 
@@ -11,9 +13,14 @@ def _path(key: str) -> str:
 
 
 def read_sysctl(key: str) -> str:
-    """The value of net.ipv4.ip_forward-style `key` in the caller's namespace."""
-    with open(_path(key)) as f:
-        return f.read().strip()
+    """The value of net.ipv4.ip_forward-style `key` in the caller's namespace. One read of the
+    raw file: the agent checks forwarding before every ADD it serves, and a text-mode open()
+    (three layers of io objects, an encoding lookup) cost it ~0.1 ms of the pod's wait."""
+    fd = os.open(_path(key), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096).decode().strip()
+    finally:
+        os.close(fd)
 
 
 def ensure_sysctl(key: str, value: str) -> bool:
