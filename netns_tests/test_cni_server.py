@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from minicni.agent.service import cni_server
 from minicni.agent.service.cni_server import CniServer
 from minicni.agent.service.metrics import Metrics
 from minicni.net import netns
@@ -303,3 +304,57 @@ def test_a_del_is_its_own_go_and_nothing_else_is(server: CniServer) -> None:
         client = connect(server)
         client.sendall(bytes(bad))
         assert client.recv(4096).startswith(b"Rmalformed"), (command, version)
+
+
+def exchange_version(server: CniServer) -> None:
+    client = connect(server)
+    client.sendall(request({"CNI_COMMAND": "VERSION"}))
+    assert client.recv(1) == b"A"
+    client.sendall(b"G")
+    head = client.recv(8, socket.MSG_WAITALL)
+    assert int.from_bytes(head[:4], "little") == 0
+    client.recv(int.from_bytes(head[4:], "little"), socket.MSG_WAITALL)
+    client.close()
+
+
+def test_its_threads_serve_one_connection_after_another_and_end_when_it_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread accepts its connection itself and then waits for the next: requests one after
+    the other do not start a thread each; a burst starts more (each held connection has one),
+    and stopping ends them all."""
+    started: list[threading.Thread] = []
+
+    class Counted(threading.Thread):
+        def start(self) -> None:
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(cni_server.threading, "Thread", Counted)
+    name = unique_name("pts")
+    path = netns.create(name)
+    socket_dir = Path("/run") / name
+    with netns.enter(path):
+        server = CniServer(str(socket_dir / "cni.sock"), str(tmp_path / "data"), Metrics(),
+                           max_pending=8, read_timeout=2)  # fmt: skip
+        server.start()
+    try:
+        for _ in range(20):
+            exchange_version(server)
+        # a thread may still be finishing the last one when the next comes: then one more starts
+        assert len(started) < 10
+        held = [connect(server) for _ in range(6)]  # silent for now: each holds a thread
+        wait_for(lambda: len([t for t in started if t.is_alive()]) >= 7)
+        for client in held:
+            client.sendall(request({"CNI_COMMAND": "VERSION"}))
+            assert client.recv(1) == b"A"
+            client.sendall(b"G")
+            assert int.from_bytes(client.recv(8, socket.MSG_WAITALL)[:4], "little") == 0
+            client.close()
+        exchange_version(server)
+    finally:
+        server.stop()
+        netns.remove(name)
+        socket_dir.rmdir()
+    wait_for(lambda: not [t for t in started if t.is_alive()])
+    assert server.metrics.get("cni_requests_total", command="VERSION", outcome="ok") == 27

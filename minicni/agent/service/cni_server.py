@@ -31,8 +31,9 @@ of another protocol version. The plugin's log lines of a served request go to th
 the config's logFile is not written.
 
 Concurrency: a thread per connection, at most MAX_PENDING connections at once (more are refused
-"busy"), at most WORKERS dispatching; a thread done with its connection waits for the next one
-(up to SPARE_THREADS of them: a thread's start costs the caller ~0.3 ms, a hand-over ~0.05 ms);
+"busy"), at most WORKERS dispatching; the threads accept their connections themselves, and one
+done with its connection waits in accept() for the next (up to SPARE_THREADS of them: a thread
+started per connection cost the caller ~0.3 ms, a hand-over from an accepting thread ~0.1 ms);
 one request at a time per (container ID, ifname); the store's lock stays the arbiter between the
 server and in-process plugins. Every read has a time-out, so a silent client ties up nothing.
 
@@ -51,13 +52,12 @@ import errno
 import fcntl
 import logging
 import os
-import queue
 import socket
 import stat
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from minicni.agent.service.metrics import Metrics
@@ -88,7 +88,9 @@ lock serialises link changes anyway; more threads would only contend."""
 MAX_PENDING = 256
 """Connections held at once (waiting for a worker, or finishing a DEL); more are refused busy."""
 SPARE_THREADS = WORKERS
-"""Threads kept waiting for a connection after theirs is done."""
+"""Threads kept waiting in accept() after their connection is done."""
+FIRST_THREADS = 2
+"""Threads waiting in accept() from the start."""
 BACKLOG = 128
 READ_TIMEOUT = 2.0
 """Seconds for the shim to send its request, and again its go: it is a few syscalls away."""
@@ -171,46 +173,6 @@ class AttachmentLocks:
             return len(self._locks)
 
 
-class ConnectionThreads:
-    """Runs `handle(conn)` for each connection on a thread of its own, reusing threads: one that is
-    done waits for the next connection, up to `spare` of them at once (the others end)."""
-
-    def __init__(self, handle: Callable[[socket.socket], None], spare: int) -> None:
-        self._handle = handle
-        self._spare = spare
-        self._guard = threading.Lock()
-        self._waiting = 0
-        self._stopped = False
-        self._handed: queue.SimpleQueue[socket.socket | None] = queue.SimpleQueue()
-
-    def run(self, conn: socket.socket) -> None:
-        with self._guard:
-            reuse = self._waiting > 0
-            if reuse:
-                self._waiting -= 1  # that thread's next get() is this connection
-        if reuse:
-            self._handed.put(conn)
-        else:
-            threading.Thread(target=self._serve, args=(conn,), name="cni-conn", daemon=True).start()
-
-    def _serve(self, conn: socket.socket | None) -> None:
-        while conn is not None:
-            self._handle(conn)
-            with self._guard:
-                if self._stopped or self._waiting >= self._spare:
-                    return
-                self._waiting += 1
-            conn = self._handed.get()
-
-    def stop(self) -> None:
-        """End the threads waiting for a connection, and each other one once it is done."""
-        with self._guard:
-            self._stopped = True
-            waiting, self._waiting = self._waiting, 0
-        for _ in range(waiting):
-            self._handed.put(None)
-
-
 def netns_cookie(sock: socket.socket) -> int | None:
     """The kernel's cookie of the network namespace `sock` lives in; None before Linux 5.14."""
     try:
@@ -254,8 +216,8 @@ class CniServer:
         self._idle = threading.Condition()
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._connections = ConnectionThreads(self._handle, SPARE_THREADS)
+        self._accepting = 0  # threads waiting in accept() (under _idle, as the two below)
+        self._threads = 0  # threads that accept and serve connections
         self._own_cookie: int | None = None
         self._own_netns = (0, 0)
         self._socket_inode = 0
@@ -269,8 +231,10 @@ class CniServer:
         self._listener = listener
         self._own_cookie = netns_cookie(listener)
         self._own_netns = netns_identity(listener.fileno())
-        self._thread = threading.Thread(target=self._accept_loop, name="cni-server", daemon=True)
-        self._thread.start()
+        with self._idle:
+            self._accepting = self._threads = FIRST_THREADS
+        for _ in range(FIRST_THREADS):
+            self._start_thread()
         log.info("serving CNI requests on %s", self.path)
 
     def start_when_possible(self, stop: threading.Event) -> None:
@@ -338,16 +302,13 @@ class CniServer:
             with contextlib.suppress(FileNotFoundError):
                 if os.lstat(self.path).st_ino == self._socket_inode:  # not a successor's
                     os.unlink(self.path)
-            # shutdown() wakes the thread blocked in accept(); close() alone would not.
+            # shutdown() wakes every thread blocked in accept(); close() alone would not.
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._connections.stop()
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._pending and time.monotonic() < deadline:
+            while (self._pending or self._threads) and time.monotonic() < deadline:
                 self._idle.wait(deadline - time.monotonic())
             if self._pending:
                 log.warning("stopping with %d CNI requests still running", self._pending)
@@ -362,25 +323,49 @@ class CniServer:
             log.info("finished the DEL of %s, recorded by an earlier agent", attachment)
 
     # -- connections --------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
+    def _start_thread(self) -> None:
+        threading.Thread(target=self._accept_and_serve, name="cni-conn", daemon=True).start()
+
+    def _accept_and_serve(self) -> None:
+        """Accept a connection and serve it, in this thread: one wake-up per request. The thread
+        that takes the last waiting place starts another first, so that the next connection too
+        finds one; done, a thread waits again unless SPARE_THREADS already do."""
         assert self._listener is not None
-        while not self._stopping.is_set():
+        listener = self._listener
+        while True:
             try:
-                conn, _ = self._listener.accept()
+                conn, _ = listener.accept()
             except OSError:
-                if self._stopping.is_set():
+                if self._stopping.is_set():  # the listener shut down: every thread wakes
+                    with self._idle:
+                        self._accepting -= 1
+                        self._threads -= 1
+                        self._idle.notify_all()
                     return
                 time.sleep(0.05)  # EMFILE and friends: let some requests finish
                 continue
             with self._idle:
+                self._accepting -= 1
                 busy = self._pending >= self.max_pending
                 if not busy:
                     self._pending += 1
+                grow = self._accepting == 0
+                if grow:
+                    self._accepting += 1
+                    self._threads += 1
+            if grow:
+                self._start_thread()
             if busy:
                 self._refuse(conn, Refused("busy", f"{self.max_pending} requests in progress"))
                 conn.close()
-                continue
-            self._connections.run(conn)
+            else:
+                self._handle(conn)
+            with self._idle:
+                if self._stopping.is_set() or self._accepting >= SPARE_THREADS:
+                    self._threads -= 1
+                    self._idle.notify_all()
+                    return
+                self._accepting += 1
 
     def _handle(self, conn: socket.socket) -> None:
         request: Request | None = None
