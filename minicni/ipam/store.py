@@ -229,21 +229,47 @@ class AddressStore:
     def mark_deleting(self, container_id: str, ifname: str) -> None:
         """Record that the attachment's DEL was answered and must be finished (lock held).
 
-        Written, not fsynced: it must outlive the process that answered (a kill -9 leaves it
-        in the page cache), not the node: after a crash the links are gone with the boot and the
-        reservation goes with the sweep of `sweep_previous_boots`.
+        The record is a second name of the attachment's reservation file when it has one (a
+        hard link: that file names the container and interface, as a record must), so recording
+        allocates no inode: the one file-system step of a served DEL's answer (~0.1 ms on ext4,
+        1.2 ms on a VM's /tmp). Without a reservation, a file of its own. An existing record is
+        kept, never written through (it may be a reservation's other name), unless it does not
+        parse, when it is replaced.
+
+        Not fsynced: it must outlive the process that answered (a kill -9 leaves it in the page
+        cache), not the node: after a crash the links are gone with the boot and the reservation
+        goes with the sweep of `sweep_previous_boots`.
         """
-        body = fastjson.dumps({"containerID": container_id, "ifname": ifname}).encode()
         path = self._path(_deleting_name(container_id, ifname))
-        try:  # new: written as made (truncating makes ext4 flush it at close: ~0.2 ms a DEL)
-            fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # a DEL repeated before the first one finished: rewritten
-            fd = _open_regular(path, os.O_WRONLY)
-            os.ftruncate(fd, 0)
+        if self._recorded_as(path) is not None:
+            return  # a DEL repeated before the first one finished
+        _unlink_quietly(path)  # one that does not parse
+        for version in VERSIONS:
+            reservation = self.find(container_id, ifname, version)
+            if reservation is None:
+                continue
+            try:
+                os.link(self._path(str(reservation.address)), path)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EMLINK, errno.EPERM, errno.EXDEV):
+                    raise
+                break  # a file system without hard links (or at its limit): a file of its own
+        body = fastjson.dumps({"containerID": container_id, "ifname": ifname}).encode()
+        fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, body)
         finally:
             os.close(fd)
+
+    def _recorded_as(self, path: str) -> tuple[str, str] | None:
+        """(container ID, ifname) of the DEL record at `path`; None if there is none, or it
+        does not parse."""
+        try:
+            data = fastjson.loads(_read_regular(path))
+            return str(data["containerID"]), str(data["ifname"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            return None
 
     def is_deleting(self, container_id: str, ifname: str) -> bool:
         """Whether a recorded DEL of the attachment is unfinished (one lstat; no lock needed)."""
@@ -255,11 +281,11 @@ class AddressStore:
         for entry in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
             if not entry.startswith(DELETING_PREFIX):
                 continue
-            try:
-                data = fastjson.loads(_read_regular(self._path(entry)))
-                pending.append((str(data["containerID"]), str(data["ifname"])))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            recorded = self._recorded_as(self._path(entry))
+            if recorded is None:
                 _unlink_quietly(self._path(entry))  # unreadable: it can name no attachment
+            else:
+                pending.append(recorded)
         return pending
 
     def release_where(self, stale: Callable[[Reservation], bool]) -> list[Reservation]:

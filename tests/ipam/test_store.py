@@ -359,6 +359,34 @@ def test_a_recorded_delete_is_pending_until_the_release(store: AddressStore) -> 
         assert store.reservations() == []
 
 
+def test_a_recorded_delete_is_its_reservations_second_name(store: AddressStore) -> None:
+    """No new file to allocate on the DEL's answer: the record is a hard link to the
+    reservation, which names the attachment; recording it again writes nothing through it."""
+    reserve(store, address_range(), "c1")
+    address = Path(store.directory, "10.1.0.2")
+    before = address.read_bytes()
+    with store.locked():
+        store.mark_deleting("c1", "eth0")
+        store.mark_deleting("c1", "eth0")
+        record = Path(store.directory, "deleting-c1@eth0")
+        assert record.stat().st_ino == address.stat().st_ino
+        assert address.read_bytes() == before
+        assert store.pending_deletes() == [("c1", "eth0")]
+        store.release("c1", "eth0")
+    assert not record.exists() and not address.exists()
+
+
+def test_a_recorded_delete_without_a_reservation_is_a_file_of_its_own(
+    store: AddressStore,
+) -> None:
+    with store.locked():
+        store.mark_deleting("c9", "eth0")
+        record = Path(store.directory, "deleting-c9@eth0")
+        assert json.loads(record.read_text()) == {"containerID": "c9", "ifname": "eth0"}
+        assert record.stat().st_nlink == 1
+        assert store.pending_deletes() == [("c9", "eth0")]
+
+
 def test_a_delete_recorded_twice_is_one_whole_record(store: AddressStore) -> None:
     """A DEL repeated before the first finished records it again; a record torn by a kill (or
     planted) is rewritten whole."""
