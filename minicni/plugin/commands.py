@@ -136,6 +136,10 @@ def add(request: Request, ctx: CommandContext) -> dict[str, Any]:
             host_end = _must_find(host, host_name)
             links.bring_up_port(host, host_end.index, conf.hairpin, alias)
         with step("configuring the pod interface"):
+            # Not only for its index and MAC: without this lookup the pod end came up with an
+            # IPv6 link-local address despite address generation off in the up request (Linux
+            # 6.18; the lookup settles the new link's state first). The test of "no IPv6 chatter"
+            # in netns_tests/test_kernel_paths.py fails without it.
             pod_end = _must_find(pod, request.ifname)
             links.configure_pod_interface(
                 pod,
