@@ -552,9 +552,9 @@ class CniServer:
                     conn.sendall(b"A" + answer if request.go_now else answer)
                 seconds = time.perf_counter() - started
             # The answer woke the shim with a "sync" wake-up, which expects this thread to sleep
-            # now, and so often queued the shim on this CPU (and on a VM, whose idle vCPUs are
-            # reported preempted, mostly so). This thread goes on with bookkeeping and a DEL's
-            # kernel work: the shim waited up to ~0.7 ms for them. Let it run first.
+            # now, and so may queue the shim on this CPU (on a 2-vCPU VM, measured: nearly
+            # always). This thread goes on with bookkeeping and a DEL's kernel work: the shim
+            # waited up to ~0.7 ms for them. Let it run first.
             os.sched_yield()
             self.metrics.inc(
                 "cni_requests_total",
