@@ -13,8 +13,9 @@ It answers what the agent's node source asks, with the real server's semantics w
 - `PATCH /api/v1/nodes/<name>/status` records the body and answers 200.
 - `GET /api/v1/namespaces/kube-system/configmaps/<name>` answers from `config_maps`, else 404.
 Faults, set on the object: `stall_watches` (send the headers, then silence: what a half-open
-connection looks like to the client), `fail_requests` (answer 500), `gone_watches` (the next
-watches get an ERROR 410 event). Every request is recorded (method, path, query).
+connection looks like to the client), `fail_requests` (answer 500), `fail_patches` (answer 500
+to status PATCHes only: a test of them is not raced by the client's own watch), `gone_watches`
+(the next watches get an ERROR 410 event). Every request is recorded (method, path, query).
 
 `python -m lab.fake_apiserver --nodes 5000 --node-bytes 13500` serves synthetic nodes and prints
 the port; the benchmark runs it in its own process so its memory is not the client's.
@@ -184,6 +185,7 @@ class FakeApiServer:
     stall_watches: int = 0
     gone_watches: int = 0
     fail_requests: int = 0
+    fail_patches: int = 0
     config_maps: dict[str, dict[str, str]] = field(default_factory=dict)
     """kube-system ConfigMaps by name: their `data`."""
     requests: list[Request] = field(default_factory=list)
@@ -439,7 +441,7 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             if len(parts) != 5 or parts[:3] != ["api", "v1", "nodes"] or parts[4] != "status":
                 self._send(404, _status(404, "NotFound", path))
                 return
-            if api._take_fault("fail_requests"):
+            if api._take_fault("fail_requests") or api._take_fault("fail_patches"):
                 self._send(500, _status(500, "InternalError", "injected failure"))
                 return
             document = json.loads(body)
