@@ -4,6 +4,7 @@ goes silent or gives up, and its socket's life. Run in this process, in a namesp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -33,16 +34,17 @@ def request(
     )
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[CniServer]:
+@contextlib.contextmanager
+def serving(data_dir: Path, max_pending: int, read_timeout: float) -> Iterator[CniServer]:
     """A server in a namespace of its own (its netns check compares with the caller's: the
-    tests connect from the same namespace, entered for the connect only)."""
+    tests connect from the same namespace, entered for the connect only), stopped and removed
+    at the end."""
     name = unique_name("pts")
     path = netns.create(name)
     socket_dir = Path("/run") / name  # short: a unix socket path has 107 bytes
     with netns.enter(path):
-        served = CniServer(str(socket_dir / "cni.sock"), str(tmp_path / "data"), Metrics(),
-                           max_pending=2, read_timeout=0.5)  # fmt: skip
+        served = CniServer(str(socket_dir / "cni.sock"), str(data_dir), Metrics(),
+                           max_pending=max_pending, read_timeout=read_timeout)  # fmt: skip
         served.start()
     try:
         yield served
@@ -50,6 +52,12 @@ def server(tmp_path: Path) -> Iterator[CniServer]:
         served.stop()
         netns.remove(name)
         os.rmdir(socket_dir)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[CniServer]:
+    with serving(tmp_path / "data", max_pending=2, read_timeout=0.5) as served:
+        yield served
 
 
 def server_netns(server: CniServer) -> str:
@@ -66,15 +74,21 @@ def connect(server: CniServer) -> socket.socket:
     return client
 
 
-def test_a_request_is_taken_then_run_only_after_the_go(server: CniServer) -> None:
-    client = connect(server)
-    client.sendall(request({"CNI_COMMAND": "VERSION"}))
+def go_and_answer(client: socket.socket) -> tuple[int, bytes]:
+    """The go, once the request is taken; then the exit code and stdout."""
     assert client.recv(1) == b"A"
     client.sendall(b"G")
     head = client.recv(8, socket.MSG_WAITALL)
     code, size = int.from_bytes(head[:4], "little"), int.from_bytes(head[4:], "little")
+    return code, client.recv(size, socket.MSG_WAITALL)
+
+
+def test_a_request_is_taken_then_run_only_after_the_go(server: CniServer) -> None:
+    client = connect(server)
+    client.sendall(request({"CNI_COMMAND": "VERSION"}))
+    code, out = go_and_answer(client)
     assert code == 0
-    assert "1.1.0" in json.loads(client.recv(size, socket.MSG_WAITALL))["supportedVersions"]
+    assert "1.1.0" in json.loads(out)["supportedVersions"]
     # counted once the answer is on its way
     wait_for(lambda: server.metrics.get("cni_requests_total", command="VERSION", outcome="ok") == 1)
     assert server.metrics.get("cni_request_duration_seconds_count", command="VERSION") == 1
@@ -83,12 +97,9 @@ def test_a_request_is_taken_then_run_only_after_the_go(server: CniServer) -> Non
 def test_an_unknown_command_is_answered_and_counted_as_other(server: CniServer) -> None:
     client = connect(server)
     client.sendall(request({"CNI_COMMAND": 'X"}\nminicni_fake 1', "CNI_CONTAINERID": "c1"}))
-    assert client.recv(1) == b"A"
-    client.sendall(b"G")
-    head = client.recv(8, socket.MSG_WAITALL)
-    code, size = int.from_bytes(head[:4], "little"), int.from_bytes(head[4:], "little")
+    code, out = go_and_answer(client)
     assert code == 1
-    assert json.loads(client.recv(size, socket.MSG_WAITALL))["code"] == 4
+    assert json.loads(out)["code"] == 4
     wait_for(
         lambda: server.metrics.get("cni_requests_total", command="other", outcome="error") == 1
     )
@@ -309,11 +320,7 @@ def test_a_del_is_its_own_go_and_nothing_else_is(server: CniServer) -> None:
 def exchange_version(server: CniServer) -> None:
     client = connect(server)
     client.sendall(request({"CNI_COMMAND": "VERSION"}))
-    assert client.recv(1) == b"A"
-    client.sendall(b"G")
-    head = client.recv(8, socket.MSG_WAITALL)
-    assert int.from_bytes(head[:4], "little") == 0
-    client.recv(int.from_bytes(head[4:], "little"), socket.MSG_WAITALL)
+    assert go_and_answer(client)[0] == 0
     client.close()
 
 
@@ -331,14 +338,7 @@ def test_its_threads_serve_one_connection_after_another_and_end_when_it_stops(
             super().start()
 
     monkeypatch.setattr(cni_server.threading, "Thread", Counted)
-    name = unique_name("pts")
-    path = netns.create(name)
-    socket_dir = Path("/run") / name
-    with netns.enter(path):
-        server = CniServer(str(socket_dir / "cni.sock"), str(tmp_path / "data"), Metrics(),
-                           max_pending=8, read_timeout=2)  # fmt: skip
-        server.start()
-    try:
+    with serving(tmp_path / "data", max_pending=8, read_timeout=2) as server:
         for _ in range(20):
             exchange_version(server)
         # a thread may still be finishing the last one when the next comes: then one more starts
@@ -347,14 +347,8 @@ def test_its_threads_serve_one_connection_after_another_and_end_when_it_stops(
         wait_for(lambda: len([t for t in started if t.is_alive()]) >= 7)
         for client in held:
             client.sendall(request({"CNI_COMMAND": "VERSION"}))
-            assert client.recv(1) == b"A"
-            client.sendall(b"G")
-            assert int.from_bytes(client.recv(8, socket.MSG_WAITALL)[:4], "little") == 0
+            assert go_and_answer(client)[0] == 0
             client.close()
         exchange_version(server)
-    finally:
-        server.stop()
-        netns.remove(name)
-        socket_dir.rmdir()
     wait_for(lambda: not [t for t in started if t.is_alive()])
     assert server.metrics.get("cni_requests_total", command="VERSION", outcome="ok") == 27

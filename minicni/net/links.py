@@ -245,9 +245,15 @@ def _vxlan_from(data: dict[int, bytes]) -> Vxlan:
     )
 
 
-def get_link(rtnl: Rtnl, name: str | None = None, index: int = 0) -> Link | None:
-    """The link called `name` (or numbered `index`), None if there is none."""
-    request = link_body(index, name, attrs=attr(IFLA_EXT_MASK, wire.u32(RTEXT_FILTER_SKIP_STATS)))
+def get_link(
+    rtnl: Rtnl, name: str | None = None, index: int = 0, *, netnsid: int | None = None
+) -> Link | None:
+    """The link called `name` (or numbered `index`), None if there is none. `netnsid`: in the
+    namespace `rtnl`'s own knows by that id (IFLA_TARGET_NETNSID), not in its own."""
+    attrs = attr(IFLA_EXT_MASK, wire.u32(RTEXT_FILTER_SKIP_STATS))
+    if netnsid is not None:
+        attrs += attr(IFLA_IF_NETNSID, wire.I32.pack(netnsid))
+    request = link_body(index, name, attrs=attrs)
     try:
         return decode_link(rtnl.request(request, wire.RTM_GETLINK)[0])
     except NetlinkError as exc:
@@ -397,17 +403,10 @@ def delete_marked_link_in(rtnl: Rtnl, netns_fd: int, name: str, alias: str) -> b
     nsid = netns_id(rtnl, netns_fd, assign=True)
     if nsid is None:
         return False
-    target = attr(IFLA_IF_NETNSID, wire.I32.pack(nsid))
-    skip_stats = attr(IFLA_EXT_MASK, wire.u32(RTEXT_FILTER_SKIP_STATS))
-    try:
-        (reply,) = rtnl.request(link_body(0, name, attrs=target + skip_stats), wire.RTM_GETLINK)
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            return False
-        raise
-    link = decode_link(reply)
-    if link.kind != "veth" or link.alias != alias:
+    link = get_link(rtnl, name, netnsid=nsid)
+    if link is None or link.kind != "veth" or link.alias != alias:
         return False
+    target = attr(IFLA_IF_NETNSID, wire.I32.pack(nsid))
     try:
         rtnl.request(link_body(link.index, attrs=target), wire.RTM_DELLINK)
     except NetlinkError as exc:

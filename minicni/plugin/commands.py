@@ -277,14 +277,13 @@ def _ensure_bridge(host: Rtnl, conf: NetConf, ctx: CommandContext) -> links.Link
     """The bridge, holding the gateway of each family (an IPv6 one without duplicate address
     detection: pods use it at once), and forwarding on for each family (in-process; served, the
     agent's server checked it before it took the request)."""
-    seen = ctx.ahead.bridge if ctx.ahead else None
+    ahead = ctx.ahead
     with step(f"setting up bridge {conf.bridge}"):
-        if seen is not None and links.bridge_in_order(seen):
-            bridge = seen
-            present = ctx.ahead.bridge_addresses if ctx.ahead else None
+        present = None  # the bridge's addresses, when read ahead: ensure_address dumps them
+        if ahead and ahead.bridge and links.bridge_in_order(ahead.bridge):
+            bridge, present = ahead.bridge, ahead.bridge_addresses
         else:
             bridge = links.ensure_bridge(host, conf.bridge)
-            present = None
         if conf.is_default_gateway:
             for address_range in conf.ranges:
                 changes = addresses.ensure_address(

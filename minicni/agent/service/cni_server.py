@@ -81,6 +81,9 @@ CLONE_NEWNET = 0x40000000
 MAX_ENV = 64 << 10
 MAX_STDIN = 1 << 20
 FIRST_READ = 64 << 10
+FD_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
+"""Ancillary space for up to four descriptors: one is the most a message may carry, and a few
+more let a message that carries too many be seen and refused (not cut short: MSG_CTRUNC)."""
 REPLY = struct.Struct("<II")  # exit code, stdout length
 WORKERS = 8
 """Requests dispatching at once: the GIL is released in netlink syscalls, and the kernel's rtnl
@@ -412,15 +415,10 @@ class CniServer:
             raise Refused("netns", "the caller is in another network namespace than the agent")
 
     def _read(self, conn: socket.socket) -> Request:
-        fds = array.array("i")
         # A request's first bytes, the descriptors with them; the rest (a config of more than
         # FIRST_READ bytes) is read by `_parse` (a 1 MiB buffer costs ~20 us per request).
-        space = socket.CMSG_SPACE(4 * fds.itemsize)
-        data, ancillary, msg_flags, _ = conn.recvmsg(FIRST_READ, space)
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-        received = list(fds)
+        data, ancillary, msg_flags, _ = conn.recvmsg(FIRST_READ, FD_SPACE)
+        received = _descriptors(ancillary)
         try:
             return self._parse(conn, data, msg_flags, received)
         except BaseException:
@@ -519,34 +517,30 @@ class CniServer:
             with self._workers:
                 if self._stopping.is_set():
                     raise Refused("stopping", "the agent is stopping")
-                ahead = None
-                try:
-                    if request.go_now:
-                        go: Request | None = request
-                    else:
+                with contextlib.ExitStack() as closing:  # what came with the go, what was read
+                    ahead = None
+                    go: Request | None = request
+                    if not request.go_now:
                         conn.sendall(b"A")
                         if request.socket_with_go:  # the shim is making the socket meanwhile
                             ahead = served.look_ahead(request.command, request.stdin)
+                            if ahead is not None:
+                                closing.callback(ahead.close)
                         go = self._receive_go(conn, request)
                     if go is None:  # gave up waiting (its time-out) and fell back
                         self.metrics.inc("cni_abandoned_total")
                         return
+                    if go is not request and go.pod_socket is not None:
+                        closing.callback(os.close, go.pod_socket)  # came with the go
                     started = time.perf_counter()
-                    try:
-                        outcome = served.serve(
-                            go.env,
-                            go.stdin,
-                            go.pod_socket,
-                            go.netns_errno,
-                            netns_file=go.netns_file,
-                            ahead=ahead,
-                        )
-                    finally:
-                        if go.pod_socket is not None and go is not request:
-                            os.close(go.pod_socket)  # came with the go
-                finally:
-                    if ahead is not None:
-                        ahead.close()
+                    outcome = served.serve(
+                        go.env,
+                        go.stdin,
+                        go.pod_socket,
+                        go.netns_errno,
+                        netns_file=go.netns_file,
+                        ahead=ahead,
+                    )
                 answer = REPLY.pack(outcome.code, len(outcome.stdout)) + outcome.stdout
                 with contextlib.suppress(OSError):  # the shim's own time-out: nothing to tell
                     conn.sendall(b"A" + answer if request.go_now else answer)
@@ -580,14 +574,8 @@ class CniServer:
 
 def _receive_go_with_socket(conn: socket.socket) -> tuple[bytes, int | None]:
     """v2's go for ADD and CHECK: b"G" and an errno, with the pod's socket when the errno is 0."""
-    fds = array.array("i")
-    data, ancillary, msg_flags, _ = conn.recvmsg(
-        GO_WITH_SOCKET.size, socket.CMSG_SPACE(2 * fds.itemsize)
-    )
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    received = list(fds)
+    data, ancillary, msg_flags, _ = conn.recvmsg(GO_WITH_SOCKET.size, FD_SPACE)
+    received = _descriptors(ancillary)
     try:
         while data[:1] == b"G" and len(data) < GO_WITH_SOCKET.size:
             chunk = conn.recv(GO_WITH_SOCKET.size - len(data))
@@ -603,6 +591,16 @@ def _receive_go_with_socket(conn: socket.socket) -> tuple[bytes, int | None]:
             os.close(fd)
         raise
     return data, received[0] if received else None
+
+
+def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The file descriptors passed (SCM_RIGHTS) in a recvmsg's ancillary data: each one is the
+    receiver's to close."""
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return list(fds)
 
 
 def _is_network_namespace(fd: int) -> bool:
