@@ -67,7 +67,10 @@ def test_first_reservation_skips_the_gateway_and_is_written_down(store: AddressS
         "ifname": "eth0",
         "netns": "/run/netns/c1",
         "bootID": "boot-1",
+        "address": "10.1.0.2",
     }
+    owner = Path(store.directory, "owner-c1@eth0")
+    assert not owner.is_symlink() and owner.samefile(Path(store.directory, "10.1.0.2"))
     assert Path(store.directory, LAST_RESERVED).read_text().strip() == "10.1.0.2"
     with store.locked():
         assert store.find("c1", "eth0") == r
@@ -225,21 +228,84 @@ def test_long_container_id(store: AddressStore) -> None:
         assert store.reservations() == []
 
 
-def test_failed_owner_link_leaves_no_reservation(
-    store: AddressStore, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("call", ["rename", "link"])
+def test_a_failed_owner_or_address_name_leaves_nothing(
+    store: AddressStore, monkeypatch: pytest.MonkeyPatch, call: str
 ) -> None:
-    """If the owner link cannot be written (disk full) the address file goes too, or it leaks."""
+    """If the owner name (rename) or the address name (link) cannot be made (a full directory
+    block, a file system at its link limit), neither name nor the temporary file stays: else
+    the address leaks, or the next DEL finds an owner of an address that is not there."""
 
-    def disk_full(*_: object) -> None:
+    def refused(*_: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "symlink", disk_full)
+    monkeypatch.setattr(os, call, refused)
     with pytest.raises(OSError), store.locked():
         store.reserve(address_range(), "c", "eth0", "")
     monkeypatch.undo()
     with store.locked():
         assert store.reservations() == []
+        assert store.find("c", "eth0") is None
+    assert not {n for n in os.listdir(store.directory) if n.startswith(("owner-", ".", "10."))}
     assert str(reserve(store, address_range(), "c").address) == "10.1.0.2"
+
+
+def _store_of_an_earlier_version(store: AddressStore, cid: str, address: str) -> None:
+    """What versions before the owner became a second name wrote: an address file without the
+    address in it, and the owner a symlink to it."""
+    os.makedirs(store.directory, exist_ok=True)
+    record = {"containerID": cid, "ifname": "eth0", "netns": "", "bootID": "boot-1"}
+    Path(store.directory, address).write_text(json.dumps(record))
+    os.symlink(address, os.path.join(store.directory, f"owner-{cid}@eth0"))
+
+
+def test_a_store_of_an_earlier_version_is_found_kept_and_released(store: AddressStore) -> None:
+    _store_of_an_earlier_version(store, "old", "10.1.0.2")
+    with store.locked():
+        found = store.find("old", "eth0")
+        assert found is not None and str(found.address) == "10.1.0.2"
+        assert store.release_where(lambda r: False) == []  # GC's debris pass keeps its owner
+        assert os.path.islink(os.path.join(store.directory, "owner-old@eth0"))
+    new = reserve(store, address_range(), "new")
+    assert str(new.address) == "10.1.0.3"
+    with store.locked():
+        assert [str(r.address) for r in store.release("old", "eth0")] == ["10.1.0.2"]
+        assert store.find("new", "eth0") == new
+    assert not Path(store.directory, "owner-old@eth0").exists()
+    assert not Path(store.directory, "10.1.0.2").exists()
+
+
+def test_an_owner_left_by_an_interrupted_release_never_claims_the_address_again(
+    store: AddressStore,
+) -> None:
+    """A release killed between the address file and the owner leaves the owner; once another
+    pod holds that address, the owner's content still names it, but it is no longer that
+    file's second name: the old attachment does not find it, nor does releasing it free it."""
+    rng = address_range("10.1.0.0/30")  # one address: 10.1.0.2
+    reserve(store, rng, "gone")
+    os.unlink(os.path.join(store.directory, "10.1.0.2"))  # the release, killed half-way
+    taken = reserve(store, rng, "next")
+    assert str(taken.address) == "10.1.0.2"
+    with store.locked():
+        assert store.find("gone", "eth0") is None
+        assert store.release("gone", "eth0") == []
+        assert store.find("next", "eth0") == taken
+        store.release_where(lambda r: False)
+    assert Path(store.directory, "10.1.0.2").exists()
+
+
+def test_an_address_file_without_its_owner_is_found_by_the_owner_it_records(
+    store: AddressStore,
+) -> None:
+    """An owner lost (removed by hand, or by the debris pass of an earlier version, which took
+    only symlinks for owners): DEL still frees the address, and leaves other pods' alone."""
+    reserve(store, address_range(), "lost")
+    kept = reserve(store, address_range(), "kept")
+    os.unlink(os.path.join(store.directory, "owner-lost@eth0"))
+    with store.locked():
+        assert store.find("lost", "eth0") is None
+        assert [str(r.address) for r in store.release("lost", "eth0")] == ["10.1.0.2"]
+        assert store.reservations() == [kept]
 
 
 # -- several processes at once ---------------------------------------------------------------
