@@ -362,16 +362,25 @@ def veth_request(
 
 def create_veth_pair(
     rtnl: Rtnl, host_ifname: str, pod_ifname: str, pod_netns_fd: int, mtu: int, bridge_index: int
-) -> None:
+) -> Link | None:
     """Create the pair in one request from the host: its end on the bridge, the pod end
     created directly in the pod namespace, so it never exists under its final name (say, eth0)
     on the host, where that name is usually taken. Both ends stay down (see `veth_request`).
+    Returns the host end as the kernel announced it (NLM_F_ECHO, Linux >= 6.3: its index and
+    MAC without a lookup; its master is set after the announcement), or None from a kernel that
+    does not echo.
 
     Raises EEXIST if either name is taken (a link already called `host_ifname` is left alone:
     the caller decides whether it may go).
     """
     request = veth_request(host_ifname, pod_ifname, pod_netns_fd, mtu, bridge_index)
-    rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW)
+    echoed = rtnl.request(request, wire.RTM_NEWLINK, wire.CREATE_NEW | wire.NLM_F_ECHO)
+    for message in echoed:
+        if len(message) >= wire.HEADER.size + IFINFOMSG.size:
+            link = decode_link(message)
+            if link.name == host_ifname:
+                return link
+    return None
 
 
 def netns_id(rtnl: Rtnl, netns_fd: int, *, assign: bool = False) -> int | None:

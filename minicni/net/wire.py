@@ -37,6 +37,7 @@ NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
+NLM_F_ECHO = 0x8  # a change request: the kernel also sends its notification of it to the requester
 NLM_F_DUMP_INTR = 0x10  # in a dump: the table changed meanwhile, the dump may be torn
 NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200

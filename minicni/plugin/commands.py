@@ -130,10 +130,10 @@ def add(request: Request, ctx: CommandContext) -> dict[str, Any]:
         alias = links.attachment_alias(request.container_id, request.ifname)
         with step("creating the veth pair"):
             mtu = conf.mtu or links.default_route_mtu(host)
-            _create_veth_pair(host, request, pod_netns, host_name, mtu, bridge.index)
+            created = _create_veth_pair(host, request, pod_netns, host_name, mtu, bridge.index)
         undo.callback(links.delete_link, host, host_name)
         with step("attaching the host veth to the bridge"):
-            host_end = _must_find(host, host_name)
+            host_end = created or _must_find(host, host_name)
             links.bring_up_port(host, host_end.index, conf.hairpin, alias)
         with step("configuring the pod interface"):
             # Not only for its index and MAC: without this lookup the pod end came up with an
@@ -194,16 +194,18 @@ def _create_veth_pair(
     host_name: str,
     mtu: int,
     bridge_index: int,
-) -> None:
+) -> links.Link | None:
     """Create the pair; a link already holding the host name is replaced only if minicni made
     it for this very attachment (an ADD killed half-way, a sandbox re-created under the same
-    container ID). Any other link is left alone, and ADD fails with code 104."""
+    container ID). Any other link is left alone, and ADD fails with code 104. Returns the host
+    end when the kernel announced it (see `links.create_veth_pair`)."""
     alias = links.attachment_alias(request.container_id, request.ifname)
     pod_ns = pod_netns.open_fd()
     try:
         try:
-            links.create_veth_pair(host, host_name, request.ifname, pod_ns, mtu, bridge_index)
-            return
+            return links.create_veth_pair(
+                host, host_name, request.ifname, pod_ns, mtu, bridge_index
+            )
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
@@ -224,7 +226,7 @@ def _create_veth_pair(
             )
         log.info("replacing %s, left by an earlier ADD of this pod", host_name)
         links.delete_link(host, host_name)
-        links.create_veth_pair(host, host_name, request.ifname, pod_ns, mtu, bridge_index)
+        return links.create_veth_pair(host, host_name, request.ifname, pod_ns, mtu, bridge_index)
     finally:
         os.close(pod_ns)
 

@@ -154,8 +154,8 @@ def test_a_link_of_another_kind_under_the_bridge_name_is_refused() -> None:
 
 def test_the_veth_pair_is_made_in_one_request_on_the_bridge() -> None:
     sock = ScriptedSocket([ack])
-    links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1400, bridge_index=4)
-    assert sent_flags(sock, 0) == CREATE_NEW
+    assert links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1400, bridge_index=4) is None
+    assert sent_flags(sock, 0) == CREATE_NEW | wire.NLM_F_ECHO
     host = sock.sent_message(0)
     assert host.get_attr("IFLA_IFNAME") == "vethabc"
     assert (host.get_attr("IFLA_MASTER"), host.get_attr("IFLA_MTU")) == (4, 1400)
@@ -165,6 +165,23 @@ def test_the_veth_pair_is_made_in_one_request_on_the_bridge() -> None:
     assert pod.get_attr("IFLA_IFNAME") == "eth0"
     assert (pod.get_attr("IFLA_NET_NS_FD"), pod.get_attr("IFLA_MTU")) == (9, 1400)
     assert pod["flags"] == 0  # the kernel cannot bring a veth up before its peer exists
+
+
+def test_the_host_end_the_kernel_echoes_is_returned() -> None:
+    """Linux >= 6.3 answers NLM_F_ECHO with its announcement of the new host end: the ADD takes
+    its index and MAC from it instead of asking again (an older kernel echoes nothing: None)."""
+    sock = ScriptedSocket(
+        [
+            lambda seq: link_reply(
+                seq, 17, "vethabc", 0, IFLA_ADDRESS="0a:00:00:00:00:11", IFLA_MTU=1400
+            ),
+            ack,
+        ]
+    )
+    host_end = links.create_veth_pair(Rtnl(sock), "vethabc", "eth0", 9, 1400, bridge_index=4)
+    assert host_end is not None
+    assert (host_end.index, host_end.name, host_end.mac) == (17, "vethabc", "0a:00:00:00:00:11")
+    assert sock.sent_types() == [wire.RTM_NEWLINK]
 
 
 def test_a_link_holding_the_host_name_is_left_to_the_caller() -> None:
