@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -188,6 +189,8 @@ def test_bundled_runtime_imports_what_the_plugin_needs(fresh_root: FreshRoot) ->
         "import json, sys, ctypes, fcntl, hashlib, ipaddress, sqlite3, pyroute2, minicni\n"
         "from pyroute2 import IPRoute\n"
         "ctypes.CDLL(None).getpid()\n"
+        # the codecs, from the start-up directory, and one that needs an extension module
+        "for name in ('idna', 'latin-1', 'cp437', 'shift_jis'): 'pod'.encode(name)\n"
         "mods = {n: getattr(m, '__file__', None) for n, m in sys.modules.items()}\n"
         "print(json.dumps({'path': sys.path, 'files': [f for f in mods.values() if f]}))\n"
     )
@@ -209,6 +212,11 @@ def test_bundled_runtime_imports_what_the_plugin_needs(fresh_root: FreshRoot) ->
     report = json.loads(proc.stdout)
     assert all(entry.startswith(str(version_dir)) for entry in report["path"]), report["path"]
     assert report["files"] and all(f.startswith(str(version_dir)) for f in report["files"])
+    # start-up's imports first, then the extension modules, then the rest of the stdlib
+    relative = [os.path.relpath(entry, version_dir) for entry in report["path"]]
+    stdlib = next(entry for entry in relative if re.fullmatch(r"lib/python3\.\d+", entry))
+    assert relative == ["lib/boot", f"{stdlib}/lib-dynload", stdlib, "site"]
+    assert any(f.startswith(f"{version_dir}/lib/boot/encodings/") for f in report["files"])
 
 
 def test_second_install_changes_nothing(fresh_root: FreshRoot) -> None:

@@ -11,7 +11,9 @@ import pytest
 
 from minicni.agent.host.bundle import (
     BundleError,
+    RuntimeSource,
     _elf_interpreter,
+    module_path,
     parse_loader_list,
     render_launcher,
 )
@@ -119,3 +121,40 @@ def test_a_failed_build_leaves_no_partial_version_and_no_launcher(tmp_path: Path
         install_bundle(bin_dir, runtime_dir, source=broken)
     assert list(runtime_dir.iterdir()) == []
     assert not (bin_dir / "minicni").exists()
+
+
+def _source(tmp_path: Path, stdlib: list[str], extensions: list[str]) -> RuntimeSource:
+    (tmp_path / "std" / "lib-dynload").mkdir(parents=True)
+    for name in stdlib:
+        (tmp_path / "std" / name).touch()
+    for name in extensions:
+        (tmp_path / "std" / "lib-dynload" / f"{name}.cpython-311-x86_64-linux-gnu.so").touch()
+    return RuntimeSource(
+        executable=Path(sys.executable),
+        stdlib=tmp_path / "std",
+        dynload=tmp_path / "std" / "lib-dynload",
+        packages=(),
+        version="3.11",
+    )
+
+
+def test_the_module_path_looks_in_lib_dynload_before_the_standard_library(tmp_path: Path) -> None:
+    source = _source(tmp_path, ["json", "os.py", "ctypes"], ["_ctypes", "_json", "mmap"])
+    assert module_path(source, "python3.11") == [
+        "lib/boot",
+        "lib/python3.11/lib-dynload",
+        "lib/python3.11",
+        "site",
+    ]
+
+
+def test_a_name_of_both_kinds_keeps_the_usual_module_path(tmp_path: Path) -> None:
+    """Were `mmap` also a .py in the standard library, lib-dynload first would change which one
+    `import mmap` finds: the bundle then keeps the standard library first."""
+    source = _source(tmp_path, ["json", "mmap.py"], ["_json", "mmap"])
+    assert module_path(source, "python3.11") == [
+        "lib/boot",
+        "lib/python3.11",
+        "lib/python3.11/lib-dynload",
+        "site",
+    ]
