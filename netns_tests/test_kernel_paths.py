@@ -82,13 +82,30 @@ def test_a_deleted_bridge_is_made_again(node: FakeNode) -> None:
     assert ping(pod, "10.99.0.1")
 
 
+@pytest.mark.parametrize("node", ["in-process", *PLUGIN_PATHS], indirect=True)
 def test_an_existing_pod_interface_is_refused_before_anything_changes(node: FakeNode) -> None:
     pod = node.pod()
     in_netns(pod, "ip", "link", "add", "eth0", "type", "veth", "peer", "eth1")
     added = node.add(pod, node.container_id())
     assert added.code == 1 and added.json["code"] == errors.INTERFACE_EXISTS, added
     assert node.reservations() == {}
+    store = list(node.store_dir.iterdir()) if node.store_dir.exists() else []
+    assert not [p.name for p in store if p.name.startswith(("owner", "."))]
     assert not {name for name in links_in(node.host) if name.startswith("veth")}
+
+
+@pytest.mark.parametrize("node", ["in-process", *PLUGIN_PATHS], indirect=True)
+def test_an_add_repeated_for_a_running_pod_fails_and_the_pod_keeps_its_address(
+    node: FakeNode,
+) -> None:
+    pod, cid = node.pod(), node.container_id()
+    first = node.add(pod, cid)
+    assert first.code == 0, first
+    (address,) = node.reservations()
+    again = node.add(pod, cid)
+    assert again.code == 1 and again.json["code"] == errors.INTERFACE_EXISTS, again
+    assert list(node.reservations()) == [address]
+    assert ping(pod, "10.99.0.1")
 
 
 def test_what_an_add_leaves_in_the_kernel(node: FakeNode) -> None:
