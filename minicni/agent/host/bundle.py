@@ -7,8 +7,8 @@ image, everything the plugin process needs under `runtime_dir` (default `/opt/mi
     <runtime_dir>/<version>/bin/python3          the interpreter
     <runtime_dir>/<version>/lib/                 its shared libraries, the dynamic loader included
     <runtime_dir>/<version>/lib/boot/            what the interpreter imports at every start
-                                                 (`encodings`), in a directory of its own
-    <runtime_dir>/<version>/lib/python3.X/       the rest of the standard library (+ lib-dynload)
+                                                 (3 modules of `encodings`: `boot_package`)
+    <runtime_dir>/<version>/lib/python3.X/       the standard library (+ lib-dynload)
     <runtime_dir>/<version>/site/                minicni and pyroute2
     <runtime_dir>/<version>/shim.pyc             the shim (minicni.agent.host.shim), compiled
     <runtime_dir>/<version>/STAMP                what this version was built from
@@ -28,9 +28,11 @@ names its version directory, so a plugin process that started before an upgrade 
 from the version it started with; the previous version is kept, older ones are removed.
 
 The module path (bin/python3._pth) is boot, lib-dynload, the standard library, site: every import
-scans each directory before the one that has the module, and a first scan of the standard library
-(~200 entries) costs every pod's CNI call ~0.3-0.5 ms on a 2-CPU node. The shim imports only
-`encodings` at start-up and, on Python < 3.12, `_ctypes` (lib-dynload), so it never scans it.
+scans each directory before the one that has the module, and the first scan of a directory costs
+with its size (measured on a 2-CPU node: ~0.3-0.5 ms for the standard library's ~200 entries,
+~0.2-0.4 ms for the 125 of `encodings`). The shim imports only `encodings`, `encodings.aliases`
+and `encodings.utf_8` at start-up, from boot, and on Python < 3.12 `_ctypes` (lib-dynload): it
+scans neither.
 Extension modules and pure-Python ones never share a name in CPython, so the order changes what
 is found only in speed; a bundle whose source has such a pair keeps the usual order.
 
@@ -64,15 +66,24 @@ from minicni.fileutil import write_atomic
 log = logging.getLogger(__name__)
 
 # Bumped whenever the layout or the launcher changes, so an old bundle is rebuilt.
-BUNDLE_FORMAT = 4
+BUNDLE_FORMAT = 5
 PLUGIN_MODULE = "minicni"  # run as `python -m minicni`, as the "launcher" mode does
 SHIM_NAME = "shim.pyc"
 PLUGIN_PACKAGES = ("minicni", "pyroute2")
 STAMP_NAME = "STAMP"
 
-BOOT_PACKAGES = frozenset({"encodings"})
-"""What the interpreter imports from the standard library at every start with -I -S (the rest of
-what it loads then is frozen into it): moved to lib/boot, first on the module path."""
+BOOT_PACKAGE = "encodings"
+BOOT_MODULES = ("__init__", "aliases", "utf_8")
+"""What the interpreter imports from the standard library at every start with -I -S, in a UTF-8
+or C locale (the rest of what it loads then is frozen into it): copied to lib/boot, first on the
+module path. The package's other modules stay in the standard library's copy of it, which the
+boot copy's `__path__` names after its own directory (`BOOT_PATH`)."""
+BOOT_PATH = """
+
+# Added by minicni's bundle: this directory holds only the modules the interpreter imports at
+# start-up (a short directory to scan); the rest of the package is in the standard library.
+__path__.append(__path__[0].rsplit("/", 2)[0] + "/{stdlib}/encodings")
+"""
 
 # Top-level parts of the standard library a CNI plugin can never need.
 EXCLUDED_STDLIB = frozenset(
@@ -321,9 +332,8 @@ def _populate(source: RuntimeSource, staging: Path, *, final: Path, direct: bool
     (bin_dir / "python3._pth").write_text(
         "".join(f"../{entry}\n" for entry in module_path(source, stdlib_dest.name))
     )
-    _copy_tree(source.stdlib, stdlib_dest, top_excluded=EXCLUDED_STDLIB | BOOT_PACKAGES)
-    for name in sorted(BOOT_PACKAGES):
-        _copy_tree(source.stdlib / name, boot_dest / name, top_excluded=frozenset())
+    _copy_tree(source.stdlib, stdlib_dest, top_excluded=EXCLUDED_STDLIB)
+    boot_package(source.stdlib / BOOT_PACKAGE, boot_dest / BOOT_PACKAGE, stdlib_dest.name)
     for package in source.packages:
         _copy_tree(package, site_dest / package.name, top_excluded=frozenset())
 
@@ -359,6 +369,16 @@ def _populate(source: RuntimeSource, staging: Path, *, final: Path, direct: bool
     _compile(stdlib_dest, final / "lib" / stdlib_dest.name)
     _compile(site_dest, final / "site")
     _compile_shim(source, staging / SHIM_NAME, final / SHIM_NAME)
+
+
+def boot_package(package: Path, dest: Path, stdlib_name: str) -> None:
+    """The start-up modules of `package` (`BOOT_MODULES`) in `dest`, its `__init__` extended to
+    find the others in the standard library's copy of the package (lib/`stdlib_name`)."""
+    dest.mkdir(parents=True)
+    for name in BOOT_MODULES[1:]:
+        shutil.copy2(package / f"{name}.py", dest / f"{name}.py")
+    init = (package / "__init__.py").read_text(encoding="utf-8")
+    (dest / "__init__.py").write_text(init + BOOT_PATH.format(stdlib=stdlib_name), "utf-8")
 
 
 def module_path(source: RuntimeSource, stdlib_name: str) -> list[str]:

@@ -13,6 +13,7 @@ from minicni.agent.host.bundle import (
     BundleError,
     RuntimeSource,
     _elf_interpreter,
+    boot_package,
     module_path,
     parse_loader_list,
     render_launcher,
@@ -158,3 +159,19 @@ def test_a_name_of_both_kinds_keeps_the_usual_module_path(tmp_path: Path) -> Non
         "lib/python3.11/lib-dynload",
         "site",
     ]
+
+
+def test_the_boot_copy_of_encodings_holds_the_start_up_modules_and_finds_the_rest(
+    tmp_path: Path,
+) -> None:
+    stdlib = Path(RuntimeSource.of_this_process().stdlib)
+    dest = tmp_path / "lib" / "boot" / "encodings"
+    boot_package(stdlib / "encodings", dest, "python3.11")
+    assert sorted(p.name for p in dest.iterdir()) == ["__init__.py", "aliases.py", "utf_8.py"]
+    namespace = {"__path__": [str(dest)], "__name__": "encodings_copy"}
+    init = (dest / "__init__.py").read_text()
+    assert init.startswith((stdlib / "encodings" / "__init__.py").read_text())
+    # the line added runs at the end of the package's own code: only its __path__ is extended
+    added = init[len((stdlib / "encodings" / "__init__.py").read_text()) :]
+    exec(compile(added, "added", "exec"), namespace)
+    assert namespace["__path__"] == [str(dest), f"{tmp_path}/lib/python3.11/encodings"]
