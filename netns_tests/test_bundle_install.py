@@ -120,10 +120,14 @@ def served_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshRoot]
 def test_the_served_launcher_needs_no_shell_and_no_libc_but_the_bundles(
     served_root: FreshRoot,
 ) -> None:
-    """The kernel starts the bundled interpreter on the launcher: it names the bundled loader and
-    libraries itself, so a root with neither /bin/sh nor any other libc runs the plugin."""
+    """The kernel starts the bundled interpreter on the shim compiled with the socket in it (the
+    launcher is that "#!" line): it names the bundled loader and libraries itself, so a root with
+    neither /bin/sh nor any other libc runs the plugin."""
     version_dir = served_root.runtime_dir / served_root.versions()[0]
-    assert served_root.plugin.read_text().startswith(f"#!{version_dir}/bin/python3 -ISB\n")
+    socket_path = str(served_root.root / "run" / "minicni" / "cni.sock")
+    baked = bundle.baked_shim(version_dir, socket_path)
+    first_line = served_root.plugin.read_text().splitlines()[0]
+    assert first_line == f"#!{version_dir}/bin/python3 {baked}" and baked.is_file()
     assert not (served_root.root / "bin").exists() and not (served_root.root / "lib").exists()
     proc = served_root.run(
         [str(served_root.plugin)],
@@ -133,7 +137,6 @@ def test_the_served_launcher_needs_no_shell_and_no_libc_but_the_bundles(
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout)["cniVersion"] == "1.1.0"
     # A second install with the same socket finds everything in place.
-    socket_path = str(served_root.root / "run" / "minicni" / "cni.sock")
     again = install_plugin(served_root.cni_bin_dir, mode="bundle",
                            runtime_dir=served_root.runtime_dir, cni_socket=socket_path)  # fmt: skip
     assert again is False

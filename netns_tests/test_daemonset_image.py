@@ -144,11 +144,15 @@ def test_conflist_and_bundled_plugin_land_in_the_nodes_directories(cluster: Imag
         node_plan = cluster.plan.node(node.name)
         assert plugin["type"] == "minicni" and plugin["subnet"] == node_plan.pod_cidr
         launcher = (root / LAUNCHER).read_text()
-        # The node's path, as the manifest mounts it; the image's patchelf made the bundled
-        # interpreter start on its own, so the kernel runs it on the launcher, no /bin/sh first.
-        assert launcher.startswith("#!/opt/minicni/v") and " -ISB\n" in launcher, launcher[:200]
         (version,) = [p for p in (root / "opt" / "minicni").iterdir() if p.name.startswith("v")]
         assert (version / "bin" / "python3").is_file()
+        # The node's paths, as the manifest mounts them; the image's patchelf made the bundled
+        # interpreter start on its own, so the kernel runs it on the shim compiled with the
+        # agent's socket in it: no /bin/sh, no launcher script.
+        python, shim = launcher.splitlines()[0].removeprefix("#!").split(" ")
+        assert python == f"/opt/minicni/{version.name}/bin/python3", launcher[:200]
+        assert shim.startswith(f"/opt/minicni/{version.name}/shim-") and shim.endswith(".pyc")
+        assert (root / shim.lstrip("/")).is_file()
 
 
 def test_the_bundled_plugin_answers_version_on_a_node_without_python(

@@ -11,6 +11,7 @@ image, everything the plugin process needs under `runtime_dir` (default `/opt/mi
     <runtime_dir>/<version>/lib/python3.X/       the standard library (+ lib-dynload)
     <runtime_dir>/<version>/site/                minicni and pyroute2
     <runtime_dir>/<version>/shim.pyc             the shim (minicni.agent.host.shim), compiled
+    <runtime_dir>/<version>/shim-<digest>.pyc    the same with the agent's socket compiled in
     <runtime_dir>/<version>/STAMP                what this version was built from
 
 and writes `<cni_bin_dir>/minicni`, a launcher that starts the interpreter with the bundled loader
@@ -18,9 +19,13 @@ and libraries, so the host's loader and libc are never used. With a CNI socket (
 CNI requests) the launcher runs the shim, which forwards each request to the agent and runs the
 plugin in-process (`-m minicni`) only when the agent cannot; then the bundled interpreter names
 the bundled loader (PT_INTERP) and libraries (DT_RPATH `<version>/lib`), set by patchelf, and the
-launcher is a Python script the kernel starts with it (`launcher.shim_script`): no /bin/sh runs
-before every pod's CNI call (~1 ms on a 2-CPU node). Without patchelf, and without a socket, the
-launcher is a POSIX shell script that runs the bundled loader (`ld.so --library-path <lib>`).
+launcher is a "#!" line naming it and `<version>/shim-<digest>.pyc`, the shim compiled with the
+socket in it (`baked_shim`): no /bin/sh runs before every pod's CNI call (~1 ms on a 2-CPU node),
+and no launcher script is compiled (~0.2 ms). The ._pth file makes that run isolated, without
+site and without bytecode written, as -I -S -B would. Where that line is too long for the kernel,
+the launcher is a Python script the kernel starts with the interpreter (`launcher.shim_script`).
+Without patchelf, and without a socket, the launcher is a POSIX shell script that runs the bundled
+loader (`ld.so --library-path <lib>`).
 
 Atomicity: a version is built under a temporary name in `runtime_dir` and renamed into place; the
 launcher is written to a temporary name in `cni_bin_dir` and renamed over the old one. The launcher
@@ -60,7 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minicni import defaults
-from minicni.agent.host.launcher import compiled_shim, shebang_safe, shim_script
+from minicni.agent.host.launcher import compiled_shim, pyc_launcher, shebang_safe, shim_script
 from minicni.fileutil import write_atomic
 
 log = logging.getLogger(__name__)
@@ -196,6 +201,10 @@ def install_bundle(
             _build_version(source, runtime_dir, version_dir, stamp, direct=False)
     direct = bool(cni_socket) and starts_directly(version_dir, loader_name)
     script = render_launcher(version_dir, loader_name, cni_socket, direct=direct)
+    baked = baked_shim(version_dir, cni_socket)
+    if direct and str(baked) in script.splitlines()[0]:  # compiled here, by the bundled Python
+        _check_same_python(source)
+        built |= write_atomic(str(baked), compiled_shim(str(baked), cni_socket), 0o644)
     if not built and _read_bytes(launcher) == script.encode():
         log.debug("plugin bundle %s already installed", version_dir)
         return False
@@ -224,13 +233,17 @@ def render_launcher(
 ) -> str:
     """The launcher; it names the version directory, so it switches versions atomically. `direct`:
     the bundled interpreter starts on its own (`starts_directly`), so the shim's launcher is a
-    Python script, when its path fits a "#!" line."""
+    "#!" line naming it and the shim compiled with the socket in it (`baked_shim`), or, when that
+    line is too long, a Python script, when its path fits a "#!" line."""
     _require_quotable(version_dir, cni_socket)
     home = str(version_dir)
     if cni_socket:
         python = f"{home}/bin/python3"
         if direct and shebang_safe(python):
             about = DIRECT_LAUNCHER_ABOUT.format(home=home)
+            baked = pyc_launcher(python, baked_shim(version_dir, cni_socket), about)
+            if baked is not None:
+                return baked.decode()
             shim = version_dir / SHIM_NAME
             return shim_script(python, shim, cni_socket, site=False, about=about).decode()
         return f"""#!/bin/sh
@@ -256,6 +269,11 @@ exec "$home/lib/{loader_name}" --library-path "$home/lib" \\
 """
 
 
+def baked_shim(version_dir: Path, cni_socket: str) -> Path:
+    """Where the shim compiled with `cni_socket` in it goes: one per socket, beside shim.pyc."""
+    return version_dir / f"shim-{hashlib.sha256(cni_socket.encode()).hexdigest()[:16]}.pyc"
+
+
 def _require_quotable(version_dir: Path, cni_socket: str) -> None:
     """The launcher quotes both paths for the shell: they must be absolute and plainly quotable."""
     home = str(version_dir)
@@ -269,12 +287,13 @@ def _require_quotable(version_dir: Path, cni_socket: str) -> None:
 
 DIRECT_LAUNCHER_ABOUT = """\
 minicni CNI plugin launcher, written by minicni-agent (install mode "bundle").
-Runs the shim, which forwards the request to the agent's CNI socket (below) and runs the plugin
+Runs the shim, which forwards the request to the agent's CNI socket and runs the plugin
 in-process when the agent cannot take it, with the Python runtime bundled in {home}.
 The kernel starts that interpreter directly: it names the bundle's own dynamic loader and
 libraries (PT_INTERP, DT_RPATH), so the node needs no Python and its libc does not matter, and no
-shell runs first. Isolated mode (-I): the runtime's environment (PYTHONPATH, PYTHONHOME...) cannot
-reach it; the module path comes from bin/python3._pth."""
+shell runs first. Its bin/python3._pth sets the module path and makes every run isolated (the
+runtime's environment, PYTHONPATH, PYTHONHOME..., cannot reach it), without site and without
+writing bytecode."""
 
 
 def starts_directly(version_dir: Path, loader_name: str) -> bool:
@@ -439,12 +458,16 @@ def _patchelf() -> str | None:
 def _compile_shim(source: RuntimeSource, target: Path, recorded_as: Path) -> None:
     """The shim as a .pyc of the bundled interpreter, which is this process's (the magic number
     of a .pyc is the interpreter's)."""
+    _check_same_python(source)
+    target.write_bytes(compiled_shim(str(recorded_as)))
+
+
+def _check_same_python(source: RuntimeSource) -> None:
     running = f"{sys.version_info.major}.{sys.version_info.minor}"
     if source.version != running:
         raise BundleError(
             f"the shim is compiled by Python {running}, the bundle's is {source.version}"
         )
-    target.write_bytes(compiled_shim(str(recorded_as)))
 
 
 def _copy_tree(src: Path, dest: Path, *, top_excluded: frozenset[str]) -> None:

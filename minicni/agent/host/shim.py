@@ -1,13 +1,16 @@
 """minicni's CNI plugin executable while the node agent serves CNI requests: a shim.
 
 The runtime execs `/opt/cni/bin/minicni`, a launcher the agent installs, which runs this file
-compiled (by the agent, with the interpreter that runs it) as if it were started as
+compiled (by the agent, with the interpreter that runs it). The bundle's launcher is a "#!" line
+naming the bundled interpreter and a .pyc of this file with the agent's socket in it
+(`BAKED_SOCKET`): the kernel starts the interpreter on the .pyc, and the bundle's ._pth makes the
+run isolated, without site and without writing bytecode, as -I -S -B would. Elsewhere it runs as
+if it were started as
 
     python3 -I -S -B shim.pyc SOCKET [site]
 
-(the launcher is a Python script the kernel starts with that interpreter, `#!python3 -ISB`, which
-sets sys.argv so and runs the .pyc's code; or, where that cannot be, a /bin/sh script running that
-command line).
+(a Python script the kernel starts with that interpreter, `#!python3 -ISB`, which sets sys.argv
+so and runs the .pyc's code; or, where that cannot be, a /bin/sh script running that command line).
 
 It forwards the request (env and stdin) over the agent's unix socket and writes the agent's answer:
 the interpreter's start-up is then the whole cost of a pod's CNI call (~10 ms), not the plugin's
@@ -61,6 +64,9 @@ if TYPE_CHECKING:  # annotations only: typing is not imported when the shim runs
 
     SetNs = Callable[[int, int], None]
 
+BAKED_SOCKET = ""
+"""The agent's socket, compiled in for the bundle's launcher (`launcher.compiled_shim`); empty: it
+comes as argv[1]."""
 VERSION = 2
 MAGIC = b"MCNI"
 FLAG_NETNS_FILE = 2
@@ -242,8 +248,11 @@ def accept_timeout(environ: dict[bytes, bytes]) -> float:
 
 def main() -> None:
     argv = sys.argv
-    path = argv[1].encode() if len(argv) > 1 else b""
-    site = len(argv) > 2 and argv[2] == "site"
+    if BAKED_SOCKET:  # run by the bundle's launcher: its interpreter has no site to set up
+        path, site = BAKED_SOCKET.encode(), False
+    else:
+        path = argv[1].encode() if len(argv) > 1 else b""
+        site = len(argv) > 2 and argv[2] == "site"
     if not path:
         fall_back(b"no socket configured", None, site)
     environ = posix.environ

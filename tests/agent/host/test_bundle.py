@@ -13,11 +13,13 @@ from minicni.agent.host.bundle import (
     BundleError,
     RuntimeSource,
     _elf_interpreter,
+    baked_shim,
     boot_package,
     module_path,
     parse_loader_list,
     render_launcher,
 )
+from minicni.agent.host.launcher import shebang_max
 
 LDD_OUTPUT = """\
 \tlinux-vdso.so.1 (0x00007ffd1b3f2000)
@@ -75,17 +77,30 @@ def test_with_a_cni_socket_the_launcher_runs_the_bundled_shim() -> None:
     assert "-m minicni" not in script
 
 
-def test_a_bundle_that_starts_directly_gets_a_python_launcher_for_its_shim() -> None:
-    script = render_launcher(
-        Path("/opt/minicni/v3-abc"), "ld.so", "/run/minicni/cni.sock", direct=True
-    )
-    assert script.startswith("#!/opt/minicni/v3-abc/bin/python3 -ISB\n")
-    compile(script, "launcher", "exec")  # valid Python, comments and all
-    assert "sys.argv[1:] = ['/run/minicni/cni.sock']\n" in script
-    assert "open('/opt/minicni/v3-abc/shim.pyc', 'rb')" in script
+def test_a_bundle_that_starts_directly_gets_a_launcher_naming_its_interpreter_and_shim() -> None:
+    """The kernel runs the bundled interpreter on the shim compiled with the socket in it."""
+    home = Path("/opt/minicni/v3-abc")
+    script = render_launcher(home, "ld.so", "/run/minicni/cni.sock", direct=True)
+    first, *rest = script.splitlines()
+    baked = baked_shim(home, "/run/minicni/cni.sock")
+    assert first == f"#!/opt/minicni/v3-abc/bin/python3 {baked}"
+    assert baked.parent == home and baked != baked_shim(home, "/run/other.sock")
+    assert rest and all(line.startswith("#") for line in rest)  # comments only: nothing runs them
     # without a socket there is no shim: the plugin runs from the shell launcher
     plain = render_launcher(Path("/opt/minicni/v3-abc"), "ld.so", direct=True)
     assert plain.startswith("#!/bin/sh\n") and "-m minicni" in plain
+
+
+def test_a_direct_launcher_too_long_for_the_shim_line_is_a_python_script() -> None:
+    """A "#!" line that holds the interpreter but not the .pyc too (the kernel reads 128 bytes of
+    it, 256 since Linux 5.1): the launcher is a Python script running shim.pyc with the socket in
+    its argv."""
+    home = Path("/opt/" + "m" * 100)
+    script = render_launcher(home, "ld.so", "/run/minicni/cni.sock", direct=True)
+    assert script.startswith(f"#!{home}/bin/python3 -ISB\n")
+    compile(script, "launcher", "exec")  # valid Python, comments and all
+    assert "sys.argv[1:] = ['/run/minicni/cni.sock']\n" in script
+    assert f"open('{home}/shim.pyc', 'rb')" in script
 
 
 def test_a_bundle_path_too_long_for_a_shebang_keeps_the_shell_launcher() -> None:
@@ -175,3 +190,13 @@ def test_the_boot_copy_of_encodings_holds_the_start_up_modules_and_finds_the_res
     added = init[len((stdlib / "encodings" / "__init__.py").read_text()) :]
     exec(compile(added, "added", "exec"), namespace)
     assert namespace["__path__"] == [str(dest), f"{tmp_path}/lib/python3.11/encodings"]
+
+
+@pytest.mark.parametrize(
+    ("release", "limit"),
+    [("6.18.44-fc-v857", 255), ("5.1.0", 255), ("5.0.21-generic", 127), ("4.19.0-26", 127),
+     ("unknown", 127)],
+)  # fmt: skip
+def test_the_shebang_limit_follows_the_kernel(release: str, limit: int) -> None:
+    """Linux reads 256 bytes of a "#!" line since 5.1, 128 before."""
+    assert shebang_max(release) == limit

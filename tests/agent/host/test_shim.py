@@ -136,6 +136,34 @@ def test_a_served_request_costs_only_the_socket_module(
     assert imported(run) - interpreter_startup() == {"_socket"}  # not json, not minicni
 
 
+def test_a_shim_compiled_with_its_socket_is_served_with_no_argument(
+    tmp_path: Path, agent: Callable[[Script], ScriptedAgent]
+) -> None:
+    """The bundle's launcher is a "#!" line: the kernel passes the .pyc and the launcher's own path
+    only, so the socket is in the .pyc."""
+    answer = b'{"cniVersion": "1.1.0"}\n'
+
+    def serve(conn: socket.socket) -> None:
+        scripted.read_request(conn)
+        conn.sendall(b"A")
+        assert conn.recv(1) == b"G"
+        conn.sendall((0).to_bytes(4, "little") + len(answer).to_bytes(4, "little") + answer)
+
+    scripted = agent(serve)
+    baked = tmp_path / "shim-baked.pyc"
+    baked.write_bytes(compiled_shim(str(baked), str(tmp_path / "cni.sock")))
+    run = subprocess.run(
+        [sys.executable, "-I", "-S", "-B", str(baked), "/opt/cni/bin/minicni"],
+        input=b'{"cniVersion": "1.1.0", "name": "x"}',
+        env={"CNI_COMMAND": "STATUS", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (run.returncode, run.stdout) == (0, answer), run.stderr[-2000:]
+    assert scripted.env == {"CNI_COMMAND": "STATUS"}
+
+
 def test_without_an_agent_the_plugin_runs_in_process(shim: Path, tmp_path: Path) -> None:
     run = run_shim(shim, tmp_path / "absent.sock", "VERSION", b'{"cniVersion": "1.0.0"}')
     assert run.returncode == 0, run.stderr[-2000:]
