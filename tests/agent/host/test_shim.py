@@ -115,18 +115,24 @@ def interpreter_startup() -> set[str]:
     return imported(bare)
 
 
-def test_a_served_request_costs_only_the_socket_module(
-    shim: Path, tmp_path: Path, agent: Callable[[Script], ScriptedAgent]
-) -> None:
-    answer = b'{"cniVersion": "1.1.0"}\n'
+def answering(agent: Callable[[Script], ScriptedAgent], code: int, answer: bytes) -> ScriptedAgent:
+    """An agent that takes the request, waits for the go, and answers `code` and `answer`."""
 
     def serve(conn: socket.socket) -> None:
         scripted.read_request(conn)
         conn.sendall(b"A")
         assert conn.recv(1) == b"G"
-        conn.sendall((7).to_bytes(4, "little") + len(answer).to_bytes(4, "little") + answer)
+        conn.sendall(code.to_bytes(4, "little") + len(answer).to_bytes(4, "little") + answer)
 
     scripted = agent(serve)
+    return scripted
+
+
+def test_a_served_request_costs_only_the_socket_module(
+    shim: Path, tmp_path: Path, agent: Callable[[Script], ScriptedAgent]
+) -> None:
+    answer = b'{"cniVersion": "1.1.0"}\n'
+    scripted = answering(agent, 7, answer)
     config = b'{"cniVersion": "1.1.0", "name": "x"}'
     run = run_shim(shim, tmp_path / "cni.sock", "STATUS", config, CNI_PATH="/opt/cni/bin")
     assert (run.returncode, run.stdout) == (7, answer)  # exit code and stdout passed through
@@ -142,14 +148,7 @@ def test_a_shim_compiled_with_its_socket_is_served_with_no_argument(
     """The bundle's launcher is a "#!" line: the kernel passes the .pyc and the launcher's own path
     only, so the socket is in the .pyc."""
     answer = b'{"cniVersion": "1.1.0"}\n'
-
-    def serve(conn: socket.socket) -> None:
-        scripted.read_request(conn)
-        conn.sendall(b"A")
-        assert conn.recv(1) == b"G"
-        conn.sendall((0).to_bytes(4, "little") + len(answer).to_bytes(4, "little") + answer)
-
-    scripted = agent(serve)
+    scripted = answering(agent, 0, answer)
     baked = tmp_path / "shim-baked.pyc"
     baked.write_bytes(compiled_shim(str(baked), str(tmp_path / "cni.sock")))
     run = subprocess.run(
