@@ -48,6 +48,7 @@ from minicni.record import Record
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the plugin does not import typing
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from typing import TypeGuard
 
     from minicni.ipam.range import Address, AddressRange
 
@@ -133,38 +134,39 @@ class AddressStore:
             data, owner_stat = _read_regular_stat(owner)
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # an owner symlink, as earlier versions made it
-                return self._find_by_symlink(owner, container_id, ifname)
-            if exc.errno in (errno.ENOENT, errno.EINVAL):
+                reservation = self._read_symlinked(owner)
+            elif exc.errno in (errno.ENOENT, errno.EINVAL):
                 return None
-            raise
-        reservation = _decode(data)
-        if reservation is None or (reservation.container_id, reservation.ifname) != (
-            container_id,
-            ifname,
-        ):
-            return None
-        try:  # still the address file's second name? (not a stale owner of a released address)
-            address_stat = os.lstat(self._path(str(reservation.address)))
-        except OSError:
-            return None
-        if (address_stat.st_ino, address_stat.st_dev) != (owner_stat.st_ino, owner_stat.st_dev):
-            return None
-        return reservation
+            else:
+                raise
+        else:
+            reservation = self._read_second_name(data, owner_stat)
+        return reservation if _held_by(reservation, container_id, ifname) else None
 
-    def _find_by_symlink(self, owner: str, container_id: str, ifname: str) -> Reservation | None:
+    def _read_symlinked(self, owner: str) -> Reservation | None:
         try:
             target = os.readlink(owner)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.EINVAL):
                 return None
             raise
-        reservation = self._read(target)
-        if reservation is None or (reservation.container_id, reservation.ifname) != (
-            container_id,
-            ifname,
-        ):
+        return self._read(target)
+
+    def _read_second_name(self, data: bytes, owner: os.stat_result) -> Reservation | None:
+        """The reservation an owner file holds, while it is still its address file's second
+        name: not the owner a release killed half-way left, of an address another pod may hold."""
+        reservation = _decode(data)
+        if reservation is None:
             return None
-        return reservation
+        try:
+            address = os.lstat(self._path(str(reservation.address)))
+        except OSError:
+            return None
+        return (
+            reservation
+            if (address.st_ino, address.st_dev) == (owner.st_ino, owner.st_dev)
+            else None
+        )
 
     def find_all(self, container_id: str, ifname: str) -> list[Reservation]:
         """The attachment's addresses, IPv4 first."""
@@ -242,10 +244,7 @@ class AddressStore:
             if inode in owned or name in owned:
                 continue
             reservation = self._read(name)
-            if reservation and (reservation.container_id, reservation.ifname) == (
-                container_id,
-                ifname,
-            ):
+            if _held_by(reservation, container_id, ifname):
                 found.append(reservation)
         return found
 
@@ -399,10 +398,9 @@ class AddressStore:
         if not _is_address(name):
             return None
         try:
-            reservation = _decode(_read_regular(self._path(name)), name)
+            return _decode(_read_regular(self._path(name)), name)
         except OSError:
             return None
-        return reservation
 
     def _publish(self, reservation: Reservation, owner: str) -> bool:
         """Write the reservation to the temporary file, rename it to the attachment's owner name
@@ -531,6 +529,15 @@ def _read_text(path: str) -> str:
         return _read_regular(path).decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+def _held_by(
+    reservation: Reservation | None, container_id: str, ifname: str
+) -> TypeGuard[Reservation]:
+    return reservation is not None and (reservation.container_id, reservation.ifname) == (
+        container_id,
+        ifname,
+    )
 
 
 def _decode(data: bytes, name: str = "") -> Reservation | None:

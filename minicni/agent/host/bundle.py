@@ -65,7 +65,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minicni import defaults
-from minicni.agent.host.launcher import compiled_shim, pyc_launcher, shebang_safe, shim_script
+from minicni.agent.host.launcher import (
+    compiled_shim,
+    pyc_launcher,
+    pyc_launcher_fits,
+    shebang_safe,
+    shim_script,
+)
 from minicni.fileutil import write_atomic
 
 log = logging.getLogger(__name__)
@@ -201,8 +207,8 @@ def install_bundle(
             _build_version(source, runtime_dir, version_dir, stamp, direct=False)
     direct = bool(cni_socket) and starts_directly(version_dir, loader_name)
     script = render_launcher(version_dir, loader_name, cni_socket, direct=direct)
-    baked = baked_shim(version_dir, cni_socket)
-    if direct and str(baked) in script.splitlines()[0]:  # compiled here, by the bundled Python
+    baked = baked_shim_run(version_dir, cni_socket, direct=direct)
+    if baked is not None:  # compiled here, by the bundled Python
         _check_same_python(source)
         built |= write_atomic(str(baked), compiled_shim(str(baked), cni_socket), 0o644)
     if not built and _read_bytes(launcher) == script.encode():
@@ -239,11 +245,11 @@ def render_launcher(
     home = str(version_dir)
     if cni_socket:
         python = f"{home}/bin/python3"
+        about = DIRECT_LAUNCHER_ABOUT.format(home=home)
+        baked = baked_shim_run(version_dir, cni_socket, direct=direct)
+        if baked is not None:
+            return pyc_launcher(python, baked, about).decode()
         if direct and shebang_safe(python):
-            about = DIRECT_LAUNCHER_ABOUT.format(home=home)
-            baked = pyc_launcher(python, baked_shim(version_dir, cni_socket), about)
-            if baked is not None:
-                return baked.decode()
             shim = version_dir / SHIM_NAME
             return shim_script(python, shim, cni_socket, site=False, about=about).decode()
         return f"""#!/bin/sh
@@ -272,6 +278,14 @@ exec "$home/lib/{loader_name}" --library-path "$home/lib" \\
 def baked_shim(version_dir: Path, cni_socket: str) -> Path:
     """Where the shim compiled with `cni_socket` in it goes: one per socket, beside shim.pyc."""
     return version_dir / f"shim-{hashlib.sha256(cni_socket.encode()).hexdigest()[:16]}.pyc"
+
+
+def baked_shim_run(version_dir: Path, cni_socket: str, *, direct: bool) -> Path | None:
+    """The baked shim when the launcher runs it from its "#!" line: with a socket, an interpreter
+    that starts on its own (`direct`), and a line the kernel reads whole; else None."""
+    baked = baked_shim(version_dir, cni_socket)
+    python = f"{version_dir}/bin/python3"
+    return baked if cni_socket and direct and pyc_launcher_fits(python, baked) else None
 
 
 def _require_quotable(version_dir: Path, cni_socket: str) -> None:
@@ -394,10 +408,10 @@ def boot_package(package: Path, dest: Path, stdlib_name: str) -> None:
     """The start-up modules of `package` (`BOOT_MODULES`) in `dest`, its `__init__` extended to
     find the others in the standard library's copy of the package (lib/`stdlib_name`)."""
     dest.mkdir(parents=True)
-    for name in BOOT_MODULES[1:]:
+    for name in BOOT_MODULES:
         shutil.copy2(package / f"{name}.py", dest / f"{name}.py")
-    init = (package / "__init__.py").read_text(encoding="utf-8")
-    (dest / "__init__.py").write_text(init + BOOT_PATH.format(stdlib=stdlib_name), "utf-8")
+    with (dest / "__init__.py").open("a", encoding="utf-8") as init:
+        init.write(BOOT_PATH.format(stdlib=stdlib_name))
 
 
 def module_path(source: RuntimeSource, stdlib_name: str) -> list[str]:
@@ -407,9 +421,9 @@ def module_path(source: RuntimeSource, stdlib_name: str) -> list[str]:
     stdlib, dynload = f"lib/{stdlib_name}", f"lib/{stdlib_name}/lib-dynload"
     extensions = {path.name.split(".")[0] for path in source.dynload.glob("*.so")}
     pure = {path.name.removesuffix(".py") for path in source.stdlib.iterdir()}
-    if extensions & pure:
+    if both := extensions & pure:
         log.warning("%s are both extension and pure-Python modules: the bundle keeps the usual "
-                    "module path order", ", ".join(sorted(extensions & pure)))  # fmt: skip
+                    "module path order", ", ".join(sorted(both)))  # fmt: skip
         return ["lib/boot", stdlib, dynload, "site"]
     return ["lib/boot", dynload, stdlib, "site"]
 

@@ -127,18 +127,21 @@ def compiled_shim(filename: str, cni_socket: str = "") -> bytes:
     return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)
 
 
-def pyc_launcher(python: str, pyc: Path, about: str) -> bytes | None:
-    """A launcher that is a "#!" line naming `python` and `pyc`: the kernel passes the .pyc as the
-    interpreter's one argument, and Python runs it (no script to compile: ~0.15-0.25 ms of every
-    call). Only for an interpreter whose ._pth file makes every run isolated, without site and
-    without writing bytecode, as the bundle's does: a "#!" line carries no other flag. None when
-    the line would not be read whole (`shebang_max`). `about`: comments after it (the kernel
-    reads the first line only, Python reads none)."""
+def pyc_launcher_fits(python: str, pyc: Path) -> bool:
+    """Whether the kernel reads a "#!" line naming `python` and `pyc` whole (`shebang_max`)."""
     line = f"#!{python} {pyc}"
-    if not shebang_safe(python) or not shebang_safe(str(pyc)) or len(line.encode()) > shebang_max():
-        return None
+    return shebang_safe(python) and shebang_safe(str(pyc)) and len(line.encode()) <= shebang_max()
+
+
+def pyc_launcher(python: str, pyc: Path, about: str) -> bytes:
+    """A launcher that is a "#!" line naming `python` and `pyc` (check `pyc_launcher_fits`): the
+    kernel passes the .pyc as the interpreter's one argument, and Python runs it (no script to
+    compile: ~0.15-0.25 ms of every call). Only for an interpreter whose ._pth file makes every
+    run isolated, without site and without writing bytecode, as the bundle's does: a "#!" line
+    carries no other flag. `about`: comments after it (the kernel reads the first line only,
+    Python reads none)."""
     comment = "".join(f"# {text}\n" if text else "#\n" for text in about.splitlines())
-    return f"{line}\n{comment}".encode()
+    return f"#!{python} {pyc}\n{comment}".encode()
 
 
 def install_plugin(
