@@ -18,7 +18,7 @@ from minicni.net import netns
 from netns_tests.conftest import plugin_executable
 
 # Files of a store that are bookkeeping, not a reservation.
-BOOKKEEPING = {"lock", "boot_id", "last_reserved_ip.0"}
+BOOKKEEPING = {"lock", "boot_id", "last_reserved_ip.0", "spare"}
 RESULT_KEYS = {"cniVersion", "interfaces", "ips", "routes", "dns"}
 ERROR_KEYS = {"cniVersion", "code", "msg", "details"}
 

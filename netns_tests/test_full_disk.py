@@ -53,6 +53,9 @@ def test_add_on_a_full_data_dir_fails_with_code_5_and_leaves_nothing(
     pod, cid = node.pod(), node.container_id()  # the store in use before the disk fills up
     assert node.add(pod, cid, config=config).code == 0
     assert node.run("DEL", config, cid, pod).code == 0
+    # The DEL left its file as the spare, which the next ADD would rewrite in place, needing
+    # no new space (see the next test): without it, every ADD needs space.
+    (store / "spare").unlink()
     fill(small_fs)
     for _ in range(3):
         pod, cid = node.pod(), node.container_id()
@@ -73,6 +76,21 @@ def test_add_on_a_full_data_dir_fails_with_code_5_and_leaves_nothing(
     assert added.json["ips"][0]["address"] == "10.99.0.3/24"  # round robin goes on
     assert node.run("DEL", config, cid, pod).code == 0
     assert not [n for n in os.listdir(store) if n[0].isdigit() or n.startswith(("owner-", "."))]
+
+
+def test_the_spare_a_del_left_takes_one_more_pod_on_a_full_data_dir(
+    node: FakeNode, small_fs: Path
+) -> None:
+    config = node.config(dataDir=str(small_fs / "data"))
+    store = small_fs / "data" / node.network
+    pod, cid = node.pod(), node.container_id()
+    assert node.add(pod, cid, config=config).code == 0
+    spare = os.stat(store / "10.99.0.2").st_ino
+    assert node.run("DEL", config, cid, pod).code == 0
+    fill(small_fs)
+    added = node.add(node.pod(), node.container_id(), config=config)
+    assert added.code == 0, added
+    assert os.stat(store / "10.99.0.3").st_ino == spare
 
 
 def test_a_full_log_file_system_does_not_fail_add_nor_print_tracebacks(

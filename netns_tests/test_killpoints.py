@@ -40,7 +40,7 @@ SYSCALLS = (
     "fsync", "fchmod", "ftruncate",
 )  # fmt: skip
 STRACE = shutil.which("strace")
-STORE_BOOKKEEPING = {"lock", "boot_id", "last_reserved_ip.0"}
+STORE_BOOKKEEPING = {"lock", "boot_id", "last_reserved_ip.0", "spare"}
 
 
 @dataclass

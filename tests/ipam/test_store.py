@@ -15,6 +15,7 @@ from minicni.ipam.range import AddressRange
 from minicni.ipam.store import (
     BOOT_ID_FILE,
     LAST_RESERVED,
+    SPARE_FILE,
     AddressStore,
     RangeFullError,
     Reservation,
@@ -142,7 +143,63 @@ def test_release(store: AddressStore) -> None:
         assert store.find("c1", "eth0") is None
         assert store.reservations() == []
     left = sorted(os.listdir(store.directory))
-    assert left == sorted(["lock", LAST_RESERVED])
+    assert left == sorted(["lock", LAST_RESERVED, SPARE_FILE])  # the spare: see below
+
+
+def test_a_released_reservation_is_the_next_ones_file(store: AddressStore) -> None:
+    """The file a release frees becomes the spare, which the next reservation rewrites: no inode
+    made or freed on either path, and nothing of the old content left."""
+    rng = address_range()
+    reserve(store, rng, "c1-with-a-much-longer-container-id")
+    inode = Path(store.directory, "10.1.0.2").stat().st_ino
+    with store.locked():
+        store.release("c1-with-a-much-longer-container-id", "eth0")
+    spare = Path(store.directory, SPARE_FILE)
+    assert (spare.stat().st_ino, spare.stat().st_nlink) == (inode, 1)
+    taken = reserve(store, rng, "c2")
+    address = Path(store.directory, "10.1.0.3")
+    assert address.stat().st_ino == inode and address.stat().st_nlink == 2
+    assert json.loads(address.read_text())["containerID"] == "c2"  # whole, no tail of c1's
+    assert not spare.exists()
+    with store.locked():
+        assert store.find("c2", "eth0") == taken
+
+
+def test_a_spare_with_another_name_is_never_rewritten(store: AddressStore) -> None:
+    """A spare that is also a reservation's (or a DEL record's) name, as a crash or a hand could
+    leave it: rewriting it would change that reservation. It is dropped, and a file made."""
+    rng = address_range()
+    kept = reserve(store, rng, "kept")
+    address = Path(store.directory, "10.1.0.2")
+    before = address.read_bytes()
+    os.link(address, Path(store.directory, SPARE_FILE))
+    new = reserve(store, rng, "new")
+    assert address.read_bytes() == before
+    assert Path(store.directory, "10.1.0.3").stat().st_ino != address.stat().st_ino
+    assert not Path(store.directory, SPARE_FILE).exists()
+    with store.locked():
+        assert (store.find("kept", "eth0"), store.find("new", "eth0")) == (kept, new)
+
+
+def test_a_release_keeps_one_spare_and_the_agent_makes_it_ahead(store: AddressStore) -> None:
+    rng = address_range()
+    for cid in ("c1", "c2"):
+        reserve(store, rng, cid)
+    inode = Path(store.directory, "10.1.0.2").stat().st_ino
+    with store.locked():
+        store.release("c1", "eth0")
+        store.release("c2", "eth0")  # a spare already: this one's file goes
+    spare = Path(store.directory, SPARE_FILE)
+    assert spare.stat().st_ino == inode
+    store.keep_spare()  # there is one: kept as it is
+    assert spare.stat().st_ino == inode
+    reserve(store, rng, "c3")
+    assert not spare.exists()
+    store.keep_spare()
+    assert spare.stat().st_size == 0 and spare.stat().st_nlink == 1
+    assert Path(store.directory, "10.1.0.4").stat().st_ino != spare.stat().st_ino
+    AddressStore(str(Path(store.directory) / "missing")).keep_spare()  # no store: nothing
+    assert not Path(store.directory, "missing").exists()
 
 
 def test_release_of_unknown_owner_on_a_fresh_store(tmp_path: Path) -> None:

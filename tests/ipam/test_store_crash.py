@@ -21,6 +21,7 @@ from minicni.ipam.store import (
     LAST_RESERVED,
     LAST_RESERVED6,
     LOCK_FILE,
+    SPARE_FILE,
     AddressStore,
 )
 
@@ -30,9 +31,20 @@ RANGE = AddressRange(
     IPv4Address("10.1.0.6"),
     IPv4Address("10.1.0.1"),
 )
-BOOKKEEPING = {LOCK_FILE, LAST_RESERVED, BOOT_ID_FILE}
+BOOKKEEPING = {LOCK_FILE, LAST_RESERVED, BOOT_ID_FILE, SPARE_FILE}
 # Every call through which the store changes or opens a file (the ones a kill can interrupt).
-FS_CALLS = ("open", "fdopen", "write", "symlink", "link", "rename", "replace", "unlink")
+FS_CALLS = (
+    "open",
+    "fdopen",
+    "write",
+    "pwrite",
+    "ftruncate",
+    "symlink",
+    "link",
+    "rename",
+    "replace",
+    "unlink",
+)
 
 
 def _kill_at(call_number: int) -> None:
@@ -84,7 +96,17 @@ def _leftovers(directory: str) -> set[str]:
     return set(os.listdir(directory)) - BOOKKEEPING if os.path.isdir(directory) else set()
 
 
-@pytest.mark.parametrize("boot", ["same-boot", "after-reboot"])
+def _with_a_spare(directory: str, boot_id: str) -> None:
+    """A store whose last release left its file as the spare (a reservation rewrites it)."""
+    store = AddressStore(directory, boot_id=boot_id)
+    with store.locked():
+        store.sweep_previous_boots()
+        store.reserve(RANGE, "earlier-pod-with-a-long-name", "eth0", "/run/netns/earlier")
+        store.release("earlier-pod-with-a-long-name", "eth0")
+    assert os.path.exists(os.path.join(directory, SPARE_FILE))
+
+
+@pytest.mark.parametrize("boot", ["same-boot", "after-reboot", "with-a-spare"])
 def test_a_kill_at_any_call_of_reserve_leaves_nothing_release_misses(
     tmp_path: Path, boot: str
 ) -> None:
@@ -94,6 +116,8 @@ def test_a_kill_at_any_call_of_reserve_leaves_nothing_release_misses(
         if boot == "after-reboot":  # the sweep runs (and writes boot_id) before the reservation
             with AddressStore(directory, boot_id="earlier-boot").locked() as earlier:
                 earlier.sweep_previous_boots()
+        if boot == "with-a-spare":
+            _with_a_spare(directory, "this-boot")
         if not _reserve_killed(directory, call_number, boot_id="this-boot"):
             break  # the reservation ran to its end without reaching this call
         killed_somewhere = True
@@ -101,9 +125,11 @@ def test_a_kill_at_any_call_of_reserve_leaves_nothing_release_misses(
         with store.locked():
             store.release("victim", "eth0")
         assert _leftovers(directory) == set(), f"killed at call {call_number}"
-        # And the address is free again: the next pod gets the first one.
+        # And no address leaked: the range's five fill up again (the round robin may go on).
         with store.locked():
-            assert str(store.reserve(RANGE, "next", "eth0", "").address) == "10.1.0.2"
+            assert store.reservations() == []
+            taken = {str(store.reserve(RANGE, f"next{n}", "eth0", "").address) for n in range(5)}
+        assert taken == {f"10.1.0.{n}" for n in range(2, 7)}
     assert killed_somewhere
 
 
@@ -121,9 +147,10 @@ def test_a_kill_anywhere_in_a_dual_stack_reservation_leaves_nothing_release_miss
         with store.locked():
             store.release("victim", "eth0")
         assert set(os.listdir(directory)) - bookkeeping == set(), f"killed at call {call_number}"
-        with store.locked():  # both families free again (IPv4's round robin may go on)
+        with store.locked():  # both families free again (the round robins may go on)
             assert store.reservations() == []
-            assert str(store.reserve(RANGE6, "next", "eth0", "").address) == "fd00:1::2"
+            taken = {str(store.reserve(RANGE6, f"next{n}", "eth0", "").address) for n in range(6)}
+        assert taken == {f"fd00:1::{n}" for n in range(2, 8)}
     assert killed_in_ipv6  # some kill came after the IPv4 address was in place
 
 
@@ -206,7 +233,26 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     assert _leftovers(store.directory) == set()
 
 
-@pytest.mark.parametrize("name", [LOCK_FILE, LAST_RESERVED, "10.1.0.2"])
+def test_a_failed_write_into_the_spare_leaves_only_the_spare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = str(tmp_path / "net")
+    _with_a_spare(directory, "b")
+    store = AddressStore(directory, boot_id="b")
+
+    def no_space(*_: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    with pytest.raises(OSError, match="No space"), store.locked():
+        store.reserve(RANGE, "c", "eth0", "")
+    monkeypatch.undo()
+    assert _leftovers(directory) == set() and os.path.exists(os.path.join(directory, SPARE_FILE))
+    with store.locked():
+        assert store.reservations() == []
+
+
+@pytest.mark.parametrize("name", [LOCK_FILE, LAST_RESERVED, "10.1.0.2", SPARE_FILE])
 def test_a_planted_symlink_is_never_followed(tmp_path: Path, name: str) -> None:
     target = tmp_path / "target-outside"
     store = AddressStore(str(tmp_path / "net"), boot_id="b")
@@ -215,6 +261,8 @@ def test_a_planted_symlink_is_never_followed(tmp_path: Path, name: str) -> None:
     try:
         with store.locked():
             store.reserve(RANGE, "c", "eth0", "")
+            store.release("c", "eth0")
+        store.keep_spare()
     except OSError as exc:
         assert name == LOCK_FILE
         assert "symlink" in str(exc) and LOCK_FILE in str(exc)
@@ -230,6 +278,7 @@ def test_a_planted_fifo_does_not_block(tmp_path: Path) -> None:
     os.unlink(os.path.join(store.directory, LOCK_FILE))
     os.mkfifo(os.path.join(store.directory, "10.1.0.2"))
     os.mkfifo(os.path.join(store.directory, LAST_RESERVED))
+    os.mkfifo(os.path.join(store.directory, SPARE_FILE))
     with store.locked():
         assert store.reservations() == []  # read without blocking, and skipped
         assert str(store.reserve(RANGE, "c", "eth0", "").address) == "10.1.0.3"
