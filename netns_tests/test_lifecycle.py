@@ -293,3 +293,20 @@ def test_stdout_holds_exactly_one_document_and_logs_go_elsewhere(node: FakeNode)
         assert added.stderr == "" and not node.log_file.exists()
     else:
         assert "ADD" in added.stderr
+
+
+def test_a_reservation_rewrites_the_spare_instead_of_making_a_file(node: FakeNode) -> None:
+    """The store recycles its files: the agent makes a spare after it answers an ADD, an
+    in-process DEL leaves the released one; the next reservation rewrites it in place, so no
+    pod start waits for the file system to allocate an inode."""
+    pod, cid = node.pod(), node.container_id()
+    assert node.add(pod, cid).code == 0
+    assert node.run("DEL", None, cid, pod).code == 0
+    node.wait_for_deletes()
+    spare = node.store_dir / "spare"
+    inode = spare.stat().st_ino
+    second = node.add(node.pod(), node.container_id())
+    assert second.code == 0, second
+    address = second.json["ips"][0]["address"].split("/")[0]
+    assert (node.store_dir / address).stat().st_ino == inode
+    assert json.loads((node.store_dir / address).read_text())["address"] == address

@@ -150,6 +150,8 @@ def add(request: Request, ctx: CommandContext) -> dict[str, Any]:
                 ipv6=conf.has_ipv6,
             )
         undo.pop_all()  # success: keep everything
+        if ctx.served:  # after the answer: the next ADD's reservation needs no new inode
+            ctx.deferred.append(_store(conf).keep_spare)
         log.info(
             "ADD %s/%s: %s on %s",
             request.container_id,

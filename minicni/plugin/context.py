@@ -199,7 +199,8 @@ class CommandContext:
         self.ahead = ahead
         """Served ADD: the node as read while the shim made the pod's socket."""
         self.deferred: Deferred = []
-        """Work a served DEL leaves for after its answer, run by the server in order."""
+        """Work a served request leaves for after its answer, run by the server in order: a
+        DEL's links and address, an ADD's spare for the next reservation."""
 
     @property
     def writes_sysctls(self) -> bool:

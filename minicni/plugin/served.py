@@ -34,7 +34,8 @@ class Served(NamedTuple):
     code: int
     stdout: bytes
     deferred: list[Callable[[], None]]
-    """Work to run after the answer is sent (a DEL's links and address), in order."""
+    """Work to run after the answer is sent (a DEL's links and address, an ADD's spare), in
+    order."""
 
 
 def serve(
