@@ -141,7 +141,14 @@ def setns_function() -> "SetNs":
     setns: SetNs | None = getattr(posix, "setns", None)  # Python >= 3.12
     if setns is not None:
         return setns
-    import _ctypes  # ~0.8 ms; all of ctypes would cost ~8 ms
+    # ~0.5 ms; all of ctypes would cost ~8 ms. Bound lazily: of the ~170 functions it calls, the
+    # import and one setns use a few dozen (RTLD_NOW, Python's default, looks up all of them).
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(posix.RTLD_LAZY)
+    try:
+        import _ctypes
+    finally:
+        sys.setdlopenflags(flags)
 
     class Function(_ctypes.CFuncPtr):
         _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO

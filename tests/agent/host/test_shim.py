@@ -335,3 +335,30 @@ def test_an_add_sends_its_request_first_and_the_pod_socket_with_the_go(
         assert (message, domain) == (b"G\0\0", socket.AF_NETLINK)  # errno 0, the socket
     else:
         assert message[:1] == b"G" and message[1:] != bytes(2) and domain == -1
+
+
+def test_setns_on_python_3_11_loads_ctypes_bound_lazily_and_restores_the_flags() -> None:
+    """Python < 3.12 has no os.setns: the shim loads _ctypes alone, with RTLD_LAZY (the few
+    functions one setns needs are looked up, not all ~170 it calls), and puts Python's flags
+    back for whatever the process imports next (the plugin, in a fallback)."""
+    from minicni.agent.host import launcher
+
+    probe = (
+        "import importlib.util, json, os, sys\n"
+        f"spec = importlib.util.spec_from_file_location('shim', {str(launcher.SHIM_SOURCE)!r})\n"
+        "shim = importlib.util.module_from_spec(spec); spec.loader.exec_module(shim)\n"
+        "before, seen, real = sys.getdlopenflags(), [], sys.setdlopenflags\n"
+        "sys.setdlopenflags = lambda flags: (seen.append(flags), real(flags))[1]\n"
+        "setns = shim.setns_function()\n"
+        "restored = sys.getdlopenflags() == before\n"
+        "print(json.dumps({'callable': callable(setns), 'restored': restored,\n"
+        "    'first': seen[:1], 'lazy': os.RTLD_LAZY, 'native': hasattr(os, 'setns'),\n"
+        "    'modules': [m for m in ('_ctypes', 'ctypes') if m in sys.modules]}))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
+    )
+    seen = json.loads(run.stdout)
+    assert seen["callable"] and seen["restored"]
+    if not seen["native"]:  # Python 3.11: _ctypes, lazily bound, and nothing more
+        assert (seen["first"], seen["modules"]) == ([seen["lazy"]], ["_ctypes"])
