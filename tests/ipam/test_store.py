@@ -8,6 +8,7 @@ import multiprocessing
 import os
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -399,6 +400,68 @@ def test_concurrent_reservations_from_several_processes(tmp_path: Path) -> None:
         owners = {(r.container_id, str(r.address)) for r in store.reservations()}
     assert len(owners) == workers * each
     assert {a for _, a in owners} == set(addresses)
+
+
+def _churn(directory: str, worker: int, count: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """Pods that start and stop, as a node's do: reserve, release every other one."""
+    store = AddressStore(directory, boot_id="b")
+    rng = address_range("10.3.0.0/24")
+    kept = []
+    for i in range(count):
+        cid = f"w{worker}-{i}-" + "x" * (i % 7 * 9)  # reservations of different lengths
+        with store.locked():
+            reservation = store.reserve(rng, cid, "eth0", f"/run/netns/{cid}")
+        if i % 2:
+            with store.locked():
+                assert store.release(cid, "eth0") == [reservation]
+        else:
+            kept.append((cid, str(reservation.address)))
+    out.put(kept)
+
+
+def _keep_spares(directory: str, stop: Any) -> None:
+    """The agent after each ADD, as often as it can: a spare, made without the lock."""
+    store = AddressStore(directory, boot_id="b")
+    while not stop.is_set():
+        store.keep_spare()
+
+
+def test_spares_made_while_others_reserve_keep_every_reservation_whole(tmp_path: Path) -> None:
+    """The spare is taken and rewritten under the lock, but made (and replaced by a release)
+    around other processes' reservations: no reservation is ever written into another's file,
+    nor emptied."""
+    directory = str(tmp_path / "net")
+    os.makedirs(directory)
+    workers, each = 4, 40
+    context = multiprocessing.get_context("fork")
+    out, stop = context.Queue(), context.Event()
+    maker = context.Process(target=_keep_spares, args=(directory, stop), daemon=True)
+    processes = [
+        context.Process(target=_churn, args=(directory, w, each, out), daemon=True)
+        for w in range(workers)
+    ]
+    try:
+        for p in [maker, *processes]:
+            p.start()
+        for p in processes:
+            p.join(timeout=60)
+    finally:
+        stop.set()
+        maker.join(timeout=10)
+        for p in [maker, *processes]:
+            if p.is_alive():
+                p.kill()
+    assert [p.exitcode for p in [*processes, maker]] == [0] * (workers + 1)
+    kept = {pair for _ in processes for pair in out.get(timeout=10)}
+    store = AddressStore(directory, boot_id="b")
+    with store.locked():
+        found = {(r.container_id, str(r.address)) for r in store.reservations()}
+        assert found == kept  # every kept pod holds its own address, and nothing else is held
+        for cid, address in kept:
+            owner = Path(directory, f"owner-{cid}@eth0")
+            assert owner.stat().st_ino == Path(directory, address).stat().st_ino
+            assert json.loads(owner.read_text())["containerID"] == cid
+    assert Path(directory, SPARE_FILE).stat().st_nlink == 1
 
 
 # -- dual-stack: an address of each family per attachment ----------------------------------------
