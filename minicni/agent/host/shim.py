@@ -141,14 +141,8 @@ def setns_function() -> "SetNs":
     setns: SetNs | None = getattr(posix, "setns", None)  # Python >= 3.12
     if setns is not None:
         return setns
-    # ~0.5 ms; all of ctypes would cost ~8 ms. Bound lazily: of the ~170 functions it calls, the
-    # import and one setns use a few dozen (RTLD_NOW, Python's default, looks up all of them).
-    flags = sys.getdlopenflags()
-    sys.setdlopenflags(posix.RTLD_LAZY)
-    try:
-        import _ctypes
-    finally:
-        sys.setdlopenflags(flags)
+    load_ctypes()
+    import _ctypes  # in sys.modules now
 
     class Function(_ctypes.CFuncPtr):
         _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
@@ -165,6 +159,39 @@ def setns_function() -> "SetNs":
             raise OSError(code, posix.strerror(code))
 
     return setns_311
+
+
+def load_ctypes() -> None:
+    """`_ctypes` alone in sys.modules (~0.4 ms; all of ctypes would cost ~8 ms), for setns on
+    Python < 3.12.
+
+    Bound lazily: of the ~170 functions it calls, loading it and one setns use a few dozen
+    (RTLD_NOW, Python's default, looks up all of them first: ~0.1 ms). Loaded from lib-dynload,
+    where CPython puts it, as importlib's recipe for a file imports one (spec_from_file_location,
+    module_from_spec: the frozen functions importlib.util hands out), without the search of the
+    module path (a finder and a directory listing per entry, up to the one that has it: ~0.15 ms);
+    by that search when it is not there (built in, or elsewhere). Python's flags are put back for
+    what the process imports next (the plugin, in a fallback)."""
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(posix.RTLD_LAZY)
+    try:
+        dynload = [entry for entry in sys.path if entry.endswith("/lib-dynload")]
+        if dynload and "_ctypes" not in sys.builtin_module_names:
+            bootstrap = sys.modules["_frozen_importlib"]  # importlib's, loaded at start-up
+            external = sys.modules["_frozen_importlib_external"]
+            origin = dynload[0] + "/_ctypes" + external.EXTENSION_SUFFIXES[0]
+            spec = external.spec_from_file_location("_ctypes", origin)
+            try:
+                module = bootstrap.module_from_spec(spec)
+            except ImportError:  # not there: the search below
+                pass
+            else:
+                spec.loader.exec_module(module)
+                sys.modules["_ctypes"] = module
+                return
+        import _ctypes  # noqa: F401
+    finally:
+        sys.setdlopenflags(flags)
 
 
 def regular(mode: int) -> bool:

@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -337,28 +338,59 @@ def test_an_add_sends_its_request_first_and_the_pod_socket_with_the_go(
         assert message[:1] == b"G" and message[1:] != bytes(2) and domain == -1
 
 
-def test_setns_on_python_3_11_loads_ctypes_bound_lazily_and_restores_the_flags() -> None:
-    """Python < 3.12 has no os.setns: the shim loads _ctypes alone, with RTLD_LAZY (the few
-    functions one setns needs are looked up, not all ~170 it calls), and puts Python's flags
-    back for whatever the process imports next (the plugin, in a fallback)."""
+def _probe_setns_function(tmp_path: Path, path_first: str = "") -> dict[str, Any]:
+    """What setns_function() did in a fresh interpreter (-I -S), `path_first` put first on its
+    module path."""
     from minicni.agent.host import launcher
 
     probe = (
         "import importlib.util, json, os, sys\n"
         f"spec = importlib.util.spec_from_file_location('shim', {str(launcher.SHIM_SOURCE)!r})\n"
         "shim = importlib.util.module_from_spec(spec); spec.loader.exec_module(shim)\n"
+        f"if {path_first!r}: sys.path.insert(0, {path_first!r})\n"
         "before, seen, real = sys.getdlopenflags(), [], sys.setdlopenflags\n"
+        "sys.path_importer_cache.clear(); searched = set()  # as at start-up: nothing read\n"
         "sys.setdlopenflags = lambda flags: (seen.append(flags), real(flags))[1]\n"
         "setns = shim.setns_function()\n"
         "restored = sys.getdlopenflags() == before\n"
+        "loaded = sys.modules.get('_ctypes')\n"
         "print(json.dumps({'callable': callable(setns), 'restored': restored,\n"
         "    'first': seen[:1], 'lazy': os.RTLD_LAZY, 'native': hasattr(os, 'setns'),\n"
-        "    'modules': [m for m in ('_ctypes', 'ctypes') if m in sys.modules]}))\n"
+        "    'modules': [m for m in ('_ctypes', 'ctypes') if m in sys.modules],\n"
+        "    'file': getattr(loaded, '__file__', None),\n"
+        "    'origin': getattr(getattr(loaded, '__spec__', None), 'origin', None),\n"
+        "    'searched': sorted(set(sys.path_importer_cache) - searched)}))\n"
     )
     run = subprocess.run(
         [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
     )
-    seen = json.loads(run.stdout)
+    result: dict[str, Any] = json.loads(run.stdout)
+    return result
+
+
+def test_setns_on_python_3_11_loads_ctypes_alone_bound_lazily_without_a_search(
+    tmp_path: Path,
+) -> None:
+    """Python < 3.12 has no os.setns: the shim loads _ctypes alone, with RTLD_LAZY (the few
+    functions one setns needs are looked up, not all ~170 it calls), straight from lib-dynload
+    (no finder scans the module path), and puts Python's flags back for whatever the process
+    imports next (the plugin, in a fallback)."""
+    seen = _probe_setns_function(tmp_path)
     assert seen["callable"] and seen["restored"]
-    if not seen["native"]:  # Python 3.11: _ctypes, lazily bound, and nothing more
-        assert (seen["first"], seen["modules"]) == ([seen["lazy"]], ["_ctypes"])
+    if seen["native"]:
+        return
+    assert (seen["first"], seen["modules"]) == ([seen["lazy"]], ["_ctypes"])
+    assert "/lib-dynload/_ctypes." in seen["file"] and seen["origin"] == seen["file"]
+    assert seen["searched"] == []  # not one directory of the module path read
+
+
+def test_ctypes_elsewhere_than_the_first_lib_dynload_is_found_by_the_search(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "lib-dynload"
+    empty.mkdir()
+    seen = _probe_setns_function(tmp_path, str(empty))
+    assert seen["callable"] and seen["restored"]
+    if not seen["native"]:
+        assert seen["modules"] == ["_ctypes"] and str(empty) not in seen["file"]
+        assert str(empty) in seen["searched"]  # the search ran, and went past it
