@@ -20,6 +20,12 @@ No json, no minicni: this is not a module of the agent but a program of its own.
 cannot take the request it runs the plugin in-process, exactly as the launcher without the shim
 does (`python -m minicni`); `site` (launcher mode: the agent's venv) is set up only then.
 
+In the bundle, the shim does not wait for the interpreter's start-up to finish: the bundle's boot
+copy of `encodings`, the first file the interpreter imports, runs this .pyc's `early()` when the
+interpreter was started on it. A request the agent serves ends there (~2 ms sooner: codecs, I/O,
+signal handlers and the program's own .pyc are never set up); one it does not take is handed to
+`main()`, which runs the plugin in-process once the interpreter is up.
+
 Protocol v2 (little-endian integers; the agent's side is `minicni.agent.service.cni_server`,
 which also serves v1, the shim of the release before):
 
@@ -280,6 +286,32 @@ def accept_timeout(environ: dict[bytes, bytes]) -> float:
         return ACCEPT_TIMEOUT
 
 
+EARLY_FALLBACK = "_minicni_shim_fallback"
+"""Where `early` leaves, in `sys`, why it could not forward the request and the stdin it read:
+`main` then runs the plugin in-process with them."""
+
+
+def early() -> None:
+    """The shim, run by the bundle's interpreter before the rest of its start-up: from the first
+    file it imports (its boot copy of `encodings`, see `minicni.agent.host.bundle.BOOT_SHIM`), as
+    soon as the module path is set. A request the agent serves ends the process here. What the
+    agent cannot take is left to `main`, which runs the plugin in-process once the interpreter
+    is up. Saves what the start-up does after that import (~2 ms of ~10 on a 2-CPU node: codecs,
+    I/O, signal handlers, the program's .pyc), which a served request never uses.
+
+    Here, only what the interpreter set up before that import works: builtins, `sys`, `posix`,
+    the import system, and the built-in codecs (UTF-8, ASCII, Latin-1), which is all the shim
+    uses until it falls back. SIGPIPE is not ignored yet: a runtime that closed our stdout before
+    reading the answer ends the shim by that signal rather than by an error."""
+    if not BAKED_SOCKET:  # the launcher names the socket: it is not run from the boot file
+        return
+    try:
+        pending = forward(BAKED_SOCKET.encode(), posix.environ)
+    except Exception:  # before it read stdin (see `forward`): main starts over
+        return
+    setattr(sys, EARLY_FALLBACK, pending)
+
+
 def main() -> None:
     argv = sys.argv
     if BAKED_SOCKET:  # run by the bundle's launcher: its interpreter has no site to set up
@@ -287,9 +319,19 @@ def main() -> None:
     else:
         path = argv[1].encode() if len(argv) > 1 else b""
         site = len(argv) > 2 and argv[2] == "site"
+    pending = sys.__dict__.pop(EARLY_FALLBACK, None)  # `early` tried, and could not forward
+    if pending is not None:
+        fall_back(pending[0], pending[1], site)
     if not path:
         fall_back(b"no socket configured", None, site)
-    environ = posix.environ
+    why, stdin = forward(path, posix.environ)
+    fall_back(why, stdin, site)
+
+
+def forward(path: bytes, environ: dict[bytes, bytes]) -> tuple[bytes, bytes | None]:
+    """Forward the request to the agent at `path` and, when it serves it, write its answer and
+    exit. Returns only when the agent did not take the request: why, and the stdin read so far
+    (None: none yet), for the plugin to run in-process."""
     timeout = accept_timeout(environ)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     sock.setblocking(False)  # a full connection queue is EAGAIN, not a wait
@@ -297,13 +339,39 @@ def main() -> None:
         sock.connect(path)
     except OSError as error:
         sock.close()
-        why = b"connecting to the agent: " + posix.strerror(error.errno or 0).encode()
-        fall_back(why, None, site)
-    stdin = read_stdin(MAX_STDIN)
-    env = b"".join(k + b"=" + v + b"\0" for k, v in environ.items() if k[:4] == b"CNI_")
-    if len(stdin) > MAX_STDIN or len(env) > MAX_ENV:
+        return b"connecting to the agent: " + posix.strerror(error.errno or 0).encode(), None
+    stdin = b""
+    try:
+        stdin = read_stdin(MAX_STDIN)
+        env = b"".join(k + b"=" + v + b"\0" for k, v in environ.items() if k[:4] == b"CNI_")
+        if len(stdin) > MAX_STDIN or len(env) > MAX_ENV:
+            sock.close()
+            return b"request larger than the protocol's limits", stdin
+        verdict, pod = take(sock, environ, env, stdin, timeout)
+    except Exception as error:  # the time-out included: nothing was dispatched
         sock.close()
-        fall_back(b"request larger than the protocol's limits", stdin, site)
+        return str(error).encode(errors="replace") or b"lost before the go", stdin
+    if pod is not None:
+        pod.close()  # the agent has its own copy
+    try:
+        sock.settimeout(REPLY_TIMEOUT)
+        head = receive_exactly(sock, 8, verdict)
+        code = int.from_bytes(head[:4], "little")
+        size = int.from_bytes(head[4:8], "little")
+        out = receive_exactly(sock, size, head[8:])[:size]
+    except Exception as error:  # after the go: the agent may have run it, it must not run here
+        code, out = 1, lost(stdin, f"{type(error).__name__}: {error}")
+    write_all(1, out)
+    posix._exit(code)
+
+
+def take(
+    sock: _socket.socket, environ: dict[bytes, bytes], env: bytes, stdin: bytes, timeout: float
+) -> tuple[bytes, _socket.socket | None]:
+    """Send the request, and the go once the agent took it: from here the agent runs it, and
+    the shim never falls back. Returns what came after the agent's b"A" (a DEL's answer starts
+    there) and the pod's socket sent with the go, if any. Raises OSError or EOFError when the
+    agent did not take the request (nothing was run)."""
     passed = None  # a DEL's CNI_NETNS, opened
     flags = netns_errno = 0
     netns = environ.get(b"CNI_NETNS", b"")
@@ -333,8 +401,8 @@ def main() -> None:
             pod, netns_errno = pod_socket(netns)
         verdict = sock.recv(1024)
         if verdict[:1] == b"A" and go_now:
-            pass  # the answer follows
-        elif verdict[:1] == b"A" and with_go:
+            return verdict[1:], None  # the answer follows
+        if verdict[:1] == b"A" and with_go:
             go = b"G" + (netns_errno & 0xFFFF).to_bytes(2, "little")
             sock.sendmsg([go], rights_of(None if pod is None else pod.fileno()))
         elif verdict[:1] == b"A":
@@ -343,23 +411,11 @@ def main() -> None:
             raise ConnectionRefusedError("refused: " + verdict[1:].decode(errors="replace"))
         else:
             raise EOFError("no answer from the agent")
-    except (OSError, EOFError) as error:  # the time-out included: nothing was dispatched
-        sock.close()
+    except BaseException:
         if pod is not None:
             pod.close()
-        fall_back(str(error).encode(errors="replace") or b"lost before the go", stdin, site)
-    if pod is not None:
-        pod.close()  # the agent has its own copy
-    try:
-        sock.settimeout(REPLY_TIMEOUT)
-        head = receive_exactly(sock, 8, verdict[1:] if go_now else b"")
-        code = int.from_bytes(head[:4], "little")
-        size = int.from_bytes(head[4:8], "little")
-        out = receive_exactly(sock, size, head[8:])[:size]
-    except (OSError, EOFError) as error:
-        code, out = 1, lost(stdin, f"{type(error).__name__}: {error}")
-    write_all(1, out)
-    posix._exit(code)
+        raise
+    return b"", pod
 
 
 if __name__ == "__main__":
