@@ -12,8 +12,12 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
+import struct
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +144,147 @@ def test_the_served_launcher_needs_no_shell_and_no_libc_but_the_bundles(
     again = install_plugin(served_root.cni_bin_dir, mode="bundle",
                            runtime_dir=served_root.runtime_dir, cni_socket=socket_path)  # fmt: skip
     assert again is False
+
+
+class ListeningAgent:
+    """A stand-in for the agent on the served root's socket: takes each connection in a thread and
+    runs `script` on it with the peer's pid; keeps what the shim sent and what the script saw."""
+
+    def __init__(self, root: FreshRoot, script: Callable[[socket.socket, int], None]) -> None:
+        self.path = root.root / "run" / "minicni" / "cni.sock"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(self.path))
+        self.listener.listen(4)
+        self.listener.settimeout(1.0)
+        self.script = script
+        self.connections = 0
+        self.received = b""
+        self.seen: dict[str, int] = {}
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except TimeoutError:
+            return
+        self.connections += 1
+        with conn:
+            conn.settimeout(10)
+            pid, _, _ = struct.unpack(
+                "=iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            )
+            try:
+                self.script(conn, pid)
+            except BaseException as error:  # reported by the test, not lost in the thread
+                self.failure = error
+
+    def read_request(self, conn: socket.socket) -> None:
+        data = conn.recv(16)
+        size = 16 + int.from_bytes(data[8:12], "little") + int.from_bytes(data[12:16], "little")
+        while len(data) < size:
+            data += conn.recv(65536)
+        self.received = data
+
+    def close(self) -> None:
+        self.thread.join(15)
+        self.listener.close()
+        self.path.unlink(missing_ok=True)
+        assert self.failure is None, self.failure
+
+
+def signal_masks(pid: int) -> dict[str, int]:
+    """SigIgn and SigCgt of a process: which signals it ignores, and which it has handlers for."""
+    masks = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SigIgn", "SigCgt"):
+            masks[key] = int(value, 16)
+    return masks
+
+
+def test_the_served_shim_forwards_the_request_before_the_interpreter_finishes_starting(
+    served_root: FreshRoot,
+) -> None:
+    """The bundle runs the shim from the first file the interpreter imports (the boot copy of
+    encodings), so a served request skips the rest of its start-up. Seen from the agent's side:
+    when the request comes, the shim has not yet set up what Python's start-up sets up after that
+    import (SIGPIPE ignored, a SIGINT handler), and it never does: it exits with the answer."""
+    answer = b'{"cniVersion": "1.1.0", "served": "early"}\n'
+
+    def serve(conn: socket.socket, pid: int) -> None:
+        agent.seen = signal_masks(pid)
+        agent.read_request(conn)
+        conn.sendall(b"A")
+        assert conn.recv(1) == b"G"
+        conn.sendall((3).to_bytes(4, "little") + len(answer).to_bytes(4, "little") + answer)
+
+    agent = ListeningAgent(served_root, serve)
+    try:
+        proc = served_root.run(
+            [str(served_root.plugin)],
+            env={"CNI_COMMAND": "VERSION", "PATH": "/nowhere"},
+            stdin=b'{"cniVersion":"1.1.0"}',
+        )
+    finally:
+        agent.close()
+    assert (proc.returncode, proc.stdout) == (3, answer), proc.stderr.decode()
+    assert agent.received[:4] == b"MCNI" and agent.received.endswith(b'{"cniVersion":"1.1.0"}')
+    sigint, sigpipe = 1 << (signal.SIGINT - 1), 1 << (signal.SIGPIPE - 1)
+    assert not agent.seen["SigCgt"] & sigint, agent.seen
+    assert not agent.seen["SigIgn"] & sigpipe, agent.seen
+
+
+def test_a_request_the_agent_refuses_early_runs_in_process_with_stdin_intact(
+    served_root: FreshRoot,
+) -> None:
+    """The shim read stdin before the refusal, at start-up: the plugin, run once the interpreter
+    is up, gets all of it."""
+
+    def refuse(conn: socket.socket, pid: int) -> None:
+        agent.read_request(conn)
+        conn.sendall(b"Rversion: protocol version 1; this agent speaks 2")
+
+    data = served_root.root / "refused-data"
+    config = {"cniVersion": "1.1.0", "name": "early", "type": "minicni", "subnet": "10.9.0.0/24",
+              "dataDir": str(data), "logFile": str(served_root.root / "refused.log")}  # fmt: skip
+    agent = ListeningAgent(served_root, refuse)
+    try:
+        proc = served_root.run(
+            [str(served_root.plugin)],
+            env={"CNI_COMMAND": "STATUS", "PATH": "/nowhere"},
+            stdin=json.dumps(config).encode(),
+        )
+        assert (proc.returncode, proc.stdout) == (0, b""), proc.stderr.decode()
+        assert (data / "early" / "lock").exists()  # STATUS read the whole config, dataDir too
+        log = (served_root.root / "refused.log").read_text()
+        assert "fast path unavailable (refused: version: protocol version 1" in log
+    finally:
+        agent.close()
+        shutil.rmtree(data, ignore_errors=True)
+        (served_root.root / "refused.log").unlink(missing_ok=True)
+    assert agent.connections == 1  # refused once: main did not ask again
+
+
+def test_the_bundled_interpreter_run_on_anything_else_never_calls_the_agent(
+    served_root: FreshRoot,
+) -> None:
+    version_dir = served_root.runtime_dir / served_root.versions()[0]
+    agent = ListeningAgent(served_root, lambda conn, pid: None)
+    try:
+        for argv in (["-c", "print(7)"], [str(version_dir / "shim.pyc"), "/nowhere.sock"]):
+            proc = served_root.run(
+                [str(version_dir / "bin" / "python3"), *argv],
+                env={"CNI_COMMAND": "VERSION", "PATH": "/nowhere"},
+                stdin=b'{"cniVersion":"1.1.0"}',
+            )
+            assert proc.returncode == 0, proc.stderr.decode()
+            assert proc.stdout.startswith((b"7", b'{"cniVersion": "1.1.0", "supportedVersions"'))
+    finally:
+        agent.close()
+    assert agent.connections == 0
 
 
 def test_the_bundled_interpreter_keeps_its_libraries_whatever_ld_library_path_says(

@@ -3,6 +3,7 @@ ELF interpreter, and the launcher script."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from minicni.agent.host.bundle import (
+    BOOT_SHIM,
     BundleError,
     RuntimeSource,
     _elf_interpreter,
@@ -185,9 +187,16 @@ def test_the_boot_copy_of_encodings_holds_the_start_up_modules_and_finds_the_res
     assert sorted(p.name for p in dest.iterdir()) == ["__init__.py", "aliases.py", "utf_8.py"]
     namespace = {"__path__": [str(dest)], "__name__": "encodings_copy"}
     init = (dest / "__init__.py").read_text()
-    assert init.startswith((stdlib / "encodings" / "__init__.py").read_text())
-    # the line added runs at the end of the package's own code: only its __path__ is extended
-    added = init[len((stdlib / "encodings" / "__init__.py").read_text()) :]
+    original = (stdlib / "encodings" / "__init__.py").read_text()
+    # the package's own code, whole, with the shim's start first, after the docstring (which
+    # stays the module's), and the line that extends __path__ last
+    tree = ast.parse(init)
+    assert ast.get_docstring(tree, clean=False) == ast.get_docstring(
+        ast.parse(original), clean=False
+    )
+    assert isinstance(tree.body[1], ast.FunctionDef) and tree.body[1].name == "_run_minicni_shim"
+    assert init.replace(BOOT_SHIM, "", 1).startswith(original)
+    added = init.replace(BOOT_SHIM, "", 1)[len(original) :]
     exec(compile(added, "added", "exec"), namespace)
     assert namespace["__path__"] == [str(dest), f"{tmp_path}/lib/python3.11/encodings"]
 
