@@ -110,8 +110,10 @@ def _run_minicni_shim():
     import sys
 
     shim = sys.argv[0] if sys.argv else ""
-    if not (shim.endswith(".pyc") and shim.startswith(__path__[0].rsplit("/", 3)[0] + "/shim-")):
-        return
+    prefix = __path__[0].rsplit("/", 3)[0] + "/shim-"  # <version>/lib/boot/encodings
+    name = shim[len(prefix) :]
+    if not (shim.startswith(prefix) and name.endswith(".pyc") and "/" not in name):
+        return  # not this version's shim
     try:
         import marshal
 
