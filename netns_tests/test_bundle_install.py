@@ -162,24 +162,34 @@ class ListeningAgent:
         self.received = b""
         self.seen: dict[str, int] = {}
         self.failure: BaseException | None = None
+        self.closing = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except TimeoutError:
-            return
-        self.connections += 1
-        with conn:
-            conn.settimeout(10)
-            pid, _, _ = struct.unpack(
-                "=iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-            )
+        """The first connection goes to the script; any later one is counted and closed (the
+        shim then falls back), until the listener closes."""
+        while True:
             try:
-                self.script(conn, pid)
-            except BaseException as error:  # reported by the test, not lost in the thread
-                self.failure = error
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                if self.closing:
+                    return
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                if self.connections > 1:
+                    continue
+                conn.settimeout(10)
+                pid, _, _ = struct.unpack(
+                    "=iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+                )
+                try:
+                    self.script(conn, pid)
+                except BaseException as error:  # reported by the test, not lost in the thread
+                    self.failure = error
 
     def read_request(self, conn: socket.socket) -> None:
         data = conn.recv(16)
@@ -189,6 +199,7 @@ class ListeningAgent:
         self.received = data
 
     def close(self) -> None:
+        self.closing = True
         self.thread.join(15)
         self.listener.close()
         self.path.unlink(missing_ok=True)
@@ -266,6 +277,36 @@ def test_a_request_the_agent_refuses_early_runs_in_process_with_stdin_intact(
         shutil.rmtree(data, ignore_errors=True)
         (served_root.root / "refused.log").unlink(missing_ok=True)
     assert agent.connections == 1  # refused once: main did not ask again
+
+
+def test_an_answer_the_shim_cannot_write_ends_it_with_an_error_and_is_never_asked_again(
+    served_root: FreshRoot,
+) -> None:
+    """After the go the agent may have run the request: a shim whose stdout refuses the answer
+    exits non-zero, and neither forwards the request again nor runs it in-process."""
+
+    def serve(conn: socket.socket, pid: int) -> None:
+        agent.read_request(conn)
+        conn.sendall(b"A")
+        assert conn.recv(1) == b"G"
+        conn.sendall(bytes(4) + (3).to_bytes(4, "little") + b"{}\n")
+
+    agent = ListeningAgent(served_root, serve)
+    try:
+        with open(os.devnull, "rb") as read_only:  # writing to it fails: EBADF
+            proc = subprocess.run(
+                [CHROOT, str(served_root.root), str(served_root.plugin)],
+                input=b'{"cniVersion":"1.1.0"}',
+                stdout=read_only,
+                stderr=subprocess.PIPE,
+                env={"CNI_COMMAND": "VERSION", "PATH": "/nowhere"},
+                check=False,
+                timeout=60,
+            )
+    finally:
+        agent.close()
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert agent.connections == 1
 
 
 def test_the_bundled_interpreter_run_on_anything_else_never_calls_the_agent(

@@ -351,17 +351,22 @@ def forward(path: bytes, environ: dict[bytes, bytes]) -> tuple[bytes, bytes | No
     except Exception as error:  # the time-out included: nothing was dispatched
         sock.close()
         return str(error).encode(errors="replace") or b"lost before the go", stdin
-    if pod is not None:
-        pod.close()  # the agent has its own copy
+    # From here on the agent may have run the request: nothing returns (or raises), so that
+    # nothing runs it again.
     try:
+        if pod is not None:
+            pod.close()  # the agent has its own copy
         sock.settimeout(REPLY_TIMEOUT)
         head = receive_exactly(sock, 8, verdict)
         code = int.from_bytes(head[:4], "little")
         size = int.from_bytes(head[4:8], "little")
         out = receive_exactly(sock, size, head[8:])[:size]
-    except Exception as error:  # after the go: the agent may have run it, it must not run here
+    except Exception as error:
         code, out = 1, lost(stdin, f"{type(error).__name__}: {error}")
-    write_all(1, out)
+    try:
+        write_all(1, out)
+    except OSError:  # no stdout to write to: the exit code is all the runtime gets
+        code = code or 1
     posix._exit(code)
 
 
