@@ -446,8 +446,9 @@ def boot_package(package: Path, dest: Path, stdlib_name: str) -> None:
     find the others in the standard library's copy of the package (lib/`stdlib_name`), and to run
     the shim first when the interpreter was started on it (`BOOT_SHIM`)."""
     dest.mkdir(parents=True)
-    for name in (name for name in BOOT_MODULES if name != "__init__"):
-        shutil.copy2(package / f"{name}.py", dest / f"{name}.py")
+    for name in BOOT_MODULES:
+        if name != "__init__":  # written below, with the shim's start and the path
+            shutil.copy2(package / f"{name}.py", dest / f"{name}.py")
     source = (package / "__init__.py").read_text(encoding="utf-8")
     body = ast.parse(source).body
     docstring = (

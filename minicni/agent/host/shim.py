@@ -347,15 +347,13 @@ def forward(path: bytes, environ: dict[bytes, bytes]) -> tuple[bytes, bytes | No
         if len(stdin) > MAX_STDIN or len(env) > MAX_ENV:
             sock.close()
             return b"request larger than the protocol's limits", stdin
-        verdict, pod = take(sock, environ, env, stdin, timeout)
+        verdict = take(sock, environ, env, stdin, timeout)
     except Exception as error:  # the time-out included: nothing was dispatched
         sock.close()
         return str(error).encode(errors="replace") or b"lost before the go", stdin
     # From here on the agent may have run the request: nothing returns (or raises), so that
     # nothing runs it again.
     try:
-        if pod is not None:
-            pod.close()  # the agent has its own copy
         sock.settimeout(REPLY_TIMEOUT)
         head = receive_exactly(sock, 8, verdict)
         code = int.from_bytes(head[:4], "little")
@@ -372,11 +370,11 @@ def forward(path: bytes, environ: dict[bytes, bytes]) -> tuple[bytes, bytes | No
 
 def take(
     sock: _socket.socket, environ: dict[bytes, bytes], env: bytes, stdin: bytes, timeout: float
-) -> tuple[bytes, _socket.socket | None]:
+) -> bytes:
     """Send the request, and the go once the agent took it: from here the agent runs it, and
     the shim never falls back. Returns what came after the agent's b"A" (a DEL's answer starts
-    there) and the pod's socket sent with the go, if any. Raises OSError or EOFError when the
-    agent did not take the request (nothing was run)."""
+    there). Raises OSError or EOFError when the agent did not take the request (nothing was
+    run)."""
     passed = None  # a DEL's CNI_NETNS, opened
     flags = netns_errno = 0
     netns = environ.get(b"CNI_NETNS", b"")
@@ -406,7 +404,7 @@ def take(
             pod, netns_errno = pod_socket(netns)
         verdict = sock.recv(1024)
         if verdict[:1] == b"A" and go_now:
-            return verdict[1:], None  # the answer follows
+            return verdict[1:]  # the answer follows
         if verdict[:1] == b"A" and with_go:
             go = b"G" + (netns_errno & 0xFFFF).to_bytes(2, "little")
             sock.sendmsg([go], rights_of(None if pod is None else pod.fileno()))
@@ -416,11 +414,10 @@ def take(
             raise ConnectionRefusedError("refused: " + verdict[1:].decode(errors="replace"))
         else:
             raise EOFError("no answer from the agent")
-    except BaseException:
+    finally:
         if pod is not None:
-            pod.close()
-        raise
-    return b"", pod
+            pod.close()  # sent with the go: the agent has its own copy
+    return b""
 
 
 if __name__ == "__main__":
